@@ -1,0 +1,533 @@
+"""The revoscalepy-compatible ``rx_*`` functions: argument mapping and delegation.
+
+Code written for revoscalepy's job functions runs after changing the import.
+Every function here maps its arguments onto :mod:`rxjobs.jobs` and
+:mod:`rxjobs.cleanup`; no job logic lives here.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from . import jobs
+from .arguments import build_runs, choose_chunk_size
+from .cleanup import CleanupReport, cleanup_jobs
+from .contexts import RxComputeContext, RxLocalSeq
+from .errors import JobFailedError, JobNotFoundError
+from .runner import Payload, load_task_result
+from .status import RxRemoteJobStatus
+from .store import Store, default_share_dir, job_id_time, validate_job_id
+from .waiting import poll
+
+
+class RxRunWarning(UserWarning):
+    """Some runs of a job raised; their result slots hold the exceptions."""
+
+
+_current_context: RxComputeContext = RxLocalSeq()
+
+
+def rx_set_compute_context(compute_context: RxComputeContext) -> RxComputeContext:
+    """Make ``compute_context`` the default of every ``rx_*`` function; return the previous one."""
+    global _current_context
+    if not isinstance(compute_context, RxComputeContext):
+        raise TypeError(
+            f"expected a compute context such as RxLocalParallel(), not {type(compute_context).__name__}"
+        )
+    previous, _current_context = _current_context, compute_context
+    return previous
+
+
+def rx_get_compute_context() -> RxComputeContext:
+    """The current default compute context (``RxLocalSeq()`` unless set)."""
+    return _current_context
+
+
+def _context(compute_context: RxComputeContext | None) -> RxComputeContext:
+    if compute_context is None:
+        return _current_context
+    if not isinstance(compute_context, RxComputeContext):
+        raise TypeError(
+            f"compute_context must be a compute context such as RxLocalParallel(), "
+            f"not {type(compute_context).__name__}"
+        )
+    return compute_context
+
+
+class RxRemoteJob:
+    """A job in a share dir: a value naming the job, not a live connection.
+
+    Parameters
+    ----------
+    compute_context
+        The context the job was submitted with (it says where the share dir is).
+    job_id
+        The job's id.
+
+    Notes
+    -----
+    Like a ``concurrent.futures.Future``, it has ``done()``, ``wait()``,
+    ``result()`` and ``cancel()``; ``close()`` removes the job whatever its
+    state (a forced cleanup).
+    """
+
+    def __init__(self, compute_context: RxComputeContext, job_id: str) -> None:
+        self.compute_context = _context(compute_context)
+        self.job_id = validate_job_id(job_id)
+
+    @property
+    def store(self) -> Store:
+        return Store(self.compute_context.job_share_dir())
+
+    def __repr__(self) -> str:
+        return f"RxRemoteJob(job_id={self.job_id!r}, share_dir={self.store.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RxRemoteJob):
+            return NotImplemented
+        return (self.job_id, self.compute_context.job_share_dir()) == (
+            other.job_id, other.compute_context.job_share_dir())
+
+    def __hash__(self) -> int:
+        return hash((self.job_id, self.compute_context.job_share_dir()))
+
+    @staticmethod
+    def deserialize_job(job_id: str, compute_context: RxComputeContext | None = None) -> RxRemoteJob:
+        """The job ``job_id`` in the share dir of ``compute_context`` (default: the current one).
+
+        The returned job carries the compute context it was submitted with.
+        """
+        validate_job_id(job_id)
+        store = Store(_context(compute_context).job_share_dir())
+        record = jobs.read_job_record(store, job_id)
+        return RxRemoteJob(_stored_context(record, store), job_id)
+
+    def status(self) -> RxRemoteJobStatus:
+        return rx_get_job_status(self)
+
+    def done(self) -> bool:
+        return self.status().is_terminal()
+
+    def wait(self, timeout: float | None = None) -> RxRemoteJobStatus:
+        return rx_wait_for_job(self, timeout=timeout)
+
+    def result(self, auto_cleanup: bool | None = None) -> list[Any]:
+        return rx_get_job_results(self, auto_cleanup=auto_cleanup)
+
+    def output(self) -> str:
+        return rx_get_job_output(self)
+
+    def cancel(self) -> bool:
+        return rx_cancel_job(self)
+
+    def close(self) -> CleanupReport:
+        """Remove the job's artifacts whatever its state (cancels it if it runs)."""
+        return rx_cleanup_jobs(self, force=True, verbose=False)
+
+
+def _stored_context(record: jobs.JobRecord, store: Store) -> RxComputeContext:
+    try:
+        return record.compute_context()
+    except (ValueError, TypeError):
+        from .contexts import RxLocalParallel
+
+        return RxLocalParallel(share_dir=store.url)
+
+
+def _job(job_info: Any) -> RxRemoteJob:
+    if isinstance(job_info, RxRemoteJob):
+        return job_info
+    info = rx_get_job_info(job_info)
+    if info is None:
+        raise TypeError(
+            f"expected an RxRemoteJob (from rx_exec or rx_get_jobs), not {type(job_info).__name__}"
+        )
+    return info
+
+
+class JobResults(list):
+    """The list ``rx_exec`` returns in a waiting context, remembering its job."""
+
+    job_info: RxRemoteJob | None = None
+
+
+def rx_get_job_info(obj: Any) -> RxRemoteJob | None:
+    """The job behind ``obj`` (a job, or results returned by ``rx_exec``), else None."""
+    if isinstance(obj, RxRemoteJob):
+        return obj
+    info = getattr(obj, "job_info", None)
+    return info if isinstance(info, RxRemoteJob) else None
+
+
+# -- rx_exec -----------------------------------------------------------------------------
+
+
+def rx_exec(
+    function: Callable[..., Any],
+    args: dict[str, Any] | list[dict[str, Any]] | None = None,
+    times_to_run: int = -1,
+    task_chunk_size: int | None = None,
+    compute_context: RxComputeContext | None = None,
+    continue_on_failure: bool = True,
+    callback: Callable[[Any], Any] | None = None,
+    console_output: bool | None = None,
+    auto_cleanup: bool | None = None,
+    **kwargs: Any,
+) -> list[Any] | RxRemoteJob:
+    """Run ``function`` once per set of arguments, on the engine of the compute context.
+
+    Parameters
+    ----------
+    function
+        The function to run; it is pickled with cloudpickle and sent to workers.
+    args
+        A dict of keyword arguments for every run, or a list of dicts, one per run.
+    times_to_run
+        Number of runs; -1 means ``len(args)`` (or the per-run keyword lists), else 1.
+    task_chunk_size
+        Runs grouped into one task, to cut per-task overhead; None lets rxjobs choose.
+    compute_context
+        Where to run; default the current one (``rx_get_compute_context()``).
+    continue_on_failure
+        True: a run that raises leaves its exception in its slot and the job
+        finishes.  False: the first failure fails the job (and is raised when waiting).
+    callback
+        Called with each run's value as results are collected.
+    console_output
+        Print the runs' console output when the results are collected;
+        default the context's setting.
+    auto_cleanup
+        Remove the job's artifacts once the results are returned; default the
+        context's setting.
+    **kwargs
+        Keyword form of the arguments: a list value gives one element per run
+        (``x=[1, 2, 3], y=6`` is three runs); wrap a list meant as one value
+        (``the_list=[[0, 1, 2]]``).
+
+    Returns
+    -------
+    list or RxRemoteJob
+        The results in run order in a waiting context; the job, at once, otherwise.
+    """
+    cc = _context(compute_context)
+    if not callable(function):
+        raise TypeError(f"function must be callable, not {type(function).__name__}")
+    runs = build_runs(args, times_to_run, kwargs)
+    if cc.engine is None:
+        return _run_in_process(function, runs, continue_on_failure, callback)
+
+    console = getattr(cc, "console_output", False) if console_output is None else console_output
+    cleanup = getattr(cc, "auto_cleanup", True) if auto_cleanup is None else auto_cleanup
+    chunk = choose_chunk_size(len(runs), getattr(cc, "workers", 1), task_chunk_size)
+    payload = Payload(function, runs, chunk, bool(continue_on_failure))
+    options = {"continue_on_failure": bool(continue_on_failure), "console_output": bool(console),
+               "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": cc.waits}
+    store = Store(cc.job_share_dir())
+    job = RxRemoteJob(cc, jobs.submit_job(store, cc, payload, options))
+    if not cc.waits:
+        return job
+    try:
+        _wait_with_callback(store, job.job_id, callback)
+    except BaseException:  # KeyboardInterrupt included: do not leave the job running
+        jobs.cancel_job(store, job.job_id)
+        raise
+    derived = jobs.job_status(store, job.job_id)
+    if derived.status is RxRemoteJobStatus.FAILED:
+        error = _first_run_error(store, job.job_id)
+        if console:
+            _print_output(store, job.job_id)
+        if cleanup:
+            rx_cleanup_jobs(job, verbose=False)
+        if error is not None and not continue_on_failure:
+            raise error
+        raise JobFailedError(f"job {job.job_id} failed: {derived.reason}")
+    results = JobResults(rx_get_job_results(job, console_output=console, auto_cleanup=cleanup))
+    results.job_info = job
+    return results
+
+
+def _run_in_process(function: Callable[..., Any], runs: list[dict[str, Any]],
+                    continue_on_failure: bool, callback: Callable[[Any], Any] | None) -> list[Any]:
+    results: list[Any] = []
+    failed = []
+    for i, run in enumerate(runs):
+        try:
+            value = function(**run)
+        except Exception as exc:
+            if not continue_on_failure:
+                raise
+            value = exc
+            failed.append(i)
+        results.append(value)
+        if callback is not None:
+            callback(value)
+    _warn_failed_runs("", failed, len(runs))
+    return results
+
+
+def _wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any] | None) -> None:
+    """Wait until the job ends, calling ``callback`` on each run's value as its task lands."""
+    seen: set[int] = set()
+    n_tasks = jobs.read_job_record(store, job_id).n_tasks
+
+    def check() -> RxRemoteJobStatus | None:
+        if callback is not None:
+            for task in range(n_tasks):
+                if task in seen or not store.exists(store.paths(job_id).result(task)):
+                    continue
+                seen.add(task)
+                for value in load_task_result(store, job_id, task).values:
+                    callback(value)
+        status = jobs.job_status(store, job_id).status
+        return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
+
+    poll(check, first_delay=0.02, max_delay=0.5)
+    if callback is not None and jobs.job_status(store, job_id).status is RxRemoteJobStatus.FINISHED:
+        check()  # tasks that landed between the last look and the end
+
+
+def _first_run_error(store: Store, job_id: str) -> BaseException | None:
+    try:
+        n_tasks = jobs.read_job_record(store, job_id).n_tasks
+    except Exception:
+        return None
+    for task in range(n_tasks):
+        try:
+            result = load_task_result(store, job_id, task)
+        except Exception:
+            continue
+        for offset, value in enumerate(result.values):
+            if result.first_run + offset in result.failed and isinstance(value, BaseException):
+                return value
+    return None
+
+
+def _warn_failed_runs(job_id: str, failed: list[int], n_runs: int) -> None:
+    if not failed:
+        return
+    which = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+    job = f"job {job_id}: " if job_id else ""
+    warnings.warn(
+        f"{job}{len(failed)} of {n_runs} runs raised an exception (runs {which}); their slots "
+        "in the results hold the exception, with the remote traceback in .remote_traceback",
+        RxRunWarning, stacklevel=3,
+    )
+
+
+def _print_output(store: Store, job_id: str) -> None:
+    text = jobs.read_output(store, job_id)
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# -- the job functions -------------------------------------------------------------------
+
+
+def rx_get_jobs(
+    compute_context: RxComputeContext | None = None,
+    exact_match: bool = False,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+    states: Iterable[RxRemoteJobStatus | str] | None = None,
+    verbose: bool = True,
+) -> list[RxRemoteJob]:
+    """The jobs of a compute context's share dir, oldest first.
+
+    Parameters
+    ----------
+    compute_context
+        Whose jobs: those of its share dir on the same engine address (for
+        ``RxLocalSeq``, the default share dir); default the current context.
+    exact_match
+        Only jobs submitted with exactly this context (every setting equal).
+    start_time, end_time
+        Only jobs submitted in this window (naive datetimes are local time).
+    states
+        Only jobs in these states (members or strings such as ``"finished"``).
+    verbose
+        Print one line per job: state, submit time, id.
+    """
+    cc = _context(compute_context)
+    share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
+    store = Store(share)
+    wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
+    start, end = _utc(start_time), _utc(end_time)
+    found = []
+    for job_id in store.list_job_ids():
+        created = job_id_time(job_id)
+        try:
+            record = jobs.read_job_record(store, job_id)
+        except jobs.JobNotFoundError:
+            continue  # removed while we listed
+        except ValueError:
+            record = None
+        if created is None and record is not None:
+            created = _parse_time(record.created)
+        if (start and (created is None or created < start)) or (
+            end and (created is None or created > end)
+        ):
+            continue
+        job_cc = _stored_context(record, store) if record is not None else cc
+        if record is not None and not job_cc.matches(cc, exact_match):
+            continue
+        if record is None and exact_match:
+            continue
+        if wanted is not None or verbose:
+            status = jobs.job_status(store, job_id).status
+            if wanted is not None and status not in wanted:
+                continue
+            if verbose:
+                when = created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if created else "?"
+                print(f"{status.value:<12} {when}  {job_id}")
+        found.append(RxRemoteJob(job_cc, job_id))
+    return found
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"start_time/end_time must be datetime objects, not {type(value).__name__}")
+    return value.astimezone(timezone.utc)  # a naive datetime is taken as local time
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def rx_get_job_status(job_info: RxRemoteJob) -> RxRemoteJobStatus:
+    """The job's state, derived from its artifacts and one engine probe."""
+    job = _job(job_info)
+    return jobs.job_status(job.store, job.job_id).status
+
+
+def rx_get_job_output(job_info: RxRemoteJob) -> str:
+    """The console output of the job's finished tasks so far; never deletes anything."""
+    job = _job(job_info)
+    return jobs.read_output(job.store, job.job_id)
+
+
+def rx_get_job_results(
+    job_info: RxRemoteJob,
+    console_output: bool | None = None,
+    auto_cleanup: bool | None = None,
+) -> list[Any]:
+    """The results of a finished job, in run order.
+
+    Parameters
+    ----------
+    job_info
+        The job.
+    console_output
+        Also print the job's console output; default the job's setting.
+    auto_cleanup
+        True (default): remove the job's artifacts after the complete read.
+        False: keep them and mark the job retrieved, so that cleanup removes
+        it later without force.
+
+    Raises
+    ------
+    JobNotFinishedError
+        The job is still queued or running (or its state cannot be determined).
+    JobFailedError, JobCanceledError, JobNotFoundError, IncompleteResultsError
+        As their names say; nothing is deleted.
+    """
+    job = _job(job_info)
+    store = job.store
+    record = jobs.read_job_record(store, job.job_id)
+    results = jobs.read_results(store, job.job_id)
+    options = record.options
+    console = options.get("console_output", False) if console_output is None else console_output
+    cleanup = options.get("auto_cleanup", True) if auto_cleanup is None else auto_cleanup
+    if console:
+        _print_output(store, job.job_id)
+    _warn_failed_runs(job.job_id, results.failed, len(results.values))
+    if cleanup:
+        # Removed only after the complete read; a crash before this line leaves
+        # the job intact and un-retrieved, so nothing is lost.
+        try:
+            store.remove_job(job.job_id)
+        except JobNotFoundError:
+            pass  # another cleanup removed it after our read
+    else:
+        jobs.mark_retrieved(store, job.job_id)
+    return results.values
+
+
+def rx_cancel_job(job_info: RxRemoteJob, console_output: bool | None = None) -> bool:
+    """Stop a queued or running job; False if it had already ended.
+
+    The payload and results are deleted; ``job.json``, ``status.json`` and
+    the console output stay, so status and output still answer, and cleanup
+    removes the job later without force.
+    """
+    job = _job(job_info)
+    canceled = jobs.cancel_job(job.store, job.job_id)
+    if console_output:
+        _print_output(job.store, job.job_id)
+    return canceled
+
+
+def rx_wait_for_job(job_info: RxRemoteJob, timeout: float | None = None) -> RxRemoteJobStatus:
+    """Block until the job ends (or ``timeout`` seconds pass); return its state."""
+    job = _job(job_info)
+
+    def check() -> RxRemoteJobStatus | None:
+        status = jobs.job_status(job.store, job.job_id).status
+        return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
+
+    result = poll(check, timeout=timeout)
+    return result if result is not None else jobs.job_status(job.store, job.job_id).status
+
+
+def rx_cleanup_jobs(
+    job_info_list: RxRemoteJob | Iterable[RxRemoteJob] | dict[Any, RxRemoteJob],
+    force: bool = False,
+    verbose: bool = True,
+) -> CleanupReport:
+    """Remove the artifacts of jobs, following the cleanup rules (DESIGN.md §4).
+
+    Finished jobs whose results were never retrieved, and running jobs, are
+    kept (with a warning) unless ``force=True``.  Each job is handled on its
+    own: one job's problem never stops the others.
+
+    Parameters
+    ----------
+    job_info_list
+        One job, a list of jobs, or what ``rx_get_jobs`` returns.
+    force
+        Remove whatever the state (running jobs are canceled first).
+    verbose
+        Print one line per job directory removed or kept.
+
+    Raises
+    ------
+    TypeError
+        An element is not a job; raised before anything is removed.
+    """
+    if isinstance(job_info_list, RxRemoteJob):
+        items: list[Any] = [job_info_list]
+    elif isinstance(job_info_list, dict):
+        items = list(job_info_list.values())
+    elif isinstance(job_info_list, (str, bytes)) or not isinstance(job_info_list, Iterable):
+        raise TypeError(
+            f"rx_cleanup_jobs takes a job, a list of jobs or the result of rx_get_jobs, "
+            f"not {type(job_info_list).__name__}"
+        )
+    else:
+        items = list(job_info_list)
+    for i, item in enumerate(items):
+        if rx_get_job_info(item) is None:
+            raise TypeError(
+                f"element {i} of the job list is {item!r} ({type(item).__name__}), not an "
+                "RxRemoteJob; nothing was removed"
+            )
+    targets = [(job.store, job.job_id) for job in map(_job, items)]
+    return cleanup_jobs(targets, force=force, verbose=verbose)

@@ -1,0 +1,233 @@
+"""Cleanup: the rules of DESIGN.md §4 as a pure decision, and the removal.
+
+:func:`decide_cleanup` says what to do to one job from its state alone; it is
+tested against the whole table.  :func:`cleanup_jobs` gathers the facts,
+applies the decisions job by job (one job's problem never stops the others)
+and removes job directories crash-safely through the store.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import jobs
+from .status import RxRemoteJobStatus
+from .store import JobNotFoundError, Store, Usage
+
+
+class RxCleanupWarning(UserWarning):
+    """A job was kept by cleanup; the message says how to remove it."""
+
+
+class Action(str, enum.Enum):
+    REMOVE = "remove"
+    CANCEL_AND_REMOVE = "cancel-and-remove"
+    KEEP = "keep"
+    NOTHING = "nothing"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What cleanup should do to one job, and why (in words for the user)."""
+
+    action: Action
+    reason: str
+    warn: bool = False
+
+
+def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
+                   why: str = "") -> Decision:
+    """Decide what cleanup does to a job (DESIGN.md §4).
+
+    Parameters
+    ----------
+    status
+        The job's derived state.
+    retrieved
+        Whether the ``retrieved`` marker exists (results were returned and kept).
+    force
+        ``rx_cleanup_jobs(force=True)``.
+    why
+        The reason behind an UNDETERMINED state, quoted in the decision.
+    """
+    S = RxRemoteJobStatus
+    if status is S.MISSING:
+        return Decision(Action.NOTHING, "not found: nothing to remove")
+    if status is S.FINISHED:
+        if retrieved:
+            return Decision(Action.REMOVE, "finished, results retrieved")
+        if force:
+            return Decision(Action.REMOVE, "finished, results never retrieved (forced)")
+        return Decision(
+            Action.KEEP,
+            "finished but its results were never retrieved: collect them with "
+            "rx_get_job_results (rxjobs results) or pass force=True (--force) to delete them",
+            warn=True,
+        )
+    if status is S.FAILED:
+        return Decision(Action.REMOVE, "failed")
+    if status is S.CANCELED:
+        return Decision(Action.REMOVE, "canceled")
+    if status in (S.RUNNING, S.QUEUED):
+        if force:
+            return Decision(Action.CANCEL_AND_REMOVE, f"{status.value}: canceled and removed (forced)")
+        return Decision(
+            Action.KEEP,
+            f"still {status.value}: cancel it first with rx_cancel_job (rxjobs cancel) "
+            "or pass force=True (--force)",
+            warn=True,
+        )
+    detail = f" ({why})" if why else ""
+    if force:
+        return Decision(Action.CANCEL_AND_REMOVE, f"state undetermined{detail}: removed (forced)")
+    return Decision(
+        Action.KEEP,
+        f"state cannot be determined{detail}: kept in case it is still running; "
+        "pass force=True (--force) to remove it anyway",
+        warn=True,
+    )
+
+
+@dataclass
+class CleanupEntry:
+    """What cleanup did to one job."""
+
+    job_id: str
+    share_dir: str
+    status: str
+    outcome: str  # "removed", "kept", "missing", "error", or "would remove" on a dry run
+    reason: str
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class CleanupReport:
+    """Per job: removed or kept, why, and the files and bytes freed."""
+
+    entries: list[CleanupEntry] = field(default_factory=list)
+
+    @property
+    def removed(self) -> list[CleanupEntry]:
+        return [e for e in self.entries if e.outcome == "removed"]
+
+    @property
+    def kept(self) -> list[CleanupEntry]:
+        return [e for e in self.entries if e.outcome in ("kept", "error")]
+
+    @property
+    def files_freed(self) -> int:
+        return sum(e.files for e in self.removed)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(e.bytes for e in self.removed)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "removed": len(self.removed),
+            "kept": len(self.kept),
+            "files_freed": self.files_freed,
+            "bytes_freed": self.bytes_freed,
+            "jobs": [asdict(e) for e in self.entries],
+        }
+
+    def __str__(self) -> str:
+        return (f"{len(self.removed)} removed, {len(self.kept)} kept, "
+                f"{self.files_freed} files and {self.bytes_freed} bytes freed")
+
+
+def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool) -> tuple[CleanupEntry, Decision]:
+    derived = jobs.job_status(store, job_id)
+    retrieved = derived.status is RxRemoteJobStatus.FINISHED and jobs.is_retrieved(store, job_id)
+    decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason)
+    entry = CleanupEntry(job_id, store.url, derived.status.value, "kept", decision.reason)
+    if decision.action is Action.NOTHING:
+        entry.outcome = "missing"
+        return entry, decision
+    if decision.action is Action.KEEP:
+        return entry, decision
+    if dry_run:
+        usage = store.usage(job_id)
+        entry.outcome, entry.files, entry.bytes = "would remove", usage.files, usage.bytes
+        return entry, decision
+    if decision.action is Action.CANCEL_AND_REMOVE:
+        jobs.stop_on_engine(store, job_id)
+    try:
+        usage: Usage = store.remove_job(job_id)
+    except JobNotFoundError:
+        entry.outcome, entry.reason = "missing", "already removed (by another cleanup?)"
+        return entry, decision
+    entry.outcome, entry.files, entry.bytes = "removed", usage.files, usage.bytes
+    return entry, decision
+
+
+def cleanup_jobs(
+    targets: Iterable[tuple[Store, str]],
+    force: bool = False,
+    verbose: bool = True,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+    threads: int = 8,
+) -> CleanupReport:
+    """Apply the cleanup rules to each ``(store, job_id)`` and remove what they allow.
+
+    Jobs are handled in parallel threads (deleting many small files is bound
+    by system calls, which release the GIL); reports, verbose lines and
+    warnings come out in the order of ``targets``.  Leftovers of a crashed
+    earlier cleanup are purged first.
+    """
+    targets = list(targets)
+    if not dry_run:
+        for store in {s.url: s for s, _ in targets}.values():
+            try:
+                for name in store.purge_trash():
+                    if verbose:
+                        echo(f"finished removing {store.trash}/{name} (left by an interrupted cleanup)")
+            except OSError as exc:
+                warnings.warn(f"could not empty {store.trash}: {exc}", RxCleanupWarning, stacklevel=3)
+
+    def work(target: tuple[Store, str]) -> tuple[CleanupEntry, Decision | None]:
+        store, job_id = target
+        try:
+            return _clean_one(store, job_id, force, dry_run)
+        except Exception as exc:  # one job's problem never stops the others
+            entry = CleanupEntry(job_id, store.url, "undetermined", "error",
+                                 f"{type(exc).__name__}: {exc}")
+            return entry, None
+
+    report = CleanupReport()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for entry, decision in pool.map(work, targets):
+            report.entries.append(entry)
+            if verbose:
+                echo(_verbose_line(entry))
+            if decision is not None and decision.warn and entry.outcome == "kept":
+                warnings.warn(f"job {entry.job_id} kept: {entry.reason}", RxCleanupWarning,
+                              stacklevel=3)
+            elif entry.outcome == "error":
+                warnings.warn(f"job {entry.job_id} not cleaned up: {entry.reason}",
+                              RxCleanupWarning, stacklevel=3)
+    return report
+
+
+def _verbose_line(entry: CleanupEntry) -> str:
+    where = f"{entry.share_dir}/{entry.job_id}"
+    if entry.outcome == "removed":
+        return f"removed {where} ({entry.status}; {entry.files} files, {entry.bytes} bytes)"
+    if entry.outcome == "would remove":
+        return f"would remove {where} ({entry.status}; {entry.files} files, {entry.bytes} bytes)"
+    if entry.outcome == "missing":
+        return f"nothing to do for {where}: {entry.reason}"
+    return f"kept {where}: {entry.reason}"

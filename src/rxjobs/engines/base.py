@@ -1,0 +1,42 @@
+"""The engine protocol: the three things every engine must do.
+
+Bookkeeping (chunking, artifacts, status, cleanup) is written once in the
+core; an engine only starts a job's tasks, says whether it still holds them,
+and stops them.  A handle is a small JSON-able dict stored in ``engine.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..contexts import RxComputeContext
+from ..status import Probe
+
+Handle = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """What an engine needs to run a job whose artifacts are already written."""
+
+    share_dir: str
+    job_id: str
+    context: RxComputeContext
+    n_tasks: int
+
+
+class Engine(Protocol):
+    """Start, ask about and stop a job on one kind of engine."""
+
+    def submit(self, job: SubmittedJob) -> Handle:
+        """Start the job's tasks; return the handle to store in ``engine.json``."""
+        ...
+
+    def probe(self, handle: Handle) -> Probe:
+        """Say whether the engine still holds the job (and whether it started)."""
+        ...
+
+    def cancel(self, handle: Handle) -> bool:
+        """Stop the job's tasks; True if something was stopped."""
+        ...

@@ -1,0 +1,239 @@
+"""The local engine: a detached driver process running a process pool.
+
+``submit`` starts ``python -m rxjobs.engines.local <job_id> ...``, which
+detaches (double fork, new session, stdio to ``driver.log`` in the job dir)
+so that it outlives the caller and is never left as a zombie.  The driver
+runs the job's tasks in a pool of forked worker processes (their command line
+is the driver's, so ``ps`` shows the job id), writes ``status.json`` and
+exits; workers die with the driver.  The handle is the driver's pid and
+process start time, so a reused pid is never mistaken for the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import psutil
+
+from ..status import Probe, Record
+from .base import Handle, SubmittedJob
+
+_CANCEL_GRACE_S = 5.0
+
+
+class LocalEngine:
+    """Start, probe and stop detached local drivers."""
+
+    def submit(self, job: SubmittedJob) -> Handle:
+        from ..store import Store
+
+        store = Store(job.share_dir)
+        paths = store.paths(job.job_id)
+        workers = getattr(job.context, "workers", 1)
+        cmd = [sys.executable, "-m", "rxjobs.engines.local", job.job_id,
+               "--share-dir", store.url, "--workers", str(workers)]
+        env = dict(os.environ)
+        # The driver imports what the caller could import (functions pickled by reference).
+        path = [p or os.getcwd() for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+        with open(paths.driver_log, "ab") as log:
+            os.chmod(paths.driver_log, 0o600)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                cwd=os.getcwd(), env=env, start_new_session=True, close_fds=True,
+            )
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"the local driver of job {job.job_id} did not start") from None
+        try:
+            pid_text, create_time_text = out.decode().split()
+            pid, create_time = int(pid_text), float(create_time_text)
+        except ValueError:
+            raise RuntimeError(
+                f"the local driver of job {job.job_id} did not start; see {paths.driver_log}"
+            ) from None
+        return {"host": socket.gethostname(), "pid": pid, "create_time": create_time}
+
+    def probe(self, handle: Handle) -> Probe:
+        if handle.get("host") != socket.gethostname():
+            return Probe.UNREACHABLE
+        return Probe.ALIVE if _driver(handle) is not None else Probe.GONE
+
+    def cancel(self, handle: Handle) -> bool:
+        if handle.get("host") != socket.gethostname():
+            return False
+        driver = _driver(handle)
+        if driver is None:
+            return False
+        try:
+            procs = [driver, *driver.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        try:
+            os.killpg(driver.pid, signal.SIGTERM)  # the driver leads its own session
+        except (ProcessLookupError, PermissionError):
+            pass
+        for proc in procs:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=_CANCEL_GRACE_S)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=_CANCEL_GRACE_S)
+        return True
+
+
+def _driver(handle: Handle) -> psutil.Process | None:
+    """The driver process if it is still the one in the handle, else None."""
+    try:
+        proc = psutil.Process(int(handle["pid"]))
+        if abs(proc.create_time() - float(handle["create_time"])) > 0.05:
+            return None  # the pid now belongs to another process
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, KeyError, TypeError, ValueError):
+        return None
+
+
+ENGINE = LocalEngine()
+
+
+# -- the driver process ------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Pool workers are killed when the driver dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _kill_workers() -> None:
+    me = psutil.Process()
+    procs = me.children(recursive=True)
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=_CANCEL_GRACE_S)
+
+
+def drive(share_dir: str, job_id: str, workers: int) -> int:
+    """Run every task of a job in a process pool and record how it ended."""
+    from .. import jobs
+    from ..runner import load_payload, run_task
+    from ..store import Store
+
+    store = Store(share_dir)
+    paths = store.paths(job_id)
+    if store.exists(paths.canceled):
+        return 0
+    try:
+        payload = load_payload(store, job_id)
+    except Exception as exc:
+        jobs.write_status(store, job_id, Record.FAILED,
+                          f"the payload could not be loaded: {type(exc).__name__}: {exc}")
+        return 1
+    jobs.write_status(store, job_id, Record.RUNNING)
+    pending = [k for k in range(payload.n_tasks) if not store.exists(paths.result(k))]
+    del payload
+    failure = None
+    if pending:
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(pending)),
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_die_with_parent,
+        )
+        futures: dict[Future, int] = {pool.submit(run_task, store.url, job_id, k): k for k in pending}
+        not_done = set(futures)
+        while not_done and failure is None:
+            done, not_done = wait(not_done, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = futures[fut]
+                try:
+                    summary = fut.result()
+                except BrokenProcessPool:
+                    failure = (f"a worker process died while running task {task} "
+                               "(killed, or out of memory)")
+                except Exception as exc:
+                    failure = f"task {task} could not be run: {type(exc).__name__}: {exc}"
+                else:
+                    if summary.first_error and not _continue_on_failure(store, job_id):
+                        failure = summary.first_error
+                if failure:
+                    break
+            if store.exists(paths.canceled):
+                _kill_workers()
+                pool.shutdown(wait=False, cancel_futures=True)
+                return 0
+        if failure is not None:
+            _kill_workers()
+            pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            pool.shutdown(wait=True)
+    if failure is not None:
+        jobs.write_status(store, job_id, Record.FAILED, failure)
+        return 1
+    jobs.write_status(store, job_id, Record.FINISHED)
+    return 0
+
+
+def _continue_on_failure(store, job_id: str) -> bool:
+    from ..jobs import read_job_record
+
+    return bool(read_job_record(store, job_id).options.get("continue_on_failure", True))
+
+
+def _detach(log_fd: int) -> None:
+    """Double fork: the submitter's child exits at once, the grandchild runs on its own.
+
+    The grandchild reports ``pid create_time`` on stdout (the submitter's pipe),
+    then points its stdout at the driver log.
+    """
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()  # own session and process group: cancel signals the whole group
+    me = psutil.Process()
+    sys.stdout.write(f"{me.pid} {me.create_time()!r}\n")
+    sys.stdout.flush()
+    os.dup2(log_fd, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.local",
+                                     description="rxjobs local job driver (started by rx_exec)")
+    parser.add_argument("job_id")
+    parser.add_argument("--share-dir", required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    _detach(log_fd=2)  # stderr is already the driver log
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return drive(args.share_dir, args.job_id, max(1, args.workers))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

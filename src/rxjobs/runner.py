@@ -1,0 +1,216 @@
+"""The worker side: run one task of a job and drop its files in the share dir.
+
+Every engine calls :func:`run_task` on its workers.  It loads the payload,
+runs each run of the task's chunk with its console output captured, and
+writes ``tasks/<k>.out`` then ``tasks/<k>.result.pkl``, each atomically.  A
+task whose result file already exists is not run again, so an engine may
+retry a task harmlessly.  Workers write only their own task files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cloudpickle
+
+from .errors import RxRunError
+from .store import Store, utc_now_iso
+
+PAYLOAD_FORMAT = 1
+RESULT_FORMAT = 1
+
+Capture = Literal["fd", "python", "none"]
+
+
+@dataclass
+class Payload:
+    """The function and every run's keyword arguments, as pickled in ``payload.pkl``."""
+
+    function: Any
+    runs: list[dict[str, Any]]
+    task_chunk_size: int
+    continue_on_failure: bool = True
+    format: int = PAYLOAD_FORMAT
+
+    @property
+    def n_tasks(self) -> int:
+        return -(-len(self.runs) // self.task_chunk_size)
+
+    def run_range(self, task: int) -> range:
+        start = task * self.task_chunk_size
+        return range(start, min(start + self.task_chunk_size, len(self.runs)))
+
+
+@dataclass
+class TaskResult:
+    """The content of ``tasks/<k>.result.pkl``: one outcome per run of the chunk.
+
+    ``values[i]`` is the run's return value, or an exception for a run that
+    raised; ``failed`` lists the run indexes (within the job) that raised.
+    """
+
+    task: int
+    first_run: int
+    values: list[Any]
+    failed: list[int] = field(default_factory=list)
+    started: str = ""
+    finished: str = ""
+    format: int = RESULT_FORMAT
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """What a worker tells its driver about a task it ran."""
+
+    task: int
+    runs: int
+    skipped: bool = False
+    first_error: str | None = None
+
+
+def load_payload(store: Store, job_id: str) -> Payload:
+    """Unpickle a job's payload."""
+    payload = cloudpickle.loads(store.read_bytes(store.paths(job_id).payload))
+    if not isinstance(payload, Payload):
+        raise ValueError(f"payload of job {job_id} is not an rxjobs payload")
+    return payload
+
+
+def load_task_result(store: Store, job_id: str, task: int) -> TaskResult:
+    """Unpickle one task's result file (FileNotFoundError if it is not there)."""
+    result = cloudpickle.loads(store.read_bytes(store.paths(job_id).result(task)))
+    if not isinstance(result, TaskResult):
+        raise ValueError(f"task {task} of job {job_id} has no valid result file")
+    return result
+
+
+def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd") -> TaskSummary:
+    """Run task ``task`` of a job and write its output and result files.
+
+    Parameters
+    ----------
+    share_dir
+        The job's share dir (path or fsspec URL).
+    job_id
+        The job.
+    task
+        The task (chunk) index.
+    capture
+        ``"fd"`` redirects file descriptors 1 and 2, so that output of C code
+        and child processes is captured too (only safe in a process that runs
+        one task at a time); ``"python"`` redirects ``sys.stdout``/``sys.stderr``.
+
+    Returns
+    -------
+    TaskSummary
+        Runs done and the first error, if any.
+    """
+    store = Store(share_dir)
+    paths = store.paths(job_id)
+    if store.exists(paths.result(task)):
+        return TaskSummary(task, 0, skipped=True)
+    if store.exists(paths.canceled):
+        return TaskSummary(task, 0, skipped=True)
+    payload = load_payload(store, job_id)
+    runs = payload.run_range(task)
+    result = TaskResult(task=task, first_run=runs.start, values=[], started=utc_now_iso())
+    first_error = None
+    with _captured(capture) as output:
+        for index in runs:
+            try:
+                value = payload.function(**payload.runs[index])
+            except Exception as exc:
+                text = traceback.format_exc()
+                print(text, file=sys.stderr, end="")
+                result.values.append(_portable_exception(exc, text))
+                result.failed.append(index)
+                first_error = first_error or f"run {index} raised {type(exc).__name__}: {exc}"
+                if not payload.continue_on_failure:
+                    break
+            else:
+                result.values.append(value)
+    result.finished = utc_now_iso()
+    store.write_atomic(paths.output(task), output.getvalue())
+    store.write_atomic(paths.result(task), _dumps_result(result))
+    return TaskSummary(task, len(result.values), first_error=first_error)
+
+
+def _dumps_result(result: TaskResult) -> bytes:
+    """Pickle a task result; a value that cannot be pickled becomes that run's error."""
+    try:
+        return cloudpickle.dumps(result)
+    except Exception:
+        pass
+    for i, value in enumerate(result.values):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            run = result.first_run + i
+            text = f"the return value of run {run} cannot be pickled: {type(exc).__name__}: {exc}"
+            result.values[i] = RxRunError(type(exc).__name__, text, "")
+            if run not in result.failed:
+                result.failed.append(run)
+    return cloudpickle.dumps(result)
+
+
+def _portable_exception(exc: Exception, text: str) -> Exception:
+    """The exception itself, carrying the remote traceback, if it survives pickling."""
+    exc.remote_traceback = text  # type: ignore[attr-defined]
+    exc.__traceback__ = None
+    try:
+        clone = cloudpickle.loads(cloudpickle.dumps(exc))
+        if hasattr(clone, "add_note"):
+            clone.add_note("Remote traceback:\n" + text.rstrip())
+        cloudpickle.dumps(clone)
+        return clone
+    except Exception:
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        return RxRunError(name, str(exc), text)
+
+
+class _Output:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+@contextlib.contextmanager
+def _captured(capture: Capture) -> Iterator[_Output]:
+    output = _Output()
+    if capture == "fd":
+        with tempfile.TemporaryFile() as tmp:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = os.dup(1), os.dup(2)
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield output
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+                tmp.seek(0)
+                output.data = tmp.read()
+    elif capture == "python":
+        buf = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                yield output
+        finally:
+            output.data = buf.getvalue().encode()
+    else:
+        yield output

@@ -1,0 +1,418 @@
+"""The share directory: the one place that knows its layout (DESIGN.md §3).
+
+Every path of a job is formatted by :class:`JobPaths`; every read, atomic
+write, listing and removal goes through :class:`Store`.  The store sits on
+fsspec, so a share dir may be any fsspec URL; local directories take a fast
+path over ``os`` that never follows a symlink.
+"""
+
+from __future__ import annotations
+
+import errno
+import getpass
+import json
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+FORMAT_VERSION = 1
+TRASH = ".trash"
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+_JOB_ID_TIME_RE = re.compile(r"rxJob_(\d{20})_[0-9a-f]+\Z")
+_TMP_MARK = ".tmp-"
+
+
+class JobNotFoundError(LookupError):
+    """The job directory does not exist in the share dir (never created, or removed)."""
+
+
+def validate_job_id(job_id: object) -> str:
+    """Return ``job_id`` if it is a safe job id, else raise ValueError.
+
+    Checked before the filesystem is touched, so that no id can name a path
+    outside the share dir (``..``, ``/abs``, NUL, separators).
+    """
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id) or job_id in (".", ".."):
+        raise ValueError(
+            f"invalid job id {job_id!r}: a job id is 1-128 characters of letters, digits, "
+            "'_', '.' and '-', starting with a letter or digit (e.g. rxJob_20261128221530123456_7f3a)"
+        )
+    return job_id
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """Make a time-ordered job id: UTC microseconds, then random hex."""
+    now = now or datetime.now(timezone.utc)
+    return f"rxJob_{now.astimezone(timezone.utc):%Y%m%d%H%M%S%f}_{secrets.token_hex(2)}"
+
+
+def job_id_time(job_id: str) -> datetime | None:
+    """The UTC submit time encoded in an rxjobs job id, or None for other names."""
+    m = _JOB_ID_TIME_RE.match(job_id)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), "%Y%m%d%H%M%S%f").replace(tzinfo=timezone.utc)
+
+
+def default_share_dir() -> str:
+    """``$RXJOBS_SHARE_DIR``, else ``<user data dir>/rxjobs/share/<user>``."""
+    env = os.environ.get("RXJOBS_SHARE_DIR")
+    if env:
+        return normalize_share_dir(env)
+    import platformdirs
+
+    base = platformdirs.user_data_dir("rxjobs", appauthor=False)
+    return normalize_share_dir(os.path.join(base, "share", getpass.getuser()))
+
+
+def normalize_share_dir(share_dir: str | os.PathLike[str]) -> str:
+    """One spelling per share dir: an absolute path, or ``protocol://path``."""
+    text = os.fspath(share_dir)
+    if not text:
+        raise ValueError("share_dir is empty; give a directory path or an fsspec URL")
+    if "://" not in text:
+        return os.path.abspath(os.path.expanduser(text))
+    fs, path = fsspec.core.url_to_fs(text)
+    if isinstance(fs, LocalFileSystem):
+        return os.path.abspath(path)
+    return fs.unstrip_protocol(path.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Every artifact path of one job; nobody else formats a file name."""
+
+    root: str
+    job_id: str
+
+    @property
+    def dir(self) -> str:
+        return f"{self.root}/{self.job_id}"
+
+    @property
+    def job_json(self) -> str:
+        return f"{self.dir}/job.json"
+
+    @property
+    def payload(self) -> str:
+        return f"{self.dir}/payload.pkl"
+
+    @property
+    def engine_json(self) -> str:
+        return f"{self.dir}/engine.json"
+
+    @property
+    def status_json(self) -> str:
+        return f"{self.dir}/status.json"
+
+    @property
+    def canceled(self) -> str:
+        return f"{self.dir}/canceled"
+
+    @property
+    def retrieved(self) -> str:
+        return f"{self.dir}/retrieved"
+
+    @property
+    def deleting(self) -> str:
+        return f"{self.dir}/deleting"
+
+    @property
+    def driver_log(self) -> str:
+        return f"{self.dir}/driver.log"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.dir}/tasks"
+
+    def result(self, task: int) -> str:
+        return f"{self.tasks}/{task}.result.pkl"
+
+    def output(self, task: int) -> str:
+        return f"{self.tasks}/{task}.out"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Files and bytes under a job directory."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.files + other.files, self.bytes + other.bytes)
+
+
+class Store:
+    """A share directory on any fsspec filesystem.
+
+    Parameters
+    ----------
+    share_dir
+        A local path or an fsspec URL.
+    """
+
+    def __init__(self, share_dir: str | os.PathLike[str]) -> None:
+        self.url = normalize_share_dir(share_dir)
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.root = os.path.abspath(root) if self.is_local else root.rstrip("/")
+        # Local directories and object stores give an atomic rename or put;
+        # other filesystems (memory://, ...) get a ``deleting`` marker first.
+        self.atomic_rename = self.is_local
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def paths(self, job_id: str) -> JobPaths:
+        """The paths of one job; ``job_id`` is validated first."""
+        return JobPaths(self.root, validate_job_id(job_id))
+
+    @property
+    def trash(self) -> str:
+        return f"{self.root}/{TRASH}"
+
+    # -- primitives ---------------------------------------------------------------------
+
+    def ensure_root(self) -> None:
+        """Create the share dir (mode 0700) if needed and check it can be written."""
+        if self.is_local:
+            if os.path.islink(self.root) and not os.path.isdir(self.root):
+                raise NotADirectoryError(f"share dir {self.url} is a dangling symlink")
+            if not os.path.isdir(self.root):
+                os.makedirs(self.root, mode=0o700, exist_ok=True)
+                os.chmod(self.root, 0o700)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError(
+                    errno.EACCES, f"share dir {self.url} is not writable; choose another share_dir"
+                )
+        else:
+            self.fs.makedirs(self.root, exist_ok=True)
+
+    def makedir(self, path: str, exist_ok: bool = False) -> None:
+        """Create one directory (0700 on local disks)."""
+        if self.is_local:
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                if not exist_ok:
+                    raise
+        else:
+            if not exist_ok and self.fs.exists(path):
+                raise FileExistsError(path)
+            self.fs.makedirs(path, exist_ok=True)
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Write a whole file so that readers see all of it or nothing."""
+        if self.is_local:
+            tmp = f"{path}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+        else:
+            # A single put is atomic on object stores and in-process stores.
+            self.fs.pipe_file(path, data)
+
+    def write_json(self, path: str, obj: Any) -> None:
+        self.write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def read_bytes(self, path: str) -> bytes:
+        """Read a whole file; FileNotFoundError if absent.  Never follows a symlink locally."""
+        if self.is_local:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+        try:
+            return self.fs.cat_file(path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise
+        except OSError as exc:  # some backends raise a bare OSError for absent keys
+            raise FileNotFoundError(path) from exc
+
+    def read_json(self, path: str) -> Any:
+        """Read a JSON file; FileNotFoundError if absent, ValueError if corrupt."""
+        data = self.read_bytes(path)
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+    def exists(self, path: str) -> bool:
+        if self.is_local:
+            return os.path.lexists(path)
+        return self.fs.exists(path)
+
+    def is_job_dir(self, path: str) -> bool:
+        """A real directory (not a symlink to one)."""
+        if self.is_local:
+            try:
+                return stat.S_ISDIR(os.lstat(path).st_mode)
+            except OSError:
+                return False
+        return self.fs.isdir(path)
+
+    def remove_file(self, path: str) -> bool:
+        """Remove one file; False if it was not there."""
+        try:
+            if self.is_local:
+                os.unlink(path)
+            else:
+                self.fs.rm_file(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def listdir(self, path: str) -> list[str]:
+        """Base names in a directory, without temporary files; [] if absent."""
+        try:
+            if self.is_local:
+                names = os.listdir(path)
+            else:
+                names = [e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(path, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [n for n in names if _TMP_MARK not in n]
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def list_job_ids(self) -> list[str]:
+        """Ids of the jobs in the share dir, oldest first (ids are time-ordered)."""
+        ids = []
+        for name in self.listdir(self.root):
+            if name.startswith(".") or not _JOB_ID_RE.match(name):
+                continue
+            ids.append(name)
+        return sorted(ids)
+
+    def usage(self, job_id: str) -> Usage:
+        """Files and bytes in a job directory (symlinks counted, never followed)."""
+        return self._usage_of(self.paths(job_id).dir)
+
+    def _usage_of(self, path: str) -> Usage:
+        if self.is_local:
+            files = size = 0
+            for entry in _walk_no_follow(path):
+                if not entry.is_dir(follow_symlinks=False):
+                    files += 1
+                    try:
+                        size += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        pass
+            return Usage(files, size)
+        try:
+            found = self.fs.find(path, detail=True)
+        except FileNotFoundError:
+            return Usage()
+        return Usage(len(found), sum(int(info.get("size") or 0) for info in found.values()))
+
+    def remove_job(self, job_id: str) -> Usage:
+        """Remove a job directory crash-safely and return what it held.
+
+        The directory is first moved into ``.trash/`` with one atomic rename,
+        so that a crash at any instant leaves the job either intact or in the
+        trash, which :meth:`purge_trash` finishes later.  On stores without an
+        atomic rename a ``deleting`` marker is written first instead.
+
+        Raises
+        ------
+        JobNotFoundError
+            The job directory is not there (e.g. another cleaner got it first).
+        """
+        paths = self.paths(job_id)
+        if self.is_local:
+            os.makedirs(self.trash, mode=0o700, exist_ok=True)
+            if os.path.islink(self.trash) or not os.path.isdir(self.trash):
+                raise RuntimeError(f"{self.trash} is not a directory; refusing to use it as trash")
+            target = f"{self.trash}/{job_id}.{secrets.token_hex(4)}"
+            try:
+                os.rename(paths.dir, target)
+            except FileNotFoundError:
+                raise JobNotFoundError(self._not_found(job_id)) from None
+            usage = self._usage_of(target)
+            _rmtree_no_follow(target)
+            return usage
+        if not self.fs.exists(paths.dir):
+            raise JobNotFoundError(self._not_found(job_id))
+        usage = self._usage_of(paths.dir)
+        self.write_atomic(paths.deleting, b"")
+        self.fs.rm(paths.dir, recursive=True)
+        return usage
+
+    def purge_trash(self) -> list[str]:
+        """Finish deletions a crashed cleanup left behind; return what was purged."""
+        purged = []
+        if self.is_local:
+            for name in self.listdir(self.trash):
+                _rmtree_no_follow(f"{self.trash}/{name}")
+                purged.append(name)
+            return purged
+        for job_id in self.list_job_ids():
+            paths = self.paths(job_id)
+            if self.fs.exists(paths.deleting):
+                self.fs.rm(paths.dir, recursive=True)
+                purged.append(job_id)
+        return purged
+
+    def _not_found(self, job_id: str) -> str:
+        return f"job {job_id} not found in share dir {self.url}"
+
+
+def _walk_no_follow(path: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        entries = list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        yield entry
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_no_follow(entry.path)
+
+
+def _rmtree_no_follow(path: str) -> None:
+    """Delete a tree; symlinks are unlinked, never followed."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        _unlink_quietly(path)
+        return
+    try:
+        entries = list(os.scandir(path))
+    except PermissionError:
+        os.chmod(path, 0o700)
+        entries = list(os.scandir(path))
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _rmtree_no_follow(entry.path)
+        else:
+            _unlink_quietly(entry.path)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def utc_now_iso() -> str:
+    """The current UTC time, ISO-8601, as stored in every record."""
+    return datetime.now(timezone.utc).isoformat()
