@@ -75,25 +75,28 @@ class RxRemoteJob:
     state (a forced cleanup).
     """
 
-    def __init__(self, compute_context: RxComputeContext, job_id: str) -> None:
+    def __init__(self, compute_context: RxComputeContext, job_id: str,
+                 share_dir: str | None = None) -> None:
         self.compute_context = _context(compute_context)
         self.job_id = validate_job_id(job_id)
+        # Where the job was found, which may be spelled differently from the
+        # share dir it was submitted with (a moved or re-mounted share dir).
+        self.share_dir = Store(share_dir or self.compute_context.job_share_dir()).url
 
     @property
     def store(self) -> Store:
-        return Store(self.compute_context.job_share_dir())
+        return Store(self.share_dir)
 
     def __repr__(self) -> str:
-        return f"RxRemoteJob(job_id={self.job_id!r}, share_dir={self.store.url!r})"
+        return f"RxRemoteJob(job_id={self.job_id!r}, share_dir={self.share_dir!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RxRemoteJob):
             return NotImplemented
-        return (self.job_id, self.compute_context.job_share_dir()) == (
-            other.job_id, other.compute_context.job_share_dir())
+        return (self.job_id, self.share_dir) == (other.job_id, other.share_dir)
 
     def __hash__(self) -> int:
-        return hash((self.job_id, self.compute_context.job_share_dir()))
+        return hash((self.job_id, self.share_dir))
 
     @staticmethod
     def deserialize_job(job_id: str, compute_context: RxComputeContext | None = None) -> RxRemoteJob:
@@ -101,10 +104,9 @@ class RxRemoteJob:
 
         The returned job carries the compute context it was submitted with.
         """
-        validate_job_id(job_id)
-        store = Store(_context(compute_context).job_share_dir())
-        record = jobs.read_job_record(store, job_id)
-        return RxRemoteJob(_stored_context(record, store), job_id)
+        cc = _context(compute_context)
+        share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
+        return get_job(job_id, share)
 
     def status(self) -> RxRemoteJobStatus:
         return rx_get_job_status(self)
@@ -353,12 +355,67 @@ def rx_get_jobs(
     """
     cc = _context(compute_context)
     share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
-    store = Store(share)
+    found = []
+    for job, created, status in _scan(share, cc, exact_match, start_time, end_time, states,
+                                      need_status=verbose):
+        if verbose:
+            when = created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if created else "?"
+            print(f"{status.value:<12} {when}  {job.job_id}")
+        found.append(job)
+    return found
+
+
+def list_jobs(
+    share_dir: str | None = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+    states: Iterable[RxRemoteJobStatus | str] | None = None,
+) -> list[tuple[RxRemoteJob, datetime | None, RxRemoteJobStatus]]:
+    """Every job of a share dir (whatever its context), with submit time and state.
+
+    This is what the ``rxjobs`` command lists; ``rx_get_jobs`` is the same
+    scan restricted to one compute context.
+    """
+    return list(_scan(share_dir or default_share_dir(), None, False, start_time, end_time, states,
+                      need_status=True))
+
+
+def get_job(job_id: str, share_dir: str | None = None) -> RxRemoteJob:
+    """The job ``job_id`` of a share dir (default share dir if None).
+
+    Raises
+    ------
+    ValueError
+        ``job_id`` is not a valid job id (checked before the disk is touched).
+    JobNotFoundError
+        No such job in the share dir.
+    """
+    validate_job_id(job_id)
+    store = Store(share_dir or default_share_dir())
+    try:
+        record = jobs.read_job_record(store, job_id)
+    except ValueError:  # a job dir with a broken job.json is still a job to clean up
+        return RxRemoteJob(RxLocalSeq(), job_id, share_dir=store.url)
+    return RxRemoteJob(_stored_context(record, store), job_id, share_dir=store.url)
+
+
+def _scan(
+    share_dir: str,
+    cc: RxComputeContext | None,
+    exact_match: bool,
+    start_time: datetime | None,
+    end_time: datetime | None,
+    states: Iterable[RxRemoteJobStatus | str] | None,
+    need_status: bool,
+):
+    store = Store(share_dir)
     wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
     start, end = _utc(start_time), _utc(end_time)
-    found = []
     for job_id in store.list_job_ids():
         created = job_id_time(job_id)
+        # Ids are time-ordered: a window skips jobs by name without reading them.
+        if created is not None and ((start and created < start) or (end and created > end)):
+            continue
         try:
             record = jobs.read_job_record(store, job_id)
         except jobs.JobNotFoundError:
@@ -371,20 +428,20 @@ def rx_get_jobs(
             end and (created is None or created > end)
         ):
             continue
-        job_cc = _stored_context(record, store) if record is not None else cc
-        if record is not None and not job_cc.matches(cc, exact_match):
-            continue
-        if record is None and exact_match:
-            continue
-        if wanted is not None or verbose:
+        if record is None:
+            if exact_match:
+                continue
+            job_cc: RxComputeContext = cc or RxLocalSeq()
+        else:
+            job_cc = _stored_context(record, store)
+            if cc is not None and not job_cc.matches(cc, exact_match):
+                continue
+        status = RxRemoteJobStatus.UNDETERMINED
+        if wanted is not None or need_status:
             status = jobs.job_status(store, job_id).status
             if wanted is not None and status not in wanted:
                 continue
-            if verbose:
-                when = created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if created else "?"
-                print(f"{status.value:<12} {when}  {job_id}")
-        found.append(RxRemoteJob(job_cc, job_id))
-    return found
+        yield RxRemoteJob(job_cc, job_id, share_dir=store.url), created, status
 
 
 def _utc(value: datetime | None) -> datetime | None:
