@@ -1,0 +1,87 @@
+"""Shared fixtures: share dirs on real disks (and memory://), and no leaked drivers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psutil
+import pytest
+
+import rxjobs
+from rxjobs.waiting import poll
+
+
+@pytest.fixture(params=["plain", "odd chars"])
+def local_share(request, tmp_path) -> str:
+    """A share dir on the local disk, also with spaces and non-ASCII in its path.
+
+    Any process still running for a job of this share dir when the test ends
+    (passed or failed) is killed, so a broken test cannot leak drivers.
+    """
+    name = "share" if request.param == "plain" else "my share dir & ünïcode"
+    path = str(tmp_path / name)
+    yield path
+    kill_processes_mentioning(path)
+
+
+@pytest.fixture(params=["file", "memory"])
+def store_url(request, tmp_path) -> str:
+    """A share dir for store-level tests: a local directory, or an fsspec memory:// URL."""
+    if request.param == "file":
+        yield str(tmp_path / "store share")
+    else:
+        url = f"memory://rxjobs-test-{uuid.uuid4().hex}"
+        yield url
+        import fsspec
+
+        fs = fsspec.filesystem("memory")
+        if fs.exists(url):
+            fs.rm(url, recursive=True)
+
+
+@pytest.fixture(autouse=True)
+def _reset_compute_context():
+    previous = rxjobs.rx_get_compute_context()
+    yield
+    rxjobs.rx_set_compute_context(previous)
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """Kill every process whose command line contains ``text`` (a share dir path)."""
+    me = os.getpid()
+    victims = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if proc.pid != me and text in cmdline:
+            victims.append(proc)
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+
+
+def processes_mentioning(text: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if text in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return [p for p in found if p.pid != os.getpid()]
+
+
+def wait_until(check, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``check`` until it returns a true value; fail the test after ``timeout`` seconds."""
+    value = poll(lambda: check() or None, timeout=timeout)
+    if value is None:
+        pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return value

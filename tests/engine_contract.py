@@ -1,0 +1,164 @@
+"""The engine contract: what every engine (local, Dask, Spark) must pass.
+
+An engine's test module subclasses :class:`EngineContract` and provides the
+fixture ``make_context(wait=..., **settings)`` returning a compute context of
+that engine on a fresh share dir, and ``share_path`` (that share dir).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+from conftest import wait_until
+
+from rxjobs import (
+    JobNotFinishedError,
+    RxCleanupWarning,
+    RxRemoteJobStatus,
+    RxRunWarning,
+    rx_cancel_job,
+    rx_cleanup_jobs,
+    rx_exec,
+    rx_get_job_output,
+    rx_get_job_results,
+    rx_get_job_status,
+    rx_get_jobs,
+    rx_wait_for_job,
+)
+from rxjobs.store import Store
+
+S = RxRemoteJobStatus
+
+
+def square(x):
+    print("squaring", x)
+    return x * x
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise ValueError(f"no threes please ({x})")
+    return x
+
+
+def sleep_then_return(seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return seconds
+
+
+class EngineContract:
+    """Tests every engine passes, through the public API only."""
+
+    def test_waiting_job_returns_results_in_run_order(self, make_context):
+        seen = []
+        results = rx_exec(square, x=list(range(12)), compute_context=make_context(wait=True),
+                          task_chunk_size=5, callback=seen.append)
+        assert results == [x * x for x in range(12)]
+        assert sorted(seen) == sorted(results)
+
+    def test_waiting_job_cleans_up_after_itself(self, make_context, share_path):
+        rx_exec(square, x=[1, 2], compute_context=make_context(wait=True))
+        assert Store(share_path).list_job_ids() == []
+
+    def test_waiting_job_without_auto_cleanup_leaves_a_retrieved_job(self, make_context, share_path):
+        cc = make_context(wait=True)
+        assert rx_exec(square, x=[1, 2], compute_context=cc, auto_cleanup=False) == [1, 4]
+        (job,) = rx_get_jobs(cc, verbose=False)
+        report = rx_cleanup_jobs(job, verbose=False)  # retrieved: no force needed
+        assert [e.outcome for e in report] == ["removed"]
+
+    def test_non_waiting_job_runs_to_finished_and_is_collected(self, make_context, share_path):
+        cc = make_context(wait=False)
+        job = rx_exec(square, x=list(range(10)), compute_context=cc)
+        assert rx_get_job_status(job) in (S.QUEUED, S.RUNNING, S.FINISHED)
+        assert rx_wait_for_job(job, timeout=120) is S.FINISHED
+        output = rx_get_job_output(job)
+        assert [line for line in output.splitlines() if line.startswith("squaring")] == [
+            f"squaring {x}" for x in range(10)]
+        assert job in rx_get_jobs(cc, verbose=False)
+        assert rx_get_job_results(job) == [x * x for x in range(10)]
+        assert rx_get_job_status(job) is S.MISSING  # auto_cleanup removed it
+        assert Store(share_path).list_job_ids() == []
+
+    def test_failed_run_is_kept_in_its_slot_when_continuing(self, make_context):
+        cc = make_context(wait=False)
+        job = rx_exec(fail_on_three, x=list(range(5)), compute_context=cc, task_chunk_size=2)
+        assert rx_wait_for_job(job, timeout=120) is S.FINISHED
+        with pytest.warns(RxRunWarning, match="1 of 5 runs raised"):
+            results = rx_get_job_results(job)
+        assert results[:3] == [0, 1, 2] and results[4] == 4
+        assert isinstance(results[3], ValueError)
+        assert "no threes please" in results[3].remote_traceback
+        assert "fail_on_three" in results[3].remote_traceback
+
+    def test_first_failure_fails_the_job_when_not_continuing(self, make_context):
+        job = rx_exec(fail_on_three, x=list(range(5)), compute_context=make_context(wait=False),
+                      continue_on_failure=False)
+        assert rx_wait_for_job(job, timeout=120) is S.FAILED
+        with pytest.raises(Exception, match="run 3 raised ValueError"):
+            rx_get_job_results(job)
+        report = rx_cleanup_jobs(job, verbose=False)  # failed jobs go without force
+        assert [e.outcome for e in report] == ["removed"]
+
+    def test_waiting_job_raises_the_runs_exception_when_not_continuing(self, make_context):
+        with pytest.raises(ValueError, match="no threes please"):
+            rx_exec(fail_on_three, x=list(range(5)), compute_context=make_context(wait=True),
+                    continue_on_failure=False)
+
+    def test_unretrieved_results_survive_cleanup_without_force(self, make_context):
+        job = rx_exec(square, x=[1, 2, 3], compute_context=make_context(wait=False))
+        assert rx_wait_for_job(job, timeout=120) is S.FINISHED
+        with pytest.warns(RxCleanupWarning, match="rx_get_job_results"):
+            report = rx_cleanup_jobs([job], verbose=False)
+        assert [e.outcome for e in report] == ["kept"]
+        assert rx_get_job_results(job, auto_cleanup=False) == [1, 4, 9]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            report = rx_cleanup_jobs([job], verbose=False)
+        assert [e.outcome for e in report] == ["removed"]
+        assert report.files_freed > 0 and report.bytes_freed > 0
+
+    def test_cancel_stops_a_running_job_and_keeps_status_and_output(self, make_context):
+        job = rx_exec(sleep_then_return, seconds=[300] * 4, compute_context=make_context(wait=False))
+        wait_until(lambda: rx_get_job_status(job) is S.RUNNING, what="job to run")
+        with pytest.raises(JobNotFinishedError, match="still running"):
+            rx_get_job_results(job)
+        started = time.monotonic()
+        assert rx_cancel_job(job) is True
+        assert time.monotonic() - started < 30
+        assert rx_get_job_status(job) is S.CANCELED
+        assert isinstance(rx_get_job_output(job), str)
+        assert rx_cancel_job(job) is False  # already ended
+        report = rx_cleanup_jobs(job, verbose=False)
+        assert [e.outcome for e in report] == ["removed"]
+
+    def test_running_job_is_kept_without_force_and_canceled_with_it(self, make_context):
+        job = rx_exec(sleep_then_return, seconds=[300] * 2, compute_context=make_context(wait=False))
+        wait_until(lambda: rx_get_job_status(job) in (S.RUNNING, S.QUEUED), what="job to start")
+        with pytest.warns(RxCleanupWarning, match="cancel it first"):
+            report = rx_cleanup_jobs(job, verbose=False)
+        assert [e.outcome for e in report] == ["kept"]
+        report = rx_cleanup_jobs(job, force=True, verbose=False)
+        assert [e.outcome for e in report] == ["removed"]
+        assert rx_get_job_status(job) is S.MISSING
+
+    def test_close_is_a_forced_cleanup(self, make_context):
+        job = rx_exec(square, x=[1], compute_context=make_context(wait=False))
+        assert rx_wait_for_job(job, timeout=120) is S.FINISHED
+        assert [e.outcome for e in job.close()] == ["removed"]
+
+    def test_jobs_are_listed_by_context(self, make_context):
+        cc = make_context(wait=False)
+        job = rx_exec(square, x=[1], compute_context=cc)
+        assert rx_get_jobs(cc, verbose=False) == [job]
+        assert rx_get_jobs(cc, exact_match=True, verbose=False) == [job]
+        assert rx_get_jobs(make_context(wait=True), exact_match=True, verbose=False) == []
+        assert rx_get_jobs(make_context(wait=True), verbose=False) == [job]
+        rx_wait_for_job(job, timeout=120)
+        assert rx_get_jobs(cc, states=["finished"], verbose=False) == [job]
+        assert rx_get_jobs(cc, states=[S.RUNNING], verbose=False) == []
+        job.close()

@@ -1,0 +1,61 @@
+"""The cleanup decision of DESIGN.md §4, the whole table."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from rxjobs.cleanup import Action, decide_cleanup
+from rxjobs.status import RxRemoteJobStatus
+
+S = RxRemoteJobStatus
+A = Action
+
+TABLE = [
+    # state, retrieved, force -> action, warn, words in the reason
+    (S.FINISHED, False, False, A.KEEP, True, "rx_get_job_results"),
+    (S.FINISHED, False, True, A.REMOVE, False, "forced"),
+    (S.FINISHED, True, False, A.REMOVE, False, "retrieved"),
+    (S.FINISHED, True, True, A.REMOVE, False, "retrieved"),
+    (S.FAILED, False, False, A.REMOVE, False, "failed"),
+    (S.FAILED, False, True, A.REMOVE, False, "failed"),
+    (S.CANCELED, False, False, A.REMOVE, False, "canceled"),
+    (S.CANCELED, False, True, A.REMOVE, False, "canceled"),
+    (S.RUNNING, False, False, A.KEEP, True, "cancel it first"),
+    (S.RUNNING, False, True, A.CANCEL_AND_REMOVE, False, "forced"),
+    (S.QUEUED, False, False, A.KEEP, True, "cancel it first"),
+    (S.QUEUED, False, True, A.CANCEL_AND_REMOVE, False, "forced"),
+    (S.UNDETERMINED, False, False, A.KEEP, True, "force=True"),
+    (S.UNDETERMINED, False, True, A.CANCEL_AND_REMOVE, False, "forced"),
+    (S.MISSING, False, False, A.NOTHING, False, "nothing to remove"),
+    (S.MISSING, False, True, A.NOTHING, False, "nothing to remove"),
+]
+
+
+@pytest.mark.parametrize(("state", "retrieved", "force", "action", "warn", "words"), TABLE)
+def test_decide_cleanup(state, retrieved, force, action, warn, words):
+    decision = decide_cleanup(state, retrieved, force)
+    assert decision.action is action
+    assert decision.warn is warn
+    assert words in decision.reason
+
+
+def test_table_covers_every_state_and_force():
+    covered = {(state, force) for state, _, force, *_ in TABLE}
+    assert covered == set(itertools.product(S, [False, True]))
+
+
+@pytest.mark.parametrize(("state", "retrieved", "force"),
+                         list(itertools.product(S, [False, True], [False, True])))
+def test_unretrieved_results_are_never_removed_without_force(state, retrieved, force):
+    decision = decide_cleanup(state, retrieved, force)
+    if state is S.FINISHED and not retrieved and not force:
+        assert decision.action is A.KEEP
+    if state in (S.RUNNING, S.QUEUED, S.UNDETERMINED) and not force:
+        assert decision.action is A.KEEP
+
+
+def test_undetermined_reason_is_quoted():
+    decision = decide_cleanup(S.UNDETERMINED, False, False, why="the engine cannot be reached")
+    assert "the engine cannot be reached" in decision.reason

@@ -1,0 +1,155 @@
+"""The local engine: the engine contract plus what only a local driver can show."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+from conftest import processes_mentioning, wait_until
+from engine_contract import EngineContract, sleep_then_return, square
+
+from rxjobs import (
+    RxLocalParallel,
+    RxRemoteJob,
+    RxRemoteJobStatus,
+    rx_exec,
+    rx_get_job_results,
+    rx_get_job_status,
+    rx_wait_for_job,
+)
+from rxjobs.engines.local import ENGINE
+from rxjobs.status import Probe
+from rxjobs.store import Store
+
+pytestmark = pytest.mark.timeout(180)
+S = RxRemoteJobStatus
+
+
+@pytest.fixture
+def share_path(local_share) -> str:
+    return local_share
+
+
+@pytest.fixture
+def make_context(share_path):
+    def make(wait: bool, **settings) -> RxLocalParallel:
+        return RxLocalParallel(num_workers=2, wait=wait, share_dir=share_path, **settings)
+
+    return make
+
+
+class TestLocalEngineContract(EngineContract):
+    pass
+
+
+def _engine_record(share_path: str, job_id: str) -> dict:
+    return Store(share_path).read_json(Store(share_path).paths(job_id).engine_json)
+
+
+def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path):
+    """Submit in one process that exits at once; collect from another process."""
+    here = os.path.dirname(__file__)
+    submit = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {here!r})
+        from engine_contract import square
+        from rxjobs import RxLocalParallel, rx_exec
+        cc = RxLocalParallel(num_workers=2, wait=False, share_dir={share_path!r})
+        print(rx_exec(square, x=list(range(10)), compute_context=cc).job_id)
+    """)
+    done = subprocess.run([sys.executable, "-c", submit], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    collect = textwrap.dedent(f"""
+        import json
+        from rxjobs import RxLocalParallel, RxRemoteJob, rx_get_jobs, rx_get_job_results, rx_wait_for_job
+        cc = RxLocalParallel(share_dir={share_path!r})
+        (job,) = rx_get_jobs(cc, verbose=False)
+        assert job.job_id == {job_id!r}
+        print(rx_wait_for_job(job, timeout=120).value)
+        print(json.dumps(rx_get_job_results(job)))
+    """)
+    done = subprocess.run([sys.executable, "-c", collect], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    status, results = done.stdout.split("\n", 1)
+    assert status == "finished"
+    assert json.loads(results) == [x * x for x in range(10)]
+    assert Store(share_path).list_job_ids() == []
+
+
+def test_job_processes_name_the_job_and_none_remain_after_it_ends(share_path):
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=share_path)
+    job = rx_exec(sleep_then_return, seconds=[1.0] * 4, compute_context=cc, task_chunk_size=1)
+    wait_until(lambda: len(processes_mentioning(job.job_id)) >= 2, what="driver and workers")
+    handle = _engine_record(share_path, job.job_id)["handle"]
+    driver = psutil.Process(handle["pid"])
+    assert job.job_id in " ".join(driver.cmdline())
+    assert driver.ppid() != os.getpid()  # detached: not our child
+    assert os.getsid(driver.pid) == driver.pid  # a session of its own
+    assert rx_wait_for_job(job, timeout=120) is S.FINISHED
+    wait_until(lambda: not processes_mentioning(job.job_id), what="job processes to exit")
+    assert rx_get_job_results(job) == [1.0] * 4
+
+
+def test_driver_killed_with_sigkill_makes_the_job_failed(share_path):
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=share_path)
+    job = rx_exec(sleep_then_return, seconds=[300] * 2, compute_context=cc)
+    wait_until(lambda: rx_get_job_status(job) is S.RUNNING, what="job to run")
+    wait_until(lambda: len(processes_mentioning(job.job_id)) >= 3, what="workers to start")
+    pid = _engine_record(share_path, job.job_id)["handle"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: rx_get_job_status(job) is S.FAILED, timeout=30, what="FAILED")
+    from rxjobs.jobs import job_status
+
+    assert "driver lost" in job_status(Store(share_path), job.job_id).reason
+    wait_until(lambda: not processes_mentioning(job.job_id), what="workers to die with the driver")
+
+
+def test_reused_pid_is_not_mistaken_for_the_driver():
+    me = psutil.Process()
+    assert ENGINE.probe({"host": os.uname().nodename, "pid": me.pid,
+                         "create_time": me.create_time()}) is Probe.ALIVE
+    impostor = {"host": os.uname().nodename, "pid": me.pid, "create_time": me.create_time() - 3600}
+    assert ENGINE.probe(impostor) is Probe.GONE
+    assert ENGINE.cancel(impostor) is False  # and we are not killed
+    assert ENGINE.probe({"host": "some-other-host", "pid": me.pid,
+                         "create_time": me.create_time()}) is Probe.UNREACHABLE
+
+
+def test_job_with_reused_pid_in_its_handle_is_failed_not_running(share_path):
+    cc = RxLocalParallel(num_workers=1, wait=False, share_dir=share_path)
+    job = rx_exec(square, x=[2], compute_context=cc)
+    assert rx_wait_for_job(job, timeout=120) is S.FINISHED
+    store = Store(share_path)
+    paths = store.paths(job.job_id)
+    store.remove_file(paths.status_json)  # as if the machine rebooted mid-job
+    record = store.read_json(paths.engine_json)
+    me = psutil.Process()
+    record["handle"].update(pid=me.pid, create_time=me.create_time() - 100)
+    store.write_json(paths.engine_json, record)
+    assert rx_get_job_status(job) is S.FAILED
+
+
+def test_parallel_context_rejects_a_memory_share_dir():
+    with pytest.raises(ValueError, match="local disk"):
+        RxLocalParallel(share_dir="memory://somewhere")
+
+
+def test_bad_worker_count_is_refused():
+    with pytest.raises(ValueError, match="num_workers"):
+        RxLocalParallel(num_workers=0)
+
+
+def test_job_can_be_found_again_by_id(share_path):
+    cc = RxLocalParallel(num_workers=1, wait=False, share_dir=share_path, console_output=True)
+    job = rx_exec(square, x=[3], compute_context=cc)
+    again = RxRemoteJob.deserialize_job(job.job_id, RxLocalParallel(share_dir=share_path))
+    assert again == job
+    assert again.compute_context == cc
+    assert again.wait(timeout=120) is S.FINISHED
+    assert again.result() == [9]
