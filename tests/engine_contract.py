@@ -11,8 +11,8 @@ import time
 import warnings
 
 import pytest
-from conftest import wait_until
 
+from conftest import wait_until
 from rxjobs import (
     JobNotFinishedError,
     RxCleanupWarning,

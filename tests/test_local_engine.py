@@ -11,9 +11,9 @@ import textwrap
 
 import psutil
 import pytest
+
 from conftest import processes_mentioning, wait_until
 from engine_contract import EngineContract, sleep_then_return, square
-
 from rxjobs import (
     RxLocalParallel,
     RxRemoteJob,

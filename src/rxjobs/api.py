@@ -8,6 +8,7 @@ Every function here maps its arguments onto :mod:`rxjobs.jobs` and
 from __future__ import annotations
 
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -262,6 +263,7 @@ def _run_in_process(function: Callable[..., Any], runs: list[dict[str, Any]],
         except Exception as exc:
             if not continue_on_failure:
                 raise
+            exc.remote_traceback = traceback.format_exc()  # same shape as a remote failure
             value = exc
             failed.append(i)
         results.append(value)

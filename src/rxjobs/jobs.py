@@ -87,6 +87,8 @@ def read_job_record(store: Store, job_id: str) -> JobRecord:
         if store.is_job_dir(paths.dir):
             raise ValueError(f"job {job_id} has no job.json (incomplete submission)") from None
         raise JobNotFoundError(f"job {job_id} not found in share dir {store.url}") from None
+    except OSError as exc:  # a directory, a fifo, unreadable: not a job record
+        raise ValueError(f"job.json of job {job_id} cannot be read: {exc}") from None
 
 
 # -- submit ------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def read_status_record(store: Store, job_id: str) -> tuple[Record, dict[str, Any
         data = store.read_json(store.paths(job_id).status_json)
     except FileNotFoundError:
         return Record.ABSENT, {}
-    except ValueError:
+    except (ValueError, OSError):  # corrupt, or not a readable file
         return Record.CORRUPT, {}
     try:
         return Record(data["state"]), data

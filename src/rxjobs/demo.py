@@ -1,0 +1,123 @@
+"""``rxjobs demo``: one job that does not wait, followed step by step through its whole life.
+
+Submit, watch the state change, list, read the console output, collect the
+results, clean up, and see the job gone: the job functions of revoscalepy in
+the order a user meets them.  The job is removed at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from .api import (
+    RxRemoteJob,
+    rx_cleanup_jobs,
+    rx_exec,
+    rx_get_job_output,
+    rx_get_job_results,
+    rx_get_job_status,
+    rx_get_jobs,
+)
+from .contexts import RxLocalParallel
+from .status import RxRemoteJobStatus
+from .waiting import poll
+
+DEMO_RUNS = 10
+
+
+def square(x: int) -> int:
+    """Print a line, take a moment (so that the job is seen running) and return ``x * x``.
+
+    Parameters
+    ----------
+    x
+        The number to square.
+
+    Returns
+    -------
+    int
+    """
+    print(f"square({x}) = {x * x}")
+    time.sleep(0.2)
+    return x * x
+
+
+def _follow(job: RxRemoteJob, echo: Callable[[str], object], timeout: float) -> RxRemoteJobStatus:
+    """Say each state the job is seen in until it ends; return the last one."""
+    seen: list[RxRemoteJobStatus] = []
+
+    def check() -> RxRemoteJobStatus | None:
+        state = rx_get_job_status(job)
+        if not seen or seen[-1] is not state:
+            seen.append(state)
+            echo(f"   rx_get_job_status: {state.value}")
+        return state if state.is_terminal() or state is RxRemoteJobStatus.MISSING else None
+
+    ended = poll(check, timeout=timeout, first_delay=0.02, max_delay=0.25)
+    return ended if ended is not None else rx_get_job_status(job)
+
+
+def run_demo(share_dir: str | None = None, echo: Callable[[str], object] = print,
+             timeout: float = 300.0) -> int:
+    """Run a small job on ``RxLocalParallel(wait=False)`` and show each step of its life.
+
+    Parameters
+    ----------
+    share_dir
+        Where the job's artifacts go; default the default share dir.  The
+        demo removes its job at the end.
+    echo
+        Called with each line to show.
+    timeout
+        Seconds to let the job run before giving up.
+
+    Returns
+    -------
+    int
+        0 if every step did what it should, 1 otherwise (an exit status).
+    """
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=share_dir)
+    echo(f"compute context: {cc!r}")
+    started = datetime.now(timezone.utc) - timedelta(seconds=1)
+    job = rx_exec(square, x=list(range(DEMO_RUNS)), compute_context=cc)
+    assert isinstance(job, RxRemoteJob)  # a context that does not wait returns the job
+    try:
+        echo(f"1. rx_exec submitted job {job.job_id} ({DEMO_RUNS} runs of square(x) on 2 workers) "
+             "and returned at once")
+        echo("2. its state as it goes:")
+        state = _follow(job, echo, timeout)
+
+        echo("3. rx_get_jobs lists the jobs of this compute context since the demo started:")
+        for listed in rx_get_jobs(cc, start_time=started, verbose=False):
+            mark = "   <- this demo" if listed == job else ""
+            echo(f"   {rx_get_job_status(listed).value:<10} {listed.job_id}{mark}")
+
+        echo("4. rx_get_job_output (the console output of its runs):")
+        for line in rx_get_job_output(job).splitlines():
+            echo(f"   | {line}")
+
+        if state is not RxRemoteJobStatus.FINISHED:
+            echo(f"error: the job did not finish: it is {state.value}")
+            return 1
+        values = rx_get_job_results(job, auto_cleanup=False)
+        echo(f"5. rx_get_job_results(auto_cleanup=False): {values}")
+        expected = [x * x for x in range(DEMO_RUNS)]
+        if values != expected:
+            echo(f"error: expected {expected}")
+            return 1
+
+        echo("   the results are marked retrieved, so cleanup needs no force:")
+        report = rx_cleanup_jobs(job, verbose=False)
+        echo(f"6. rx_cleanup_jobs: {report}")
+        after = rx_get_job_status(job)
+        echo(f"7. rx_get_job_status now: {after.value}")
+        if after is not RxRemoteJobStatus.MISSING:
+            echo("error: the job is still there after cleanup")
+            return 1
+        echo("demo finished: every step did what it should")
+        return 0
+    finally:
+        if rx_get_job_status(job) is not RxRemoteJobStatus.MISSING:
+            job.close()  # whatever went wrong, leave nothing behind
