@@ -77,11 +77,18 @@ class TaskSummary:
 
 
 def load_payload(store: Store, job_id: str) -> Payload:
-    """Unpickle a job's payload."""
+    """Unpickle a job's payload (kept for the next task of the same job in this process)."""
+    key = (store.url, job_id)
+    if _last_payload and _last_payload[0] == key:
+        return _last_payload[1]
     payload = cloudpickle.loads(store.read_bytes(store.paths(job_id).payload))
     if not isinstance(payload, Payload):
         raise ValueError(f"payload of job {job_id} is not an rxjobs payload")
+    _last_payload[:] = [key, payload]  # a payload is written once and never changes
     return payload
+
+
+_last_payload: list = []
 
 
 def load_task_result(store: Store, job_id: str, task: int) -> TaskResult:

@@ -145,22 +145,18 @@ def _kill_workers() -> None:
 def drive(share_dir: str, job_id: str, workers: int) -> int:
     """Run every task of a job in a process pool and record how it ended."""
     from .. import jobs
-    from ..runner import load_payload, run_task
+    from ..runner import run_task
     from ..store import Store
 
     store = Store(share_dir)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
         return 0
-    try:
-        payload = load_payload(store, job_id)
-    except Exception as exc:
-        jobs.write_status(store, job_id, Record.FAILED,
-                          f"the payload could not be loaded: {type(exc).__name__}: {exc}")
-        return 1
+    # The driver never unpickles the user's function: workers do.
+    record = jobs.read_job_record(store, job_id)
+    continue_on_failure = bool(record.options.get("continue_on_failure", True))
     jobs.write_status(store, job_id, Record.RUNNING)
-    pending = [k for k in range(payload.n_tasks) if not store.exists(paths.result(k))]
-    del payload
+    pending = [k for k in range(record.n_tasks) if not store.exists(paths.result(k))]
     failure = None
     if pending:
         pool = ProcessPoolExecutor(
@@ -182,7 +178,7 @@ def drive(share_dir: str, job_id: str, workers: int) -> int:
                 except Exception as exc:
                     failure = f"task {task} could not be run: {type(exc).__name__}: {exc}"
                 else:
-                    if summary.first_error and not _continue_on_failure(store, job_id):
+                    if summary.first_error and not continue_on_failure:
                         failure = summary.first_error
                 if failure:
                     break
@@ -200,12 +196,6 @@ def drive(share_dir: str, job_id: str, workers: int) -> int:
         return 1
     jobs.write_status(store, job_id, Record.FINISHED)
     return 0
-
-
-def _continue_on_failure(store, job_id: str) -> bool:
-    from ..jobs import read_job_record
-
-    return bool(read_job_record(store, job_id).options.get("continue_on_failure", True))
 
 
 def _detach(log_fd: int) -> None:
