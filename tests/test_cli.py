@@ -17,6 +17,7 @@ import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner, Result
 
@@ -67,12 +68,28 @@ def sleep_long(x: int) -> int:
 def share(tmp_path: Path):
     path = str(tmp_path / "share")
     yield path
-    # Leave no driver behind: force-remove whatever a test left (running jobs are canceled).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        left = [job for job, _, _ in list_jobs(path)]
-        if left:
-            rx_cleanup_jobs(left, force=True, verbose=False)
+    # Leave no driver behind: force-remove whatever a test left (running jobs are canceled),
+    # and kill any process still naming this share dir on its command line.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            left = [job for job, _, _ in list_jobs(path)]
+            if left:
+                rx_cleanup_jobs(left, force=True, verbose=False)
+    finally:
+        leaked = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if proc.pid != os.getpid() and path in " ".join(proc.info["cmdline"] or []):
+                    leaked.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        for proc in leaked:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(leaked, timeout=10)
 
 
 def submit(share: str, function=square, xs=(0, 1, 2), **kwargs) -> RxRemoteJob:

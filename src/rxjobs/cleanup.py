@@ -21,7 +21,14 @@ from .store import JobNotFoundError, Store, Usage
 
 
 class RxCleanupWarning(UserWarning):
-    """A job was kept by cleanup; the message says how to remove it."""
+    """A job was kept by cleanup; the message says how to remove it.
+
+    ``job_id`` names the job (None for a warning about the share dir itself).
+    """
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class Action(str, enum.Enum):
@@ -214,11 +221,11 @@ def cleanup_jobs(
             if verbose:
                 echo(_verbose_line(entry))
             if decision is not None and decision.warn and entry.outcome == "kept":
-                warnings.warn(f"job {entry.job_id} kept: {entry.reason}", RxCleanupWarning,
-                              stacklevel=3)
+                warnings.warn(RxCleanupWarning(f"job {entry.job_id} kept: {entry.reason}",
+                                               entry.job_id), stacklevel=3)
             elif entry.outcome == "error":
-                warnings.warn(f"job {entry.job_id} not cleaned up: {entry.reason}",
-                              RxCleanupWarning, stacklevel=3)
+                warnings.warn(RxCleanupWarning(f"job {entry.job_id} not cleaned up: {entry.reason}",
+                                               entry.job_id), stacklevel=3)
     return report
 
 

@@ -431,10 +431,10 @@ def _n_tasks(job: api.RxRemoteJob) -> int | None:
 
 
 def _tasks_done(job: api.RxRemoteJob, n_tasks: int) -> int:
-    store = job.store
-    paths = store.paths(job.job_id)
-    present = set(store.listdir(paths.tasks))
-    return sum(1 for k in range(n_tasks) if paths.result(k).rsplit("/", 1)[-1] in present)
+    try:
+        return jobs.tasks_done(job.store, job.job_id)
+    except (JobNotFoundError, ValueError):
+        return 0
 
 
 def _wait_all(handles: list[api.RxRemoteJob], timeout: float | None,
@@ -580,9 +580,9 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool,
                     click.echo(_cleanup_line(entry), err=entry.outcome == "error")
             if progress is not None and bar is not None:
                 progress.advance(bar, len(batch))
-    named = {f"job {entry.job_id} " for entry in report}
+    named = {entry.job_id for entry in report}
     others = [str(w.message) for w in caught
-              if not any(str(w.message).startswith(prefix) for prefix in named)]
+              if getattr(w.message, "job_id", None) not in named]
     return report, others
 
 

@@ -322,6 +322,14 @@ def read_results(store: Store, job_id: str) -> Results:
     return Results(values, failed)
 
 
+def tasks_done(store: Store, job_id: str) -> int:
+    """How many tasks of a job have written their result file."""
+    paths = store.paths(job_id)
+    present = set(store.listdir(paths.tasks))
+    n_tasks = read_job_record(store, job_id).n_tasks
+    return sum(1 for k in range(n_tasks) if paths.result(k).rsplit("/", 1)[-1] in present)
+
+
 def mark_retrieved(store: Store, job_id: str) -> None:
     """Note that the results were returned, so cleanup may remove the job without force."""
     store.write_json(store.paths(job_id).retrieved, {"retrieved": utc_now_iso()})
