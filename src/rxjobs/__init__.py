@@ -26,14 +26,16 @@ from .api import (
 from .cleanup import CleanupEntry, CleanupReport, RxCleanupWarning
 from .contexts import (
     RxComputeContext,
+    RxDask,
     RxHadoopMR,
     RxInTeradata,
     RxLocalParallel,
     RxLocalSeq,
+    RxSpark,
     RxUnsupportedContextError,
 )
-from .engines import EngineNotInstalledError
 from .errors import (
+    EngineNotInstalledError,
     IncompleteResultsError,
     JobCanceledError,
     JobFailedError,
@@ -57,6 +59,7 @@ __all__ = [
     "JobResults",
     "RxCleanupWarning",
     "RxComputeContext",
+    "RxDask",
     "RxHadoopMR",
     "RxInTeradata",
     "RxLocalParallel",
@@ -65,6 +68,7 @@ __all__ = [
     "RxRemoteJobStatus",
     "RxRunError",
     "RxRunWarning",
+    "RxSpark",
     "RxUnsupportedContextError",
     "get_job",
     "list_jobs",

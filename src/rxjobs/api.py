@@ -18,6 +18,7 @@ from . import jobs
 from .arguments import build_runs, choose_chunk_size
 from .cleanup import CleanupReport, cleanup_jobs
 from .contexts import RxComputeContext, RxLocalSeq
+from .engines import get_engine
 from .errors import JobFailedError, JobNotFoundError
 from .runner import Payload, load_task_result
 from .status import RxRemoteJobStatus
@@ -225,7 +226,7 @@ def rx_exec(
 
     console = getattr(cc, "console_output", False) if console_output is None else console_output
     cleanup = getattr(cc, "auto_cleanup", True) if auto_cleanup is None else auto_cleanup
-    chunk = choose_chunk_size(len(runs), getattr(cc, "workers", 1), task_chunk_size)
+    chunk = choose_chunk_size(len(runs), get_engine(cc.engine).parallelism(cc), task_chunk_size)
     payload = Payload(function, runs, chunk, bool(continue_on_failure))
     options = {"continue_on_failure": bool(continue_on_failure), "console_output": bool(console),
                "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": cc.waits}

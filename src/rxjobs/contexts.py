@@ -7,11 +7,14 @@ when a job is run, probed or canceled (see :mod:`rxjobs.engines`).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .errors import EngineNotInstalledError
 from .store import default_share_dir, normalize_share_dir
 
 
@@ -135,6 +138,131 @@ class RxLocalParallel(RxComputeContext):
         return self.num_workers or os.cpu_count() or 1
 
 
+def _cluster_share_dir(share_dir: str | None, kind: str) -> str:
+    share = normalize_share_dir(share_dir) if share_dir is not None else default_share_dir()
+    if share.startswith("memory://"):
+        raise ValueError(
+            f"{kind} needs a share_dir that every worker can reach (a shared directory or an "
+            f"object store URL), not {share!r}, which only this process can see"
+        )
+    return share
+
+
+def _require(module: str, extra: str, kind: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise EngineNotInstalledError(
+            f"{kind} needs the {module} package, which is not installed; "
+            f'install it with: pip install "rxjobs[{extra}]"'
+        )
+
+
+@dataclass(frozen=True)
+class RxDask(RxComputeContext):
+    """Run a job on an existing Dask distributed cluster.
+
+    Parameters
+    ----------
+    address
+        The scheduler's address, e.g. ``"tcp://10.0.0.5:8786"`` (``tcp://`` is
+        assumed when no scheme is given).
+    wait, share_dir, console_output, auto_cleanup
+        As for :class:`RxLocalParallel`; ``share_dir`` must be reachable from
+        every worker (a shared directory or an object store URL).
+    """
+
+    address: str = ""
+    wait: bool = True
+    share_dir: str | None = None
+    console_output: bool = False
+    auto_cleanup: bool = True
+
+    engine: ClassVar[str | None] = "dask"
+
+    def __post_init__(self) -> None:
+        _require("distributed", "dask", "RxDask")
+        if not isinstance(self.address, str) or not self.address.strip():
+            raise ValueError("RxDask needs the scheduler address, e.g. RxDask('tcp://host:8786')")
+        address = self.address.strip()
+        if "://" not in address:
+            address = f"tcp://{address}"
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "share_dir", _cluster_share_dir(self.share_dir, "RxDask"))
+
+    @property
+    def waits(self) -> bool:
+        return bool(self.wait)
+
+    def job_share_dir(self) -> str:
+        assert self.share_dir is not None
+        return self.share_dir
+
+    def engine_address(self) -> str:
+        return self.address
+
+
+@dataclass(frozen=True)
+class RxSpark(RxComputeContext):
+    """Run a job on Apache Spark through PySpark.
+
+    Parameters
+    ----------
+    master
+        ``"local[N]"``, ``"spark://host:port"`` or ``"yarn"``.
+    wait, share_dir, console_output, auto_cleanup
+        As for :class:`RxLocalParallel`; ``share_dir`` must be reachable from
+        every executor.
+    num_executors, executor_cores, executor_mem, driver_mem
+        ``spark.executor.instances``, ``spark.executor.cores``,
+        ``spark.executor.memory``, ``spark.driver.memory`` (e.g. ``"4g"``).
+    extra_spark_config
+        Any other Spark settings, as a dict of strings.
+    app_name
+        The Spark application name (default: the job id).
+    """
+
+    master: str = "yarn"
+    wait: bool = True
+    share_dir: str | None = None
+    console_output: bool = False
+    auto_cleanup: bool = True
+    num_executors: int | None = None
+    executor_cores: int | None = None
+    executor_mem: str | None = None
+    driver_mem: str | None = None
+    extra_spark_config: Any = None
+    app_name: str | None = None
+
+    engine: ClassVar[str | None] = "spark"
+
+    def __post_init__(self) -> None:
+        _require("pyspark", "spark", "RxSpark")
+        if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+            raise EngineNotInstalledError(
+                "RxSpark needs Java 17 or newer: install a JDK and put `java` on PATH "
+                "(or set JAVA_HOME)"
+            )
+        if not isinstance(self.master, str) or not self.master.strip():
+            raise ValueError("RxSpark needs a master: 'local[N]', 'spark://host:port' or 'yarn'")
+        object.__setattr__(self, "master", self.master.strip())
+        extra = self.extra_spark_config or ()
+        items = extra.items() if isinstance(extra, dict) else extra
+        # A sorted tuple of pairs keeps the context hashable and comparable.
+        object.__setattr__(self, "extra_spark_config",
+                           tuple(sorted((str(k), str(v)) for k, v in items)) or None)
+        object.__setattr__(self, "share_dir", _cluster_share_dir(self.share_dir, "RxSpark"))
+
+    @property
+    def waits(self) -> bool:
+        return bool(self.wait)
+
+    def job_share_dir(self) -> str:
+        assert self.share_dir is not None
+        return self.share_dir
+
+    def engine_address(self) -> str:
+        return self.master
+
+
 def RxHadoopMR(*args: Any, **kwargs: Any) -> RxComputeContext:  # noqa: N802 - revoscalepy name
     """Not available: Hadoop MapReduce went with Machine Learning Server."""
     raise RxUnsupportedContextError(
@@ -155,6 +283,8 @@ def RxInTeradata(*args: Any, **kwargs: Any) -> RxComputeContext:  # noqa: N802 -
 _KINDS: dict[str, type[RxComputeContext]] = {
     "RxLocalSeq": RxLocalSeq,
     "RxLocalParallel": RxLocalParallel,
+    "RxDask": RxDask,
+    "RxSpark": RxSpark,
 }
 
 

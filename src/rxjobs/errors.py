@@ -11,7 +11,12 @@ __all__ = [
     "JobCanceledError",
     "IncompleteResultsError",
     "RxRunError",
+    "EngineNotInstalledError",
 ]
+
+
+class EngineNotInstalledError(ImportError):
+    """An engine's optional dependencies (or Java, for Spark) are not installed."""
 
 
 class JobNotFinishedError(RuntimeError):

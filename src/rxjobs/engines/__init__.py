@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..errors import EngineNotInstalledError
 from .base import Engine, Handle, SubmittedJob
 
 __all__ = ["Engine", "Handle", "SubmittedJob", "get_engine", "EngineNotInstalledError"]
@@ -14,10 +15,6 @@ _ENGINES: dict[str, tuple[str, str | None]] = {
     "dask": ("rxjobs.engines.dask", "dask"),
     "spark": ("rxjobs.engines.spark", "spark"),
 }
-
-
-class EngineNotInstalledError(ImportError):
-    """The engine's optional dependencies are not installed."""
 
 
 def get_engine(name: str) -> Engine:

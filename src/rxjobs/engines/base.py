@@ -29,6 +29,10 @@ class SubmittedJob:
 class Engine(Protocol):
     """Start, ask about and stop a job on one kind of engine."""
 
+    def parallelism(self, context: RxComputeContext) -> int:
+        """How many tasks the engine runs at once for ``context`` (sizes automatic chunks)."""
+        ...
+
     def submit(self, job: SubmittedJob) -> Handle:
         """Start the job's tasks; return the handle to store in ``engine.json``."""
         ...

@@ -33,6 +33,9 @@ _CANCEL_GRACE_S = 5.0
 class LocalEngine:
     """Start, probe and stop detached local drivers."""
 
+    def parallelism(self, context) -> int:
+        return getattr(context, "workers", 1)
+
     def submit(self, job: SubmittedJob) -> Handle:
         from ..store import Store
 
