@@ -21,6 +21,8 @@ CASES = [
     (JobFacts(present=True, record=Record.FAILED), S.FAILED, "failed"),
     (JobFacts(present=True, record=Record.CORRUPT, probe=Probe.STARTED), S.UNDETERMINED, "status.json"),
     (JobFacts(present=True, job_record_ok=False), S.UNDETERMINED, "job.json"),
+    (JobFacts(present=True, job_record_ok=False, record=Record.FINISHED), S.UNDETERMINED, "job.json"),
+    (JobFacts(present=True, job_record_ok=False, canceled=True), S.CANCELED, "canceled"),
     (JobFacts(present=True, probe=Probe.STARTED), S.RUNNING, "running"),
     (JobFacts(present=True, record=Record.RUNNING, probe=Probe.STARTED), S.RUNNING, "running"),
     (JobFacts(present=True, record=Record.RUNNING, probe=Probe.ALIVE), S.RUNNING, "running"),

@@ -501,23 +501,24 @@ def rx_get_job_results(
     """
     job = _job(job_info)
     store = job.store
-    record = jobs.read_job_record(store, job.job_id)
-    results = jobs.read_results(store, job.job_id)
-    options = record.options
-    console = options.get("console_output", False) if console_output is None else console_output
-    cleanup = options.get("auto_cleanup", True) if auto_cleanup is None else auto_cleanup
-    if console:
-        _print_output(store, job.job_id)
+    with store.lock(job.job_id):
+        record = jobs.read_job_record(store, job.job_id)
+        results = jobs.read_results(store, job.job_id)
+        options = record.options
+        console = options.get("console_output", False) if console_output is None else console_output
+        cleanup = options.get("auto_cleanup", True) if auto_cleanup is None else auto_cleanup
+        if console:
+            _print_output(store, job.job_id)
+        if cleanup:
+            # Removed only after the complete read; a crash before this line leaves
+            # the job intact and un-retrieved, so nothing is lost.
+            try:
+                store.remove_job(job.job_id)
+            except JobNotFoundError:
+                pass  # another cleanup removed it after our read
+        else:
+            jobs.mark_retrieved(store, job.job_id)
     _warn_failed_runs(job.job_id, results.failed, len(results.values))
-    if cleanup:
-        # Removed only after the complete read; a crash before this line leaves
-        # the job intact and un-retrieved, so nothing is lost.
-        try:
-            store.remove_job(job.job_id)
-        except JobNotFoundError:
-            pass  # another cleanup removed it after our read
-    else:
-        jobs.mark_retrieved(store, job.job_id)
     return results.values
 
 

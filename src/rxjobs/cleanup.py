@@ -9,6 +9,7 @@ and removes job directories crash-safely through the store.
 from __future__ import annotations
 
 import enum
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +157,17 @@ class CleanupReport:
 
 
 def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool) -> tuple[CleanupEntry, Decision]:
+    with store.lock(job_id):
+        return _clean_one_locked(store, job_id, force, dry_run)
+
+
+def _clean_one_locked(store: Store, job_id: str, force: bool,
+                      dry_run: bool) -> tuple[CleanupEntry, Decision]:
+    owner = store.owner_uid(job_id)
+    if owner is not None and owner != os.geteuid():
+        decision = Decision(Action.KEEP, f"owned by another user (uid {owner}): never removed",
+                            warn=True)
+        return CleanupEntry(job_id, store.url, "undetermined", "kept", decision.reason), decision
     derived = jobs.job_status(store, job_id)
     retrieved = derived.status is RxRemoteJobStatus.FINISHED and jobs.is_retrieved(store, job_id)
     decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason)

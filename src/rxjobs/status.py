@@ -126,14 +126,15 @@ def derive_status(facts: JobFacts) -> Derived:
         return Derived(S.MISSING, "no job directory")
     if facts.canceled:
         return Derived(S.CANCELED, "canceled")
+    if not facts.job_record_ok:
+        # Without its record a job cannot be read back; never guess it finished.
+        return Derived(S.UNDETERMINED, "job.json is missing or unreadable")
     if facts.record is Record.FINISHED:
         return Derived(S.FINISHED, "finished")
     if facts.record is Record.FAILED:
         return Derived(S.FAILED, facts.record_reason or "failed")
     if facts.record is Record.CORRUPT:
         return Derived(S.UNDETERMINED, "status.json is unreadable")
-    if not facts.job_record_ok:
-        return Derived(S.UNDETERMINED, "job.json is missing or unreadable")
     if facts.probe is None:
         if facts.submitter_alive is True:
             return Derived(S.QUEUED, "being submitted")

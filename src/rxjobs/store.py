@@ -8,6 +8,7 @@ path over ``os`` that never follows a symlink.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import getpass
 import json
@@ -15,6 +16,7 @@ import os
 import re
 import secrets
 import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,8 +32,16 @@ _JOB_ID_TIME_RE = re.compile(r"rxJob_(\d{20})_[0-9a-f]+\Z")
 _TMP_MARK = ".tmp-"
 
 
+_LOCK_STRIPES = 64
+MAX_RECORD_BYTES = 1 << 20  # job.json, status.json, engine.json are small; refuse giants
+
+
 class JobNotFoundError(LookupError):
     """The job directory does not exist in the share dir (never created, or removed)."""
+
+
+class UntrustedShareDirError(PermissionError):
+    """A share dir others can write to: loading pickles from it is refused."""
 
 
 def validate_job_id(job_id: object) -> str:
@@ -229,13 +239,24 @@ class Store:
     def write_json(self, path: str, obj: Any) -> None:
         self.write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
-    def read_bytes(self, path: str) -> bytes:
-        """Read a whole file; FileNotFoundError if absent.  Never follows a symlink locally."""
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        """Read a whole file; FileNotFoundError if absent.  Never follows a symlink locally.
+
+        With ``limit``, a larger file raises ValueError instead of being read.
+        A fifo or device is refused, never opened for a blocking read.
+        """
         if self.is_local:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             with os.fdopen(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise ValueError(f"{path} is not a regular file")
+                if limit is not None and st.st_size > limit:
+                    raise ValueError(f"{path} is {st.st_size} bytes, more than the {limit} allowed")
                 return f.read()
         try:
+            if limit is not None and self.fs.size(path) > limit:
+                raise ValueError(f"{path} is larger than the {limit} bytes allowed")
             return self.fs.cat_file(path)
         except (FileNotFoundError, IsADirectoryError):
             raise
@@ -244,7 +265,7 @@ class Store:
 
     def read_json(self, path: str) -> Any:
         """Read a JSON file; FileNotFoundError if absent, ValueError if corrupt."""
-        data = self.read_bytes(path)
+        data = self.read_bytes(path, limit=MAX_RECORD_BYTES)
         try:
             return json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -336,7 +357,9 @@ class Store:
             os.makedirs(self.trash, mode=0o700, exist_ok=True)
             if os.path.islink(self.trash) or not os.path.isdir(self.trash):
                 raise RuntimeError(f"{self.trash} is not a directory; refusing to use it as trash")
-            target = f"{self.trash}/{job_id}.{secrets.token_hex(4)}"
+            # The trash name carries the remover's pid, so that a concurrent
+            # purge_trash leaves an entry alone while its remover is alive.
+            target = f"{self.trash}/{job_id}.{os.getpid()}-{secrets.token_hex(4)}"
             try:
                 os.rename(paths.dir, target)
             except FileNotFoundError:
@@ -356,6 +379,9 @@ class Store:
         purged = []
         if self.is_local:
             for name in self.listdir(self.trash):
+                owner = _trash_owner(name)
+                if owner is not None and owner != os.getpid() and _pid_running(owner):
+                    continue  # another cleanup is deleting it right now
                 _rmtree_no_follow(f"{self.trash}/{name}")
                 purged.append(name)
             return purged
@@ -366,8 +392,95 @@ class Store:
                 purged.append(job_id)
         return purged
 
+    def discard_new_job(self, job_id: str) -> None:
+        """Remove a job directory that a failed submission just created (best effort).
+
+        Unlike :meth:`remove_job` this needs no room for a trash entry, so it
+        also works when the disk is full.
+        """
+        paths = self.paths(job_id)
+        try:
+            if self.is_local:
+                _rmtree_no_follow(paths.dir)
+            elif self.fs.exists(paths.dir):
+                self.fs.rm(paths.dir, recursive=True)
+        except OSError:
+            pass
+
+    @contextlib.contextmanager
+    def lock(self, job_id: str, timeout: float = 600.0) -> Iterator[None]:
+        """Hold the job's lock (local share dirs; elsewhere the atomic rename arbitrates).
+
+        Locks are striped over a fixed set of files in ``.locks/``, which are
+        never deleted: deleting a lock file that another process waits on
+        would let two processes hold "the" lock at once.
+        """
+        if not self.is_local:
+            yield
+            return
+        from filelock import FileLock
+
+        locks = f"{self.root}/.locks"
+        os.makedirs(locks, mode=0o700, exist_ok=True)
+        stripe = zlib.crc32(validate_job_id(job_id).encode()) % _LOCK_STRIPES
+        with FileLock(f"{locks}/{stripe}.lock", timeout=timeout, mode=0o600, thread_local=False,
+                      is_singleton=False):
+            yield
+
+    def check_trusted(self, job_id: str) -> None:
+        """Refuse to unpickle from a local share dir that others could have written to.
+
+        Unpickling runs code, so a payload or result in a directory writable
+        by another user could run that user's code as us.  Set
+        ``RXJOBS_TRUST_SHARE_DIR=1`` to opt out of this check explicitly.
+        """
+        if not self.is_local or os.environ.get("RXJOBS_TRUST_SHARE_DIR") == "1":
+            return
+        me = os.geteuid()
+        for path in (self.root, self.paths(job_id).dir):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_uid != me:
+                raise UntrustedShareDirError(
+                    f"{path} is owned by uid {st.st_uid}, not by you (uid {me}); loading pickles "
+                    "from it could run another user's code. Use a share dir of your own, or set "
+                    "RXJOBS_TRUST_SHARE_DIR=1 if you trust it"
+                )
+            if st.st_mode & 0o022:
+                raise UntrustedShareDirError(
+                    f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+                    f"loading pickles from it could run their code. Run `chmod go-w {path}`, or "
+                    "set RXJOBS_TRUST_SHARE_DIR=1 if you trust it"
+                )
+
+    def owner_uid(self, job_id: str) -> int | None:
+        """The uid owning a local job directory (None elsewhere, or if it is gone)."""
+        if not self.is_local:
+            return None
+        try:
+            return os.lstat(self.paths(job_id).dir).st_uid
+        except OSError:
+            return None
+
     def _not_found(self, job_id: str) -> str:
         return f"job {job_id} not found in share dir {self.url}"
+
+
+def _trash_owner(name: str) -> int | None:
+    m = re.search(r"\.(\d+)-[0-9a-f]+\Z", name)
+    return int(m.group(1)) if m else None
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _walk_no_follow(path: str) -> Iterator[os.DirEntry[str]]:
@@ -391,19 +504,26 @@ def _rmtree_no_follow(path: str) -> None:
         _unlink_quietly(path)
         return
     try:
-        entries = list(os.scandir(path))
-    except PermissionError:
-        os.chmod(path, 0o700)
-        entries = list(os.scandir(path))
+        try:
+            entries = list(os.scandir(path))
+        except PermissionError:
+            os.chmod(path, 0o700)
+            entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
     for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if is_dir:
             _rmtree_no_follow(entry.path)
         else:
             _unlink_quietly(entry.path)
     try:
         os.rmdir(path)
     except FileNotFoundError:
-        pass
+        pass  # another remover got there first
 
 
 def _unlink_quietly(path: str) -> None:
