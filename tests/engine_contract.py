@@ -12,7 +12,6 @@ import warnings
 
 import pytest
 
-from conftest import wait_until
 from rxjobs import (
     JobNotFinishedError,
     RxCleanupWarning,
@@ -28,6 +27,8 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.store import Store
+
+from conftest import wait_until
 
 S = RxRemoteJobStatus
 

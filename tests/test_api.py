@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import rxjobs
-from engine_contract import fail_on_three, square
 from rxjobs import (
     JobNotFoundError,
     RxCleanupWarning,
@@ -34,6 +33,8 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.store import Store, new_job_id
+
+from engine_contract import fail_on_three, square
 
 pytestmark = pytest.mark.timeout(180)
 S = RxRemoteJobStatus

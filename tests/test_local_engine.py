@@ -12,8 +12,6 @@ import textwrap
 import psutil
 import pytest
 
-from conftest import processes_mentioning, wait_until
-from engine_contract import EngineContract, sleep_then_return, square
 from rxjobs import (
     RxLocalParallel,
     RxRemoteJob,
@@ -26,6 +24,9 @@ from rxjobs import (
 from rxjobs.engines.local import ENGINE
 from rxjobs.status import Probe
 from rxjobs.store import Store
+
+from conftest import processes_mentioning, wait_until
+from engine_contract import EngineContract, sleep_then_return, square
 
 pytestmark = pytest.mark.timeout(180)
 S = RxRemoteJobStatus

@@ -311,12 +311,17 @@ class Store:
 
     def list_job_ids(self) -> list[str]:
         """Ids of the jobs in the share dir, oldest first (ids are time-ordered)."""
-        ids = []
-        for name in self.listdir(self.root):
-            if name.startswith(".") or not _JOB_ID_RE.match(name):
-                continue
-            ids.append(name)
-        return sorted(ids)
+        if self.is_local:
+            # Only real directories: a symlink or a file named like a job is
+            # not a job, and is never followed.
+            try:
+                with os.scandir(self.root) as entries:
+                    names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        else:
+            names = self.listdir(self.root)
+        return sorted(n for n in names if not n.startswith(".") and _JOB_ID_RE.match(n))
 
     def usage(self, job_id: str) -> Usage:
         """Files and bytes in a job directory (symlinks counted, never followed)."""
