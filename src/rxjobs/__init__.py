@@ -42,6 +42,7 @@ from .errors import (
     JobNotFinishedError,
     JobNotFoundError,
     RxRunError,
+    UntrustedShareDirError,
 )
 from .status import RxRemoteJobStatus
 
@@ -70,6 +71,7 @@ __all__ = [
     "RxRunWarning",
     "RxSpark",
     "RxUnsupportedContextError",
+    "UntrustedShareDirError",
     "get_job",
     "list_jobs",
     "rx_cancel_job",

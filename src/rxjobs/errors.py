@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .store import JobNotFoundError
+from .store import JobNotFoundError, UntrustedShareDirError
 
 __all__ = [
     "JobNotFoundError",
+    "UntrustedShareDirError",
     "JobNotFinishedError",
     "JobFailedError",
     "JobCanceledError",

@@ -144,10 +144,7 @@ def submit_job(
         handle = engine.submit(SubmittedJob(store.url, job_id, context, payload.n_tasks))
         store.write_json(paths.engine_json, {"engine": context.engine, "handle": handle})
     except BaseException:
-        try:
-            store.remove_job(job_id)
-        except Exception:
-            pass
+        store.discard_new_job(job_id)  # nothing is left behind, even on a full disk
         raise
     return job_id
 
@@ -164,16 +161,22 @@ def read_status_record(store: Store, job_id: str) -> tuple[Record, dict[str, Any
     except (ValueError, OSError):  # corrupt, or not a readable file
         return Record.CORRUPT, {}
     try:
-        return Record(data["state"]), data
+        record = Record(data["state"])
     except (KeyError, TypeError, ValueError):
         return Record.CORRUPT, {}
+    if record not in (Record.RUNNING, Record.FINISHED, Record.FAILED):
+        return Record.CORRUPT, {}  # only a driver's three states are ever written
+    return record, data
 
 
-def write_status(store: Store, job_id: str, state: Record, reason: str = "") -> bool:
+def write_status(store: Store, job_id: str, state: Record, reason: str = "",
+                 details: dict[str, Any] | None = None) -> bool:
     """Record the driver's view of the job; refuses to leave a terminal record.
 
-    Only a job's driver calls this.  Returns False when the record was
-    already final (finished/failed) and so was left alone.
+    Only a job's driver calls this.  ``details`` are engine facts the driver
+    learned (e.g. a Spark application id); they are kept in later records.
+    Returns False when the record was already final (finished/failed) and so
+    was left alone.
     """
     current, data = read_status_record(store, job_id)
     if current in (Record.FINISHED, Record.FAILED):
@@ -181,6 +184,9 @@ def write_status(store: Store, job_id: str, state: Record, reason: str = "") -> 
     now = utc_now_iso()
     record = {"state": state.value, "reason": reason, "updated": now,
               "started": data.get("started") or now}
+    kept = data.get("details") if isinstance(data.get("details"), dict) else {}
+    if kept or details:
+        record["details"] = {**kept, **(details or {})}
     if state in (Record.FINISHED, Record.FAILED):
         record["ended"] = now
     store.write_json(store.paths(job_id).status_json, record)
@@ -353,6 +359,14 @@ def cancel_job(store: Store, job_id: str) -> bool:
     if status is RxRemoteJobStatus.MISSING:
         raise JobNotFoundError(f"job {job_id} not found in share dir {store.url}")
     if status.is_terminal():
+        return False
+    with store.lock(job_id):
+        return _cancel_locked(store, job_id)
+
+
+def _cancel_locked(store: Store, job_id: str) -> bool:
+    status = job_status(store, job_id).status  # again, now that no cleanup can interleave
+    if status is RxRemoteJobStatus.MISSING or status.is_terminal():
         return False
     paths = store.paths(job_id)
     store.write_json(paths.canceled, {"canceled": utc_now_iso()})

@@ -14,6 +14,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,8 +80,10 @@ class TaskSummary:
 def load_payload(store: Store, job_id: str) -> Payload:
     """Unpickle a job's payload (kept for the next task of the same job in this process)."""
     key = (store.url, job_id)
-    if _last_payload and _last_payload[0] == key:
-        return _last_payload[1]
+    last = _last_payload[:]  # one snapshot: threads of a worker process share the cache
+    if last and last[0] == key:
+        return last[1]
+    store.check_trusted(job_id)
     payload = cloudpickle.loads(store.read_bytes(store.paths(job_id).payload))
     if not isinstance(payload, Payload):
         raise ValueError(f"payload of job {job_id} is not an rxjobs payload")
@@ -93,6 +96,7 @@ _last_payload: list = []
 
 def load_task_result(store: Store, job_id: str, task: int) -> TaskResult:
     """Unpickle one task's result file (FileNotFoundError if it is not there)."""
+    store.check_trusted(job_id)
     result = cloudpickle.loads(store.read_bytes(store.paths(job_id).result(task)))
     if not isinstance(result, TaskResult):
         raise ValueError(f"task {task} of job {job_id} has no valid result file")
@@ -191,8 +195,66 @@ class _Output:
         return self.data
 
 
+class _ThreadRoutedStream:
+    """Stands in for ``sys.stdout``/``sys.stderr``: a thread that is capturing writes
+    to its own buffer, every other thread to the stream this one replaced.
+
+    Installed once per process by :func:`_captured` (``capture="python"``), so
+    that tasks running at the same time in threads of one worker process (Dask)
+    each capture only their own output.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _target(self) -> Any:
+        buffer = getattr(_capture_state, "buffer", None)
+        return self._stream if buffer is None else buffer
+
+    def write(self, text: str) -> int:
+        target = self._target()
+        if target is None:  # no console at all (pythonw): drop, like print does
+            return len(text)
+        return target.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        target = self._target()
+        if target is not None:
+            target.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, buffer...
+        return getattr(self._stream, name)
+
+
+_capture_state = threading.local()
+_capture_install_lock = threading.Lock()
+
+
+def _install_thread_routing() -> None:
+    """Put a :class:`_ThreadRoutedStream` in front of sys.stdout and sys.stderr (once)."""
+    if isinstance(sys.stdout, _ThreadRoutedStream) and isinstance(sys.stderr, _ThreadRoutedStream):
+        return
+    with _capture_install_lock:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if not isinstance(stream, _ThreadRoutedStream):
+                setattr(sys, name, _ThreadRoutedStream(stream))
+
+
 @contextlib.contextmanager
 def _captured(capture: Capture) -> Iterator[_Output]:
+    """Capture a task's console output.
+
+    ``"fd"`` redirects file descriptors 1 and 2 (the whole process: one task at
+    a time only).  ``"python"`` captures what the calling thread writes to
+    ``sys.stdout``/``sys.stderr``, and only that thread, so that tasks running
+    concurrently in threads of one process (a Dask worker) do not mix their
+    output; threads a run starts itself are not captured.
+    """
     output = _Output()
     if capture == "fd":
         with tempfile.TemporaryFile() as tmp:
@@ -213,11 +275,14 @@ def _captured(capture: Capture) -> Iterator[_Output]:
                 tmp.seek(0)
                 output.data = tmp.read()
     elif capture == "python":
+        _install_thread_routing()
         buf = io.StringIO()
+        outer = getattr(_capture_state, "buffer", None)
+        _capture_state.buffer = buf
         try:
-            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-                yield output
+            yield output
         finally:
+            _capture_state.buffer = outer
             output.data = buf.getvalue().encode()
     else:
         yield output
