@@ -133,13 +133,13 @@ class RxRemoteJob:
         return rx_cleanup_jobs(self, force=True, verbose=False)
 
 
-def _stored_context(record: jobs.JobRecord, store: Store) -> RxComputeContext:
+def _stored_context(record: jobs.JobRecord, store: Store) -> RxComputeContext | None:
+    """The context a job was submitted with; None for an unknown kind or an engine
+    not installed here (the job is still listed, probed and cleaned up)."""
     try:
         return record.compute_context()
-    except (ValueError, TypeError):
-        from .contexts import RxLocalParallel
-
-        return RxLocalParallel(share_dir=store.url)
+    except (ValueError, TypeError, ImportError):
+        return None
 
 
 def _job(job_info: Any) -> RxRemoteJob:
@@ -399,7 +399,7 @@ def get_job(job_id: str, share_dir: str | None = None) -> RxRemoteJob:
         record = jobs.read_job_record(store, job_id)
     except ValueError:  # a job dir with a broken job.json is still a job to clean up
         return RxRemoteJob(RxLocalSeq(), job_id, share_dir=store.url)
-    return RxRemoteJob(_stored_context(record, store), job_id, share_dir=store.url)
+    return RxRemoteJob(_stored_context(record, store) or RxLocalSeq(), job_id, share_dir=store.url)
 
 
 def _scan(
@@ -431,12 +431,15 @@ def _scan(
             end and (created is None or created > end)
         ):
             continue
-        if record is None:
+        stored = _stored_context(record, store) if record is not None else None
+        if stored is None:
+            # No usable record (corrupt, or its engine is not installed here):
+            # listed with the share dir's jobs so that it can be cleaned up.
             if exact_match:
                 continue
             job_cc: RxComputeContext = cc or RxLocalSeq()
         else:
-            job_cc = _stored_context(record, store)
+            job_cc = stored
             if cc is not None and not job_cc.matches(cc, exact_match):
                 continue
         status = RxRemoteJobStatus.UNDETERMINED

@@ -13,6 +13,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from .errors import EngineNotInstalledError
 from .store import default_share_dir, normalize_share_dir
@@ -156,6 +157,17 @@ def _require(module: str, extra: str, kind: str) -> None:
         )
 
 
+def _is_scheduler_address(address: str) -> bool:
+    """``scheme://host:port`` with a scheme Dask listens on and a valid port."""
+    parts = urlsplit(address)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return (parts.scheme in ("tcp", "tls", "ws", "wss", "ucx") and bool(parts.hostname)
+            and port is not None and parts.path in ("", "/") and not parts.query)
+
+
 @dataclass(frozen=True)
 class RxDask(RxComputeContext):
     """Run a job on an existing Dask distributed cluster.
@@ -185,6 +197,11 @@ class RxDask(RxComputeContext):
         address = self.address.strip()
         if "://" not in address:
             address = f"tcp://{address}"
+        if not _is_scheduler_address(address):
+            raise ValueError(
+                f"invalid Dask scheduler address {self.address!r}: give the scheduler's host and "
+                "port, e.g. RxDask('tcp://10.0.0.5:8786') (what `dask scheduler` prints)"
+            )
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "share_dir", _cluster_share_dir(self.share_dir, "RxDask"))
 
