@@ -12,12 +12,9 @@ process start time, so a reused pid is never mistaken for the job.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import multiprocessing
 import os
 import signal
-import socket
-import subprocess
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 import psutil
 
 from ..status import Probe, Record
+from ._process import detach, die_with_parent, find_driver, on_this_host, probe_driver, start_driver
 from .base import Handle, SubmittedJob
 
 _CANCEL_GRACE_S = 5.0
@@ -40,44 +38,18 @@ class LocalEngine:
         from ..store import Store
 
         store = Store(job.share_dir)
-        paths = store.paths(job.job_id)
         workers = getattr(job.context, "workers", 1)
-        cmd = [sys.executable, "-m", "rxjobs.engines.local", job.job_id,
-               "--share-dir", store.url, "--workers", str(workers)]
-        env = dict(os.environ)
-        # The driver imports what the caller could import (functions pickled by reference).
-        path = [p or os.getcwd() for p in sys.path]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
-        with open(paths.driver_log, "ab") as log:
-            os.chmod(paths.driver_log, 0o600)
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                cwd=os.getcwd(), env=env, start_new_session=True, close_fds=True,
-            )
-        try:
-            out, _ = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"the local driver of job {job.job_id} did not start") from None
-        try:
-            pid_text, create_time_text = out.decode().split()
-            pid, create_time = int(pid_text), float(create_time_text)
-        except ValueError:
-            raise RuntimeError(
-                f"the local driver of job {job.job_id} did not start; see {paths.driver_log}"
-            ) from None
-        return {"host": socket.gethostname(), "pid": pid, "create_time": create_time}
+        return start_driver("rxjobs.engines.local", job.job_id, store.url,
+                            ["--workers", str(workers)], store.paths(job.job_id).driver_log,
+                            engine="local")
 
     def probe(self, handle: Handle) -> Probe:
-        if handle.get("host") != socket.gethostname():
-            return Probe.UNREACHABLE
-        return Probe.ALIVE if _driver(handle) is not None else Probe.GONE
+        return probe_driver(handle)
 
     def cancel(self, handle: Handle) -> bool:
-        if handle.get("host") != socket.gethostname():
+        if not on_this_host(handle):
             return False
-        driver = _driver(handle)
+        driver = find_driver(handle)
         if driver is None:
             return False
         try:
@@ -103,19 +75,6 @@ class LocalEngine:
         return True
 
 
-def _driver(handle: Handle) -> psutil.Process | None:
-    """The driver process if it is still the one in the handle, else None."""
-    try:
-        proc = psutil.Process(int(handle["pid"]))
-        if abs(proc.create_time() - float(handle["create_time"])) > 0.05:
-            return None  # the pid now belongs to another process
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
-    except (psutil.NoSuchProcess, KeyError, TypeError, ValueError):
-        return None
-
-
 ENGINE = LocalEngine()
 
 
@@ -124,12 +83,7 @@ ENGINE = LocalEngine()
 
 def _die_with_parent() -> None:
     """Pool workers are killed when the driver dies, however it dies."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -201,21 +155,6 @@ def drive(share_dir: str, job_id: str, workers: int) -> int:
     return 0
 
 
-def _detach(log_fd: int) -> None:
-    """Double fork: the submitter's child exits at once, the grandchild runs on its own.
-
-    The grandchild reports ``pid create_time`` on stdout (the submitter's pipe),
-    then points its stdout at the driver log.
-    """
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()  # own session and process group: cancel signals the whole group
-    me = psutil.Process()
-    sys.stdout.write(f"{me.pid} {me.create_time()!r}\n")
-    sys.stdout.flush()
-    os.dup2(log_fd, 1)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.local",
                                      description="rxjobs local job driver (started by rx_exec)")
@@ -223,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share-dir", required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    _detach(log_fd=2)  # stderr is already the driver log
+    detach(log_fd=2)  # stderr is already the driver log
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return drive(args.share_dir, args.job_id, max(1, args.workers))
 

@@ -1,0 +1,174 @@
+"""Detached driver processes, shared by the engines that run one (local, Spark).
+
+The submitting side starts ``python -m <engine module> <job_id> ...``, which
+double-forks into its own session with stdio on the job's ``driver.log`` and
+reports ``pid create_time`` back through a pipe: that pair is the handle, so
+a reused pid is never mistaken for the driver.  The helpers here probe such a
+handle and stop a driver together with every process below it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+
+import psutil
+
+from ..status import Probe
+from .base import Handle
+
+_START_TIMEOUT_S = 120.0
+
+
+def start_driver(module: str, job_id: str, share_dir: str, args: list[str], log_path: str,
+                 engine: str) -> Handle:
+    """Start ``python -m module job_id --share-dir share_dir *args`` detached; return its handle.
+
+    The driver imports what the caller could import (functions pickled by
+    reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``.
+    """
+    cmd = [sys.executable, "-m", module, job_id, "--share-dir", share_dir, *args]
+    env = dict(os.environ)
+    path = [p or os.getcwd() for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    with open(log_path, "ab") as log:
+        os.chmod(log_path, 0o600)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+            cwd=os.getcwd(), env=env, start_new_session=True, close_fds=True,
+        )
+    try:
+        out, _ = proc.communicate(timeout=_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the {engine} driver of job {job_id} did not start") from None
+    try:
+        pid_text, create_time_text = out.decode().split()
+        pid, create_time = int(pid_text), float(create_time_text)
+    except ValueError:
+        raise RuntimeError(
+            f"the {engine} driver of job {job_id} did not start; see {log_path}"
+        ) from None
+    return {"host": socket.gethostname(), "pid": pid, "create_time": create_time}
+
+
+def detach(log_fd: int) -> None:
+    """Double fork: the submitter's child exits at once, the grandchild runs on its own.
+
+    The grandchild reports ``pid create_time`` on stdout (the submitter's pipe),
+    then points its stdout at the driver log.
+    """
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()  # own session and process group: cancel signals the whole group
+    me = psutil.Process()
+    sys.stdout.write(f"{me.pid} {me.create_time()!r}\n")
+    sys.stdout.flush()
+    os.dup2(log_fd, 1)
+
+
+def find_driver(handle: Handle) -> psutil.Process | None:
+    """The driver process if it is still the one in the handle, else None."""
+    try:
+        proc = psutil.Process(int(handle["pid"]))
+        if abs(proc.create_time() - float(handle["create_time"])) > 0.05:
+            return None  # the pid now belongs to another process
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, KeyError, TypeError, ValueError):
+        return None
+
+
+def on_this_host(handle: Handle) -> bool:
+    return handle.get("host") == socket.gethostname()
+
+
+def probe_driver(handle: Handle) -> Probe:
+    """ALIVE while the driver runs, GONE once it exited, UNREACHABLE from another host."""
+    if not on_this_host(handle):
+        return Probe.UNREACHABLE
+    return Probe.ALIVE if find_driver(handle) is not None else Probe.GONE
+
+
+def descendants(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """``procs`` and every live process below them (children of children included)."""
+    found: dict[int, psutil.Process] = {}
+    for proc in procs:
+        try:
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for member in family:
+            found.setdefault(member.pid, member)
+    return list(found.values())
+
+
+def kill_now(procs: Iterable[psutil.Process], timeout: float) -> None:
+    """SIGKILL ``procs`` and whatever they forked, without letting any of them fork more.
+
+    Processes are stopped first and their children collected again, so a
+    process forked while we look is caught too (a killed parent's children
+    would be reparented and escape a second look).
+    """
+    procs = list(procs)
+    for _ in range(3):  # stopped processes cannot fork: a few rounds reach a fixed point
+        for proc in procs:
+            _signal(proc, signal.SIGSTOP)
+        wider = descendants(procs)
+        if {p.pid for p in wider} == {p.pid for p in procs}:
+            break
+        procs = wider
+    for proc in procs:
+        _signal(proc, signal.SIGKILL)  # SIGKILL ends a stopped process too
+    psutil.wait_procs(procs, timeout=timeout)
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)  # psutil checks the pid still names the same process
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float,
+              track_children: bool = True) -> list[psutil.Process]:
+    """Wait until ``procs`` (and, if asked, the children they fork meanwhile) exit.
+
+    Returns every process still alive at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    tracked = {p.pid: p for p in procs}
+    while True:
+        if track_children:
+            for proc in descendants([p for p in tracked.values() if _alive(p)]):
+                tracked.setdefault(proc.pid, proc)
+        alive = [p for p in tracked.values() if _alive(p)]
+        left = deadline - time.monotonic()
+        if not alive or left <= 0:
+            return alive
+        psutil.wait_procs(alive, timeout=min(0.2, left))
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        except (OSError, AttributeError):
+            pass

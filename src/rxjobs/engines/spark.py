@@ -1,0 +1,432 @@
+"""The Spark engine: a detached driver process running the job as one Spark application.
+
+``submit`` starts ``python -m rxjobs.engines.spark <job_id> ...`` detached,
+exactly as the local engine starts its driver (double fork, own session,
+stdio to ``driver.log``; handle = host + pid + process start time).  The
+driver creates a SparkContext against the context's ``master`` (the JVM is
+its child), sets the Spark job group to the rxjobs job id and runs each rxjobs
+task as one Spark task: the executor's Python worker calls
+:func:`rxjobs.runner.run_task`, which writes the task's result and console
+output straight into the share dir.  The driver then stops Spark, waits until
+every process below it (the JVM, PySpark's Python daemon and workers) has
+exited, records the final status and exits.  The Spark application id is kept
+in ``status.json`` (``details.spark_application_id``).
+
+Waiting and non-waiting jobs both run in such a driver: the caller never
+hosts a JVM, and a process that already has a SparkContext of its own (there
+can be only one per process) can still run rxjobs jobs with other settings.
+
+Cancel sends SIGTERM to the driver, which cancels the job group (interrupting
+running tasks), stops Spark and exits; whatever is left after a grace period
+is killed.  A driver killed outright takes Spark with it: the gateway JVM
+exits when its stdin pipe from the driver closes, and its shutdown stops the
+Python daemon, whose workers die with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import psutil
+
+from ..status import Probe, Record
+from ._process import (
+    descendants,
+    detach,
+    find_driver,
+    kill_now,
+    on_this_host,
+    probe_driver,
+    start_driver,
+    wait_gone,
+)
+from .base import Handle, SubmittedJob
+
+_CANCEL_GRACE_S = 15.0  # the driver's own orderly stop takes a few seconds (bounded below)
+_STOP_WAIT_S = 8.0  # after stopping Spark, how long the driver waits for its processes to exit
+_DEFAULT_PARALLELISM = 2
+
+_LOCAL_MASTER = re.compile(r"local(?:\[\s*(\*|\d+)\s*(?:,\s*\d+\s*)?\])?\Z")
+_LOCAL_CLUSTER_MASTER = re.compile(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]\Z")
+
+
+def is_local_master(master: str) -> bool:
+    """``local``, ``local[N]``, ``local[*]``, ``local[N,F]`` or ``local-cluster[...]``."""
+    return bool(_LOCAL_MASTER.match(master) or _LOCAL_CLUSTER_MASTER.match(master))
+
+
+def parallelism(context: Any) -> int:
+    """How many Spark tasks run at once, from the settings alone (no cluster is asked).
+
+    ``spark.default.parallelism`` if configured; the N of ``local[N]``;
+    ``spark.cores.max``; else executors x cores per executor; else 2.
+    """
+    extra = dict(getattr(context, "extra_spark_config", None) or ())
+    master = str(getattr(context, "master", "") or "")
+    if _positive_int(extra.get("spark.default.parallelism")):
+        return _positive_int(extra["spark.default.parallelism"])
+    m = _LOCAL_MASTER.match(master)
+    if m:
+        n = m.group(1)
+        if n is None:
+            return 1
+        return (os.cpu_count() or 1) if n == "*" else max(1, int(n))
+    m = _LOCAL_CLUSTER_MASTER.match(master)
+    if m:
+        return max(1, int(m.group(1)) * int(m.group(2)))
+    if _positive_int(extra.get("spark.cores.max")):
+        return _positive_int(extra["spark.cores.max"])
+    executors = getattr(context, "num_executors", None) or _positive_int(
+        extra.get("spark.executor.instances"))
+    cores = getattr(context, "executor_cores", None) or _positive_int(extra.get("spark.executor.cores"))
+    if executors or cores:
+        return max(1, int(executors or _DEFAULT_PARALLELISM) * int(cores or 1))
+    return _DEFAULT_PARALLELISM
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        return 0
+    return n if n > 0 else 0
+
+
+def spark_conf(context: Any, job_id: str, environ: Mapping[str, str] | None = None,
+               python: str | None = None) -> dict[str, str]:
+    """The Spark configuration of a job's application, from its compute context.
+
+    The named settings of ``RxSpark`` win over the same keys in
+    ``extra_spark_config``.  Defaults that the user did not set: the
+    application name is the job id, the web UI is off, and executors run the
+    driver's Python (``sys.executable``, the submitter's) with the driver's
+    ``PYTHONPATH``, so that the functions and modules the caller could
+    import can be imported on executors too, and the driver JVM skips the
+    C2 JIT (``-XX:TieredStopAtLevel=1``).
+    """
+    environ = os.environ if environ is None else environ
+    conf = {str(k): str(v) for k, v in (getattr(context, "extra_spark_config", None) or ())}
+    named = {
+        "spark.master": context.master,
+        "spark.app.name": context.app_name,
+        "spark.executor.instances": context.num_executors,
+        "spark.executor.cores": context.executor_cores,
+        "spark.executor.memory": context.executor_mem,
+        "spark.driver.memory": context.driver_mem,
+    }
+    conf.update({k: str(v) for k, v in named.items() if v is not None})
+    conf.setdefault("spark.app.name", job_id)
+    # Names the job on the JVM's command line, so `ps` shows which job it serves.
+    conf["spark.rxjobs.jobId"] = job_id
+    conf.setdefault("spark.ui.enabled", "false")
+    conf.setdefault("spark.ui.showConsoleProgress", "false")  # no progress bars in driver.log
+    # The driver JVM only schedules tasks and lives for one job: the C2 JIT's
+    # warm-up costs more than it saves (starts about 1.5 s faster without it).
+    conf.setdefault("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
+    if "spark.pyspark.python" not in conf and not environ.get("PYSPARK_PYTHON"):
+        conf["spark.pyspark.python"] = python or sys.executable
+    if not is_local_master(context.master) and environ.get("PYTHONPATH"):
+        # Local executors inherit the driver's environment; remote ones get it here.
+        conf.setdefault("spark.executorEnv.PYTHONPATH", environ["PYTHONPATH"])
+    return conf
+
+
+class SparkEngine:
+    """Start, probe and stop detached Spark drivers."""
+
+    def parallelism(self, context: Any) -> int:
+        return parallelism(context)
+
+    def submit(self, job: SubmittedJob) -> Handle:
+        from ..store import Store
+
+        store = Store(job.share_dir)
+        return start_driver("rxjobs.engines.spark", job.job_id, store.url, [],
+                            store.paths(job.job_id).driver_log, engine="Spark")
+
+    def probe(self, handle: Handle) -> Probe:
+        return probe_driver(handle)
+
+    def cancel(self, handle: Handle) -> bool:
+        """SIGTERM the driver (it cancels the job group and stops Spark), then kill what is left."""
+        if not on_this_host(handle):
+            return False
+        driver = find_driver(handle)
+        if driver is None:
+            return False
+        tree = descendants([driver])
+        try:
+            driver.terminate()
+        except psutil.NoSuchProcess:
+            pass
+        alive = wait_gone(tree, timeout=_CANCEL_GRACE_S)
+        if alive:
+            kill_now(alive, timeout=_CANCEL_GRACE_S)
+        return True
+
+
+ENGINE = SparkEngine()
+
+
+# -- the executor side -------------------------------------------------------------------
+
+
+def _run_spark_task(share_dir: str, job_id: str, first_errors: Any, task: int) -> None:
+    """One Spark task = one rxjobs task, run in an executor's Python worker.
+
+    PySpark's Python workers run one task at a time each, so the task's
+    console output is captured at the file-descriptor level.
+    """
+    from ..runner import run_task
+
+    summary = run_task(share_dir, job_id, task, capture="fd")
+    if first_errors is not None and summary.first_error:
+        first_errors.add([summary.first_error])
+
+
+def _list_param():
+    from pyspark.accumulators import AccumulatorParam
+
+    class ListParam(AccumulatorParam):
+        def zero(self, value):
+            return []
+
+        def addInPlace(self, value1, value2):  # noqa: N802 - PySpark's name
+            value1.extend(value2)
+            return value1
+
+    return ListParam()
+
+
+# -- the driver process ------------------------------------------------------------------
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while Spark was starting."""
+
+
+@dataclass
+class Outcome:
+    """How the job ended, as the driver saw it."""
+
+    state: str  # "finished", "failed", "canceled" or "terminated"
+    reason: str = ""
+
+
+class _DriverState:
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.interruptible = True  # raise on SIGTERM (only while Spark is starting)
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        self.stop.set()
+        if self.interruptible:
+            self.interruptible = False
+            raise _Terminated()
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants (a dead daemon's workers) are re-parented to the driver, not init."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_CHILD_SUBREAPER = 36
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+        except (OSError, AttributeError):
+            pass
+
+
+def _start_spark(conf: dict[str, str]):
+    from pyspark import SparkConf, SparkContext
+
+    return SparkContext(conf=SparkConf().setAll(sorted(conf.items())))
+
+
+_PY_ERROR_LINE = re.compile(
+    r"(?!org\.|java\.|scala\.|py4j\.)[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?\Z")
+
+
+def _spark_error(exc: BaseException) -> str:
+    """A one-line reason for a failed Spark job (the full error is in the driver log).
+
+    When a task's Python raised, that is the exception at the end of the
+    Python traceback Spark carries in its message.
+    """
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Traceback (most recent call last)" in text:
+        after = lines[next(i for i, ln in enumerate(lines) if "Traceback (most recent" in ln):]
+        raised = [ln for ln in after if _PY_ERROR_LINE.match(ln)]
+        if raised:
+            return f"a task could not be run: {raised[0]}"[:500]
+    return (lines[0] if lines else type(exc).__name__)[:500]
+
+
+def _run_tasks(sc, store, job_id: str, n_tasks: int, stop_on_failure: bool,
+               state: _DriverState) -> Outcome:
+    paths = store.paths(job_id)
+    pending = [k for k in range(n_tasks) if not store.exists(paths.result(k))]
+    if not pending:
+        return Outcome("finished")
+    first_errors = sc.accumulator([], _list_param()) if stop_on_failure else None
+    task = partial(_run_spark_task, store.url, job_id, first_errors)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        sc.setJobGroup(job_id, f"rxjobs job {job_id}", interruptOnCancel=True)
+        try:
+            sc.parallelize(pending, len(pending)).foreach(task)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, name=f"rxjobs-{job_id}", daemon=True)
+    runner.start()
+    next_marker_check = 0.0
+    outcome: Outcome | None = None
+    while runner.is_alive():
+        runner.join(0.2)
+        if state.stop.is_set():
+            outcome = Outcome("terminated")
+        elif stop_on_failure and first_errors.value:
+            outcome = Outcome("failed", first_errors.value[0])
+        elif time.monotonic() >= next_marker_check:
+            next_marker_check = time.monotonic() + 1.0
+            if store.exists(paths.canceled):
+                outcome = Outcome("canceled")
+        if outcome is not None:
+            sc.cancelJobGroup(job_id)
+            runner.join(_STOP_WAIT_S)
+            return outcome
+    if store.exists(paths.canceled):
+        return Outcome("canceled")
+    if stop_on_failure and first_errors.value:
+        return Outcome("failed", first_errors.value[0])
+    if errors:
+        traceback.print_exception(errors[0])
+        return Outcome("failed", f"the Spark job failed: {_spark_error(errors[0])}")
+    return Outcome("finished")
+
+
+def _stop_spark(sc) -> None:
+    """Stop Spark and wait until no process below the driver is left (killing stragglers)."""
+    if sc is not None:
+        try:
+            sc.stop()
+        except Exception:
+            traceback.print_exc()
+    try:
+        from pyspark import SparkContext
+
+        proc = getattr(SparkContext._gateway, "proc", None)
+    except Exception:
+        proc = None
+    if proc is not None and proc.stdin is not None:
+        try:
+            proc.stdin.close()  # the gateway JVM exits when its stdin closes
+        except OSError:
+            pass
+    me = psutil.Process()
+    below = me.children(recursive=True)
+    if sc is None:  # Spark was interrupted while starting: nothing to stop in order
+        for child in below:
+            try:
+                child.terminate()
+            except psutil.NoSuchProcess:
+                pass
+    alive = wait_gone(below, timeout=_STOP_WAIT_S)
+    if alive:
+        print(f"rxjobs: {len(alive)} Spark processes did not exit; killing them", file=sys.stderr)
+        kill_now(alive, timeout=_STOP_WAIT_S)
+    # Anything orphaned meanwhile was re-parented to us (we are a subreaper).
+    kill_now(me.children(recursive=True), timeout=_STOP_WAIT_S)
+
+
+def drive(share_dir: str, job_id: str) -> int:
+    """Run every task of a job as one Spark job, stop Spark, and record how it ended."""
+    from .. import jobs
+    from ..store import Store
+
+    store = Store(share_dir)
+    paths = store.paths(job_id)
+    if store.exists(paths.canceled):
+        return 0
+    state = _DriverState()
+    signal.signal(signal.SIGTERM, state.on_sigterm)
+    sc = None
+    try:
+        # The driver never unpickles the user's function: executors do.
+        record = jobs.read_job_record(store, job_id)
+        stop_on_failure = not bool(record.options.get("continue_on_failure", True))
+        context = record.compute_context()
+        conf = spark_conf(context, job_id)
+        if is_local_master(context.master):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # nothing listens beyond loopback
+        # PySpark takes the workers' Python from this variable (shipped to every executor).
+        os.environ.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))
+        print(f"rxjobs: starting Spark for job {job_id} on {context.master}", file=sys.stderr)
+        sc = _start_spark(conf)
+        state.interruptible = False
+        if state.stop.is_set():
+            raise _Terminated()
+        app_id = sc.applicationId
+        print(f"rxjobs: job {job_id} runs as Spark application {app_id}", file=sys.stderr)
+        jobs.write_status(store, job_id, Record.RUNNING,
+                          details={"spark_application_id": app_id, "spark_master": sc.master})
+        outcome = _run_tasks(sc, store, job_id, record.n_tasks, stop_on_failure, state)
+    except _Terminated:
+        outcome = Outcome("terminated")
+    except Exception as exc:
+        traceback.print_exc()
+        outcome = Outcome("failed", f"Spark could not run the job: {type(exc).__name__}: "
+                                    f"{_spark_error(exc)} (see the driver log)")
+    finally:
+        state.interruptible = False
+        _stop_spark(sc)
+    # Recorded only once Spark is gone: a final status means no process of the job is left.
+    if store.exists(paths.canceled) or outcome.state == "canceled":
+        return 0
+    if outcome.state == "terminated":
+        jobs.write_status(store, job_id, Record.FAILED,
+                          "the Spark driver was stopped (SIGTERM) before the job ended")
+        return 1
+    if outcome.state == "failed":
+        jobs.write_status(store, job_id, Record.FAILED, outcome.reason)
+        return 1
+    jobs.write_status(store, job_id, Record.FINISHED)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.spark",
+                                     description="rxjobs Spark job driver (started by rx_exec)")
+    parser.add_argument("job_id")
+    parser.add_argument("--share-dir", required=True)
+    args = parser.parse_args(argv)
+    detach(log_fd=2)  # stderr is already the driver log
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _become_subreaper()
+    code = 1
+    try:
+        code = drive(args.share_dir, args.job_id)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # py4j threads must not keep a finished driver alive
+
+
+if __name__ == "__main__":
+    sys.exit(main())
