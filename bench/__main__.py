@@ -1,0 +1,81 @@
+"""Run every benchmark in ``bench/``: ``python -m bench`` (``make bench``).
+
+Every module ``bench/<name>_bench.py`` is a benchmark with a ``main(argv)``.
+``--repeat`` and ``--write-docs`` go to each of them; the size options go to
+the benchmarks that take them (``--jobs``: cleanup, listing, S3; ``--runs``:
+local exec, Dask, Spark), so ``python -m bench --jobs 50 --runs 50 --repeat 1``
+is a quick pass over everything.
+A benchmark that cannot run here (an engine not installed, no Java) is
+reported and the others still run; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import traceback
+from pathlib import Path
+
+# size option -> the benchmarks that take it
+SIZE_OPTIONS = {
+    "--jobs": {"cleanup_bench", "listing_bench", "s3_bench"},
+    "--runs": {"local_exec_bench", "dask_bench", "spark_bench"},
+}
+
+
+def benchmark_names() -> list[str]:
+    """The ``*_bench`` modules of this package, cleanup first, then by name."""
+    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                   if m.name.endswith("_bench"))
+    return sorted(names, key=lambda n: n != "cleanup_bench")
+
+
+def forwarded_args(name: str, args: argparse.Namespace) -> list[str]:
+    argv = []
+    if args.repeat is not None:
+        argv += ["--repeat", str(args.repeat)]
+    if args.write_docs:
+        argv.append("--write-docs")
+    for option, takers in SIZE_OPTIONS.items():
+        value = getattr(args, option.lstrip("-"))
+        if value is not None and name in takers:
+            argv += [option, str(value)]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = benchmark_names()
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Run rxjobs' benchmarks.")
+    parser.add_argument("--only", action="append", choices=names, metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(names)}")
+    parser.add_argument("--repeat", type=int, help="repetitions of each benchmark (default: its own)")
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--jobs", type=int, help="jobs of the cleanup, listing and S3 benchmarks "
+                        "(default: each benchmark's own, e.g. 2000 for cleanup)")
+    parser.add_argument("--runs", type=int, help="runs per job of the local exec, Dask and Spark "
+                        "benchmarks (default: each benchmark's own)")
+    args = parser.parse_args(argv)
+    failed = []
+    for name in args.only or names:
+        print(f"== bench.{name}", flush=True)
+        try:
+            module = importlib.import_module(f"{__package__ or 'bench'}.{name}")
+            status = module.main(forwarded_args(name, args))
+        except (Exception, SystemExit) as exc:
+            if isinstance(exc, SystemExit) and exc.code in (0, None):
+                continue
+            traceback.print_exc()
+            print(f"== bench.{name} did not run to its end: {type(exc).__name__}: {exc}", flush=True)
+            failed.append(name)
+            continue
+        if status:
+            failed.append(name)
+    if failed:
+        print(f"benchmarks that did not complete: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

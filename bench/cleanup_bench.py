@@ -1,0 +1,336 @@
+"""Cleanup of many finished jobs with force, against ``rm -rf`` of the same directories.
+
+One real small job runs on the local engine (``RxLocalParallel(wait=False)``,
+one task per run), so that its directory holds exactly what the engine writes:
+``job.json``, ``payload.pkl``, ``engine.json``, ``status.json``,
+``driver.log`` and ``tasks/<k>.result.pkl`` / ``tasks/<k>.out``.  That
+directory is then cloned under new job ids into identical share dirs, one per
+contender, and each repetition measures, in an order that rotates:
+
+* rxjobs: ``rx_cleanup_jobs(rx_get_jobs(cc, verbose=False), force=True)``,
+  the whole user-visible cost (listing, status derivation, removal);
+* rxjobs removal only: ``Store.remove_job`` of every id in 8 threads, the
+  part of the above that deletes files (rename into ``.trash/``, walk, unlink);
+* the baseline: one single-threaded ``rm -rf <share dir>``.
+
+Building the clones is not timed; the page cache cannot be dropped, so every
+contender works on freshly written (cached) directories, ``sync`` runs before
+each timing, and the medians of the repetitions are reported.  Nothing here
+asserts on time.
+
+Run ``python -m bench.cleanup_bench --help`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import rxjobs
+from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_cleanup_jobs, rx_exec, rx_get_jobs, rx_wait_for_job
+from rxjobs.jobs import JobRecord
+from rxjobs.store import Store, job_id_time, new_job_id
+
+TARGET_RATIO = 0.5
+RUNS_PER_JOB = 10  # one task per run: 5 job files + 2 per task = 25 files per job
+DOCS_SECTION = "cleanup_bench"
+DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def square(i: int) -> int:
+    """The template job's function: a line of console output and a small result."""
+    print(f"run {i}: {i} squared is {i * i}")
+    return i * i
+
+
+# -- building the share dirs (not timed) ---------------------------------------------------
+
+
+def make_template(workdir: Path) -> Path:
+    """Run one real job on the local engine and return its finished job directory."""
+    share = workdir / "template"
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=str(share))
+    job = rx_exec(square, args=[{"i": i} for i in range(RUNS_PER_JOB)], task_chunk_size=1,
+                  compute_context=cc)
+    status = rx_wait_for_job(job, timeout=300)
+    if status is not RxRemoteJobStatus.FINISHED:
+        raise RuntimeError(f"the template job {job.job_id} ended {status.value}, not finished; "
+                           f"see {share / job.job_id / 'driver.log'}")
+    return share / job.job_id
+
+
+def unique_job_ids(n: int) -> list[str]:
+    """``n`` distinct, time-ordered job ids from :func:`rxjobs.store.new_job_id`."""
+    ids: set[str] = set()
+    while len(ids) < n:
+        ids.add(new_job_id())
+    return sorted(ids)
+
+
+def clone_jobs(template: Path, share: Path, job_ids: list[str]) -> None:
+    """Copy the template job under each id, with ``job.json`` saying that id and share dir."""
+    store = Store(str(share))
+    store.ensure_root()
+    record = JobRecord.from_json(store.read_json(str(template / "job.json")))
+    # The context names the share dir: rx_get_jobs lists only jobs of the asked context.
+    context = dataclasses.replace(record.compute_context(), share_dir=store.url).to_dict()
+    for job_id in job_ids:
+        shutil.copytree(template, share / job_id, symlinks=True)
+        created = job_id_time(job_id)
+        clone = dataclasses.replace(record, job_id=job_id, context=context,
+                                    created=created.isoformat() if created else record.created)
+        store.write_json(store.paths(job_id).job_json, clone.to_json())
+
+
+def count_files(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+# -- the contenders (timed) ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Timing:
+    seconds: float
+    listing: float | None = None  # rx_get_jobs part of the rxjobs figure
+
+
+def time_rxjobs(share: Path, n_jobs: int) -> Timing:
+    """What a user pays: list the share dir's jobs, then clean them all up with force."""
+    cc = RxLocalParallel(share_dir=str(share))
+    t0 = time.perf_counter()
+    found = rx_get_jobs(cc, verbose=False)
+    t1 = time.perf_counter()
+    report = rx_cleanup_jobs(found, force=True, verbose=False)
+    t2 = time.perf_counter()
+    if len(found) != n_jobs or len(report.removed) != n_jobs:
+        raise RuntimeError(f"rxjobs listed {len(found)} and removed {len(report.removed)} "
+                           f"of {n_jobs} jobs in {share}; the figure would be meaningless")
+    return Timing(t2 - t0, listing=t1 - t0)
+
+
+def time_remove_only(share: Path, n_jobs: int) -> Timing:
+    """Only the deletion: ``Store.remove_job`` of every id, in 8 threads like cleanup."""
+    store = Store(str(share))
+    t0 = time.perf_counter()
+    ids = store.list_job_ids()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        removed = sum(1 for _ in pool.map(store.remove_job, ids))
+    t1 = time.perf_counter()
+    if removed != n_jobs:
+        raise RuntimeError(f"removed {removed} of {n_jobs} jobs in {share}")
+    return Timing(t1 - t0)
+
+
+def time_rm(share: Path, n_jobs: int) -> Timing:
+    """The baseline: one single-threaded ``rm -rf`` of the whole share dir."""
+    t0 = time.perf_counter()
+    subprocess.run(["rm", "-rf", "--", str(share)], check=True)
+    t1 = time.perf_counter()
+    if share.exists():
+        raise RuntimeError(f"rm -rf left {share} behind")
+    return Timing(t1 - t0)
+
+
+CONTENDERS: dict[str, Callable[[Path, int], Timing]] = {
+    "rxjobs": time_rxjobs,
+    "remove-only": time_remove_only,
+    "rm": time_rm,
+}
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Result:
+    n_jobs: int
+    files_per_job: int
+    repeat: int
+    seconds: dict[str, list[float]]
+    listing: list[float]
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.seconds[name])
+
+    @property
+    def files(self) -> int:
+        return self.n_jobs * self.files_per_job
+
+    @property
+    def ratio(self) -> float:
+        return self.median("rxjobs") / self.median("rm")
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.ratio <= TARGET_RATIO else "MISS"
+
+
+def run(n_jobs: int, repeat: int, tmpdir: str | None = None, echo: Callable[[str], None] = print) -> Result:
+    """Build, time and tear down ``repeat`` times; return every timing."""
+    workdir = Path(tempfile.mkdtemp(prefix="rxjobs-cleanup-bench-", dir=tmpdir))
+    try:
+        template = make_template(workdir)
+        files_per_job = count_files(template)
+        seconds: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+        listing: list[float] = []
+        names = list(CONTENDERS)
+        for rep in range(repeat):
+            echo(f"repetition {rep + 1}/{repeat}: building {len(names)} share dirs of "
+                 f"{n_jobs} jobs x {files_per_job} files ...")
+            shares = {name: workdir / f"rep{rep}-{name}" for name in names}
+            # Clone once for rxjobs (job.json must name that share dir, or rx_get_jobs
+            # would not list the jobs), then copy that tree for the other contenders.
+            clone_jobs(template, shares["rxjobs"], unique_job_ids(n_jobs))
+            for name in names:
+                if name != "rxjobs":
+                    shutil.copytree(shares["rxjobs"], shares[name], symlinks=True)
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for name in order:
+                os.sync()
+                timing = CONTENDERS[name](shares[name], n_jobs)
+                seconds[name].append(timing.seconds)
+                if timing.listing is not None:
+                    listing.append(timing.listing)
+                echo(f"  {name:<12} {timing.seconds:8.3f} s")
+            for share in shares.values():
+                shutil.rmtree(share, ignore_errors=True)
+        return Result(n_jobs, files_per_job, repeat, seconds, listing)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def format_table(result: Result) -> str:
+    rows = [
+        ("rxjobs: rx_get_jobs + rx_cleanup_jobs(force=True)", result.seconds["rxjobs"]),
+        ("  of which rx_get_jobs (listing)", result.listing),
+        ("rxjobs: Store.remove_job only, 8 threads", result.seconds["remove-only"]),
+        ("baseline: rm -rf (1 thread)", result.seconds["rm"]),
+    ]
+    lines = [
+        f"cleanup of {result.n_jobs} finished jobs x {result.files_per_job} files "
+        f"= {result.files} files per run, {result.repeat} repetition(s)",
+        f"{'':52} {'median s':>9} {'min s':>8} {'max s':>8}",
+    ]
+    for label, values in rows:
+        lines.append(f"{label:52} {statistics.median(values):9.3f} {min(values):8.3f} {max(values):8.3f}")
+    pairs = zip(result.seconds["rxjobs"], result.seconds["rm"], strict=True)
+    per_rep = " ".join(f"{a / b:.2f}x" for a, b in pairs)
+    lines.append(f"ratio rxjobs / rm -rf in each repetition: {per_rep}")
+    lines.append(
+        f"ratio rxjobs / rm -rf (medians): {result.ratio:.2f}x   (removal only: "
+        f"{result.median('remove-only') / result.median('rm'):.2f}x)   "
+        f"target <= {TARGET_RATIO}x: {result.verdict}"
+    )
+    return "\n".join(lines)
+
+
+# -- docs/benchmarks.md ----------------------------------------------------------------------
+
+
+def machine_summary() -> str:
+    return (f"{os.cpu_count()} CPUs (nproc {_nproc()}), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, rxjobs {rxjobs.__version__}{_revision()}")
+
+
+def _revision() -> str:
+    """`` (git <commit>)``, noting uncommitted changes under src/; empty outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" (git {head}{' + uncommitted changes in src/' if dirty else ''})"
+
+
+def _nproc() -> str:
+    try:
+        return str(len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return str(os.cpu_count())
+
+
+def docs_section(result: Result, table: str) -> str:
+    today = dt.date.today().isoformat()
+    return f"""## Cleanup of finished jobs vs `rm -rf`
+
+`python -m bench.cleanup_bench --jobs {result.n_jobs} --repeat {result.repeat}` —
+{result.n_jobs} finished local-engine jobs of {result.files_per_job} files each, removed with
+`rx_cleanup_jobs(rx_get_jobs(cc, verbose=False), force=True, verbose=False)`
+(listing and status derivation included: what a user pays), against one
+single-threaded `rm -rf` of an identical share dir, measured in the same run.
+Medians of {result.repeat} repetitions; the order of the contenders rotates, every tree is
+freshly written (page cache warm for all) and `sync`ed before its timing.
+Target: rxjobs ≤ {TARGET_RATIO}× `rm -rf`.
+
+- Date: {today}
+- Machine: {machine_summary()}
+- rxjobs median: {result.median('rxjobs'):.3f} s (of which listing {statistics.median(result.listing):.3f} s);
+  removal only: {result.median('remove-only'):.3f} s
+- `rm -rf` median: {result.median('rm'):.3f} s
+- **Ratio rxjobs / rm -rf: {result.ratio:.2f}× — {result.verdict}** (target ≤ {TARGET_RATIO}×)
+
+```
+{table}
+```
+"""
+
+
+def write_docs(section: str, path: Path = DOCS_PATH, name: str = DOCS_SECTION) -> None:
+    """Replace the section ``name`` of ``docs/benchmarks.md``, keeping the others.
+
+    A section sits between ``<!-- bench:<name> begin -->`` and
+    ``<!-- bench:<name> end -->``; a new one is appended at the end.
+    """
+    begin, end = f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else (
+        "# Benchmarks\n\nFigures written by `python -m bench --write-docs` (or `make bench`); each "
+        "section is replaced when its benchmark runs again.\n\n"
+    )
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cleanup_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000, help="finished jobs to clean up (default 2000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions, medians reported (default 3)")
+    parser.add_argument("--tmpdir", default=None, help="where to build the share dirs (default: system tmp)")
+    parser.add_argument("--write-docs", action="store_true", help=f"update {DOCS_PATH.name}")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.repeat < 1:
+        parser.error("--jobs and --repeat must be at least 1")
+    print(machine_summary())
+    result = run(args.jobs, args.repeat, args.tmpdir)
+    table = format_table(result)
+    print(table)
+    if args.write_docs:
+        write_docs(docs_section(result, table))
+        print(f"wrote {DOCS_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
