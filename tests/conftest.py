@@ -25,11 +25,50 @@ def local_share(request, tmp_path) -> str:
     kill_processes_mentioning(path)
 
 
-@pytest.fixture(params=["file", "memory"])
-def store_url(request, tmp_path) -> str:
-    """A share dir for store-level tests: a local directory, or an fsspec memory:// URL."""
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-protocol server (moto) on loopback for the whole session, and fake
+    credentials in the environment (restored afterwards); skipped without ``rxjobs[s3]``."""
+    pytest.importorskip("s3fs", reason='S3 tests need: pip install "rxjobs[s3]"')
+    pytest.importorskip("moto.server", reason='S3 tests need: pip install "moto[server]"')
+    from moto_s3 import FAKE_CREDENTIALS, MotoS3
+
+    saved = {name: os.environ.get(name) for name in FAKE_CREDENTIALS}
+    os.environ.update(FAKE_CREDENTIALS)
+    server = MotoS3(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def s3_share(s3_server):
+    """A fresh ``s3://bucket/prefix`` share dir on the moto server; the options reaching it
+    are ``s3_server.options``.  Emptied, and its job processes killed, when the test ends."""
+    url = s3_server.new_prefix()
+    yield url
+    kill_processes_mentioning(url)
+    s3_server.remove_prefix(url)
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def store_url(request, tmp_path, monkeypatch) -> str:
+    """A share dir for store-level tests: a local directory, an fsspec memory:// URL, or
+    an s3:// prefix on the moto server (reached through the environment's endpoint)."""
     if request.param == "file":
         yield str(tmp_path / "store share")
+    elif request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
+        url = server.new_prefix("store")
+        yield url
+        server.remove_prefix(url)
     else:
         url = f"memory://rxjobs-test-{uuid.uuid4().hex}"
         yield url

@@ -2,7 +2,8 @@
 
 An engine's test module subclasses :class:`EngineContract` and provides the
 fixture ``make_context(wait=..., **settings)`` returning a compute context of
-that engine on a fresh share dir, and ``share_path`` (that share dir).
+that engine on a fresh share dir, and ``share_path`` (that share dir); a share
+dir that needs storage options overrides ``share_store`` too.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def sleep_then_return(seconds):
 class EngineContract:
     """Tests every engine passes, through the public API only."""
 
+    @pytest.fixture
+    def share_store(self, share_path) -> Store:
+        """The share dir of ``make_context``, as a store."""
+        return Store(share_path)
+
     def test_waiting_job_returns_results_in_run_order(self, make_context):
         seen = []
         results = rx_exec(square, x=list(range(12)), compute_context=make_context(wait=True),
@@ -61,9 +67,9 @@ class EngineContract:
         assert results == [x * x for x in range(12)]
         assert sorted(seen) == sorted(results)
 
-    def test_waiting_job_cleans_up_after_itself(self, make_context, share_path):
+    def test_waiting_job_cleans_up_after_itself(self, make_context, share_store):
         rx_exec(square, x=[1, 2], compute_context=make_context(wait=True))
-        assert Store(share_path).list_job_ids() == []
+        assert share_store.list_job_ids() == []
 
     def test_waiting_job_without_auto_cleanup_leaves_a_retrieved_job(self, make_context, share_path):
         cc = make_context(wait=True)
@@ -72,7 +78,7 @@ class EngineContract:
         report = rx_cleanup_jobs(job, verbose=False)  # retrieved: no force needed
         assert [e.outcome for e in report] == ["removed"]
 
-    def test_non_waiting_job_runs_to_finished_and_is_collected(self, make_context, share_path):
+    def test_non_waiting_job_runs_to_finished_and_is_collected(self, make_context, share_store):
         cc = make_context(wait=False)
         job = rx_exec(square, x=list(range(10)), compute_context=cc)
         assert rx_get_job_status(job) in (S.QUEUED, S.RUNNING, S.FINISHED)
@@ -83,7 +89,7 @@ class EngineContract:
         assert job in rx_get_jobs(cc, verbose=False)
         assert rx_get_job_results(job) == [x * x for x in range(10)]
         assert rx_get_job_status(job) is S.MISSING  # auto_cleanup removed it
-        assert Store(share_path).list_job_ids() == []
+        assert share_store.list_job_ids() == []
 
     def test_failed_run_is_kept_in_its_slot_when_continuing(self, make_context):
         cc = make_context(wait=False)

@@ -59,3 +59,35 @@ def test_unretrieved_results_are_never_removed_without_force(state, retrieved, f
 def test_undetermined_reason_is_quoted():
     decision = decide_cleanup(S.UNDETERMINED, False, False, why="the engine cannot be reached")
     assert "the engine cannot be reached" in decision.reason
+
+
+# -- retention: a job whose expires_after has passed ---------------------------------------
+
+EXPIRY_TABLE = [
+    # state, retrieved, force -> action (the job has expired)
+    (S.FINISHED, False, False, A.REMOVE),  # un-retrieved results go: the submitter opted in
+    (S.FINISHED, True, False, A.REMOVE),
+    (S.FAILED, False, False, A.REMOVE),
+    (S.CANCELED, False, False, A.REMOVE),
+    (S.RUNNING, False, False, A.KEEP),  # never removed for expiry before it ends
+    (S.QUEUED, False, False, A.KEEP),
+    (S.UNDETERMINED, False, False, A.KEEP),
+    (S.RUNNING, False, True, A.CANCEL_AND_REMOVE),
+    (S.UNDETERMINED, False, True, A.CANCEL_AND_REMOVE),
+    (S.MISSING, False, False, A.NOTHING),
+]
+
+
+@pytest.mark.parametrize(("state", "retrieved", "force", "action"), EXPIRY_TABLE)
+def test_decide_cleanup_of_an_expired_job(state, retrieved, force, action):
+    decision = decide_cleanup(state, retrieved, force, expired=True)
+    assert decision.action is action
+    if state.is_terminal():
+        assert "expired" in decision.reason and not decision.warn
+    else:
+        assert "expired" not in decision.reason
+        assert decision == decide_cleanup(state, retrieved, force)  # expiry changes nothing
+
+
+def test_expiry_table_covers_every_state():
+    assert {state for state, *_ in EXPIRY_TABLE} == set(S)

@@ -18,11 +18,12 @@ from . import jobs
 from .arguments import build_runs, choose_chunk_size
 from .cleanup import CleanupReport, cleanup_jobs
 from .contexts import RxComputeContext, RxLocalSeq
+from .durations import format_duration, to_timedelta
 from .engines import get_engine
 from .errors import JobFailedError, JobNotFoundError
 from .runner import Payload, load_task_result
 from .status import RxRemoteJobStatus
-from .store import Store, default_share_dir, job_id_time, validate_job_id
+from .store import Store, default_share_dir, job_id_time, normalize_share_dir, validate_job_id
 from .waiting import poll
 
 
@@ -69,6 +70,10 @@ class RxRemoteJob:
         The context the job was submitted with (it says where the share dir is).
     job_id
         The job's id.
+    share_dir
+        Where the job was found (default: the context's share dir).
+    share_dir_options
+        fsspec storage options to reach it (default: the context's).
 
     Notes
     -----
@@ -78,16 +83,21 @@ class RxRemoteJob:
     """
 
     def __init__(self, compute_context: RxComputeContext, job_id: str,
-                 share_dir: str | None = None) -> None:
+                 share_dir: str | None = None,
+                 share_dir_options: dict[str, Any] | None = None) -> None:
         self.compute_context = _context(compute_context)
         self.job_id = validate_job_id(job_id)
         # Where the job was found, which may be spelled differently from the
         # share dir it was submitted with (a moved or re-mounted share dir).
-        self.share_dir = Store(share_dir or self.compute_context.job_share_dir()).url
+        self.share_dir = normalize_share_dir(share_dir or self.compute_context.job_share_dir())
+        # Credentials are never read back from job.json: they come from whoever
+        # named the job (the context it was looked up with).
+        self.share_dir_options = (share_dir_options if share_dir_options is not None
+                                  else self.compute_context.job_share_dir_options())
 
     @property
     def store(self) -> Store:
-        return Store(self.share_dir)
+        return Store(self.share_dir, self.share_dir_options)
 
     def __repr__(self) -> str:
         return f"RxRemoteJob(job_id={self.job_id!r}, share_dir={self.share_dir!r})"
@@ -108,7 +118,7 @@ class RxRemoteJob:
         """
         cc = _context(compute_context)
         share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
-        return get_job(job_id, share)
+        return get_job(job_id, share, cc.job_share_dir_options())
 
     def status(self) -> RxRemoteJobStatus:
         return rx_get_job_status(self)
@@ -180,6 +190,7 @@ def rx_exec(
     callback: Callable[[Any], Any] | None = None,
     console_output: bool | None = None,
     auto_cleanup: bool | None = None,
+    expires_after: Any = None,
     **kwargs: Any,
 ) -> list[Any] | RxRemoteJob:
     """Run ``function`` once per set of arguments, on the engine of the compute context.
@@ -207,6 +218,10 @@ def rx_exec(
     auto_cleanup
         Remove the job's artifacts once the results are returned; default the
         context's setting.
+    expires_after
+        Retention (``"7d"``, a ``timedelta``): once the job has ended and this
+        long has passed, cleanup removes it without force, un-retrieved
+        results included; default the context's setting (never).
     **kwargs
         Keyword form of the arguments: a list value gives one element per run
         (``x=[1, 2, 3], y=6`` is three runs); wrap a list meant as one value
@@ -226,11 +241,14 @@ def rx_exec(
 
     console = getattr(cc, "console_output", False) if console_output is None else console_output
     cleanup = getattr(cc, "auto_cleanup", True) if auto_cleanup is None else auto_cleanup
+    expiry = getattr(cc, "expires_after", None) if expires_after is None else expires_after
+    expiry = to_timedelta(expiry, "expires_after") if expiry is not None else None
     chunk = choose_chunk_size(len(runs), get_engine(cc.engine).parallelism(cc), task_chunk_size)
     payload = Payload(function, runs, chunk, bool(continue_on_failure))
     options = {"continue_on_failure": bool(continue_on_failure), "console_output": bool(console),
-               "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": cc.waits}
-    store = Store(cc.job_share_dir())
+               "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": cc.waits,
+               "expires_after": format_duration(expiry) if expiry is not None else None}
+    store = Store(cc.job_share_dir(), cc.job_share_dir_options())
     job = RxRemoteJob(cc, jobs.submit_job(store, cc, payload, options))
     if not cc.waits:
         return job
@@ -358,8 +376,9 @@ def rx_get_jobs(
     """
     cc = _context(compute_context)
     share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
+    store = Store(share, cc.job_share_dir_options())
     found = []
-    for job, created, status in _scan(share, cc, exact_match, start_time, end_time, states,
+    for job, created, status in _scan(store, cc, exact_match, start_time, end_time, states,
                                       need_status=verbose):
         if verbose:
             when = created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if created else "?"
@@ -373,17 +392,20 @@ def list_jobs(
     start_time: datetime | None = None,
     end_time: datetime | None = None,
     states: Iterable[RxRemoteJobStatus | str] | None = None,
+    share_dir_options: dict[str, Any] | None = None,
 ) -> list[tuple[RxRemoteJob, datetime | None, RxRemoteJobStatus]]:
     """Every job of a share dir (whatever its context), with submit time and state.
 
     This is what the ``rxjobs`` command lists; ``rx_get_jobs`` is the same
-    scan restricted to one compute context.
+    scan restricted to one compute context.  ``share_dir_options`` are the
+    fsspec storage options of an object-store share dir.
     """
-    return list(_scan(share_dir or default_share_dir(), None, False, start_time, end_time, states,
-                      need_status=True))
+    store = Store(share_dir or default_share_dir(), share_dir_options)
+    return list(_scan(store, None, False, start_time, end_time, states, need_status=True))
 
 
-def get_job(job_id: str, share_dir: str | None = None) -> RxRemoteJob:
+def get_job(job_id: str, share_dir: str | None = None,
+            share_dir_options: dict[str, Any] | None = None) -> RxRemoteJob:
     """The job ``job_id`` of a share dir (default share dir if None).
 
     Raises
@@ -394,16 +416,18 @@ def get_job(job_id: str, share_dir: str | None = None) -> RxRemoteJob:
         No such job in the share dir.
     """
     validate_job_id(job_id)
-    store = Store(share_dir or default_share_dir())
+    store = Store(share_dir or default_share_dir(), share_dir_options)
+    options = store.options or None
     try:
         record = jobs.read_job_record(store, job_id)
     except ValueError:  # a job dir with a broken job.json is still a job to clean up
-        return RxRemoteJob(RxLocalSeq(), job_id, share_dir=store.url)
-    return RxRemoteJob(_stored_context(record, store) or RxLocalSeq(), job_id, share_dir=store.url)
+        return RxRemoteJob(RxLocalSeq(), job_id, share_dir=store.url, share_dir_options=options)
+    return RxRemoteJob(_stored_context(record, store) or RxLocalSeq(), job_id, share_dir=store.url,
+                       share_dir_options=options)
 
 
 def _scan(
-    share_dir: str,
+    store: Store,
     cc: RxComputeContext | None,
     exact_match: bool,
     start_time: datetime | None,
@@ -411,7 +435,6 @@ def _scan(
     states: Iterable[RxRemoteJobStatus | str] | None,
     need_status: bool,
 ):
-    store = Store(share_dir)
     wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
     start, end = _utc(start_time), _utc(end_time)
     for job_id in store.list_job_ids():
@@ -447,7 +470,8 @@ def _scan(
             status = jobs.job_status(store, job_id).status
             if wanted is not None and status not in wanted:
                 continue
-        yield RxRemoteJob(job_cc, job_id, share_dir=store.url), created, status
+        yield (RxRemoteJob(job_cc, job_id, share_dir=store.url, share_dir_options=store.options or None),
+               created, status)
 
 
 def _utc(value: datetime | None) -> datetime | None:

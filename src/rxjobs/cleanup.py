@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from . import jobs
@@ -49,8 +50,8 @@ class Decision:
 
 
 def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
-                   why: str = "") -> Decision:
-    """Decide what cleanup does to a job (DESIGN.md §4).
+                   why: str = "", expired: bool = False) -> Decision:
+    """Decide what cleanup does to a job (DESIGN.md §4, with retention).
 
     Parameters
     ----------
@@ -62,13 +63,22 @@ def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
         ``rx_cleanup_jobs(force=True)``.
     why
         The reason behind an UNDETERMINED state, quoted in the decision.
+    expired
+        The job's ``expires_after`` has passed since it ended.  A terminal
+        job that expired is removed without force, un-retrieved results
+        included (its submitter opted in); a job that has not ended is never
+        removed for its expiry.
     """
     S = RxRemoteJobStatus
+    expired = expired and status.is_terminal()
     if status is S.MISSING:
         return Decision(Action.NOTHING, "not found: nothing to remove")
     if status is S.FINISHED:
         if retrieved:
-            return Decision(Action.REMOVE, "finished, results retrieved")
+            return Decision(Action.REMOVE, "finished, results retrieved" + (", expired" if expired else ""))
+        if expired:
+            return Decision(Action.REMOVE, "finished, results never retrieved, expired "
+                                           "(expires_after has passed)")
         if force:
             return Decision(Action.REMOVE, "finished, results never retrieved (forced)")
         return Decision(
@@ -78,9 +88,9 @@ def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
             warn=True,
         )
     if status is S.FAILED:
-        return Decision(Action.REMOVE, "failed")
+        return Decision(Action.REMOVE, "failed, expired" if expired else "failed")
     if status is S.CANCELED:
-        return Decision(Action.REMOVE, "canceled")
+        return Decision(Action.REMOVE, "canceled, expired" if expired else "canceled")
     if status in (S.RUNNING, S.QUEUED):
         if force:
             return Decision(Action.CANCEL_AND_REMOVE, f"{status.value}: canceled and removed (forced)")
@@ -112,6 +122,7 @@ class CleanupEntry:
     reason: str
     files: int = 0
     bytes: int = 0
+    expired: bool = False  # the job's expires_after had passed
 
 
 @dataclass
@@ -156,22 +167,26 @@ class CleanupReport:
                 f"{self.files_freed} files and {self.bytes_freed} bytes freed")
 
 
-def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool) -> tuple[CleanupEntry, Decision]:
+def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool,
+               now: datetime | None) -> tuple[CleanupEntry, Decision]:
     with store.lock(job_id):
-        return _clean_one_locked(store, job_id, force, dry_run)
+        return _clean_one_locked(store, job_id, force, dry_run, now)
 
 
-def _clean_one_locked(store: Store, job_id: str, force: bool,
-                      dry_run: bool) -> tuple[CleanupEntry, Decision]:
+def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
+                      now: datetime | None) -> tuple[CleanupEntry, Decision]:
     owner = store.owner_uid(job_id)
     if owner is not None and owner != os.geteuid():
         decision = Decision(Action.KEEP, f"owned by another user (uid {owner}): never removed",
                             warn=True)
         return CleanupEntry(job_id, store.url, "undetermined", "kept", decision.reason), decision
-    derived = jobs.job_status(store, job_id)
-    retrieved = derived.status is RxRemoteJobStatus.FINISHED and jobs.is_retrieved(store, job_id)
-    decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason)
-    entry = CleanupEntry(job_id, store.url, derived.status.value, "kept", decision.reason)
+    look = jobs.look_at_job(store, job_id)
+    derived = look.derived
+    retrieved = derived.status is RxRemoteJobStatus.FINISHED and look.retrieved
+    expired = jobs.is_expired(store, look, now)
+    decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason, expired=expired)
+    entry = CleanupEntry(job_id, store.url, derived.status.value, "kept", decision.reason,
+                         expired=expired)
     if decision.action is Action.NOTHING:
         entry.outcome = "missing"
         return entry, decision
@@ -199,28 +214,33 @@ def cleanup_jobs(
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
     threads: int = 8,
+    purge: bool = True,
+    now: datetime | None = None,
 ) -> CleanupReport:
     """Apply the cleanup rules to each ``(store, job_id)`` and remove what they allow.
 
     Jobs are handled in parallel threads (deleting many small files is bound
-    by system calls, which release the GIL); reports, verbose lines and
-    warnings come out in the order of ``targets``.  Leftovers of a crashed
-    earlier cleanup are purged first.
+    by system calls, and object-store requests by the network, both of which
+    release the GIL); reports, verbose lines and warnings come out in the
+    order of ``targets``.  Leftovers of a crashed earlier cleanup are purged
+    first (``purge=False`` skips that, for a caller that cleans in batches).
+    ``now`` is the moment job expiry is judged at (default: the current time).
     """
     targets = list(targets)
-    if not dry_run:
+    if not dry_run and purge:
         for store in {s.url: s for s, _ in targets}.values():
             try:
                 for name in store.purge_trash():
                     if verbose:
-                        echo(f"finished removing {store.trash}/{name} (left by an interrupted cleanup)")
+                        where = f"{store.trash}/{name}" if store.is_local else f"{store.url}/{name}"
+                        echo(f"finished removing {where} (left by an interrupted cleanup)")
             except OSError as exc:
                 warnings.warn(f"could not empty {store.trash}: {exc}", RxCleanupWarning, stacklevel=3)
 
     def work(target: tuple[Store, str]) -> tuple[CleanupEntry, Decision | None]:
         store, job_id = target
         try:
-            return _clean_one(store, job_id, force, dry_run)
+            return _clean_one(store, job_id, force, dry_run, now)
         except Exception as exc:  # one job's problem never stops the others
             entry = CleanupEntry(job_id, store.url, "undetermined", "error",
                                  f"{type(exc).__name__}: {exc}")

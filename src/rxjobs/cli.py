@@ -13,10 +13,11 @@ the per-job lines of ``cleanup``.
 from __future__ import annotations
 
 import json
-import re
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -29,8 +30,9 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, api, jobs
-from .cleanup import CleanupEntry, CleanupReport, cleanup_jobs
+from .cleanup import Action, CleanupEntry, CleanupReport, cleanup_jobs
 from .contexts import RxUnsupportedContextError
+from .durations import parse_duration, parse_size
 from .engines import EngineNotInstalledError
 from .errors import (
     IncompleteResultsError,
@@ -39,8 +41,9 @@ from .errors import (
     JobNotFinishedError,
     JobNotFoundError,
 )
+from .retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs, survey_jobs
 from .status import RxRemoteJobStatus
-from .store import Store, default_share_dir, normalize_share_dir, validate_job_id
+from .store import Store, default_share_dir, normalize_share_dir, storage_options, validate_job_id
 from .waiting import poll
 
 # What a user can cause (a bad id, an unknown job, a job in the wrong state, an
@@ -110,35 +113,6 @@ def _captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
 
 
 # -- argument types ----------------------------------------------------------------------
-
-_DURATION_RE = re.compile(r"(?:\d+(?:\.\d*)?[smhdw])+")
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse a duration such as ``30m``, ``2h``, ``7d``, ``1w`` or ``1h30m``.
-
-    Parameters
-    ----------
-    text
-        Numbers each followed by a unit: ``s``, ``m``, ``h``, ``d`` or ``w``.
-
-    Returns
-    -------
-    timedelta
-
-    Raises
-    ------
-    ValueError
-        ``text`` is not a duration.
-    """
-    compact = text.strip().lower().replace(" ", "")
-    if not _DURATION_RE.fullmatch(compact):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 2h, 7d, 1w)")
-    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART_RE.findall(compact))
-    return timedelta(seconds=seconds)
-
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """Parse a point in time: an ISO date/time, or a duration ago (``2h`` is two hours ago).
@@ -253,6 +227,45 @@ def _plural(n: int, word: str) -> str:
 # -- the group ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ShareDir:
+    """The share dir a command works on: its URL and the storage options that reach it."""
+
+    url: str
+    options: dict[str, Any] | None = None
+
+    def store(self) -> Store:
+        return Store(self.url, self.options)
+
+
+def _parse_share_dir_options(pairs: Sequence[str], from_env: str | None) -> dict[str, Any] | None:
+    """``$RXJOBS_SHARE_DIR_OPTIONS`` (a JSON object), then each ``KEY=VALUE`` over it.
+
+    A VALUE that is JSON (``true``, ``3``, ``{"region_name": "eu-west-1"}``) is
+    taken as such; anything else is a string.
+    """
+    options: dict[str, Any] = {}
+    if from_env:
+        try:
+            loaded = json.loads(from_env)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"$RXJOBS_SHARE_DIR_OPTIONS is not JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("$RXJOBS_SHARE_DIR_OPTIONS must be a JSON object")
+        options.update(loaded)
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, not {pair!r}",
+                                     param_hint="'--share-dir-option'")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        options[key.strip()] = value
+    return storage_options(options).to_dict() if options else None
+
+
 @click.group(cls=_RxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--share-dir",
@@ -261,11 +274,18 @@ def _plural(n: int, word: str) -> str:
     metavar="DIR_OR_URL",
     help="The share dir whose jobs to manage (default: the per-user data dir).",
 )
+@click.option(
+    "--share-dir-option", "-o", "share_dir_option", multiple=True, metavar="KEY=VALUE",
+    help="An fsspec storage option of an object-store share dir, e.g. endpoint_url=http://... "
+         "(repeatable; $RXJOBS_SHARE_DIR_OPTIONS may hold them all as a JSON object).",
+)
 @click.version_option(__version__, prog_name="rxjobs")
 @click.pass_context
-def cli(ctx: click.Context, share_dir: str | None) -> None:
+def cli(ctx: click.Context, share_dir: str | None, share_dir_option: tuple[str, ...]) -> None:
     """Manage rxjobs jobs: list, status, output, results, wait, cancel, cleanup, du."""
-    ctx.obj = normalize_share_dir(share_dir) if share_dir else default_share_dir()
+    options = _parse_share_dir_options(share_dir_option, os.environ.get("RXJOBS_SHARE_DIR_OPTIONS"))
+    url = normalize_share_dir(share_dir) if share_dir else default_share_dir()
+    ctx.obj = ShareDir(url, options)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -309,11 +329,12 @@ def _job_summary(store: Store, job_id: str, created: datetime | None, state: str
               help="Only jobs submitted until: an ISO date/time, or a duration ago.")
 @_json_option("Print a JSON list.")
 @click.pass_obj
-def list_command(share_dir: str, states: tuple[str, ...], since: datetime | None,
+def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | None,
                  until: datetime | None, as_json: bool) -> None:
     """List the jobs of the share dir, oldest first."""
-    store = Store(share_dir)
-    found = api.list_jobs(share_dir, start_time=since, end_time=until, states=states or None)
+    store = share.store()
+    found = api.list_jobs(share.url, start_time=since, end_time=until, states=states or None,
+                          share_dir_options=share.options)
     rows = [_job_summary(store, job.job_id, created, status.value) for job, created, status in found]
     if as_json:
         _print_json(rows)
@@ -349,7 +370,7 @@ def list_command(share_dir: str, states: tuple[str, ...], since: datetime | None
 @click.pass_context
 def status(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Show the state of jobs and the reason for it (exit 1 if a job is not found)."""
-    store = Store(ctx.obj)
+    store = ctx.obj.store()
     rows = []
     failed = False
     for job_id in job_ids:
@@ -382,9 +403,9 @@ def status(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 @cli.command()
 @click.argument("job_id")
 @click.pass_obj
-def output(share_dir: str, job_id: str) -> None:
+def output(share: ShareDir, job_id: str) -> None:
     """Print the console output of a job's finished tasks, as it is."""
-    text = api.rx_get_job_output(api.get_job(job_id, share_dir))
+    text = api.rx_get_job_output(api.get_job(job_id, share.url, share.options))
     click.echo(text, nl=False)
 
 
@@ -402,13 +423,13 @@ def _jsonable(value: Any) -> Any:
               help="Keep the job (marked retrieved: cleanup removes it later without --force).")
 @_json_option("Print a JSON list: each value as itself if JSON can hold it, else its repr.")
 @click.pass_obj
-def results(share_dir: str, job_id: str, keep: bool, as_json: bool) -> None:
+def results(share: ShareDir, job_id: str, keep: bool, as_json: bool) -> None:
     """Print each run's value of a finished job, then remove the job.
 
     The job is removed after a complete read (unless it was submitted with
     auto_cleanup=False), like rx_get_job_results; --keep keeps it.
     """
-    job = api.get_job(job_id, share_dir)
+    job = api.get_job(job_id, share.url, share.options)
     with _captured_warnings() as caught:
         values = api.rx_get_job_results(job, console_output=False, auto_cleanup=False if keep else None)
     for warning in caught:
@@ -481,7 +502,7 @@ def _wait_all(handles: list[api.RxRemoteJob], timeout: float | None,
 def wait(ctx: click.Context, job_ids: tuple[str, ...], timeout: float | None,
          progress: bool | None) -> None:
     """Wait for jobs to end; exit 0 if all finished, 1 otherwise (failed, canceled, timed out)."""
-    handles = [api.get_job(job_id, ctx.obj) for job_id in dict.fromkeys(job_ids)]
+    handles = [api.get_job(job_id, ctx.obj.url, ctx.obj.options) for job_id in dict.fromkeys(job_ids)]
     console = _console()
     show = console.is_terminal if progress is None else progress
     ended = _wait_all(handles, timeout, console if show else None)
@@ -512,7 +533,7 @@ def cancel(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
     failed = False
     for job_id in dict.fromkeys(job_ids):
         try:
-            job = api.get_job(job_id, ctx.obj)
+            job = api.get_job(job_id, ctx.obj.url, ctx.obj.options)
             if api.rx_cancel_job(job):
                 click.echo(f"canceled {job_id}")
                 continue
@@ -528,18 +549,19 @@ def cancel(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
 # -- cleanup -----------------------------------------------------------------------------
 
 
-def _cleanup_line(entry: CleanupEntry) -> str:
+def _cleanup_line(entry: CleanupEntry, why: str = "") -> str:
+    picked = f" [{why}]" if why else ""
     if entry.outcome == "removed":
         return f"removed {entry.job_id} ({entry.status}; {_plural(entry.files, 'file')}, " \
-               f"{human_bytes(entry.bytes)})"
+               f"{human_bytes(entry.bytes)}){picked}"
     if entry.outcome == "would remove":
         return f"would remove {entry.job_id} ({entry.status}; {_plural(entry.files, 'file')}, " \
-               f"{human_bytes(entry.bytes)})"
+               f"{human_bytes(entry.bytes)}){picked}"
     if entry.outcome == "missing":
         return f"not found {entry.job_id}: {entry.reason}"
     if entry.outcome == "error":
         return f"error {entry.job_id}: {entry.reason}"
-    return f"kept {entry.job_id} ({entry.status}): {entry.reason}"
+    return f"kept {entry.job_id} ({entry.status}): {entry.reason}{picked}"
 
 
 def _select_by_id(store: Store, job_ids: Sequence[str], filtered: bool,
@@ -556,8 +578,9 @@ def _select_by_id(store: Store, job_ids: Sequence[str], filtered: bool,
     return selected, skipped
 
 
-def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool,
-                 quiet: bool) -> tuple[CleanupReport, list[str]]:
+def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool, quiet: bool,
+                 now: datetime | None = None,
+                 why: dict[str, str] | None = None) -> tuple[CleanupReport, list[str]]:
     """Clean up job by job, a line each (and a progress bar on a terminal).
 
     Returns the report and the warnings that no per-job line says (e.g. about the trash).
@@ -572,12 +595,15 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool,
                             TimeElapsedColumn(), console=console, transient=True)
     with _captured_warnings() as caught, progress if progress is not None else nullcontext():
         bar = progress.add_task("cleanup", total=len(targets)) if progress is not None else None
-        for batch in batches:
-            part = cleanup_jobs(batch, force=force, verbose=False, dry_run=dry_run)
+        for i, batch in enumerate(batches):
+            # Interrupted removals are finished once, before the first batch.
+            part = cleanup_jobs(batch, force=force, verbose=False, dry_run=dry_run, purge=i == 0,
+                                now=now)
             report.entries.extend(part.entries)
             if not quiet:
                 for entry in part:
-                    click.echo(_cleanup_line(entry), err=entry.outcome == "error")
+                    click.echo(_cleanup_line(entry, (why or {}).get(entry.job_id, "")),
+                               err=entry.outcome == "error")
             if progress is not None and bar is not None:
                 progress.advance(bar, len(batch))
     named = {entry.job_id for entry in report}
@@ -586,107 +612,250 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool,
     return report, others
 
 
+class _SizeType(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = _SizeType()
+
+
+def _retention_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose jobs among all those of the share dir (cleanup and du)."""
+    for option in reversed([
+        _state_option("Only jobs in this state (repeatable)."),
+        click.option("--older-than", type=DURATION,
+                     help="Jobs submitted longer ago than this (e.g. 7d)."),
+        click.option("--max-total-size", type=SIZE, metavar="SIZE",
+                     help="Remove the oldest jobs the cleanup rules allow until the share dir "
+                          "holds at most SIZE (e.g. 50G, 500MiB); never a job the rules keep "
+                          "without --force."),
+        click.option("--keep-last", type=click.IntRange(min=0), metavar="N",
+                     help="Never remove the N newest jobs."),
+        click.option("--policy", "policy_file", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="A TOML retention policy (keys: older_than, max_total_size, keep_last, "
+                          "states, force); options given here win over its keys."),
+        click.option("--force", is_flag=True,
+                     help="Also remove un-retrieved results and running jobs (canceled first)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _policy(policy_file: str | None, states: tuple[str, ...], older_than: timedelta | None,
+            max_total_size: int | None, keep_last: int | None, force: bool) -> RetentionPolicy:
+    policy = load_policy(policy_file) if policy_file else RetentionPolicy()
+    return policy.merged(
+        older_than=older_than, max_total_size=max_total_size, keep_last=keep_last,
+        states=frozenset(RxRemoteJobStatus.parse(s) for s in states) if states else None,
+        force=True if force else None)
+
+
+def _surveyed_entry(store: Store, job: SurveyedJob, force: bool) -> CleanupEntry:
+    """What a dry run says of a surveyed job: what cleanup would do, and the bytes it frees."""
+    decision = job.decision(force)
+    removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
+    return CleanupEntry(job.job_id, store.url, job.status.value,
+                        "would remove" if removable else "kept", decision.reason,
+                        files=job.files if removable else 0, bytes=job.bytes if removable else 0,
+                        expired=job.expired)
+
+
 @cli.command()
 @click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
 @click.option("--all", "all_jobs", is_flag=True, help="Every job of the share dir.")
-@_state_option("Only jobs in this state (repeatable).")
-@click.option("--older-than", type=DURATION, help="Only jobs submitted longer ago than this (e.g. 7d).")
-@click.option("--force", is_flag=True,
-              help="Also remove un-retrieved results and running jobs (canceled first).")
-@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@_retention_options
+@click.option("--dry-run", is_flag=True,
+              help="Say exactly which jobs would be removed and the bytes that frees; remove nothing.")
 @_json_option("Print the cleanup report as JSON.")
 @click.pass_context
 def cleanup(ctx: click.Context, job_ids: tuple[str, ...], all_jobs: bool, states: tuple[str, ...],
-            older_than: timedelta | None, force: bool, dry_run: bool, as_json: bool) -> None:
+            older_than: timedelta | None, max_total_size: int | None, keep_last: int | None,
+            policy_file: str | None, force: bool, dry_run: bool, as_json: bool) -> None:
     """Remove the artifacts of jobs, following the cleanup rules.
 
-    Finished jobs whose results were never retrieved, and running jobs, are
-    kept unless --force.  Exit 1 if a job named by id was kept or not found,
-    or if removing a job failed.
+    Name jobs, or choose among all the jobs of the share dir with --all and
+    the retention options (--older-than, --max-total-size, --keep-last,
+    --state, --policy).  Finished jobs whose results were never retrieved,
+    and running jobs, are kept unless --force; a finished job whose
+    expires_after has passed is removed without it.  Exit 1 if a job named
+    by id was kept or not found, if removing a job failed, or if the share dir
+    is still over --max-total-size.
     """
-    if not job_ids and not all_jobs:
-        raise click.UsageError("name the jobs to clean up, or pass --all for every job of the share dir")
+    chooses = any(v is not None for v in (older_than, max_total_size, keep_last, policy_file))
     if job_ids and all_jobs:
         raise click.UsageError("give job ids or --all, not both")
-    share_dir = ctx.obj
-    store = Store(share_dir)
+    if job_ids and any(v is not None for v in (max_total_size, keep_last, policy_file)):
+        raise click.UsageError("--max-total-size, --keep-last and --policy choose among all the jobs "
+                               "of the share dir; do not name jobs with them")
+    if not job_ids and not (all_jobs or chooses or states):
+        raise click.UsageError("name the jobs to clean up, or pass --all (or a retention option such "
+                               "as --older-than, --max-total-size, --keep-last or --policy) for the "
+                               "jobs of the share dir")
+    if job_ids:
+        _cleanup_named(ctx, job_ids, states, older_than, force, dry_run, as_json)
+    else:
+        policy = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
+        _cleanup_share_dir(ctx, policy, dry_run, as_json)
+
+
+def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[str, ...],
+                   older_than: timedelta | None, force: bool, dry_run: bool, as_json: bool) -> None:
+    share: ShareDir = ctx.obj
+    store = share.store()
     filtered = bool(states) or older_than is not None
     cutoff = datetime.now(timezone.utc) - older_than if older_than is not None else None
     ids = [validate_job_id(job_id) for job_id in dict.fromkeys(job_ids)]  # all checked before any removal
     matching: set[str] = set()
     if filtered:
         matching = {job.job_id for job, _, _ in
-                    api.list_jobs(share_dir, end_time=cutoff, states=states or None)}
-    if ids:
-        selected, skipped = _select_by_id(store, ids, filtered, matching)
-    else:
-        selected = sorted(matching) if filtered else store.list_job_ids()
-        skipped = []
-
+                    api.list_jobs(share.url, end_time=cutoff, states=states or None,
+                                  share_dir_options=share.options)}
+    selected, skipped = _select_by_id(store, ids, filtered, matching)
     for job_id in skipped if not as_json else ():
         click.echo(f"skipped {job_id}: does not match --state/--older-than")
     report, other_warnings = _run_cleanup([(store, job_id) for job_id in selected], force, dry_run,
                                           quiet=as_json)
     for message in other_warnings:
         _warning(message)
+    kept = [e for e in report if e.outcome == "kept"]
+    missing = [e for e in report if e.outcome == "missing"]
+    errors = [e for e in report if e.outcome == "error"]
+    _print_cleanup_summary(report, store, dry_run, force, as_json, skipped=skipped)
+    if errors or kept or missing:
+        ctx.exit(1)
 
+
+def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: bool,
+                       as_json: bool) -> None:
+    store = ctx.obj.store()
+    now = datetime.now(timezone.utc)
+    if policy.merged(force=False).is_empty():
+        # Every job, as the rules say: no survey needed first.
+        selection = None
+        targets = store.list_job_ids()
+        why: dict[str, str] = {}
+    else:
+        surveyed = survey_jobs(store, now, sizes=policy.max_total_size is not None or dry_run)
+        selection = select_jobs(surveyed, policy, now)
+        targets = selection.job_ids
+        why = {p.job_id: p.why for p in selection.picks}
+    if dry_run and selection is not None:
+        by_id = {job.job_id: job for job in surveyed}
+        report = CleanupReport([_surveyed_entry(store, by_id[job_id], policy.force)
+                                for job_id in targets])
+        if not as_json:
+            for entry in report:
+                click.echo(_cleanup_line(entry, why.get(entry.job_id, "")))
+    else:
+        report, other_warnings = _run_cleanup([(store, job_id) for job_id in targets], policy.force,
+                                              dry_run, quiet=as_json, now=now, why=why)
+        for message in other_warnings:
+            _warning(message)
+    still_over = False
+    size = {}
+    if selection is not None and policy.max_total_size is not None:
+        freed = sum(e.bytes for e in report if e.outcome in ("removed", "would remove"))
+        after = selection.total_bytes - freed
+        still_over = after > policy.max_total_size
+        size = {"total_bytes": selection.total_bytes, "bytes_after": after,
+                "max_total_size": policy.max_total_size, "over_max_total_size": still_over}
+    extra = {"policy": policy.to_json(),
+             "picked": [{"job_id": p.job_id, "why": p.why} for p in selection.picks]
+             if selection is not None else None,
+             "protected": selection.protected if selection is not None else [], **size}
+    _print_cleanup_summary(report, store, dry_run, policy.force, as_json, extra=extra)
+    if size and not as_json:
+        verb = "would hold" if dry_run else "holds"
+        click.echo(f"share dir {verb} {human_bytes(size['bytes_after'])} "
+                   f"(--max-total-size {human_bytes(policy.max_total_size)})")
+    if still_over:
+        kept = sum(1 for e in report if e.outcome == "kept")
+        _warning(f"the share dir {'would stay' if dry_run else 'is still'} over --max-total-size: "
+                 f"the rest is held by jobs the cleanup rules keep ({kept} picked and kept, and "
+                 "jobs not picked); collect their results or pass --force")
+    if any(e.outcome == "error" for e in report) or (still_over and not dry_run):
+        ctx.exit(1)
+
+
+def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, force: bool,
+                           as_json: bool, skipped: Sequence[str] = (),
+                           extra: dict[str, Any] | None = None) -> None:
     would = [e for e in report if e.outcome == "would remove"]
     errors = [e for e in report if e.outcome == "error"]
     kept = [e for e in report if e.outcome == "kept"]
     missing = [e for e in report if e.outcome == "missing"]
     if as_json:
         data = report.to_json()
-        data.update(share_dir=store.url, dry_run=dry_run, force=force, skipped=skipped,
+        data.update(share_dir=store.url, dry_run=dry_run, force=force, skipped=list(skipped),
                     would_remove=len(would), bytes_would_free=sum(e.bytes for e in would),
-                    errors=len(errors), missing=len(missing))
+                    errors=len(errors), missing=len(missing), **(extra or {}))
         _print_json(data)
     elif dry_run:
         click.echo(f"dry run: {_plural(len(would), 'job')} would be removed, {len(kept)} kept; "
-                   f"{human_bytes(sum(e.bytes for e in would))} would be freed")
+                   f"{human_bytes(sum(e.bytes for e in would))} would be freed "
+                   f"({_plural(sum(e.files for e in would), 'file')})")
     else:
         click.echo(f"{_plural(len(report.removed), 'job')} removed, {len(kept)} kept"
                    + (f", {len(errors)} failed" if errors else "")
                    + f"; {human_bytes(report.bytes_freed)} freed "
                    f"({_plural(report.files_freed, 'file')})")
-    if errors or (ids and (kept or missing)):
-        ctx.exit(1)
 
 
 # -- du ----------------------------------------------------------------------------------
 
-_KEPT_BECAUSE = {
-    "finished": "un-retrieved",
-    "running": "running",
-    "queued": "running",  # counted with running: both are kept until canceled
-    "undetermined": "undetermined",
-}
+
+def _kept_because(job: SurveyedJob) -> str:
+    if job.foreign:
+        return "other user"
+    return {"finished": "un-retrieved", "running": "running",
+            "queued": "running",  # counted with running: both are kept until canceled
+            }.get(job.status.value, job.status.value)
 
 
 @cli.command()
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
+              help="How many of the largest jobs to show.")
+@_retention_options
 @_json_option()
 @click.pass_obj
-def du(share_dir: str, as_json: bool) -> None:
-    """Show the disk use of each job and what cleanup (without --force) would free."""
-    store = Store(share_dir)
-    with _captured_warnings():  # a dry run: the kept jobs are said in the table
-        report = cleanup_jobs([(store, job_id) for job_id in store.list_job_ids()],
-                              force=False, verbose=False, dry_run=True)
+def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta | None,
+       max_total_size: int | None, keep_last: int | None, policy_file: str | None, force: bool,
+       as_json: bool) -> None:
+    """Show disk use: per job, per state, the largest jobs, and what each policy would free.
+
+    The policies shown are the cleanup rules alone (cleanup --all), with
+    --force, the jobs whose expires_after has passed, and the policy given
+    by the retention options or --policy, if any.  Nothing is removed.
+    """
+    store = share.store()
+    now = datetime.now(timezone.utc)
+    surveyed = [j for j in survey_jobs(store, now, sizes=True)
+                if j.status is not RxRemoteJobStatus.MISSING]  # removed while we looked
     rows = []
-    for entry in report:
-        if entry.outcome == "missing":
-            continue  # removed while we looked
-        if entry.outcome == "would remove":
-            files, size, action, why = entry.files, entry.bytes, "remove", ""
-        else:
-            usage = store.usage(entry.job_id)
-            files, size, action = usage.files, usage.bytes, "keep"
-            why = "error" if entry.outcome == "error" else _KEPT_BECAUSE.get(entry.status, entry.status)
-        rows.append({"job_id": entry.job_id, "state": entry.status, "files": files, "bytes": size,
-                     "cleanup": action, "kept_because": why, "reason": entry.reason})
+    for job in surveyed:
+        decision = job.decision(force=False)
+        removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
+        rows.append({"job_id": job.job_id, "state": job.status.value, "files": job.files,
+                     "bytes": job.bytes, "cleanup": "remove" if removable else "keep",
+                     "kept_because": "" if removable else _kept_because(job),
+                     "reason": decision.reason, "expired": job.expired})
     kept_by: dict[str, int] = {}
+    by_state: dict[str, dict[str, int]] = {}
     for row in rows:
         if row["cleanup"] == "keep":
             kept_by[row["kept_because"]] = kept_by.get(row["kept_because"], 0) + row["bytes"]
+        state = by_state.setdefault(row["state"], {"jobs": 0, "files": 0, "bytes": 0})
+        state["jobs"] += 1
+        state["files"] += row["files"]
+        state["bytes"] += row["bytes"]
     totals = {
         "jobs": len(rows),
         "files": sum(r["files"] for r in rows),
@@ -695,8 +864,16 @@ def du(share_dir: str, as_json: bool) -> None:
         "kept_bytes": sum(kept_by.values()),
         "kept_bytes_by_reason": kept_by,
     }
+    largest = sorted(rows, key=lambda r: (-r["bytes"], r["job_id"]))[:top]
+    policies = [_would_free("cleanup --all", surveyed, RetentionPolicy(), now),
+                _would_free("cleanup --all --force", surveyed, RetentionPolicy(force=True), now),
+                _would_free("expired jobs", [j for j in surveyed if j.expired], RetentionPolicy(), now)]
+    asked = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
+    if not asked.is_empty():
+        policies.append(_would_free(f"cleanup {asked.describe()}", surveyed, asked, now))
     if as_json:
-        _print_json({"share_dir": store.url, "jobs": rows, "totals": totals})
+        _print_json({"share_dir": store.url, "jobs": rows, "totals": totals, "by_state": by_state,
+                     "largest": largest, "policies": policies})
         return
     console = _console()
     if rows:
@@ -708,9 +885,22 @@ def du(share_dir: str, as_json: bool) -> None:
         table.add_column("cleanup would")
         for row in rows:
             action = "remove" if row["cleanup"] == "remove" else f"keep ({row['kept_because']})"
+            if row["expired"]:
+                action += ", expired"
             table.add_row(Text(row["job_id"]), _state_text(row["state"]), Text(str(row["files"])),
                           Text(human_bytes(row["bytes"])), Text(action))
         console.print(table)
+        states_table = _table()
+        states_table.add_column("state")
+        states_table.add_column("jobs", justify="right")
+        states_table.add_column("files", justify="right")
+        states_table.add_column("size", justify="right", no_wrap=True)
+        for state, sums in sorted(by_state.items()):
+            states_table.add_row(_state_text(state), Text(str(sums["jobs"])), Text(str(sums["files"])),
+                                 Text(human_bytes(sums["bytes"])))
+        console.print(states_table)
+        console.print(Text("largest jobs: " + ", ".join(
+            f"{r['job_id']} {human_bytes(r['bytes'])}" for r in largest)), soft_wrap=True)
     why = ", ".join(f"{reason} {human_bytes(size)}" for reason, size in sorted(kept_by.items()))
     for line in (
         f"{_plural(totals['jobs'], 'job')} in {store.url}: {human_bytes(totals['bytes'])} "
@@ -719,6 +909,24 @@ def du(share_dir: str, as_json: bool) -> None:
         f"kept: {human_bytes(totals['kept_bytes'])}" + (f" ({why})" if why else ""),
     ):
         console.print(Text(line), soft_wrap=True)
+    policy_table = _table()
+    policy_table.add_column("policy")
+    policy_table.add_column("jobs", justify="right")
+    policy_table.add_column("would free", justify="right", no_wrap=True)
+    for entry in policies:
+        policy_table.add_row(Text(entry["policy"]), Text(str(entry["jobs"])),
+                             Text(human_bytes(entry["bytes"])))
+    console.print(policy_table)
+
+
+def _would_free(name: str, surveyed: list[SurveyedJob], policy: RetentionPolicy,
+                now: datetime) -> dict[str, Any]:
+    """How many jobs and bytes a policy would remove now."""
+    by_id = {job.job_id: job for job in surveyed}
+    chosen = [by_id[job_id] for job_id in select_jobs(surveyed, policy, now).job_ids]
+    gone = [job for job in chosen if job.removable(policy.force)]
+    return {"policy": name, "jobs": len(gone), "bytes": sum(job.bytes for job in gone),
+            "files": sum(job.files for job in gone)}
 
 
 # -- demo --------------------------------------------------------------------------------
@@ -734,7 +942,7 @@ def demo(ctx: click.Context) -> None:
     """
     from .demo import run_demo
 
-    ctx.exit(run_demo(share_dir=ctx.obj, echo=click.echo))
+    ctx.exit(run_demo(share_dir=ctx.obj.url, echo=click.echo, share_dir_options=ctx.obj.options))
 
 
 __all__ = ["CliError", "cli", "main", "parse_duration", "parse_time"]

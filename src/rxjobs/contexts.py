@@ -11,12 +11,20 @@ import importlib.util
 import os
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from .durations import format_duration, to_timedelta
 from .errors import EngineNotInstalledError
-from .store import default_share_dir, normalize_share_dir
+from .store import (
+    PROCESS_LOCAL_PROTOCOLS,
+    StorageOptions,
+    default_share_dir,
+    normalize_share_dir,
+    storage_options,
+)
 
 
 class RxUnsupportedContextError(NotImplementedError):
@@ -38,8 +46,18 @@ class RxComputeContext:
         return type(self).__name__
 
     def settings(self) -> dict[str, Any]:
-        """Every setting, as stored in ``job.json``."""
-        return dataclasses.asdict(self)
+        """Every setting, as stored in ``job.json`` (JSON values; credentials redacted)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, StorageOptions):
+                value = value.redacted()
+            elif isinstance(value, timedelta):
+                value = format_duration(value)
+            elif isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            out[f.name] = value
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "description": repr(self), "settings": self.settings()}
@@ -65,6 +83,11 @@ class RxComputeContext:
 
     def job_share_dir(self) -> str:
         return default_share_dir()
+
+    def job_share_dir_options(self) -> dict[str, Any] | None:
+        """The fsspec storage options of the share dir (None: the filesystem's defaults)."""
+        options = getattr(self, "share_dir_options", None)
+        return options.to_dict() if isinstance(options, StorageOptions) else None
 
     def matches(self, other: RxComputeContext, exact_match: bool = False) -> bool:
         """RevoScaleR's matching: same share dir and engine address, or every setting."""
@@ -102,6 +125,13 @@ class RxLocalParallel(RxComputeContext):
         Print the runs' console output when results are collected.
     auto_cleanup
         Remove the job's artifacts once its results have been returned.
+    share_dir_options
+        fsspec storage options of an object-store share dir (``endpoint_url``,
+        ``key``, ``secret``, ``profile``...); credentials are passed to the
+        job's processes but never written to ``job.json`` (see docs/storage.md).
+    expires_after
+        Retention: a duration (``"7d"``, a ``timedelta``) after which, once the
+        job has ended, cleanup removes it without force, results included.
     """
 
     num_workers: int | None = None
@@ -109,6 +139,8 @@ class RxLocalParallel(RxComputeContext):
     share_dir: str | None = None
     console_output: bool = False
     auto_cleanup: bool = True
+    share_dir_options: Any = field(default=None, repr=False)
+    expires_after: Any = None
 
     engine: ClassVar[str | None] = "local"
 
@@ -119,12 +151,14 @@ class RxLocalParallel(RxComputeContext):
         ):
             raise ValueError(f"num_workers must be a positive integer or None, not {self.num_workers!r}")
         share = normalize_share_dir(self.share_dir) if self.share_dir is not None else default_share_dir()
-        if "://" in share:
+        if _is_process_local(share):
             raise ValueError(
-                f"RxLocalParallel needs a share_dir on a local disk, not {share!r}: its driver and "
-                "workers are separate processes that must see the same files"
+                f"RxLocalParallel needs a share_dir that its driver and worker processes can all "
+                f"reach (a directory on a local disk or an object store URL), not {share!r}, which only "
+                "this process can see"
             )
         object.__setattr__(self, "share_dir", share)
+        _normalize_storage_fields(self)
 
     @property
     def waits(self) -> bool:
@@ -139,9 +173,20 @@ class RxLocalParallel(RxComputeContext):
         return self.num_workers or os.cpu_count() or 1
 
 
+def _is_process_local(share: str) -> bool:
+    return "://" in share and share.split("://", 1)[0] in PROCESS_LOCAL_PROTOCOLS
+
+
+def _normalize_storage_fields(cc: RxComputeContext) -> None:
+    """Freeze ``share_dir_options`` and ``expires_after`` into hashable, comparable values."""
+    object.__setattr__(cc, "share_dir_options", storage_options(cc.share_dir_options))
+    if cc.expires_after is not None:
+        object.__setattr__(cc, "expires_after", to_timedelta(cc.expires_after, "expires_after"))
+
+
 def _cluster_share_dir(share_dir: str | None, kind: str) -> str:
     share = normalize_share_dir(share_dir) if share_dir is not None else default_share_dir()
-    if share.startswith("memory://"):
+    if _is_process_local(share):
         raise ValueError(
             f"{kind} needs a share_dir that every worker can reach (a shared directory or an "
             f"object store URL), not {share!r}, which only this process can see"
@@ -177,7 +222,7 @@ class RxDask(RxComputeContext):
     address
         The scheduler's address, e.g. ``"tcp://10.0.0.5:8786"`` (``tcp://`` is
         assumed when no scheme is given).
-    wait, share_dir, console_output, auto_cleanup
+    wait, share_dir, console_output, auto_cleanup, share_dir_options, expires_after
         As for :class:`RxLocalParallel`; ``share_dir`` must be reachable from
         every worker (a shared directory or an object store URL).
     """
@@ -187,6 +232,8 @@ class RxDask(RxComputeContext):
     share_dir: str | None = None
     console_output: bool = False
     auto_cleanup: bool = True
+    share_dir_options: Any = field(default=None, repr=False)
+    expires_after: Any = None
 
     engine: ClassVar[str | None] = "dask"
 
@@ -204,6 +251,7 @@ class RxDask(RxComputeContext):
             )
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "share_dir", _cluster_share_dir(self.share_dir, "RxDask"))
+        _normalize_storage_fields(self)
 
     @property
     def waits(self) -> bool:
@@ -225,7 +273,7 @@ class RxSpark(RxComputeContext):
     ----------
     master
         ``"local[N]"``, ``"spark://host:port"`` or ``"yarn"``.
-    wait, share_dir, console_output, auto_cleanup
+    wait, share_dir, console_output, auto_cleanup, share_dir_options, expires_after
         As for :class:`RxLocalParallel`; ``share_dir`` must be reachable from
         every executor.
     num_executors, executor_cores, executor_mem, driver_mem
@@ -248,6 +296,8 @@ class RxSpark(RxComputeContext):
     driver_mem: str | None = None
     extra_spark_config: Any = None
     app_name: str | None = None
+    share_dir_options: Any = field(default=None, repr=False)
+    expires_after: Any = None
 
     engine: ClassVar[str | None] = "spark"
 
@@ -267,6 +317,7 @@ class RxSpark(RxComputeContext):
         object.__setattr__(self, "extra_spark_config",
                            tuple(sorted((str(k), str(v)) for k, v in items)) or None)
         object.__setattr__(self, "share_dir", _cluster_share_dir(self.share_dir, "RxSpark"))
+        _normalize_storage_fields(self)
 
     @property
     def waits(self) -> bool:

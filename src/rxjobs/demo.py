@@ -60,7 +60,7 @@ def _follow(job: RxRemoteJob, echo: Callable[[str], object], timeout: float) -> 
 
 
 def run_demo(share_dir: str | None = None, echo: Callable[[str], object] = print,
-             timeout: float = 300.0) -> int:
+             timeout: float = 300.0, share_dir_options: dict | None = None) -> int:
     """Run a small job on ``RxLocalParallel(wait=False)`` and show each step of its life.
 
     Parameters
@@ -72,13 +72,16 @@ def run_demo(share_dir: str | None = None, echo: Callable[[str], object] = print
         Called with each line to show.
     timeout
         Seconds to let the job run before giving up.
+    share_dir_options
+        fsspec storage options of an object-store share dir.
 
     Returns
     -------
     int
         0 if every step did what it should, 1 otherwise (an exit status).
     """
-    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=share_dir)
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=share_dir,
+                         share_dir_options=share_dir_options)
     echo(f"compute context: {cc!r}")
     started = datetime.now(timezone.utc) - timedelta(seconds=1)
     job = rx_exec(square, x=list(range(DEMO_RUNS)), compute_context=cc)

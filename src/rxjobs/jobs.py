@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import getpass
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import cloudpickle
 import psutil
 
 from .contexts import RxComputeContext
+from .durations import to_timedelta
 from .engines import SubmittedJob, get_engine
 from .errors import (
     IncompleteResultsError,
@@ -84,7 +86,8 @@ def read_job_record(store: Store, job_id: str) -> JobRecord:
     try:
         return JobRecord.from_json(store.read_json(paths.job_json))
     except FileNotFoundError:
-        if store.is_job_dir(paths.dir):
+        entries = store.job_entries(job_id)
+        if entries is not None and "deleting" not in entries:
             raise ValueError(f"job {job_id} has no job.json (incomplete submission)") from None
         raise JobNotFoundError(f"job {job_id} not found in share dir {store.url}") from None
     except OSError as exc:  # a directory, a fifo, unreadable: not a job record
@@ -141,7 +144,8 @@ def submit_job(
         )
         store.write_json(paths.job_json, record.to_json())
         store.write_atomic(paths.payload, data)
-        handle = engine.submit(SubmittedJob(store.url, job_id, context, payload.n_tasks))
+        handle = engine.submit(SubmittedJob(store.url, job_id, context, payload.n_tasks,
+                                            share_dir_options=store.options or None))
         store.write_json(paths.engine_json, {"engine": context.engine, "handle": handle})
     except BaseException:
         store.discard_new_job(job_id)  # nothing is left behind, even on a full disk
@@ -212,46 +216,139 @@ def process_matches(pid: Any, create_time: Any) -> bool:
         return True
 
 
-def gather_facts(store: Store, job_id: str) -> JobFacts:
-    """Read everything the state of a job is derived from, probing its engine once."""
+@dataclass(frozen=True)
+class JobLook:
+    """One look at a job: its derived state and the records it was derived from."""
+
+    derived: Derived
+    record: JobRecord | None = None
+    status_record: dict[str, Any] = field(default_factory=dict)
+    entries: frozenset[str] = frozenset()
+
+    @property
+    def status(self) -> RxRemoteJobStatus:
+        return self.derived.status
+
+    @property
+    def retrieved(self) -> bool:
+        """The ``retrieved`` marker was there when the job was looked at."""
+        return "retrieved" in self.entries
+
+
+def _gather(store: Store, job_id: str) -> tuple[JobFacts, JobRecord | None, dict[str, Any],
+                                                frozenset[str]]:
     paths = store.paths(job_id)
-    if not store.is_job_dir(paths.dir) or store.exists(paths.deleting):
-        return JobFacts(present=False)
-    canceled = store.exists(paths.canceled)
+    # One look at the job directory's names gives presence and markers (one
+    # listing request on an object store).
+    entries = store.job_entries(job_id)
+    if entries is None or "deleting" in entries:
+        return JobFacts(present=False), None, {}, frozenset()
+    canceled = "canceled" in entries
     record, data = read_status_record(store, job_id)
     try:
         job = read_job_record(store, job_id)
     except JobNotFoundError:
-        return JobFacts(present=False)
+        return JobFacts(present=False), None, {}, frozenset()
     except ValueError:
         job = None
     facts = dict(present=True, job_record_ok=job is not None, canceled=canceled,
                  record=record, record_reason=str(data.get("reason", "")))
     if canceled or record in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:
-        return JobFacts(**facts)
+        return JobFacts(**facts), job, data, entries
     try:
         engine_record = store.read_json(paths.engine_json)
     except FileNotFoundError:
-        return JobFacts(**facts, submitter_alive=_submitter_alive(job.submitter))
+        return JobFacts(**facts, submitter_alive=_submitter_alive(job.submitter)), job, data, entries
     except ValueError:
-        return JobFacts(**facts, probe=Probe.UNREACHABLE)
+        return JobFacts(**facts, probe=Probe.UNREACHABLE), job, data, entries
     try:
         probe = get_engine(engine_record["engine"]).probe(engine_record["handle"])
     except Exception:
         probe = Probe.UNREACHABLE
-    return JobFacts(**facts, probe=probe)
+    return JobFacts(**facts, probe=probe), job, data, entries
 
 
-def job_status(store: Store, job_id: str) -> Derived:
-    """The derived state of a job (DESIGN.md §2)."""
-    derived = derive_status(gather_facts(store, job_id))
+def gather_facts(store: Store, job_id: str) -> JobFacts:
+    """Read everything the state of a job is derived from, probing its engine once."""
+    return _gather(store, job_id)[0]
+
+
+def look_at_job(store: Store, job_id: str) -> JobLook:
+    """Derive a job's state (DESIGN.md §2) and keep the records read on the way."""
+    facts, record, data, entries = _gather(store, job_id)
+    derived = derive_status(facts)
     if derived.status is RxRemoteJobStatus.FAILED and derived.reason.startswith(
         ("driver lost", "submission did not complete")
     ):
         # The driver may have written its final record and exited between our
         # reading status.json and probing it: look once more before saying lost.
-        derived = derive_status(gather_facts(store, job_id))
-    return derived
+        facts, record, data, entries = _gather(store, job_id)
+        derived = derive_status(facts)
+    return JobLook(derived, record, data, entries)
+
+
+def job_status(store: Store, job_id: str) -> Derived:
+    """The derived state of a job (DESIGN.md §2)."""
+    return look_at_job(store, job_id).derived
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+def expires_after(record: JobRecord | None) -> timedelta | None:
+    """The job's ``expires_after`` option (None: the job never expires)."""
+    value = record.options.get("expires_after") if record is not None else None
+    if value is None:
+        return None
+    try:
+        return to_timedelta(value, "expires_after")
+    except (TypeError, ValueError):
+        return None  # an unreadable option never makes a job expire
+
+
+def ended_at(store: Store, look: JobLook) -> datetime | None:
+    """When a terminal job ended: ``status.json``'s ``ended``; for a canceled job the
+    ``canceled`` marker's time; else the last ``updated`` record, else the submit time."""
+    candidates = []
+    if look.status is RxRemoteJobStatus.CANCELED and look.record is not None:
+        try:
+            marker = store.read_json(store.paths(look.record.job_id).canceled)
+            candidates.append(marker.get("canceled") if isinstance(marker, dict) else None)
+        except (OSError, ValueError):
+            pass
+    candidates += [look.status_record.get("ended"), look.status_record.get("updated")]
+    if look.record is not None:
+        candidates.append(look.record.created)
+    for text in candidates:
+        when = parse_utc(text)
+        if when is not None:
+            return when
+    return None
+
+
+def expiry_time(store: Store, look: JobLook) -> datetime | None:
+    """When a terminal job with ``expires_after`` expires (None if it never does, or has not ended)."""
+    after = expires_after(look.record)
+    if after is None or not look.status.is_terminal():
+        return None
+    ended = ended_at(store, look)
+    return ended + after if ended is not None else None
+
+
+def is_expired(store: Store, look: JobLook, now: datetime | None = None) -> bool:
+    """A terminal job whose ``expires_after`` has passed since it ended."""
+    when = expiry_time(store, look)
+    return when is not None and (now or datetime.now(timezone.utc)) >= when
+
+
+def parse_utc(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 # -- output and results ------------------------------------------------------------------
@@ -284,8 +381,17 @@ class Results:
     failed: list[int]
 
 
+def _being_removed(store: Store, job_id: str) -> bool:
+    entries = store.job_entries(job_id)
+    return entries is None or "deleting" in entries
+
+
 def read_results(store: Store, job_id: str) -> Results:
-    """Read all of a finished job's results, or raise; never returns a partial list."""
+    """Read all of a finished job's results, or raise; never returns a partial list.
+
+    On stores without atomic rename, the job is checked not to be being
+    removed (no ``deleting`` marker) before and after the results are read.
+    """
     derived = job_status(store, job_id)
     status = derived.status
     if status is RxRemoteJobStatus.MISSING:
@@ -311,7 +417,7 @@ def read_results(store: Store, job_id: str) -> Results:
         try:
             result = load_task_result(store, job_id, task)
         except FileNotFoundError:
-            if not store.is_job_dir(store.paths(job_id).dir):
+            if _being_removed(store, job_id):
                 raise JobNotFoundError(
                     f"job {job_id} was removed from {store.url} while its results were read"
                 ) from None
@@ -321,6 +427,10 @@ def read_results(store: Store, job_id: str) -> Results:
             ) from None
         values.extend(result.values)
         failed.extend(result.failed)
+    if not store.is_local and _being_removed(store, job_id):
+        # Without atomic rename a removal deletes file by file: what was read may
+        # mix files from before and during it, so it is never returned.
+        raise JobNotFoundError(f"job {job_id} was removed from {store.url} while its results were read")
     if len(values) != job.n_runs:
         raise IncompleteResultsError(
             f"job {job_id} has {len(values)} results for {job.n_runs} runs; nothing was deleted"

@@ -103,7 +103,8 @@ def load_task_result(store: Store, job_id: str, task: int) -> TaskResult:
     return result
 
 
-def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd") -> TaskSummary:
+def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
+             options: dict[str, Any] | None = None) -> TaskSummary:
     """Run task ``task`` of a job and write its output and result files.
 
     Parameters
@@ -118,13 +119,15 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd") ->
         ``"fd"`` redirects file descriptors 1 and 2, so that output of C code
         and child processes is captured too (only safe in a process that runs
         one task at a time); ``"python"`` redirects ``sys.stdout``/``sys.stderr``.
+    options
+        fsspec storage options of the share dir (endpoint, credentials...).
 
     Returns
     -------
     TaskSummary
         Runs done and the first error, if any.
     """
-    store = Store(share_dir)
+    store = Store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.result(task)):
         return TaskSummary(task, 0, skipped=True)
@@ -149,9 +152,18 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd") ->
             else:
                 result.values.append(value)
     result.finished = utc_now_iso()
+    if not store.is_local and _removed_meanwhile(store, job_id):
+        # A put would re-create a key of a job that is being (or was) removed:
+        # on an object store nothing stops it, so do not write at all.
+        return TaskSummary(task, len(result.values), skipped=True, first_error=first_error)
     store.write_atomic(paths.output(task), output.getvalue())
     store.write_atomic(paths.result(task), _dumps_result(result))
     return TaskSummary(task, len(result.values), first_error=first_error)
+
+
+def _removed_meanwhile(store: Store, job_id: str) -> bool:
+    entries = store.job_entries(job_id)
+    return entries is None or "deleting" in entries or "canceled" in entries
 
 
 def _dumps_result(result: TaskResult) -> bytes:

@@ -4,6 +4,11 @@ Every path of a job is formatted by :class:`JobPaths`; every read, atomic
 write, listing and removal goes through :class:`Store`.  The store sits on
 fsspec, so a share dir may be any fsspec URL; local directories take a fast
 path over ``os`` that never follows a symlink.
+
+Object stores (``s3://``, ``gs://``, ``az://``...) have no directories and no
+atomic rename: a job directory is the set of keys under its prefix, a single
+put is atomic, and a removal is arbitrated by writing the ``deleting`` marker
+exclusively (see :meth:`Store.remove_job` and docs/storage.md).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import re
 import secrets
 import stat
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -32,8 +37,134 @@ _JOB_ID_TIME_RE = re.compile(r"rxJob_(\d{20})_[0-9a-f]+\Z")
 _TMP_MARK = ".tmp-"
 
 
+# fsspec protocols of object stores: no directories, no rename, atomic single puts.
+OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "oci",
+                                    "cos", "obs", "tos", "r2", "b2"})
+# Protocols whose filesystem lives in one process: unusable by drivers and workers.
+PROCESS_LOCAL_PROTOCOLS = frozenset({"memory"})
+
 _LOCK_STRIPES = 64
 MAX_RECORD_BYTES = 1 << 20  # job.json, status.json, engine.json are small; refuse giants
+
+
+# Option names whose values are credentials: never written to job.json in clear text.
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "key", "credential", "sas",
+                 "connection_string", "auth", "signature")
+REDACTED = "<redacted>"
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether a storage option named ``name`` holds a credential (by its name)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return StorageOptions(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, StorageOptions):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class StorageOptions(Mapping):
+    """fsspec storage options as an immutable, hashable, comparable mapping.
+
+    Compute contexts hold their ``share_dir_options`` as one of these, so that
+    they stay frozen values.  Nested dicts (``client_kwargs={...}``) are
+    frozen too.  The ``repr`` never shows a credential; :meth:`redacted` is
+    what goes into ``job.json``.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, options: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
+        items = options.items() if isinstance(options, Mapping) else options
+        frozen = {}
+        for key, value in items:
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"storage option names must be non-empty strings, not {key!r}")
+            frozen[key] = _freeze(value)
+        self._items = tuple(sorted(frozen.items()))
+        hash(self._items)  # every value must be hashable once frozen (no sets of dicts...)
+
+    def __getitem__(self, key: str) -> Any:
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StorageOptions):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return self.to_dict() == dict(other)
+        return NotImplemented
+
+    def __reduce__(self):
+        return (StorageOptions, (self.to_dict(),))
+
+    def __repr__(self) -> str:
+        return f"StorageOptions({self.redacted()!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts and lists, as fsspec takes them (credentials included)."""
+        return _thaw(self)
+
+    def redacted(self) -> dict[str, Any]:
+        """Plain dicts and lists with every credential replaced by ``"<redacted>"``."""
+
+        def hide(key: str, value: Any) -> Any:
+            if is_secret_option(key) and value is not None:
+                return REDACTED
+            if isinstance(value, StorageOptions):
+                return {k: hide(k, v) for k, v in value.items()}
+            return _thaw(value)
+
+        return {k: hide(k, v) for k, v in self.items()}
+
+
+def storage_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
+                    ) -> StorageOptions | None:
+    """Normalise ``share_dir_options`` as given by a user (dict, pairs or None).
+
+    Options that were redacted in a ``job.json`` are dropped: the context
+    rebuilt from a record never carries ``"<redacted>"`` as a credential.
+    """
+    if options is None:
+        return None
+    if not isinstance(options, (Mapping, list, tuple, StorageOptions)):
+        raise TypeError(f"share_dir_options must be a dict of fsspec storage options, not "
+                        f"{type(options).__name__}")
+    kept = _drop_redacted(StorageOptions(options))
+    return StorageOptions(kept) if kept else None
+
+
+def _drop_redacted(options: StorageOptions) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, StorageOptions):
+            value = _drop_redacted(value)
+        if value != REDACTED:
+            kept[key] = value
+    return kept
 
 
 class JobNotFoundError(LookupError):
@@ -168,12 +299,25 @@ class Store:
     ----------
     share_dir
         A local path or an fsspec URL.
+    options
+        fsspec storage options for the URL's filesystem (endpoint, credentials...).
     """
 
-    def __init__(self, share_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, share_dir: str | os.PathLike[str],
+                 options: Mapping[str, Any] | None = None) -> None:
         self.url = normalize_share_dir(share_dir)
-        self.fs, root = fsspec.core.url_to_fs(self.url)
+        frozen = storage_options(options)
+        self.options: dict[str, Any] = frozen.to_dict() if frozen is not None else {}
+        kwargs = dict(self.options)
+        if "://" in self.url:
+            # Listings are never cached: other processes add and remove jobs, and a
+            # stale listing would show removed jobs or hide new results.
+            kwargs.setdefault("use_listings_cache", False)
+        self.fs, root = fsspec.core.url_to_fs(self.url, **kwargs)
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+        # Object stores have no directories: a prefix exists while keys are under it.
+        self.is_object_store = bool(protocols & OBJECT_STORE_PROTOCOLS)
         self.root = os.path.abspath(root) if self.is_local else root.rstrip("/")
         # Local directories and object stores give an atomic rename or put;
         # other filesystems (memory://, ...) get a ``deleting`` marker first.
@@ -255,9 +399,13 @@ class Store:
                     raise ValueError(f"{path} is {st.st_size} bytes, more than the {limit} allowed")
                 return f.read()
         try:
-            if limit is not None and self.fs.size(path) > limit:
+            if limit is None:
+                return self.fs.cat_file(path)
+            # One ranged read (a single GET on object stores), not a size query first.
+            data = self.fs.cat_file(path, start=0, end=limit + 1)
+            if len(data) > limit:
                 raise ValueError(f"{path} is larger than the {limit} bytes allowed")
-            return self.fs.cat_file(path)
+            return data
         except (FileNotFoundError, IsADirectoryError):
             raise
         except OSError as exc:  # some backends raise a bare OSError for absent keys
@@ -284,6 +432,50 @@ class Store:
             except OSError:
                 return False
         return self.fs.isdir(path)
+
+    def job_entries(self, job_id: str) -> frozenset[str] | None:
+        """Names directly in a job directory (``job.json``, ``tasks``, markers...).
+
+        None when there is no job directory (absent, or a symlink locally).
+        One system call locally, one listing request on an object store, so
+        that a job's presence and markers are learned in a single look.
+        """
+        path = self.paths(job_id).dir
+        if self.is_local:
+            if not self.is_job_dir(path):
+                return None
+            try:
+                names = os.listdir(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except PermissionError:
+                return frozenset()  # there, but its markers cannot be seen: reads will say more
+        else:
+            try:
+                names = [e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(path, detail=False)]
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if not names and not self.fs.isdir(path):
+                return None  # object stores have no empty directories: no keys, no job
+        return frozenset(n for n in names if _TMP_MARK not in n)
+
+    def write_exclusive(self, path: str, data: bytes = b"") -> None:
+        """Create a file only if it does not exist yet; FileExistsError otherwise.
+
+        On S3 this is a conditional put (``If-None-Match: *``), so exactly one
+        of several concurrent writers succeeds.
+        """
+        if self.is_local:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except TypeError:  # a backend without exclusive creation: best effort
+            if self.fs.exists(path):
+                raise FileExistsError(path) from None
+            self.fs.pipe_file(path, data)
 
     def remove_file(self, path: str) -> bool:
         """Remove one file; False if it was not there."""
@@ -372,12 +564,58 @@ class Store:
             usage = self._usage_of(target)
             _rmtree_no_follow(target)
             return usage
-        if not self.fs.exists(paths.dir):
+        # No atomic rename: the ``deleting`` marker, written exclusively, makes the
+        # job read as missing and elects one remover; then every object goes in one
+        # batched delete, and the marker last.
+        try:
+            self.write_exclusive(paths.deleting)
+        except FileExistsError:
+            raise JobNotFoundError(f"job {job_id} is already being removed from "
+                                   f"{self.url}") from None
+        found = self._objects(paths.dir)
+        found.pop(paths.deleting, None)
+        if not found and (self.is_object_store or set(self.listdir(paths.dir)) <= {"deleting"}):
+            self.remove_file(paths.deleting)  # removed meanwhile by another remover (or never there)
+            if not self.is_object_store:
+                self._remove_tree(paths.dir)
             raise JobNotFoundError(self._not_found(job_id))
-        usage = self._usage_of(paths.dir)
-        self.write_atomic(paths.deleting, b"")
-        self.fs.rm(paths.dir, recursive=True)
-        return usage
+        self.fs.rm(sorted(found))  # one request per 1000 keys on S3
+        self._finish_removal(job_id)
+        return Usage(len(found), sum(found.values()))
+
+    def _objects(self, path: str) -> dict[str, int]:
+        """Every file under ``path`` with its size (one paginated listing on object stores)."""
+        try:
+            found = self.fs.find(path, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {name: int(info.get("size") or 0) for name, info in found.items()
+                if info.get("type", "file") != "directory"}
+
+    def _finish_removal(self, job_id: str) -> None:
+        """Delete what is left of a job marked ``deleting``, the marker last.
+
+        The marker goes only once a listing shows nothing else, so a job is
+        never left half-deleted without it, even if a late writer (a worker
+        of a force-removed job) put a file meanwhile.
+        """
+        paths = self.paths(job_id)
+        for _ in range(5):
+            rest = sorted(k for k in self._objects(paths.dir) if k != paths.deleting)
+            if not rest:
+                if self.is_object_store:
+                    self.remove_file(paths.deleting)
+                else:  # empty directories are left: remove them with the marker
+                    self._remove_tree(paths.dir)
+                return
+            self.fs.rm(rest)
+        raise OSError(f"could not empty {paths.dir}: objects keep appearing in it")
+
+    def _remove_tree(self, path: str) -> None:
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
 
     def purge_trash(self) -> list[str]:
         """Finish deletions a crashed cleanup left behind; return what was purged."""
@@ -390,11 +628,17 @@ class Store:
                 _rmtree_no_follow(f"{self.trash}/{name}")
                 purged.append(name)
             return purged
-        for job_id in self.list_job_ids():
-            paths = self.paths(job_id)
-            if self.fs.exists(paths.deleting):
-                self.fs.rm(paths.dir, recursive=True)
-                purged.append(job_id)
+        # One listing of the whole share dir finds every ``<job>/deleting`` marker.
+        depth = self.root.count("/") + 2
+        marked = sorted({
+            key[len(self.root) + 1:].split("/", 1)[0] for key in self._objects(self.root)
+            if key.endswith("/deleting") and key.count("/") == depth
+        })
+        for job_id in marked:
+            if not _JOB_ID_RE.match(job_id) or job_id.startswith("."):
+                continue
+            self._finish_removal(job_id)
+            purged.append(job_id)
         return purged
 
     def discard_new_job(self, job_id: str) -> None:
@@ -414,7 +658,8 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, job_id: str, timeout: float = 600.0) -> Iterator[None]:
-        """Hold the job's lock (local share dirs; elsewhere the atomic rename arbitrates).
+        """Hold the job's lock (local share dirs; elsewhere the exclusive ``deleting``
+        marker arbitrates removals, and readers check it before and after reading).
 
         Locks are striped over a fixed set of files in ``.locks/``, which are
         never deleted: deleting a lock file that another process waits on

@@ -67,8 +67,8 @@ def _run_and_maybe_kill(work, delay: float | None) -> bool:
     return os.WTERMSIG(status) == signal.SIGKILL
 
 
-def _cleanup_all(share: str) -> None:
-    cc = RxLocalParallel(share_dir=share)
+def _cleanup_all(share: str, options: dict | None = None) -> None:
+    cc = RxLocalParallel(share_dir=share, share_dir_options=options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # kept jobs warn; the checks say what must be kept
         rx_cleanup_jobs(rx_get_jobs(cc, verbose=False), verbose=False)

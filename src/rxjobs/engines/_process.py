@@ -10,13 +10,16 @@ handle and stop a driver together with every process below it.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import psutil
 
@@ -24,19 +27,70 @@ from ..status import Probe
 from .base import Handle
 
 _START_TIMEOUT_S = 120.0
+# The share dir's storage options reach a driver (and the processes below it)
+# through this environment variable: never on a command line, which `ps` shows.
+OPTIONS_ENV = "RXJOBS_SHARE_DIR_OPTIONS"
+
+
+def share_dir_options_from_env() -> dict[str, Any] | None:
+    """The storage options a driver was started with (None if none were given)."""
+    text = os.environ.get(OPTIONS_ENV)
+    if not text:
+        return None
+    options = json.loads(text)
+    if not isinstance(options, dict):
+        raise ValueError(f"${OPTIONS_ENV} must hold a JSON object of fsspec storage options")
+    return options
+
+
+def driver_log_path(store: Any, job_id: str) -> tuple[str, bool]:
+    """Where a driver's stdout/stderr go, and whether that is a local copy to publish.
+
+    On a local share dir it is the job's ``driver.log``.  A process cannot
+    append to an object, so on other stores the driver writes a private local
+    file and copies it into ``driver.log`` before it records how the job ended
+    (:func:`publish_driver_log`).
+    """
+    if store.is_local:
+        return store.paths(job_id).driver_log, False
+    fd, path = tempfile.mkstemp(prefix=f"rxjobs-{job_id}-", suffix=".driver.log")
+    os.close(fd)
+    return path, True
+
+
+def publish_driver_log(store: Any, job_id: str, local_log: str | None) -> None:
+    """Copy a driver's local log into the job's ``driver.log`` (if it says anything), then
+    delete it.  Called before the final status is written, so that the copy never lands
+    in a job that a reader has already collected and removed."""
+    if not local_log:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with open(local_log, "rb") as f:
+            data = f.read()
+        if data.strip():
+            store.write_atomic(store.paths(job_id).driver_log, data)
+        os.unlink(local_log)
+    except OSError:
+        pass  # the log is a convenience; the job's state does not depend on it
 
 
 def start_driver(module: str, job_id: str, share_dir: str, args: list[str], log_path: str,
-                 engine: str) -> Handle:
+                 engine: str, options: dict[str, Any] | None = None) -> Handle:
     """Start ``python -m module job_id --share-dir share_dir *args`` detached; return its handle.
 
     The driver imports what the caller could import (functions pickled by
-    reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``.
+    reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``; it
+    gets the share dir's storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``.
     """
     cmd = [sys.executable, "-m", module, job_id, "--share-dir", share_dir, *args]
     env = dict(os.environ)
     path = [p or os.getcwd() for p in sys.path]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    env.pop(OPTIONS_ENV, None)
+    if options:
+        env[OPTIONS_ENV] = json.dumps(options)
     with open(log_path, "ab") as log:
         os.chmod(log_path, 0o600)
         proc = subprocess.Popen(

@@ -24,6 +24,7 @@ class SubmittedJob:
     job_id: str
     context: RxComputeContext
     n_tasks: int
+    share_dir_options: dict[str, Any] | None = None  # fsspec options, credentials included
 
 
 class Engine(Protocol):

@@ -158,10 +158,14 @@ class DaskEngine:
         address = job.context.address
         client = get_client(address)
         n = job.n_tasks
+        # The share dir's storage options travel with the tasks (through the
+        # scheduler, like the tasks' other arguments), never through the share dir.
+        options = job.share_dir_options
         tasks = client.map(_run_job_task, [job.share_dir] * n, [job.job_id] * n, range(n),
-                           key=[task_key(job.job_id, k) for k in range(n)], pure=False)
+                           key=[task_key(job.job_id, k) for k in range(n)], pure=False,
+                           options=options)
         fire_and_forget(tasks)
-        final = client.submit(_finish_job, job.share_dir, job.job_id, tasks,
+        final = client.submit(_finish_job, job.share_dir, job.job_id, tasks, options=options,
                               key=final_key(job.job_id), pure=False)
         fire_and_forget(final)
         # The client sends all of the above down one ordered stream, which may
@@ -261,14 +265,15 @@ def _submitted() -> None:
     """The fence task of :meth:`DaskEngine.submit`; does nothing."""
 
 
-def _run_job_task(share_dir: str, job_id: str, task: int) -> dict[str, Any]:
+def _run_job_task(share_dir: str, job_id: str, task: int,
+                  options: dict[str, Any] | None = None) -> dict[str, Any]:
     """One rxjobs task on a Dask worker; returns a summary for the final task, never raises."""
     from .. import jobs
     from ..store import Store
 
     summary: dict[str, Any] = {"task": task}
     try:
-        store = Store(share_dir)
+        store = Store(share_dir, options)
         paths = store.paths(job_id)
         done = _run_interruptible(job_id, _start_and_run, store, job_id, task)
         if done is None:
@@ -302,7 +307,7 @@ def _start_and_run(store, job_id: str, task: int):
         return TaskSummary(task, 0, skipped=True)
     if record is Record.ABSENT:
         jobs.write_status(store, job_id, Record.RUNNING)  # refuses to leave a final record
-    return run_task(store.url, job_id, task, capture="python")
+    return run_task(store.url, job_id, task, capture="python", options=store.options or None)
 
 
 def _fail_job_now(store, job_id: str, n_tasks: int, reason: str) -> None:
@@ -333,14 +338,16 @@ def _stop_rest_of_job(job_id: str, n_tasks: int) -> None:
         pass
 
 
-def _finish_job(share_dir: str, job_id: str, summaries: list[dict[str, Any]]) -> str:
+def _finish_job(share_dir: str, job_id: str, summaries: list[dict[str, Any]],
+                options: dict[str, Any] | None = None) -> str:
     """The final task: record how the job ended in ``status.json``."""
     from .. import jobs
     from ..store import Store
 
-    store = Store(share_dir)
+    store = Store(share_dir, options)
     paths = store.paths(job_id)
-    if not store.is_job_dir(paths.dir) or store.exists(paths.canceled):
+    entries = store.job_entries(job_id)
+    if entries is None or "canceled" in entries or "deleting" in entries:
         return "canceled or removed"
     job = jobs.read_job_record(store, job_id)
     continue_on_failure = bool(job.options.get("continue_on_failure", True))

@@ -22,7 +22,17 @@ from concurrent.futures.process import BrokenProcessPool
 import psutil
 
 from ..status import Probe, Record
-from ._process import detach, die_with_parent, find_driver, on_this_host, probe_driver, start_driver
+from ._process import (
+    detach,
+    die_with_parent,
+    driver_log_path,
+    find_driver,
+    on_this_host,
+    probe_driver,
+    publish_driver_log,
+    share_dir_options_from_env,
+    start_driver,
+)
 from .base import Handle, SubmittedJob
 
 _CANCEL_GRACE_S = 5.0
@@ -37,11 +47,12 @@ class LocalEngine:
     def submit(self, job: SubmittedJob) -> Handle:
         from ..store import Store
 
-        store = Store(job.share_dir)
+        store = Store(job.share_dir, job.share_dir_options)
         workers = getattr(job.context, "workers", 1)
-        return start_driver("rxjobs.engines.local", job.job_id, store.url,
-                            ["--workers", str(workers)], store.paths(job.job_id).driver_log,
-                            engine="local")
+        log_path, local_copy = driver_log_path(store, job.job_id)
+        args = ["--workers", str(workers)] + (["--local-log", log_path] if local_copy else [])
+        return start_driver("rxjobs.engines.local", job.job_id, store.url, args, log_path,
+                            engine="local", options=job.share_dir_options)
 
     def probe(self, handle: Handle) -> Probe:
         return probe_driver(handle)
@@ -99,13 +110,14 @@ def _kill_workers() -> None:
     psutil.wait_procs(procs, timeout=_CANCEL_GRACE_S)
 
 
-def drive(share_dir: str, job_id: str, workers: int) -> int:
+def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None,
+          local_log: str | None = None) -> int:
     """Run every task of a job in a process pool and record how it ended."""
     from .. import jobs
     from ..runner import run_task
     from ..store import Store
 
-    store = Store(share_dir)
+    store = Store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
         return 0
@@ -121,7 +133,8 @@ def drive(share_dir: str, job_id: str, workers: int) -> int:
             mp_context=multiprocessing.get_context("fork"),
             initializer=_die_with_parent,
         )
-        futures: dict[Future, int] = {pool.submit(run_task, store.url, job_id, k): k for k in pending}
+        futures: dict[Future, int] = {
+            pool.submit(run_task, store.url, job_id, k, options=options): k for k in pending}
         not_done = set(futures)
         while not_done and failure is None:
             done, not_done = wait(not_done, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -148,6 +161,7 @@ def drive(share_dir: str, job_id: str, workers: int) -> int:
             pool.shutdown(wait=False, cancel_futures=True)
         else:
             pool.shutdown(wait=True)
+    publish_driver_log(store, job_id, local_log)
     if failure is not None:
         jobs.write_status(store, job_id, Record.FAILED, failure)
         return 1
@@ -161,10 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_id")
     parser.add_argument("--share-dir", required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
     args = parser.parse_args(argv)
     detach(log_fd=2)  # stderr is already the driver log
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return drive(args.share_dir, args.job_id, max(1, args.workers))
+    return drive(args.share_dir, args.job_id, max(1, args.workers), share_dir_options_from_env(),
+                 args.local_log)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,13 @@ from ..status import Probe, Record
 from ._process import (
     descendants,
     detach,
+    driver_log_path,
     find_driver,
     kill_now,
     on_this_host,
     probe_driver,
+    publish_driver_log,
+    share_dir_options_from_env,
     start_driver,
     wait_gone,
 )
@@ -151,9 +154,11 @@ class SparkEngine:
     def submit(self, job: SubmittedJob) -> Handle:
         from ..store import Store
 
-        store = Store(job.share_dir)
-        return start_driver("rxjobs.engines.spark", job.job_id, store.url, [],
-                            store.paths(job.job_id).driver_log, engine="Spark")
+        store = Store(job.share_dir, job.share_dir_options)
+        log_path, local_copy = driver_log_path(store, job.job_id)
+        args = ["--local-log", log_path] if local_copy else []
+        return start_driver("rxjobs.engines.spark", job.job_id, store.url, args, log_path,
+                            engine="Spark", options=job.share_dir_options)
 
     def probe(self, handle: Handle) -> Probe:
         return probe_driver(handle)
@@ -182,15 +187,17 @@ ENGINE = SparkEngine()
 # -- the executor side -------------------------------------------------------------------
 
 
-def _run_spark_task(share_dir: str, job_id: str, first_errors: Any, task: int) -> None:
+def _run_spark_task(share_dir: str, job_id: str, first_errors: Any,
+                    options: dict[str, Any] | None, task: int) -> None:
     """One Spark task = one rxjobs task, run in an executor's Python worker.
 
     PySpark's Python workers run one task at a time each, so the task's
-    console output is captured at the file-descriptor level.
+    console output is captured at the file-descriptor level.  The share dir's
+    storage options come in the task's closure, never through the share dir.
     """
     from ..runner import run_task
 
-    summary = run_task(share_dir, job_id, task, capture="fd")
+    summary = run_task(share_dir, job_id, task, capture="fd", options=options)
     if first_errors is not None and summary.first_error:
         first_errors.add([summary.first_error])
 
@@ -281,7 +288,7 @@ def _run_tasks(sc, store, job_id: str, n_tasks: int, stop_on_failure: bool,
     if not pending:
         return Outcome("finished")
     first_errors = sc.accumulator([], _list_param()) if stop_on_failure else None
-    task = partial(_run_spark_task, store.url, job_id, first_errors)
+    task = partial(_run_spark_task, store.url, job_id, first_errors, store.options or None)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -353,12 +360,13 @@ def _stop_spark(sc) -> None:
     kill_now(me.children(recursive=True), timeout=_STOP_WAIT_S)
 
 
-def drive(share_dir: str, job_id: str) -> int:
+def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
+          local_log: str | None = None) -> int:
     """Run every task of a job as one Spark job, stop Spark, and record how it ended."""
     from .. import jobs
     from ..store import Store
 
-    store = Store(share_dir)
+    store = Store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
         return 0
@@ -395,6 +403,7 @@ def drive(share_dir: str, job_id: str) -> int:
         state.interruptible = False
         _stop_spark(sc)
     # Recorded only once Spark is gone: a final status means no process of the job is left.
+    publish_driver_log(store, job_id, local_log)
     if store.exists(paths.canceled) or outcome.state == "canceled":
         return 0
     if outcome.state == "terminated":
@@ -413,13 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="rxjobs Spark job driver (started by rx_exec)")
     parser.add_argument("job_id")
     parser.add_argument("--share-dir", required=True)
+    parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
     args = parser.parse_args(argv)
     detach(log_fd=2)  # stderr is already the driver log
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _become_subreaper()
     code = 1
     try:
-        code = drive(args.share_dir, args.job_id)
+        code = drive(args.share_dir, args.job_id, share_dir_options_from_env(), args.local_log)
     except BaseException:
         traceback.print_exc()
     finally:

@@ -1,0 +1,301 @@
+"""Retention: which jobs of a share dir a policy hands to cleanup.
+
+A :class:`RetentionPolicy` (``rxjobs cleanup --older-than 30d --max-total-size
+50G --keep-last 10``, or the same keys in a TOML file) picks jobs; the cleanup
+rules (:func:`rxjobs.cleanup.decide_cleanup`) still decide, job by job,
+whether a picked job may go.  The picking is :func:`select_jobs`, a pure
+function of a survey of the share dir, tested by a table;
+:func:`survey_jobs` does the I/O of that survey.
+
+What a policy picks:
+
+- ``states`` and ``keep_last`` restrict everything: only jobs in those states
+  are considered, and the ``keep_last`` newest jobs are never picked;
+- with neither ``older_than`` nor ``max_total_size``, every job considered is
+  picked (``rxjobs cleanup --all``);
+- otherwise a job is picked when it is older than ``older_than``, or expired
+  (its own ``expires_after`` has passed since it ended), or — oldest first,
+  among the jobs the rules would remove — while the share dir's total is
+  still above ``max_total_size`` once the jobs picked so far are gone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from . import jobs
+from .cleanup import Action, Decision, decide_cleanup
+from .durations import format_duration, parse_size, to_timedelta
+from .status import RxRemoteJobStatus
+from .store import Store, job_id_time
+
+POLICY_KEYS = ("older_than", "max_total_size", "keep_last", "states", "force")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Which jobs a retention run hands to cleanup (see the module docstring).
+
+    Parameters
+    ----------
+    older_than
+        Pick jobs submitted longer ago than this.
+    max_total_size
+        Pick the oldest jobs the rules would remove until the share dir's
+        total is at most this many bytes.
+    keep_last
+        Never pick the ``keep_last`` newest jobs.
+    states
+        Consider only jobs in these states.
+    force
+        Cleanup with force: un-retrieved results and running jobs go too.
+    """
+
+    older_than: timedelta | None = None
+    max_total_size: int | None = None
+    keep_last: int | None = None
+    states: frozenset[RxRemoteJobStatus] | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.keep_last is not None and (not isinstance(self.keep_last, int)
+                                           or isinstance(self.keep_last, bool) or self.keep_last < 0):
+            raise ValueError(f"keep_last must be a whole number of jobs, not {self.keep_last!r}")
+        if self.max_total_size is not None and self.max_total_size < 0:
+            raise ValueError("max_total_size cannot be negative")
+
+    @property
+    def has_rules(self) -> bool:
+        """Whether the policy picks by age or size (else it picks every job considered)."""
+        return self.older_than is not None or self.max_total_size is not None
+
+    def is_empty(self) -> bool:
+        return self == RetentionPolicy()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "policy") -> RetentionPolicy:
+        """Build a policy from its keys, as in a TOML file; ValueError names a bad key."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: a policy is a table of keys ({', '.join(POLICY_KEYS)})")
+        data = dict(data)
+        if "state" in data and "states" not in data:
+            data["states"] = data.pop("state")
+        unknown = sorted(set(data) - set(POLICY_KEYS))
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; "
+                             f"a policy has: {', '.join(POLICY_KEYS)}")
+        try:
+            states = data.get("states")
+            if isinstance(states, str):
+                states = [states]
+            keep_last = data.get("keep_last")
+            force = data.get("force", False)
+            if not isinstance(force, bool):
+                raise ValueError(f"force must be true or false, not {force!r}")
+            if keep_last is not None and (not isinstance(keep_last, int) or isinstance(keep_last, bool)):
+                raise ValueError(f"keep_last must be a whole number, not {keep_last!r}")
+            return cls(
+                older_than=(to_timedelta(data["older_than"], "older_than")
+                            if data.get("older_than") is not None else None),
+                max_total_size=(parse_size(data["max_total_size"])
+                                if data.get("max_total_size") is not None else None),
+                keep_last=keep_last,
+                states=(frozenset(RxRemoteJobStatus.parse(s) for s in states)
+                        if states is not None else None),
+                force=force,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+    def merged(self, **overrides: Any) -> RetentionPolicy:
+        """This policy with the given keys replaced (None leaves a key as it is)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def describe(self) -> str:
+        """The policy as the ``rxjobs cleanup`` flags that say it."""
+        parts = []
+        if self.older_than is not None:
+            parts.append(f"--older-than {format_duration(self.older_than)}")
+        if self.max_total_size is not None:
+            parts.append(f"--max-total-size {self.max_total_size}")
+        if self.keep_last is not None:
+            parts.append(f"--keep-last {self.keep_last}")
+        for state in sorted(s.value for s in self.states or ()):
+            parts.append(f"--state {state}")
+        if self.force:
+            parts.append("--force")
+        return " ".join(parts) or "--all"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "older_than": format_duration(self.older_than) if self.older_than is not None else None,
+            "max_total_size": self.max_total_size,
+            "keep_last": self.keep_last,
+            "states": sorted(s.value for s in self.states) if self.states is not None else None,
+            "force": self.force,
+        }
+
+
+def load_policy(path: str | os.PathLike[str]) -> RetentionPolicy:
+    """Read a retention policy from a TOML file (the keys of :class:`RetentionPolicy`).
+
+    Raises
+    ------
+    ValueError
+        The file is not TOML, or has an unknown key or a bad value.
+    OSError
+        The file cannot be read.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    with open(path, "rb") as f:
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{os.fspath(path)} is not valid TOML: {exc}") from None
+    return RetentionPolicy.from_mapping(data, source=os.fspath(path))
+
+
+# -- the survey (I/O) and the selection (pure) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SurveyedJob:
+    """What a retention run knows about one job of the share dir."""
+
+    job_id: str
+    submitted: datetime | None
+    status: RxRemoteJobStatus
+    reason: str = ""
+    retrieved: bool = False
+    expired: bool = False
+    foreign: bool = False  # owned by another user: never removed
+    files: int = 0
+    bytes: int = 0
+
+    def decision(self, force: bool) -> Decision:
+        """What cleanup would do to this job (the rules of DESIGN.md §4)."""
+        if self.foreign:
+            return Decision(Action.KEEP, "owned by another user: never removed", warn=True)
+        return decide_cleanup(self.status, self.retrieved, force, why=self.reason, expired=self.expired)
+
+    def removable(self, force: bool) -> bool:
+        return self.decision(force).action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A job the policy hands to cleanup, and the rule that picked it."""
+
+    job_id: str
+    why: str
+
+
+@dataclass
+class Selection:
+    """What a policy picks from a share dir, oldest job first."""
+
+    picks: list[Pick] = field(default_factory=list)
+    protected: list[str] = field(default_factory=list)  # the keep_last newest jobs
+    total_bytes: int = 0  # every job of the share dir
+    bytes_after: int = 0  # once the picked jobs the rules allow are removed
+    max_total_size: int | None = None
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [p.job_id for p in self.picks]
+
+    @property
+    def still_over(self) -> bool:
+        """The share dir stays above ``max_total_size`` even after this cleanup."""
+        return self.max_total_size is not None and self.bytes_after > self.max_total_size
+
+
+def _age_key(job: SurveyedJob) -> tuple[datetime, str]:
+    return (job.submitted or datetime.min.replace(tzinfo=timezone.utc), job.job_id)
+
+
+def select_jobs(surveyed: Sequence[SurveyedJob], policy: RetentionPolicy, now: datetime) -> Selection:
+    """Pick the jobs ``policy`` hands to cleanup (pure: no I/O).
+
+    Parameters
+    ----------
+    surveyed
+        Every job of the share dir (see :func:`survey_jobs`).
+    policy
+        The retention policy.
+    now
+        The moment ``older_than`` counts back from.
+
+    Returns
+    -------
+    Selection
+        The picked jobs, oldest first, each with the rule that picked it.
+    """
+    present = sorted((j for j in surveyed if j.status is not RxRemoteJobStatus.MISSING), key=_age_key)
+    total = sum(j.bytes for j in present)
+    protected: list[str] = []
+    if policy.keep_last:
+        protected = [j.job_id for j in present[-policy.keep_last:]]
+    shielded = set(protected)
+    considered = [j for j in present if j.job_id not in shielded
+                  and (policy.states is None or j.status in policy.states)]
+    picked: dict[str, str] = {}
+    if not policy.has_rules:
+        for job in considered:
+            picked[job.job_id] = "expired" if job.expired else (
+                "in state " + job.status.value if policy.states is not None else "every job")
+    else:
+        cutoff = now - policy.older_than if policy.older_than is not None else None
+        for job in considered:
+            if job.expired:
+                picked[job.job_id] = "expired"
+            elif cutoff is not None and job.submitted is not None and job.submitted <= cutoff:
+                picked[job.job_id] = f"older than {format_duration(policy.older_than)}"
+    after = total - sum(j.bytes for j in considered
+                        if j.job_id in picked and j.removable(policy.force))
+    if policy.max_total_size is not None:
+        for job in considered:
+            if after <= policy.max_total_size:
+                break
+            if job.job_id not in picked and job.removable(policy.force):
+                picked[job.job_id] = f"share dir over {policy.max_total_size} bytes"
+                after -= job.bytes
+    picks = [Pick(j.job_id, picked[j.job_id]) for j in considered if j.job_id in picked]
+    return Selection(picks, protected, total, after, policy.max_total_size)
+
+
+def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
+                threads: int = 8) -> list[SurveyedJob]:
+    """Look at every job of a share dir once: state, markers, expiry and (if asked) size."""
+    now = now or datetime.now(timezone.utc)
+
+    def look(job_id: str) -> SurveyedJob:
+        submitted = job_id_time(job_id)
+        owner = store.owner_uid(job_id)
+        try:
+            seen = jobs.look_at_job(store, job_id)
+        except Exception as exc:  # one job's problem never stops the survey
+            return SurveyedJob(job_id, submitted, RxRemoteJobStatus.UNDETERMINED,
+                               f"{type(exc).__name__}: {exc}")
+        if submitted is None and seen.record is not None:
+            submitted = jobs.parse_utc(seen.record.created)
+        usage = store.usage(job_id) if sizes else None
+        return SurveyedJob(
+            job_id, submitted, seen.status, seen.derived.reason,
+            retrieved=seen.status is RxRemoteJobStatus.FINISHED and seen.retrieved,
+            expired=jobs.is_expired(store, seen, now),
+            foreign=owner is not None and owner != os.geteuid(),
+            files=usage.files if usage else 0, bytes=usage.bytes if usage else 0)
+
+    ids = store.list_job_ids()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return list(pool.map(look, ids))
