@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.s3_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs per share dir (default 500)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.repeat < 1:
         parser.error("--jobs and --repeat must be at least 1")
@@ -267,7 +268,28 @@ def main(argv: list[str] | None = None) -> int:
           f"Python {platform.python_version()}, rxjobs {rxjobs.__version__}, "
           f"s3fs {s3fs.__version__}, moto {moto.__version__}", flush=True)
     results = run(args.jobs, args.repeat, echo=lambda line: print(line, flush=True))
-    print(report(results))
+    table = report(results)
+    print(table)
+    if args.write_docs:
+        from .cleanup_bench import machine_summary, write_docs
+
+        write_docs(f"""## Cleanup on S3 (moto) vs `s3fs.rm`
+
+`python -m bench.s3_bench --jobs {args.jobs} --repeat {args.repeat}` — a full rxjobs cleanup
+(list, derive each job's state, crash-safe removal: `deleting` marker, one batched delete,
+re-list, marker last) against one `s3fs.rm([prefixes], recursive=True)` of the same jobs,
+on a moto S3 server on loopback, in the same run. No target is set; the ratio is the
+price of deciding per job and of crash safety (see docs/storage.md).
+
+- Date: {__import__("datetime").date.today().isoformat()}
+- Machine: {machine_summary()}
+- **Ratio rxjobs / s3fs.rm: {results.ratio:.2f}×**
+
+```
+{table}
+```
+""", name="s3_bench")
+        print("wrote docs/benchmarks.md")
     return 0
 
 

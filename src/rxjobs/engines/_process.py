@@ -78,13 +78,14 @@ def publish_driver_log(store: Any, job_id: str, local_log: str | None) -> None:
 
 def start_driver(module: str, job_id: str, share_dir: str, args: list[str], log_path: str,
                  engine: str, options: dict[str, Any] | None = None) -> Handle:
-    """Start ``python -m module job_id --share-dir share_dir *args`` detached; return its handle.
+    """Start ``module``'s driver for ``job_id`` detached (through ``_launch``); return its handle.
 
     The driver imports what the caller could import (functions pickled by
     reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``; it
     gets the share dir's storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``.
     """
-    cmd = [sys.executable, "-m", module, job_id, "--share-dir", share_dir, *args]
+    cmd = [sys.executable, "-m", "rxjobs.engines._launch", module, job_id, "--share-dir", share_dir,
+           *args]
     env = dict(os.environ)
     path = [p or os.getcwd() for p in sys.path]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))

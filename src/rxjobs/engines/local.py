@@ -169,7 +169,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, detached: bool = False) -> int:
     parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.local",
                                      description="rxjobs local job driver (started by rx_exec)")
     parser.add_argument("job_id")
@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
     args = parser.parse_args(argv)
-    detach(log_fd=2)  # stderr is already the driver log
+    if not detached:
+        detach(log_fd=2)  # stderr is already the driver log
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return drive(args.share_dir, args.job_id, max(1, args.workers), share_dir_options_from_env(),
                  args.local_log)

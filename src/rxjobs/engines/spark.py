@@ -417,14 +417,15 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, detached: bool = False) -> int:
     parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.spark",
                                      description="rxjobs Spark job driver (started by rx_exec)")
     parser.add_argument("job_id")
     parser.add_argument("--share-dir", required=True)
     parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
     args = parser.parse_args(argv)
-    detach(log_fd=2)  # stderr is already the driver log
+    if not detached:
+        detach(log_fd=2)  # stderr is already the driver log
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _become_subreaper()
     code = 1
