@@ -29,6 +29,9 @@ def local_share(request, tmp_path) -> str:
 def s3_server(tmp_path_factory):
     """A real S3-protocol server (moto) on loopback for the whole session, and fake
     credentials in the environment (restored afterwards); skipped without ``rxjobs[s3]``."""
+    if os.environ.get("CI"):  # in CI a missing install is a failure, never a skip
+        import moto.server  # noqa: F401
+        import s3fs  # noqa: F401
     pytest.importorskip("s3fs", reason='S3 tests need: pip install "rxjobs[s3]"')
     pytest.importorskip("moto.server", reason='S3 tests need: pip install "moto[server]"')
     from moto_s3 import FAKE_CREDENTIALS, MotoS3

@@ -7,6 +7,7 @@ Every function here maps its arguments onto :mod:`rxjobs.jobs` and
 
 from __future__ import annotations
 
+import bisect
 import sys
 import traceback
 import warnings
@@ -437,11 +438,10 @@ def _scan(
 ):
     wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
     start, end = _utc(start_time), _utc(end_time)
-    for job_id in store.list_job_ids():
+    # Contexts repeat across jobs: rebuild and match each distinct one once.
+    contexts: dict[str, tuple[RxComputeContext | None, bool]] = {}
+    for job_id in _in_window(store.list_job_ids(), start, end):
         created = job_id_time(job_id)
-        # Ids are time-ordered: a window skips jobs by name without reading them.
-        if created is not None and ((start and created < start) or (end and created > end)):
-            continue
         try:
             record = jobs.read_job_record(store, job_id)
         except jobs.JobNotFoundError:
@@ -454,7 +454,13 @@ def _scan(
             end and (created is None or created > end)
         ):
             continue
-        stored = _stored_context(record, store) if record is not None else None
+        stored, matched = None, True
+        if record is not None:
+            key = repr(record.context)
+            if key not in contexts:
+                ctx = _stored_context(record, store)
+                contexts[key] = (ctx, ctx is not None and (cc is None or ctx.matches(cc, exact_match)))
+            stored, matched = contexts[key]
         if stored is None:
             # No usable record (corrupt, or its engine is not installed here):
             # listed with the share dir's jobs so that it can be cleaned up.
@@ -463,7 +469,7 @@ def _scan(
             job_cc: RxComputeContext = cc or RxLocalSeq()
         else:
             job_cc = stored
-            if cc is not None and not job_cc.matches(cc, exact_match):
+            if not matched:
                 continue
         status = RxRemoteJobStatus.UNDETERMINED
         if wanted is not None or need_status:
@@ -472,6 +478,28 @@ def _scan(
                 continue
         yield (RxRemoteJob(job_cc, job_id, share_dir=store.url, share_dir_options=store.options or None),
                created, status)
+
+
+def _in_window(job_ids: list[str], start: datetime | None, end: datetime | None) -> list[str]:
+    """The ids (sorted, as listed) that may fall in [start, end].
+
+    rxjobs ids sort by submit time, so the window is found by bisection on the
+    ids themselves, with no id parsed or job read outside it; ids of another
+    form are kept for the caller to check by their record.
+    """
+    if start is None and end is None:
+        return job_ids
+    prefix = "rxJob_"
+    lo_key = f"{prefix}{start:%Y%m%d%H%M%S%f}" if start else prefix
+    hi_key = f"{prefix}{end:%Y%m%d%H%M%S%f}_~" if end else prefix + "~"
+    lo, hi = bisect.bisect_left(job_ids, lo_key), bisect.bisect_right(job_ids, hi_key)
+    window = [j for j in job_ids[lo:hi] if _is_timed_id(j)]
+    others = [j for j in job_ids if not _is_timed_id(j)]
+    return sorted(others + window) if others else window
+
+
+def _is_timed_id(job_id: str) -> bool:
+    return job_id.startswith("rxJob_") and job_id[6:26].isdigit() and job_id[26:27] == "_"
 
 
 def _utc(value: datetime | None) -> datetime | None:

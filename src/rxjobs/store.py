@@ -198,7 +198,12 @@ def job_id_time(job_id: str) -> datetime | None:
     m = _JOB_ID_TIME_RE.match(job_id)
     if not m:
         return None
-    return datetime.strptime(m.group(1), "%Y%m%d%H%M%S%f").replace(tzinfo=timezone.utc)
+    t = m.group(1)  # fixed width; slicing is ~10x faster than strptime on big listings
+    try:
+        return datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:12]),
+                        int(t[12:14]), int(t[14:20]), tzinfo=timezone.utc)
+    except ValueError:  # digits that are no date (e.g. month 13)
+        return None
 
 
 def default_share_dir() -> str:
