@@ -11,8 +11,8 @@ Three figures, each against a baseline measured in the same run:
 3. Peak RSS of a fresh process iterating ``rx_get_jobs`` over ``--rss-jobs``
    jobs (default 100,000).  Target ≤ 200 MB.
 
-The jobs are copies of real finished, failed and canceled jobs (the format is
-ours), with ids one second apart so that time windows mean something.
+The jobs are copies of small real finished, failed and canceled jobs (the
+format is ours), with ids one second apart so that time windows mean something.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from rxjobs import (
 from rxjobs.jobs import JobRecord
 from rxjobs.store import Store, job_id_time, new_job_id
 
-from .cleanup_bench import machine_summary, make_template, write_docs
+from .cleanup_bench import machine_summary, write_docs
 
 TARGET_FULL = 1.5
 TARGET_WINDOW = 0.05
@@ -62,10 +62,13 @@ def nap(seconds: float) -> float:
 
 
 def make_templates(workdir: Path) -> list[Path]:
-    """Real jobs in three states: finished, failed, canceled."""
-    finished = make_template(workdir)
+    """Real jobs in three states: finished, failed, canceled (small: listing reads job.json)."""
     share = workdir / "templates"
     cc = RxLocalParallel(num_workers=2, wait=False, share_dir=str(share))
+    done = rx_exec(fail_on_odd, i=[0, 2], compute_context=cc)
+    if rx_wait_for_job(done, timeout=300) is not RxRemoteJobStatus.FINISHED:
+        raise RuntimeError("the finished template did not finish")
+    finished = share / done.job_id
     failed = rx_exec(fail_on_odd, i=[0, 1, 2, 3], continue_on_failure=False, compute_context=cc)
     if rx_wait_for_job(failed, timeout=300) is not RxRemoteJobStatus.FAILED:
         raise RuntimeError("the failed template did not fail")
