@@ -213,25 +213,11 @@ rotating. Target: rxjobs ≤ {TARGET_RATIO}× `client.map`.
 """
 
 
-def write_docs(section: str, path: Path = DOCS_PATH) -> None:
-    """Replace this benchmark's section of ``docs/benchmarks.md``, keeping the others.
+def write_docs(section: str) -> None:
+    """Replace this benchmark's section of ``docs/benchmarks.md``, keeping the others."""
+    from .cleanup_bench import write_docs as write_section
 
-    Same markers as ``bench.cleanup_bench.write_docs`` (whose section name is fixed).
-    """
-    begin, end = f"<!-- bench:{DOCS_SECTION} begin -->", f"<!-- bench:{DOCS_SECTION} end -->"
-    block = f"{begin}\n{section.rstrip()}\n{end}\n"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nFigures written by `python -m bench --write-docs`; each section is "
-        "replaced when its benchmark runs again.\n\n"
-    )
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_section(section, DOCS_PATH, name=DOCS_SECTION)
 
 
 def main(argv: list[str] | None = None) -> int:

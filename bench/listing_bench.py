@@ -121,19 +121,21 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - started, value
 
 
-_RSS_CHILD = """
-import resource, sys
+# Peak RSS from VmHWM: ru_maxrss would carry the forking parent's peak over execve.
+_PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+
+_RSS_CHILD = f"""
+import sys
 from rxjobs import RxLocalParallel, rx_get_jobs
 n = 0
 for job in rx_get_jobs(RxLocalParallel(share_dir=sys.argv[1]), verbose=False):
     n += 1
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(n, {_PEAK})
 """
 
-_RSS_BASELINE = """
-import resource
-import rxjobs
-print(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+_RSS_BASELINE = f"""
+from rxjobs import RxLocalParallel, rx_get_jobs
+print(0, {_PEAK})
 """
 
 
