@@ -286,7 +286,8 @@ def test_job_survives_its_submitter_and_is_collected_from_another_process(cluste
 def test_a_job_behind_a_busy_cluster_is_queued_then_runs(cluster, make_context, gate):
     busy = rx_exec(wait_for_file, args=[{"path": gate, "value": i} for i in range(8)],
                    task_chunk_size=1, compute_context=make_context(wait=False))
-    wait_until(lambda: _n_waiting_at(gate) == 4, what="every worker thread busy")
+    # >= rather than ==: under load Dask may start a stolen task twice (harmless: idempotent).
+    wait_until(lambda: _n_waiting_at(gate) >= 4, timeout=120, what="every worker thread busy")
     assert rx_get_job_status(busy) is S.RUNNING
     later = rx_exec(square, x=[5], compute_context=make_context(wait=False))
     assert rx_get_job_status(later) is S.QUEUED
