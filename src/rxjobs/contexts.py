@@ -75,14 +75,16 @@ class RxComputeContext:
 
     @property
     def waits(self) -> bool:
-        return True
+        """Whether ``rx_exec`` blocks until the results are in (``wait``, where a context has it)."""
+        return bool(getattr(self, "wait", True))
 
     def engine_address(self) -> str:
         """Where the engine is: a host, a scheduler address or a Spark master."""
         return socket.gethostname()
 
     def job_share_dir(self) -> str:
-        return default_share_dir()
+        """The context's share dir (normalized at construction), else the default one."""
+        return getattr(self, "share_dir", None) or default_share_dir()
 
     def job_share_dir_options(self) -> dict[str, Any] | None:
         """The fsspec storage options of the share dir (None: the filesystem's defaults)."""
@@ -159,14 +161,6 @@ class RxLocalParallel(RxComputeContext):
             )
         object.__setattr__(self, "share_dir", share)
         _normalize_storage_fields(self)
-
-    @property
-    def waits(self) -> bool:
-        return bool(self.wait)
-
-    def job_share_dir(self) -> str:
-        assert self.share_dir is not None  # set by __post_init__
-        return self.share_dir
 
     @property
     def workers(self) -> int:
@@ -253,14 +247,6 @@ class RxDask(RxComputeContext):
         object.__setattr__(self, "share_dir", _cluster_share_dir(self.share_dir, "RxDask"))
         _normalize_storage_fields(self)
 
-    @property
-    def waits(self) -> bool:
-        return bool(self.wait)
-
-    def job_share_dir(self) -> str:
-        assert self.share_dir is not None
-        return self.share_dir
-
     def engine_address(self) -> str:
         return self.address
 
@@ -318,14 +304,6 @@ class RxSpark(RxComputeContext):
                            tuple(sorted((str(k), str(v)) for k, v in items)) or None)
         object.__setattr__(self, "share_dir", _cluster_share_dir(self.share_dir, "RxSpark"))
         _normalize_storage_fields(self)
-
-    @property
-    def waits(self) -> bool:
-        return bool(self.wait)
-
-    def job_share_dir(self) -> str:
-        assert self.share_dir is not None
-        return self.share_dir
 
     def engine_address(self) -> str:
         return self.master

@@ -76,15 +76,19 @@ def publish_driver_log(store: Any, job_id: str, local_log: str | None) -> None:
         pass  # the log is a convenience; the job's state does not depend on it
 
 
-def start_driver(module: str, job_id: str, share_dir: str, args: list[str], log_path: str,
-                 engine: str, options: dict[str, Any] | None = None) -> Handle:
+def start_driver(module: str, store: Any, job_id: str, args: list[str], engine: str,
+                 options: dict[str, Any] | None = None) -> Handle:
     """Start ``module``'s driver for ``job_id`` detached (through ``_launch``); return its handle.
 
     The driver imports what the caller could import (functions pickled by
     reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``; it
-    gets the share dir's storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``.
+    gets the share dir's storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``,
+    and ``--local-log`` when its log must be published (:func:`driver_log_path`).
     """
-    cmd = [sys.executable, "-m", "rxjobs.engines._launch", module, job_id, "--share-dir", share_dir,
+    log_path, local_copy = driver_log_path(store, job_id)
+    if local_copy:
+        args = [*args, "--local-log", log_path]
+    cmd = [sys.executable, "-m", "rxjobs.engines._launch", module, job_id, "--share-dir", store.url,
            *args]
     env = dict(os.environ)
     path = [p or os.getcwd() for p in sys.path]
@@ -176,17 +180,18 @@ def kill_now(procs: Iterable[psutil.Process], timeout: float) -> None:
     procs = list(procs)
     for _ in range(3):  # stopped processes cannot fork: a few rounds reach a fixed point
         for proc in procs:
-            _signal(proc, signal.SIGSTOP)
+            send_signal(proc, signal.SIGSTOP)
         wider = descendants(procs)
         if {p.pid for p in wider} == {p.pid for p in procs}:
             break
         procs = wider
     for proc in procs:
-        _signal(proc, signal.SIGKILL)  # SIGKILL ends a stopped process too
+        send_signal(proc, signal.SIGKILL)  # SIGKILL ends a stopped process too
     psutil.wait_procs(procs, timeout=timeout)
 
 
-def _signal(proc: psutil.Process, sig: int) -> None:
+def send_signal(proc: psutil.Process, sig: int) -> None:
+    """Signal ``proc`` if it is still the same process; a gone process is fine."""
     try:
         proc.send_signal(sig)  # psutil checks the pid still names the same process
     except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -23,15 +23,18 @@ import psutil
 
 from ..status import Probe, Record
 from ._process import (
+    descendants,
     detach,
     die_with_parent,
-    driver_log_path,
     find_driver,
+    kill_now,
     on_this_host,
     probe_driver,
     publish_driver_log,
+    send_signal,
     share_dir_options_from_env,
     start_driver,
+    wait_gone,
 )
 from .base import Handle, SubmittedJob
 
@@ -48,11 +51,9 @@ class LocalEngine:
         from ..store import Store
 
         store = Store(job.share_dir, job.share_dir_options)
-        workers = getattr(job.context, "workers", 1)
-        log_path, local_copy = driver_log_path(store, job.job_id)
-        args = ["--workers", str(workers)] + (["--local-log", log_path] if local_copy else [])
-        return start_driver("rxjobs.engines.local", job.job_id, store.url, args, log_path,
-                            engine="local", options=job.share_dir_options)
+        args = ["--workers", str(self.parallelism(job.context))]
+        return start_driver("rxjobs.engines.local", store, job.job_id, args, engine="local",
+                            options=job.share_dir_options)
 
     def probe(self, handle: Handle) -> Probe:
         return probe_driver(handle)
@@ -63,26 +64,16 @@ class LocalEngine:
         driver = find_driver(handle)
         if driver is None:
             return False
-        try:
-            procs = [driver, *driver.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return False
+        tree = descendants([driver])
         try:
             os.killpg(driver.pid, signal.SIGTERM)  # the driver leads its own session
         except (ProcessLookupError, PermissionError):
             pass
-        for proc in procs:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=_CANCEL_GRACE_S)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=_CANCEL_GRACE_S)
+        for proc in tree:
+            send_signal(proc, signal.SIGTERM)  # also what left the process group
+        alive = wait_gone(tree, timeout=_CANCEL_GRACE_S)
+        if alive:
+            kill_now(alive, timeout=_CANCEL_GRACE_S)
         return True
 
 
@@ -101,13 +92,7 @@ def _die_with_parent() -> None:
 
 def _kill_workers() -> None:
     me = psutil.Process()
-    procs = me.children(recursive=True)
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=_CANCEL_GRACE_S)
+    kill_now(descendants(me.children()), timeout=_CANCEL_GRACE_S)
 
 
 def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None,

@@ -44,7 +44,6 @@ from ..status import Probe, Record
 from ._process import (
     descendants,
     detach,
-    driver_log_path,
     find_driver,
     kill_now,
     on_this_host,
@@ -155,10 +154,8 @@ class SparkEngine:
         from ..store import Store
 
         store = Store(job.share_dir, job.share_dir_options)
-        log_path, local_copy = driver_log_path(store, job.job_id)
-        args = ["--local-log", log_path] if local_copy else []
-        return start_driver("rxjobs.engines.spark", job.job_id, store.url, args, log_path,
-                            engine="Spark", options=job.share_dir_options)
+        return start_driver("rxjobs.engines.spark", store, job.job_id, [], engine="Spark",
+                            options=job.share_dir_options)
 
     def probe(self, handle: Handle) -> Probe:
         return probe_driver(handle)
