@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+
+from conftest import free_port, port_listening
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "rxjobs-testing",
@@ -25,20 +26,6 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 _START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class MotoS3:
@@ -65,7 +52,7 @@ class MotoS3:
                 start_new_session=True, env={**os.environ, **FAKE_CREDENTIALS})
         try:
             deadline = time.monotonic() + _START_TIMEOUT_S
-            while not _listening(self.port):
+            while not port_listening(self.port):
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"moto server exited: {(self.workdir / 'moto.log').read_text()}")
                 if time.monotonic() > deadline:

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -44,7 +43,7 @@ from rxjobs import (
 from rxjobs.jobs import job_status
 from rxjobs.store import Store
 
-from conftest import wait_until
+from conftest import free_port, port_listening, wait_until
 from engine_contract import EngineContract, sleep_then_return, square
 
 pytestmark = pytest.mark.timeout(300)
@@ -90,27 +89,13 @@ def chatty(x):
 # -- the cluster ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 class Cluster:
     """A scheduler and workers as real processes on loopback, each in its own session."""
 
     def __init__(self, workdir: Path, n_workers: int = 2) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.n_workers = n_workers
         self.procs: list[subprocess.Popen] = []
@@ -148,7 +133,7 @@ class Cluster:
         def up() -> bool:
             if scheduler.poll() is not None:
                 pytest.fail(f"dask scheduler exited: {(self.workdir / 'scheduler.log').read_text()}")
-            return _listening(self.port)
+            return port_listening(self.port)
 
         wait_until(up, timeout=120, what="the dask scheduler to listen")
 
@@ -424,7 +409,7 @@ def test_an_invalid_address_is_refused_and_an_absent_scheduler_said_clearly(tmp_
     with pytest.raises(ValueError, match="every worker can reach"):
         RxDask("tcp://127.0.0.1:8786", share_dir="memory://nope")
     share = str(tmp_path / "share")
-    nobody = RxDask(f"tcp://127.0.0.1:{_free_port()}", share_dir=share)
+    nobody = RxDask(f"tcp://127.0.0.1:{free_port()}", share_dir=share)
     with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1"):
         rx_exec(square, x=[1], compute_context=nobody)
     assert not Path(share).exists() or Store(share).list_job_ids() == []

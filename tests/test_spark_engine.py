@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -37,7 +36,7 @@ from rxjobs.engines.spark import parallelism, spark_conf
 from rxjobs.jobs import job_status
 from rxjobs.store import Store
 
-from conftest import processes_mentioning, wait_until
+from conftest import free_port, processes_mentioning, wait_until
 from engine_contract import EngineContract, sleep_then_return, square
 
 pyspark = pytest.importorskip("pyspark")
@@ -342,12 +341,6 @@ def test_share_dir_must_be_reachable_by_executors():
 # -- a real standalone cluster ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _stop_tree(procs: list[subprocess.Popen]) -> None:
     family: dict[int, psutil.Process] = {}
     for popen in procs:
@@ -384,7 +377,7 @@ def standalone_master(tmp_path_factory):
                SPARK_DAEMON_MEMORY="256m",
                # No REST submission server on its fixed port 6066: only the ports chosen here.
                SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false")
-    port = _free_port()
+    port = free_port()
     started: list[subprocess.Popen] = []
     master_log = base / "master.log"
 
@@ -397,7 +390,7 @@ def standalone_master(tmp_path_factory):
 
     try:
         master = start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                        "--port", str(port), "--webui-port", str(_free_port())], master_log)
+                        "--port", str(port), "--webui-port", str(free_port())], master_log)
         url = f"spark://127.0.0.1:{port}"
 
         def master_up():
@@ -407,7 +400,7 @@ def standalone_master(tmp_path_factory):
         wait_until(master_up, timeout=120, what="the Spark master")
         worker_log = base / "worker.log"
         worker = start(["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                        "--cores", "2", "--memory", "1g", "--webui-port", str(_free_port()),
+                        "--cores", "2", "--memory", "1g", "--webui-port", str(free_port()),
                         "--work-dir", str(base / "work")], worker_log)
 
         def worker_registered():
