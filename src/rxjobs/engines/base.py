@@ -45,3 +45,13 @@ class Engine(Protocol):
     def cancel(self, handle: Handle) -> bool:
         """Stop the job's tasks; True if something was stopped."""
         ...
+
+    # Optional: an engine may also define
+    #
+    #     def sleeper(self, handle: Handle) -> Callable[[float], None] | None
+    #
+    # returning a sleep(seconds) that may return early when the job may have
+    # ended (its driver exited, its server said so), so that a waiting caller
+    # sees a short job end at once instead of at its next poll.  None, or no
+    # such method, means a plain sleep.  Waiters always re-check the status
+    # after it returns, so waking early (or spuriously) is harmless.
