@@ -154,3 +154,128 @@ def test_job_can_be_found_again_by_id(share_path):
     assert again.compute_context == cc
     assert again.wait(timeout=120) is S.FINISHED
     assert again.result() == [9]
+
+
+_WAITING_CALLER = """
+import json, socket, sys, threading
+import xml.dom.minidom  # imported by the caller only: a forked driver's workers have it too
+from rxjobs import RxLocalParallel, rx_exec
+
+if sys.argv[2] == "thread":  # another thread alive: forking would not be safe
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print(listener.getsockname()[1], flush=True)
+
+def runs_where(seconds):
+    import sys, time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("hello from a run")
+    return "xml.dom.minidom" in sys.modules
+
+cc = RxLocalParallel(num_workers=2, share_dir=sys.argv[1], console_output=True)
+print(json.dumps(rx_exec(runs_where, seconds=[2.0, 2.0], compute_context=cc, task_chunk_size=1)))
+"""
+
+
+def _tcp_ports(proc: psutil.Process) -> set[int]:
+    connections = getattr(proc, "net_connections", None) or proc.connections
+    return {c.laddr.port for c in connections(kind="tcp") if c.laddr}
+
+
+@pytest.mark.parametrize("caller", ["single-threaded", "thread"])
+def test_waiting_job_driver_is_forked_only_from_a_single_threaded_caller(share_path, caller):
+    """A waiting caller with no other thread forks its driver (no interpreter start);
+    either way the driver is detached, names the job and holds none of the caller's sockets."""
+    proc = subprocess.Popen([sys.executable, "-c", _WAITING_CALLER, share_path, caller],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        store = Store(share_path)
+
+        def handle():
+            for job_id in store.list_job_ids():
+                try:
+                    return job_id, store.read_json(store.paths(job_id).engine_json)["handle"]
+                except FileNotFoundError:
+                    return None
+            return None
+
+        job_id, found = wait_until(handle, what="the job's engine handle")
+        driver = psutil.Process(found["pid"])
+        assert job_id in " ".join(driver.cmdline())
+        assert "rxjobs.engines.local" in " ".join(driver.cmdline())
+        assert driver.ppid() != proc.pid  # detached
+        assert os.getsid(driver.pid) == driver.pid
+        assert port not in _tcp_ports(driver)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "hello from a run" in out
+    forked = caller == "single-threaded"
+    assert json.loads(out.strip().splitlines()[-1]) == [forked, forked]
+    wait_until(lambda: not processes_mentioning(job_id), what="job processes to exit")
+    assert store.list_job_ids() == []
+
+
+def test_a_forked_driver_killed_makes_the_waiting_caller_see_failed(share_path):
+    caller = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from engine_contract import sleep_then_return
+        from rxjobs import RxLocalParallel, rx_exec
+        cc = RxLocalParallel(num_workers=2, share_dir={share_path!r})
+        try:
+            rx_exec(sleep_then_return, seconds=[60.0, 60.0], compute_context=cc, task_chunk_size=1)
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", caller], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        store = Store(share_path)
+        job_id = wait_until(lambda: (store.list_job_ids() or [None])[0], what="the job")
+        wait_until(lambda: len(processes_mentioning(job_id)) >= 3, what="driver and two workers")
+        pid = wait_until(lambda: _engine_record(share_path, job_id)["handle"]["pid"]
+                         if store.exists(store.paths(job_id).engine_json) else None,
+                         what="the handle")
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.startswith("JobFailedError"), out
+    wait_until(lambda: not processes_mentioning(job_id), what="the workers to die with the driver")
+
+
+def test_exit_sleeper_wakes_when_the_driver_exits_and_refuses_other_processes():
+    import socket
+    import time
+
+    from rxjobs.engines._process import exit_sleeper
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    try:
+        me = psutil.Process(proc.pid)
+        handle = {"host": socket.gethostname(), "pid": proc.pid, "create_time": me.create_time()}
+        assert exit_sleeper({**handle, "host": "elsewhere"}) is None
+        assert exit_sleeper({**handle, "create_time": me.create_time() - 100}) is None  # a reused pid
+        sleeper = exit_sleeper(handle)
+        assert sleeper is not None
+        started = time.monotonic()
+        sleeper(300.0)  # returns when the process exits, long before 300 s
+        assert time.monotonic() - started < 150
+        assert proc.wait(timeout=60) == 0
+        sleeper.close()
+        sleeper.close()  # closing twice is harmless
+    finally:
+        proc.kill()
+        proc.wait()

@@ -309,7 +309,8 @@ def _wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any
         status = jobs.job_status(store, job_id).status
         return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
 
-    poll(check, first_delay=0.02, max_delay=0.5)
+    with jobs.job_sleep(store, job_id) as sleep:
+        poll(check, first_delay=0.02, max_delay=0.5, sleep=sleep)
     if callback is not None and jobs.job_status(store, job_id).status is RxRemoteJobStatus.FINISHED:
         check()  # tasks that landed between the last look and the end
 
@@ -599,7 +600,8 @@ def rx_wait_for_job(job_info: RxRemoteJob, timeout: float | None = None) -> RxRe
         status = jobs.job_status(job.store, job.job_id).status
         return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
 
-    result = poll(check, timeout=timeout)
+    with jobs.job_sleep(job.store, job.job_id) as sleep:
+        result = poll(check, timeout=timeout, sleep=sleep)
     return result if result is not None else jobs.job_status(job.store, job.job_id).status
 
 

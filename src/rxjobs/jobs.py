@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import getpass
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -495,3 +497,29 @@ def stop_on_engine(store: Store, job_id: str) -> bool:
         return bool(get_engine(engine_record["engine"]).cancel(engine_record["handle"]))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return False
+
+
+
+@contextmanager
+def job_sleep(store: Store, job_id: str) -> Iterator[Callable[[float], None] | None]:
+    """A sleep that returns early when the job may have ended, if its engine offers one.
+
+    Engines may define ``sleeper(handle)`` (see :mod:`rxjobs.engines.base`):
+    the local engine waits on its driver's exit, so a waiting caller sees a
+    short job end at once rather than at its next poll.  Yields None for a
+    plain sleep; a waiter re-checks the status after every sleep either way.
+    What the sleeper holds (a pidfd, a socket) is released on exit.
+    """
+    sleeper = None
+    try:
+        engine_record = store.read_json(store.paths(job_id).engine_json)
+        make = getattr(get_engine(engine_record["engine"]), "sleeper", None)
+        sleeper = make(engine_record["handle"]) if make is not None else None
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
+        sleeper = None
+    try:
+        yield sleeper
+    finally:
+        close = getattr(sleeper, "close", None)
+        if close is not None:
+            close()

@@ -12,13 +12,16 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
+import traceback
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
@@ -118,6 +121,102 @@ def start_driver(module: str, store: Any, job_id: str, args: list[str], engine: 
     return {"host": socket.gethostname(), "pid": pid, "create_time": create_time}
 
 
+def can_fork_driver() -> bool:
+    """Whether a driver may be forked from this process rather than started afresh.
+
+    Only a single-threaded process is forked: a lock held by another thread
+    at the instant of the fork would stay locked forever in the child.
+    """
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def fork_driver(run: Callable[[str | None], int], module: str, store: Any, job_id: str,
+                args: list[str]) -> Handle:
+    """Start a job's driver by forking this process; return its handle.
+
+    The same detached driver as :func:`start_driver` gives (own session,
+    stdio on the job's driver log, pid + start time as handle, the job id on
+    its command line, set with ``setproctitle``), without an interpreter
+    start and its imports: what a waiting job's caller would otherwise wait
+    for.  The child calls ``run(local_log)`` and exits with its return value,
+    running no exit handler of the caller's.  Call it only when
+    :func:`can_fork_driver` says so.
+    """
+    log_path, local_copy = driver_log_path(store, job_id)
+    title = " ".join([sys.executable, "-m", module, job_id, "--share-dir", store.url, *args])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the caller's child: fork the driver, then exit at once
+        code = 1
+        try:
+            os.close(read_end)
+            if os.fork() == 0:
+                code = _forked_driver(run, title, log_path if local_copy else None, log_path,
+                                      write_end)
+            else:
+                code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reply:
+        out = reply.read()
+    os.waitpid(child, 0)
+    try:
+        pid_text, create_time_text = out.decode().split()
+        return {"host": socket.gethostname(), "pid": int(pid_text),
+                "create_time": float(create_time_text)}
+    except ValueError:
+        raise RuntimeError(f"the driver of job {job_id} did not start; see {log_path}") from None
+
+
+def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str | None,
+                   log_path: str, reply_fd: int) -> int:
+    from setproctitle import setproctitle
+
+    os.setsid()  # own session and process group, as a started driver has
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+    # Nothing of the caller's stays open here (its sockets, pipes, listening ports).
+    os.closerange(3, reply_fd)
+    os.closerange(reply_fd + 1, _max_fd())
+    # The caller's stream objects may not write to fds 1 and 2 at all (a
+    # notebook's, pytest's): the driver gets plain ones on its log.
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setproctitle(title)
+    me = psutil.Process()
+    os.write(reply_fd, f"{me.pid} {me.create_time()!r}\n".encode())
+    os.close(reply_fd)
+    try:
+        code = run(local_log)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536
+
+
 def detach(log_fd: int) -> None:
     """Double fork: the submitter's child exits at once, the grandchild runs on its own.
 
@@ -155,6 +254,45 @@ def probe_driver(handle: Handle) -> Probe:
     if not on_this_host(handle):
         return Probe.UNREACHABLE
     return Probe.ALIVE if find_driver(handle) is not None else Probe.GONE
+
+
+class ExitSleeper:
+    """``sleep(seconds)`` that returns as soon as a driver process exits (a Linux pidfd).
+
+    A waiting caller uses it between status polls, so that a job whose driver
+    has written its final status and exited is seen at once.
+    """
+
+    def __init__(self, pidfd: int) -> None:
+        self._fd: int | None = pidfd
+
+    def __call__(self, seconds: float) -> None:
+        if self._fd is None:
+            time.sleep(seconds)
+            return
+        readable, _, _ = select.select([self._fd], [], [], seconds)
+        if readable:  # the driver is gone: later sleeps are plain ones
+            self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def exit_sleeper(handle: Handle) -> ExitSleeper | None:
+    """An :class:`ExitSleeper` on the handle's driver, or None where none can be had
+    (another host, no ``pidfd_open``, the driver already gone)."""
+    if not on_this_host(handle) or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(int(handle["pid"]))
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    if find_driver(handle) is None:  # checked after the open: the fd is surely this driver's
+        os.close(fd)
+        return None
+    return ExitSleeper(fd)
 
 
 def descendants(procs: Iterable[psutil.Process]) -> list[psutil.Process]:

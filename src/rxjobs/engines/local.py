@@ -23,10 +23,14 @@ import psutil
 
 from ..status import Probe, Record
 from ._process import (
+    ExitSleeper,
+    can_fork_driver,
     descendants,
     detach,
     die_with_parent,
+    exit_sleeper,
     find_driver,
+    fork_driver,
     kill_now,
     on_this_host,
     probe_driver,
@@ -51,12 +55,23 @@ class LocalEngine:
         from ..store import Store
 
         store = Store(job.share_dir, job.share_dir_options)
-        args = ["--workers", str(self.parallelism(job.context))]
+        workers = self.parallelism(job.context)
+        args = ["--workers", str(workers)]
+        if job.context.waits and can_fork_driver():
+            # The caller waits for this job: fork the driver from it, with the
+            # caller's imports done, instead of starting an interpreter.
+            def run(local_log: str | None) -> int:
+                return drive(store.url, job.job_id, workers, job.share_dir_options, local_log)
+
+            return fork_driver(run, "rxjobs.engines.local", store, job.job_id, args)
         return start_driver("rxjobs.engines.local", store, job.job_id, args, engine="local",
                             options=job.share_dir_options)
 
     def probe(self, handle: Handle) -> Probe:
         return probe_driver(handle)
+
+    def sleeper(self, handle: Handle) -> ExitSleeper | None:
+        return exit_sleeper(handle)
 
     def cancel(self, handle: Handle) -> bool:
         if not on_this_host(handle):
