@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "rx_get_job_status": "api",
     "rx_get_jobs": "api",
     "rx_set_compute_context": "api",
+    "rx_spark_connect": "api",
+    "rx_spark_disconnect": "api",
     "rx_wait_for_job": "api",
 }
 
@@ -88,6 +90,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         rx_get_job_status,
         rx_get_jobs,
         rx_set_compute_context,
+        rx_spark_connect,
+        rx_spark_disconnect,
         rx_wait_for_job,
     )
     from .cleanup import CleanupEntry, CleanupReport, RxCleanupWarning  # noqa: F401

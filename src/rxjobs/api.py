@@ -649,3 +649,85 @@ def rx_cleanup_jobs(
             )
     targets = [(job.store, job.job_id) for job in map(_job, items)]
     return cleanup_jobs(targets, force=force, verbose=verbose)
+
+
+# -- persistent Spark --------------------------------------------------------------------
+
+
+def rx_spark_connect(
+    master: str = "yarn",
+    wait: bool = True,
+    share_dir: str | None = None,
+    console_output: bool = False,
+    auto_cleanup: bool = True,
+    num_executors: int | None = None,
+    executor_cores: int | None = None,
+    executor_mem: str | None = None,
+    driver_mem: str | None = None,
+    extra_spark_config: dict[str, Any] | None = None,
+    app_name: str | None = None,
+    share_dir_options: dict[str, Any] | None = None,
+    expires_after: Any = None,
+    idle_timeout: int = 3600,
+    reset: bool = False,
+) -> RxComputeContext:
+    """Start a persistent Spark application on this machine (or reuse it); return its context.
+
+    The arguments are those of :class:`~rxjobs.RxSpark`.  Every job run with
+    the returned context (``persistent_run=True``), or with any context of the
+    same share dir, master and Spark settings and ``persistent_run=True``,
+    runs in this one application, without a JVM start of its own.
+
+    Parameters
+    ----------
+    idle_timeout
+        Seconds with no job running after which the application stops
+        (0 or less: never); a later job starts a new one.
+    reset
+        Stop the running application of these settings first (its running
+        jobs end failed) and start a fresh one.
+
+    Returns
+    -------
+    RxSpark
+        The context, with ``persistent_run=True``; Spark is up when it returns.
+    """
+    from .contexts import RxSpark
+
+    cc = RxSpark(master=master, wait=wait, share_dir=share_dir, console_output=console_output,
+                 auto_cleanup=auto_cleanup, num_executors=num_executors,
+                 executor_cores=executor_cores, executor_mem=executor_mem, driver_mem=driver_mem,
+                 extra_spark_config=extra_spark_config, app_name=app_name,
+                 share_dir_options=share_dir_options, expires_after=expires_after,
+                 persistent_run=True, idle_timeout=idle_timeout)
+    return get_engine("spark").connect(cc, reset=reset)
+
+
+def rx_spark_disconnect(compute_context: RxComputeContext | None = None) -> bool:
+    """Stop the persistent Spark application of an ``RxSpark`` context.
+
+    Jobs still running in it end failed, with the reason.  If the context was
+    the current one, the current context becomes ``RxLocalSeq()``, as in
+    RevoScaleR.
+
+    Parameters
+    ----------
+    compute_context
+        The context whose application to stop (its share dir, master and
+        Spark settings name it); default the current context.
+
+    Returns
+    -------
+    bool
+        True once the application and its processes are gone; False when
+        none was running.
+    """
+    from .contexts import RxSpark
+
+    cc = _context(compute_context)
+    if not isinstance(cc, RxSpark):
+        raise TypeError(f"rx_spark_disconnect takes an RxSpark compute context, not {cc.kind}")
+    stopped = get_engine("spark").disconnect(cc)
+    if _current_context == cc:
+        rx_set_compute_context(RxLocalSeq())
+    return stopped

@@ -269,6 +269,15 @@ class RxSpark(RxComputeContext):
         Any other Spark settings, as a dict of strings.
     app_name
         The Spark application name (default: the job id).
+    persistent_run
+        False: every job is its own Spark application, started and stopped by
+        a driver process of its own.  True: jobs run in one persistent Spark
+        application on this machine (started by :func:`~rxjobs.rx_spark_connect`
+        or by the first job), shared by every job with the same share dir,
+        master and Spark settings; see docs/spark.md.
+    idle_timeout
+        With ``persistent_run``: seconds with no job running after which the
+        persistent Spark application stops; 0 or less: it never does.
     """
 
     master: str = "yarn"
@@ -284,6 +293,8 @@ class RxSpark(RxComputeContext):
     app_name: str | None = None
     share_dir_options: Any = field(default=None, repr=False)
     expires_after: Any = None
+    persistent_run: bool = False
+    idle_timeout: int = 3600
 
     engine: ClassVar[str | None] = "spark"
 
@@ -297,6 +308,10 @@ class RxSpark(RxComputeContext):
         if not isinstance(self.master, str) or not self.master.strip():
             raise ValueError("RxSpark needs a master: 'local[N]', 'spark://host:port' or 'yarn'")
         object.__setattr__(self, "master", self.master.strip())
+        if not isinstance(self.persistent_run, bool):
+            raise TypeError(f"persistent_run must be True or False, not {self.persistent_run!r}")
+        if isinstance(self.idle_timeout, bool) or not isinstance(self.idle_timeout, int):
+            raise TypeError(f"idle_timeout must be a number of seconds (an int), not {self.idle_timeout!r}")
         extra = self.extra_spark_config or ()
         items = extra.items() if isinstance(extra, dict) else extra
         # A sorted tuple of pairs keeps the context hashable and comparable.

@@ -83,42 +83,15 @@ def start_driver(module: str, store: Any, job_id: str, args: list[str], engine: 
                  options: dict[str, Any] | None = None) -> Handle:
     """Start ``module``'s driver for ``job_id`` detached (through ``_launch``); return its handle.
 
-    The driver imports what the caller could import (functions pickled by
-    reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``; it
-    gets the share dir's storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``,
-    and ``--local-log`` when its log must be published (:func:`driver_log_path`).
+    As :func:`start_detached`, with the job id on the command line and the
+    driver's stderr on the job's ``driver.log`` (or on a local copy, passed as
+    ``--local-log``, when the log must be published: :func:`driver_log_path`).
     """
     log_path, local_copy = driver_log_path(store, job_id)
     if local_copy:
         args = [*args, "--local-log", log_path]
-    cmd = [sys.executable, "-m", "rxjobs.engines._launch", module, job_id, "--share-dir", store.url,
-           *args]
-    env = dict(os.environ)
-    path = [p or os.getcwd() for p in sys.path]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
-    env.pop(OPTIONS_ENV, None)
-    if options:
-        env[OPTIONS_ENV] = json.dumps(options)
-    with open(log_path, "ab") as log:
-        os.chmod(log_path, 0o600)
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-            cwd=os.getcwd(), env=env, start_new_session=True, close_fds=True,
-        )
-    try:
-        out, _ = proc.communicate(timeout=_START_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"the {engine} driver of job {job_id} did not start") from None
-    try:
-        pid_text, create_time_text = out.decode().split()
-        pid, create_time = int(pid_text), float(create_time_text)
-    except ValueError:
-        raise RuntimeError(
-            f"the {engine} driver of job {job_id} did not start; see {log_path}"
-        ) from None
-    return {"host": socket.gethostname(), "pid": pid, "create_time": create_time}
+    return start_detached(module, [job_id, "--share-dir", store.url, *args], log_path,
+                          what=f"{engine} driver of job {job_id}", options=options)
 
 
 def can_fork_driver() -> bool:
@@ -370,3 +343,44 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
         except (OSError, AttributeError):
             pass
+
+
+def start_detached(module: str, args: list[str], log_path: str, what: str,
+                   options: dict[str, Any] | None = None,
+                   env: dict[str, str] | None = None) -> Handle:
+    """Start ``python -m <module> <args>`` detached (through ``_launch``); return its handle.
+
+    The process imports what the caller could import (functions pickled by
+    reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``; it
+    gets the share dir's storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``
+    (never on a command line, which ``ps`` shows), its own session, and
+    stderr on ``log_path``; ``env`` adds variables.  Used for job drivers
+    (:func:`start_driver`) and for the persistent Spark server, which
+    serves many jobs.
+    """
+    cmd = [sys.executable, "-m", "rxjobs.engines._launch", module, *args]
+    child_env = dict(os.environ)
+    path = [p or os.getcwd() for p in sys.path]
+    child_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    child_env.pop(OPTIONS_ENV, None)
+    if options:
+        child_env[OPTIONS_ENV] = json.dumps(options)
+    child_env.update(env or {})
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+            cwd=os.getcwd(), env=child_env, start_new_session=True, close_fds=True,
+        )
+    try:
+        out, _ = proc.communicate(timeout=_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the {what} did not start; see {log_path}") from None
+    try:
+        pid_text, create_time_text = out.decode().split()
+        pid, create_time = int(pid_text), float(create_time_text)
+    except ValueError:
+        raise RuntimeError(f"the {what} did not start; see {log_path}") from None
+    return {"host": socket.gethostname(), "pid": pid, "create_time": create_time}

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -44,6 +44,7 @@ from ..status import Probe, Record
 from ._process import (
     descendants,
     detach,
+    exit_sleeper,
     find_driver,
     kill_now,
     on_this_host,
@@ -58,6 +59,7 @@ from .base import Handle, SubmittedJob
 _CANCEL_GRACE_S = 15.0  # the driver's own orderly stop takes a few seconds (bounded below)
 _STOP_WAIT_S = 8.0  # after stopping Spark, how long the driver waits for its processes to exit
 _DEFAULT_PARALLELISM = 2
+_CHECK_INTERVAL_S = 0.2  # how often a running job looks for fail-fast errors and stop requests
 
 _LOCAL_MASTER = re.compile(r"local(?:\[\s*(\*|\d+)\s*(?:,\s*\d+\s*)?\])?\Z")
 _LOCAL_CLUSTER_MASTER = re.compile(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]\Z")
@@ -145,7 +147,12 @@ def spark_conf(context: Any, job_id: str, environ: Mapping[str, str] | None = No
 
 
 class SparkEngine:
-    """Start, probe and stop detached Spark drivers."""
+    """Start, probe and stop detached Spark drivers, or jobs on a persistent Spark server.
+
+    A context with ``persistent_run=True`` sends its jobs to the persistent
+    server of its settings (:mod:`rxjobs.engines.spark_server`); the handle
+    then names the server (``"server"`` key) as well as the job.
+    """
 
     def parallelism(self, context: Any) -> int:
         return parallelism(context)
@@ -153,15 +160,36 @@ class SparkEngine:
     def submit(self, job: SubmittedJob) -> Handle:
         from ..store import Store
 
+        if getattr(job.context, "persistent_run", False):
+            from . import spark_server
+
+            return spark_server.submit(job)
         store = Store(job.share_dir, job.share_dir_options)
         return start_driver("rxjobs.engines.spark", store, job.job_id, [], engine="Spark",
                             options=job.share_dir_options)
 
     def probe(self, handle: Handle) -> Probe:
+        if "server" in handle:
+            from . import spark_server
+
+            return spark_server.probe(handle)
         return probe_driver(handle)
 
+    def sleeper(self, handle: Handle) -> Callable[[float], None] | None:
+        """A sleep that returns when the job ends: its server says so, or its driver exits."""
+        if "server" in handle:
+            from . import spark_server
+
+            return spark_server.sleeper(handle)
+        return exit_sleeper(handle)
+
     def cancel(self, handle: Handle) -> bool:
-        """SIGTERM the driver (it cancels the job group and stops Spark), then kill what is left."""
+        """SIGTERM the driver (it cancels the job group and stops Spark), then kill what is left;
+        for a job on a persistent server, ask the server to cancel the job's group."""
+        if "server" in handle:
+            from . import spark_server
+
+            return spark_server.cancel(handle)
         if not on_this_host(handle):
             return False
         driver = find_driver(handle)
@@ -176,6 +204,18 @@ class SparkEngine:
         if alive:
             kill_now(alive, timeout=_CANCEL_GRACE_S)
         return True
+
+    def connect(self, context: Any, reset: bool = False) -> Any:
+        """Start (or reuse) the persistent Spark server of ``context``; see ``rx_spark_connect``."""
+        from . import spark_server
+
+        return spark_server.connect(context, reset=reset)
+
+    def disconnect(self, context: Any) -> bool:
+        """Stop the persistent Spark server of ``context``; see ``rx_spark_disconnect``."""
+        from . import spark_server
+
+        return spark_server.disconnect(context)
 
 
 ENGINE = SparkEngine()
@@ -199,6 +239,31 @@ def _run_spark_task(share_dir: str, job_id: str, first_errors: Any,
         first_errors.add([summary.first_error])
 
 
+def _run_spark_partition(share_dir: str, job_id: str, first_errors: Any,
+                         options: dict[str, Any] | None, tasks: Any) -> None:
+    """Several rxjobs tasks in one Spark task, one after another (the persistent server's way).
+
+    A Spark task costs tens of milliseconds whatever it does, so a warm
+    application runs as few of them as there are slots.  After a run fails
+    with ``first_errors`` (fail fast), the rest of the partition is left:
+    the accumulator reaches the driver when the Spark task ends, and the
+    driver then cancels the others.
+    """
+    from ..runner import run_task
+
+    for task in tasks:
+        summary = run_task(share_dir, job_id, task, capture="fd", options=options)
+        if first_errors is not None and summary.first_error:
+            first_errors.add([summary.first_error])
+            return
+
+
+def _spread(tasks: list[int], partitions: int) -> list[int]:
+    """Order ``tasks`` so that Spark's contiguous slices deal them out round-robin:
+    neighbouring tasks (often of similar cost) land on different slots."""
+    return sorted(tasks, key=lambda k: (k % partitions, k))
+
+
 def _list_param():
     from pyspark.accumulators import AccumulatorParam
 
@@ -213,7 +278,7 @@ def _list_param():
     return ListParam()
 
 
-# -- the driver process ------------------------------------------------------------------
+# -- running a job's tasks: shared by the per-job driver and the persistent server --------
 
 
 class _Terminated(BaseException):
@@ -226,6 +291,7 @@ class Outcome:
 
     state: str  # "finished", "failed", "canceled" or "terminated"
     reason: str = ""
+    log: str = ""  # what the driver log should say about it (a Spark error's traceback)
 
 
 class _DriverState:
@@ -250,6 +316,14 @@ def _become_subreaper() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
         except (OSError, AttributeError):
             pass
+
+
+def prepare_environment(context: Any, conf: Mapping[str, str]) -> None:
+    """The environment a driver's SparkContext needs (set before it starts)."""
+    if is_local_master(context.master):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # nothing listens beyond loopback
+    # PySpark takes the workers' Python from this variable (shipped to every executor).
+    os.environ.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))
 
 
 def _start_spark(conf: dict[str, str]):
@@ -278,8 +352,17 @@ def _spark_error(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:500]
 
 
-def _run_tasks(sc, store, job_id: str, n_tasks: int, stop_on_failure: bool,
-               state: _DriverState) -> Outcome:
+def run_tasks(sc, store, job_id: str, n_tasks: int, stop_on_failure: bool,
+              stop: threading.Event, partitions: int | None = None) -> Outcome:
+    """Run the job's tasks that have no result yet as one Spark job of job group ``job_id``.
+
+    Returns as soon as the Spark job ends (no polling delay), the first run
+    fails with ``stop_on_failure``, the ``canceled`` marker appears, or
+    ``stop`` is set ("terminated"); in the last three cases the job group is
+    cancelled first.  ``partitions``: run the rxjobs tasks in at most this
+    many Spark tasks, several one after another in each (default: one Spark
+    task per rxjobs task).
+    """
     paths = store.paths(job_id)
     pending = [k for k in range(n_tasks) if not store.exists(paths.result(k))]
     if not pending:
@@ -287,21 +370,32 @@ def _run_tasks(sc, store, job_id: str, n_tasks: int, stop_on_failure: bool,
     first_errors = sc.accumulator([], _list_param()) if stop_on_failure else None
     task = partial(_run_spark_task, store.url, job_id, first_errors, store.options or None)
     errors: list[BaseException] = []
+    done = threading.Event()
+
+    if partitions is not None and partitions < len(pending):
+        grouped = partial(_run_spark_partition, store.url, job_id, first_errors, store.options or None)
+
+        def start() -> None:
+            sc.parallelize(_spread(pending, partitions), partitions).foreachPartition(grouped)
+    else:
+        def start() -> None:
+            sc.parallelize(pending, len(pending)).foreach(task)
 
     def run() -> None:
         sc.setJobGroup(job_id, f"rxjobs job {job_id}", interruptOnCancel=True)
         try:
-            sc.parallelize(pending, len(pending)).foreach(task)
-        except BaseException as exc:  # reported by the main thread
+            start()
+        except BaseException as exc:  # reported by the calling thread
             errors.append(exc)
+        finally:
+            done.set()
 
     runner = threading.Thread(target=run, name=f"rxjobs-{job_id}", daemon=True)
     runner.start()
-    next_marker_check = 0.0
+    next_marker_check = time.monotonic() + 1.0
     outcome: Outcome | None = None
-    while runner.is_alive():
-        runner.join(0.2)
-        if state.stop.is_set():
+    while not done.wait(_CHECK_INTERVAL_S):
+        if stop.is_set():
             outcome = Outcome("terminated")
         elif stop_on_failure and first_errors.value:
             outcome = Outcome("failed", first_errors.value[0])
@@ -313,14 +407,43 @@ def _run_tasks(sc, store, job_id: str, n_tasks: int, stop_on_failure: bool,
             sc.cancelJobGroup(job_id)
             runner.join(_STOP_WAIT_S)
             return outcome
+    runner.join()
     if store.exists(paths.canceled):
         return Outcome("canceled")
     if stop_on_failure and first_errors.value:
         return Outcome("failed", first_errors.value[0])
+    if errors and stop.is_set():
+        return Outcome("terminated")
     if errors:
-        traceback.print_exception(errors[0])
-        return Outcome("failed", f"the Spark job failed: {_spark_error(errors[0])}")
+        log = "".join(traceback.format_exception(errors[0]))
+        return Outcome("failed", f"the Spark job failed: {_spark_error(errors[0])}", log)
     return Outcome("finished")
+
+
+def record_outcome(store, job_id: str, outcome: Outcome, terminated_reason: str,
+                   log: str | None = None) -> int:
+    """Write the job's final ``status.json`` (nothing for a canceled job); the exit code.
+
+    ``log``, if given, is written to the job's ``driver.log`` first (the
+    persistent server keeps no per-job log file of its own).
+    """
+    from .. import jobs
+
+    if store.exists(store.paths(job_id).canceled) or outcome.state == "canceled":
+        return 0
+    if log:
+        try:
+            store.write_atomic(store.paths(job_id).driver_log, log.encode())
+        except OSError:
+            pass  # the log is a convenience; the job's state does not depend on it
+    if outcome.state == "terminated":
+        jobs.write_status(store, job_id, Record.FAILED, terminated_reason)
+        return 1
+    if outcome.state == "failed":
+        jobs.write_status(store, job_id, Record.FAILED, outcome.reason)
+        return 1
+    jobs.write_status(store, job_id, Record.FINISHED)
+    return 0
 
 
 def _stop_spark(sc) -> None:
@@ -357,6 +480,9 @@ def _stop_spark(sc) -> None:
     kill_now(me.children(recursive=True), timeout=_STOP_WAIT_S)
 
 
+# -- the per-job driver process -----------------------------------------------------------
+
+
 def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
           local_log: str | None = None) -> int:
     """Run every task of a job as one Spark job, stop Spark, and record how it ended."""
@@ -376,10 +502,7 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
         stop_on_failure = not bool(record.options.get("continue_on_failure", True))
         context = record.compute_context()
         conf = spark_conf(context, job_id)
-        if is_local_master(context.master):
-            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # nothing listens beyond loopback
-        # PySpark takes the workers' Python from this variable (shipped to every executor).
-        os.environ.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))
+        prepare_environment(context, conf)
         print(f"rxjobs: starting Spark for job {job_id} on {context.master}", file=sys.stderr)
         sc = _start_spark(conf)
         state.interruptible = False
@@ -389,7 +512,9 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
         print(f"rxjobs: job {job_id} runs as Spark application {app_id}", file=sys.stderr)
         jobs.write_status(store, job_id, Record.RUNNING,
                           details={"spark_application_id": app_id, "spark_master": sc.master})
-        outcome = _run_tasks(sc, store, job_id, record.n_tasks, stop_on_failure, state)
+        outcome = run_tasks(sc, store, job_id, record.n_tasks, stop_on_failure, state.stop)
+        if outcome.log:
+            print(outcome.log, file=sys.stderr, end="")
     except _Terminated:
         outcome = Outcome("terminated")
     except Exception as exc:
@@ -401,17 +526,8 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
         _stop_spark(sc)
     # Recorded only once Spark is gone: a final status means no process of the job is left.
     publish_driver_log(store, job_id, local_log)
-    if store.exists(paths.canceled) or outcome.state == "canceled":
-        return 0
-    if outcome.state == "terminated":
-        jobs.write_status(store, job_id, Record.FAILED,
+    return record_outcome(store, job_id, outcome,
                           "the Spark driver was stopped (SIGTERM) before the job ended")
-        return 1
-    if outcome.state == "failed":
-        jobs.write_status(store, job_id, Record.FAILED, outcome.reason)
-        return 1
-    jobs.write_status(store, job_id, Record.FINISHED)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None, detached: bool = False) -> int:
