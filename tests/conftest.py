@@ -90,23 +90,40 @@ def _reset_compute_context():
     rxjobs.rx_set_compute_context(previous)
 
 
-def kill_processes_mentioning(text: str) -> None:
-    """Kill every process whose command line contains ``text`` (a share dir path)."""
-    me = os.getpid()
-    victims = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+def process_tree(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """``procs`` and every process below them (children of children included)."""
+    family: dict[int, psutil.Process] = {}
+    for proc in procs:
         try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            for member in [proc, *proc.children(recursive=True)]:
+                family[member.pid] = member
+        except psutil.NoSuchProcess:
             continue
-        if proc.pid != me and text in cmdline:
-            victims.append(proc)
+    return list(family.values())
+
+
+def live(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``procs`` still running (a zombie is not)."""
+    alive = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """Kill every process whose command line contains ``text`` (a share dir path), and
+    everything below them (a driver's JVM and workers)."""
+    victims = process_tree(processes_mentioning(text))
     for proc in victims:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(victims, timeout=10)
+    psutil.wait_procs(victims, timeout=15)
 
 
 def processes_mentioning(text: str) -> list[psutil.Process]:

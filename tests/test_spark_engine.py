@@ -36,7 +36,14 @@ from rxjobs.engines.spark import parallelism, spark_conf
 from rxjobs.jobs import job_status
 from rxjobs.store import Store
 
-from conftest import free_port, processes_mentioning, wait_until
+from conftest import (
+    free_port,
+    kill_processes_mentioning,
+    live,
+    process_tree,
+    processes_mentioning,
+    wait_until,
+)
 from engine_contract import EngineContract, sleep_then_return, square
 
 pyspark = pytest.importorskip("pyspark")
@@ -65,24 +72,7 @@ def share_path(tmp_path):
     """
     path = str(tmp_path / "spark share ü")
     yield path
-    _kill_processes_of(path)
-
-
-def _kill_processes_of(share_path: str) -> None:
-    drivers = processes_mentioning(share_path)
-    family: dict[int, psutil.Process] = {}
-    for proc in drivers:
-        try:
-            for member in [proc, *proc.children(recursive=True)]:
-                family[member.pid] = member
-        except psutil.NoSuchProcess:
-            continue
-    for proc in family.values():
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(list(family.values()), timeout=10)
+    kill_processes_mentioning(path)
 
 
 @pytest.fixture
@@ -123,17 +113,6 @@ def _status_record(share_path: str, job_id: str) -> dict:
     return store.read_json(store.paths(job_id).status_json)
 
 
-def _live(procs: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def _job_tree_with_workers(share_path: str, job_id: str, workers: int) -> list[psutil.Process]:
     """The driver and everything below it, once ``workers`` PySpark workers run tasks."""
     driver = psutil.Process(_handle(share_path, job_id)["pid"])
@@ -141,7 +120,7 @@ def _job_tree_with_workers(share_path: str, job_id: str, workers: int) -> list[p
     def tree():
         procs = [driver, *driver.children(recursive=True)]
         names = []
-        for proc in _live(procs):
+        for proc in live(procs):
             try:
                 names.append(" ".join(proc.cmdline()))
             except psutil.NoSuchProcess:
@@ -212,12 +191,12 @@ def test_cancel_of_sleeping_tasks_is_quick_and_leaves_no_process(make_context, s
     tree = _job_tree_with_workers(share_path, job.job_id, workers=2)
     # Every process of the job is the driver or below it, and the JVM names the job.
     named = {p.pid for p in processes_mentioning(job.job_id)}
-    jvm = [p for p in _live(tree) if p.name() == "java"]
+    jvm = [p for p in live(tree) if p.name() == "java"]
     assert jvm and {p.pid for p in jvm} <= named
     started = time.monotonic()
     assert rx_cancel_job(job) is True
     assert time.monotonic() - started < 30  # about 2 s unloaded
-    assert _live(tree) == []  # cancel returns once the driver, JVM and workers are gone
+    assert live(tree) == []  # cancel returns once the driver, JVM and workers are gone
     assert not processes_mentioning(job.job_id)
     assert rx_get_job_status(job) is S.CANCELED
     assert isinstance(rx_get_job_output(job), str)
@@ -233,7 +212,7 @@ def test_driver_killed_with_sigkill_fails_the_job_and_takes_spark_with_it(make_c
     assert "driver lost" in job_status(Store(share_path), job.job_id).reason
     # The JVM exits when its stdin pipe from the dead driver closes; its Python
     # daemon and workers follow it.
-    wait_until(lambda: not _live(tree), timeout=60, what="the JVM and Python workers to exit")
+    wait_until(lambda: not live(tree), timeout=60, what="the JVM and Python workers to exit")
     assert not processes_mentioning(job.job_id)
 
 
@@ -342,20 +321,19 @@ def test_share_dir_must_be_reachable_by_executors():
 
 
 def _stop_tree(procs: list[subprocess.Popen]) -> None:
-    family: dict[int, psutil.Process] = {}
+    roots = []
     for popen in procs:
         try:
-            root = psutil.Process(popen.pid)
-            for member in [root, *root.children(recursive=True)]:
-                family[member.pid] = member
+            roots.append(psutil.Process(popen.pid))
         except psutil.NoSuchProcess:
             continue
-    for proc in family.values():
+    family = process_tree(roots)
+    for proc in family:
         try:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(list(family.values()), timeout=20)
+    _, alive = psutil.wait_procs(family, timeout=20)
     for proc in alive:
         try:
             proc.kill()

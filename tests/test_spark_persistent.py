@@ -41,7 +41,13 @@ from rxjobs.engines import spark_server
 from rxjobs.jobs import job_status
 from rxjobs.store import Store
 
-from conftest import processes_mentioning, wait_until
+from conftest import (
+    kill_processes_mentioning,
+    live,
+    process_tree,
+    processes_mentioning,
+    wait_until,
+)
 from engine_contract import fail_on_three, sleep_then_return, square
 
 pytest.importorskip("pyspark")
@@ -54,28 +60,6 @@ CHEAP_JVM = {
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-def _tree(procs: list[psutil.Process]) -> list[psutil.Process]:
-    family: dict[int, psutil.Process] = {}
-    for proc in procs:
-        try:
-            for member in [proc, *proc.children(recursive=True)]:
-                family[member.pid] = member
-        except psutil.NoSuchProcess:
-            continue
-    return list(family.values())
-
-
-def _kill_everything_mentioning(text: str) -> None:
-    """Kill the processes naming ``text`` on their command line and everything below them."""
-    family = _tree(processes_mentioning(text))
-    for proc in family:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=15)
 
 
 class Servers:
@@ -111,8 +95,8 @@ class Servers:
                 except Exception:
                     pass
         finally:
-            _kill_everything_mentioning(self.runtime)
-            _kill_everything_mentioning(self.share)
+            kill_processes_mentioning(self.runtime)
+            kill_processes_mentioning(self.share)
             if self._saved is None:
                 os.environ.pop(spark_server.RUNTIME_DIR_ENV, None)
             else:
@@ -162,26 +146,15 @@ def _details(share: str, job_id: str) -> dict:
     return store.read_json(store.paths(job_id).status_json).get("details", {})
 
 
-def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
 def _jvms_below(server: psutil.Process) -> set[int]:
-    return {p.pid for p in _alive(_tree([server])) if p.name() == "java"}
+    return {p.pid for p in live(process_tree([server])) if p.name() == "java"}
 
 
 def _tree_with_workers(server: psutil.Process, workers: int) -> list[psutil.Process]:
     """The server and everything below it, once ``workers`` PySpark workers run tasks."""
 
     def tree():
-        procs = _alive(_tree([server]))
+        procs = live(process_tree([server]))
         names = []
         for proc in procs:
             try:
@@ -354,7 +327,7 @@ def test_sigkill_of_the_server_fails_its_job_and_leaves_no_process(servers):
     assert "driver lost" in job_status(Store(servers.share), job.job_id).reason
     # The JVM exits when its stdin pipe from the dead server closes; its Python daemon
     # and workers follow it.
-    wait_until(lambda: not _alive(tree), timeout=90, what="the JVM and Python workers to exit")
+    wait_until(lambda: not live(tree), timeout=90, what="the JVM and Python workers to exit")
     assert not processes_mentioning(key)
     # A dead server's record is not mistaken for a live one: the next job starts another.
     assert rx_exec(square, x=[3], compute_context=servers.context(wait=True)) == [9]
@@ -368,18 +341,18 @@ def test_idle_server_exits_and_the_next_job_starts_a_new_one(servers):
     servers.contexts.append(cc)
     assert cc.persistent_run and cc.idle_timeout == 5
     server = servers.server(cc)
-    tree = _alive(_tree([server]))
+    tree = live(process_tree([server]))
     assert rx_exec(square, x=[1, 2], compute_context=cc) == [1, 4]
     # (On a loaded machine the server may have timed out before that job came; the job
     # then started another, which times out in turn.)
-    wait_until(lambda: servers.record(cc) is None and not _alive(tree)
+    wait_until(lambda: servers.record(cc) is None and not live(tree)
                and not processes_mentioning(servers.runtime),
                timeout=180, what="the idle server and its processes to exit")
     assert rx_exec(square, x=[5], compute_context=cc) == [25]  # starts a new server
     again = servers.server(cc)
     assert again.pid != server.pid
     assert rx_spark_disconnect(cc) is True
-    wait_until(lambda: not _alive([again]), timeout=60, what="the new server to exit")
+    wait_until(lambda: not live([again]), timeout=60, what="the new server to exit")
 
 
 @pytest.mark.timeout(400)
@@ -393,7 +366,7 @@ def test_disconnect_fails_running_jobs_and_stops_everything(servers):
     tree = _tree_with_workers(server, workers=2)
     rx_set_compute_context(cc)
     assert rx_spark_disconnect() is True
-    assert not _alive(tree)  # returns once the server, its JVM and workers are gone
+    assert not live(tree)  # returns once the server, its JVM and workers are gone
     assert isinstance(rx_get_compute_context(), RxLocalSeq)  # as RevoScaleR's rxSparkDisconnect
     assert rx_get_job_status(job) is S.FAILED
     assert "rx_spark_disconnect" in job_status(Store(servers.share), job.job_id).reason
@@ -409,9 +382,9 @@ def test_connect_with_reset_replaces_the_server(servers):
     first = servers.server(cc)
     assert rx_spark_connect(**settings) == cc  # reused
     assert servers.server(cc).pid == first.pid
-    old_tree = _alive(_tree([first]))
+    old_tree = live(process_tree([first]))
     rx_spark_connect(reset=True, **settings)
-    assert not _alive(old_tree)
+    assert not live(old_tree)
     second = servers.server(cc)
     assert second.pid != first.pid
     assert rx_exec(square, x=[2, 3], compute_context=cc) == [4, 9]
