@@ -492,3 +492,67 @@ def test_interrupting_a_jobs_threads_stops_them_and_nothing_else():
     threads["rxJob_b"].join(timeout=30)
     assert outcome["rxJob_b"] == "rxJob_b"
     assert engine._running == {}
+
+
+# -- waking a waiter when the job ends --------------------------------------------------
+
+
+def _sleeper_of(share_path: str, job_id: str):
+    from rxjobs.engines.dask import ENGINE
+
+    store = Store(share_path)
+    handle = store.read_json(store.paths(job_id).engine_json)["handle"]
+    return ENGINE.sleeper(handle)
+
+
+def _sleep_in_thread(sleeper, seconds: float) -> tuple[threading.Thread, dict[str, float]]:
+    woke: dict[str, float] = {}
+
+    def run() -> None:
+        sleeper(seconds)
+        woke["at"] = time.monotonic()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, woke
+
+
+@pytest.mark.timeout(180)
+def test_sleeper_wakes_when_the_job_ends_not_before(make_context, share_path, gate):
+    job = rx_exec(wait_for_file, args=[{"path": gate, "value": i} for i in range(2)],
+                  compute_context=make_context(wait=False))
+    sleeper = _sleeper_of(share_path, job.job_id)
+    assert sleeper is not None
+    thread, woke = _sleep_in_thread(sleeper, 120)
+    wait_until(lambda: _n_waiting_at(gate) >= 1, timeout=120, what="the job to run")
+    assert thread.is_alive()  # the job has not ended: the sleeper has not woken
+    opened = time.monotonic()
+    Path(gate).touch()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and opened <= woke["at"] < opened + 60
+    assert rx_get_job_status(job) is S.FINISHED  # the end is recorded before it is announced
+    started = time.monotonic()
+    sleeper(0.05)  # woken once: later calls are plain sleeps
+    assert time.monotonic() - started >= 0.05
+    assert rx_get_job_results(job) == [0, 1]
+
+
+@pytest.mark.timeout(180)
+def test_sleeper_wakes_when_the_job_is_canceled(make_context, share_path, gate):
+    job = rx_exec(wait_for_file, args=[{"path": gate, "value": 0}],
+                  compute_context=make_context(wait=False))
+    wait_until(lambda: _n_waiting_at(gate) >= 1, timeout=120, what="the job to run")
+    thread, woke = _sleep_in_thread(_sleeper_of(share_path, job.job_id), 120)
+    canceled = time.monotonic()
+    assert rx_cancel_job(job) is True
+    thread.join(timeout=60)
+    assert not thread.is_alive() and woke["at"] < canceled + 60
+    assert rx_get_job_status(job) is S.CANCELED
+
+
+@pytest.mark.timeout(60)
+def test_no_sleeper_when_the_scheduler_cannot_be_reached():
+    from rxjobs.engines.dask import ENGINE
+
+    handle = {"scheduler": f"tcp://127.0.0.1:{free_port()}", "job_id": "rxJob_x", "n_tasks": 1}
+    assert ENGINE.sleeper(handle) is None

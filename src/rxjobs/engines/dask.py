@@ -16,6 +16,12 @@ running its tasks (see :func:`_interrupt_job_threads`).  The handle in
 ``engine.json`` is ``{"scheduler": address, "job_id": ..., "n_tasks": ...}``;
 the keys are derived from it.
 
+``sleeper`` lets a waiter wake as soon as a job ends: the final task (or a
+first failure that stops the job, or a cancel) logs the job id on the
+scheduler's ``rxjobs-job-ended`` event topic, to which every client of this
+module subscribes; the waiter then re-reads the status at once instead of at
+its next poll.
+
 Workers need ``rxjobs`` installed (the tasks call into it) and must be able
 to import the module of a job's function when it is pickled by reference.
 """
@@ -28,6 +34,8 @@ import os
 import socket
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -47,6 +55,9 @@ _CALL_TIMEOUT_S = 10.0
 _DOWN_TTL_S = 2.0
 # How long submit waits for the scheduler to have registered the job's tasks.
 _SUBMIT_TIMEOUT_S = 60.0
+# The scheduler event topic on which a job's end is announced (message: the job id).
+# The scheduler keeps a bounded log per topic, so one topic for all jobs stays small.
+ENDED_TOPIC = "rxjobs-job-ended"
 
 
 class DaskSchedulerUnreachableError(ConnectionError):
@@ -143,6 +154,62 @@ def _task_states(client: Client, keys: list[str]) -> dict[str, str | None]:
         raise TimeoutError("the call to the Dask scheduler was cancelled") from None
 
 
+# -- waking waiters when a job ends -----------------------------------------------------
+
+
+# job id -> the event its sleepers wait on; an entry lives as long as a sleeper holds it.
+_ended_events: weakref.WeakValueDictionary[str, threading.Event] = weakref.WeakValueDictionary()
+_subscribed: weakref.WeakSet[Client] = weakref.WeakSet()
+_ended_lock = threading.Lock()
+
+
+def _subscribe(client: Client) -> None:
+    """Have ``client`` hear of every job's end (once per client)."""
+    with _ended_lock:
+        if client not in _subscribed:
+            client.subscribe_topic(ENDED_TOPIC, _on_job_ended)
+            _subscribed.add(client)
+
+
+def _on_job_ended(event: tuple[float, Any]) -> None:
+    """Run by the client's event loop for each announced end: wake that job's sleepers."""
+    job_id = event[1]
+    with _ended_lock:
+        ended = _ended_events.get(job_id) if isinstance(job_id, str) else None
+    if ended is not None:
+        ended.set()
+
+
+def _announce_end(job_id: str, client: Client | None = None) -> None:
+    """Say on the scheduler that ``job_id`` ended (from a task if no client); best effort."""
+    try:
+        if client is None:
+            from distributed import get_worker
+
+            get_worker().log_event(ENDED_TOPIC, job_id)
+        else:  # Client.log_event with a bounded wait: a cancel must not hang on it
+            client.sync(client.scheduler.log_event, topic=ENDED_TOPIC, msg=job_id,
+                        callback_timeout=_CALL_TIMEOUT_S)
+    except Exception:  # waiters poll anyway: a lost announcement only delays them
+        pass
+
+
+class _JobEndSleeper:
+    """``sleep(seconds)`` that returns early once, when the job's end is announced."""
+
+    def __init__(self, ended: threading.Event) -> None:
+        self._ended = ended  # held: keeps the job's entry in _ended_events alive
+        self._woken = False
+
+    def __call__(self, seconds: float) -> None:
+        if self._woken:
+            # Woken once already: the waiter saw the end, or the status disagrees
+            # (e.g. the scheduler became unreachable); plain sleeps from now on.
+            time.sleep(seconds)
+        elif self._ended.wait(max(0.0, seconds)):
+            self._woken = True
+
+
 # -- the engine -------------------------------------------------------------------------
 
 
@@ -157,6 +224,9 @@ class DaskEngine:
     def submit(self, job: SubmittedJob) -> Handle:
         address = job.context.address
         client = get_client(address)
+        # Subscribed before the tasks are sent, down the same ordered stream: the
+        # scheduler knows this client listens before the job can end.
+        _subscribe(client)
         n = job.n_tasks
         # The share dir's storage options travel with the tasks (through the
         # scheduler, like the tasks' other arguments), never through the share dir.
@@ -208,6 +278,33 @@ class DaskEngine:
         except Exception:  # unreachable, or the connection failed under the calls
             return False
 
+    def sleeper(self, handle: Handle) -> Callable[[float], None] | None:
+        """A sleep that returns as soon as the job's end is announced (see engines/base.py).
+
+        Parameters
+        ----------
+        handle
+            The job's handle from ``engine.json``.
+
+        Returns
+        -------
+        callable or None
+            ``sleep(seconds)``; None when the scheduler cannot be reached (sleep plainly).
+        """
+        try:
+            client = get_client(handle["scheduler"])
+        except (OSError, TimeoutError):
+            return None
+        job_id = handle["job_id"]
+        with _ended_lock:
+            ended = _ended_events.get(job_id)
+            if ended is None:
+                ended = _ended_events[job_id] = threading.Event()
+        # A job that ends before the subscription reaches the scheduler is not
+        # announced to this client: its waiter sees the end at its next poll.
+        _subscribe(client)
+        return _JobEndSleeper(ended)
+
 
 def _stop_job(client: Client, job_id: str, n_tasks: int) -> bool:
     """Make the scheduler forget a job's keys and interrupt its running tasks.
@@ -235,6 +332,8 @@ def _stop_job(client: Client, job_id: str, n_tasks: int) -> bool:
     # A forgotten key is not started any more, but Dask lets a running task
     # finish: interrupt the threads still running this job's tasks.
     interrupted = _run_on_workers(client, _interrupt_job_threads, job_id)
+    if live:  # its final task will not run now: say the job ended (canceled or failed)
+        _announce_end(job_id, client)
     return bool(live) or interrupted > 0
 
 
@@ -340,7 +439,15 @@ def _stop_rest_of_job(job_id: str, n_tasks: int) -> None:
 
 def _finish_job(share_dir: str, job_id: str, summaries: list[dict[str, Any]],
                 options: dict[str, Any] | None = None) -> str:
-    """The final task: record how the job ended in ``status.json``."""
+    """The final task: record how the job ended in ``status.json``, then announce the end."""
+    try:
+        return _record_end(share_dir, job_id, summaries, options)
+    finally:
+        _announce_end(job_id)
+
+
+def _record_end(share_dir: str, job_id: str, summaries: list[dict[str, Any]],
+                options: dict[str, Any] | None) -> str:
     from .. import jobs
     from ..store import Store
 
