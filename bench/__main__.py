@@ -4,7 +4,9 @@ Every module ``bench/<name>_bench.py`` is a benchmark with a ``main(argv)``.
 ``--repeat`` and ``--write-docs`` go to each of them; the size options go to
 the benchmarks that take them (``--jobs``: cleanup, listing, S3; ``--runs``:
 local exec, Dask, Spark), so ``python -m bench --jobs 50 --runs 50 --repeat 1``
-is a quick pass over everything.
+is a quick pass over everything.  The cleanup benchmark takes several sizes
+(``--jobs 2000,10000``, its default), one table each; the listing and S3
+benchmarks take the first of them.
 A benchmark that cannot run here (an engine not installed, no Java) is
 reported and the others still run; the exit code is then 1.
 """
@@ -23,6 +25,8 @@ SIZE_OPTIONS = {
     "--jobs": {"cleanup_bench", "listing_bench", "s3_bench"},
     "--runs": {"local_exec_bench", "dask_bench", "spark_bench"},
 }
+# benchmarks that take a comma-separated list of sizes (the others get the first)
+SIZE_LISTS = {"cleanup_bench"}
 
 
 def benchmark_names() -> list[str]:
@@ -41,8 +45,16 @@ def forwarded_args(name: str, args: argparse.Namespace) -> list[str]:
     for option, takers in SIZE_OPTIONS.items():
         value = getattr(args, option.lstrip("-"))
         if value is not None and name in takers:
-            argv += [option, str(value)]
+            argv += [option, str(value) if name in SIZE_LISTS else str(value).split(",")[0]]
     return argv
+
+
+def _sizes(text: str) -> str:
+    """One size or a comma-separated list of sizes, each a positive integer."""
+    parts = text.split(",")
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected sizes like 2000 or 2000,10000, not {text!r}")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"run only this benchmark (repeatable): {', '.join(names)}")
     parser.add_argument("--repeat", type=int, help="repetitions of each benchmark (default: its own)")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--jobs", type=int, help="jobs of the cleanup, listing and S3 benchmarks "
-                        "(default: each benchmark's own, e.g. 2000 for cleanup)")
+    parser.add_argument("--jobs", type=_sizes, metavar="N[,N...]",
+                        help="jobs of the cleanup, listing and S3 benchmarks; cleanup runs each "
+                        "size of a list, the others the first (default: each benchmark's own, "
+                        "e.g. 2000,10000 for cleanup)")
     parser.add_argument("--runs", type=int, help="runs per job of the local exec, Dask and Spark "
                         "benchmarks (default: each benchmark's own)")
     args = parser.parse_args(argv)

@@ -178,22 +178,31 @@ def run(n_jobs: int, rss_jobs: int, repeat: int, tmpdir: str | None = None) -> R
         clone_spread(templates, share, ids)
         cc = RxLocalParallel(share_dir=str(share))
         window_start = job_id_time(ids[-max(1, n_jobs // 100)])
-        full, plain, window = [], [], []
-        window_jobs = 0
-        for _ in range(repeat):
-            seconds, listed = timed(lambda: rx_get_jobs(cc, verbose=False))
-            assert len(listed) == n_jobs, (len(listed), n_jobs)
-            full.append(seconds)
-            seconds, count = timed(lambda: plain_listing(share))
-            assert count == n_jobs
-            plain.append(seconds)
-            seconds, listed = timed(lambda: rx_get_jobs(cc, start_time=window_start, verbose=False))
-            window_jobs = len(listed)
-            window.append(seconds)
+        window_jobs = len(rx_get_jobs(cc, start_time=window_start, verbose=False))
+
+        def full_listing() -> None:
+            assert len(rx_get_jobs(cc, verbose=False)) == n_jobs
+
+        def baseline() -> None:
+            assert plain_listing(share) == n_jobs
+
+        def window_listing() -> None:
+            assert len(rx_get_jobs(cc, start_time=window_start, verbose=False)) == window_jobs
+
+        contenders = [(full_listing, []), (baseline, []), (window_listing, [])]
+        for fn, _ in contenders:
+            fn()  # warm-up, untimed: imports, first-use caches, the page cache
+        for i in range(repeat):
+            # The order rotates, so that no contender always runs after the same one.
+            for fn, times in contenders[i % 3:] + contenders[:i % 3]:
+                times.append(timed(fn)[0])
+        full, plain, window = (times for _, times in contenders)
         rss_share = share
         if rss_jobs > n_jobs:
             rss_share = work_path / "rss-share"
             clone_spread(templates, rss_share, spaced_job_ids(rss_jobs, end))
+        else:
+            rss_jobs = n_jobs  # the share dir above, already big enough
         listed, rss_mb = peak_rss(rss_share)
         assert listed == rss_jobs, (listed, rss_jobs)
         _, rss_import_mb = peak_rss(None)
@@ -230,7 +239,7 @@ copies of real finished, failed and canceled local-engine jobs, ids one second a
 `rx_get_jobs(cc, verbose=False)` (reads and matches every job.json) against a loop of
 `os.scandir` + `json.load` of each `job.json`; a 1% time window against the full
 listing; peak RSS of a fresh process iterating `rx_get_jobs` over {r.rss_jobs} jobs.
-Medians of {r.repeat} repetitions, in the same run.
+One untimed warm-up round, then medians of {r.repeat} repetitions, in the same run, the order rotating.
 
 - Date: {dt.date.today().isoformat()}
 - Machine: {machine_summary()}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import zlib
 from datetime import datetime, timezone
 
 import pytest
 
 from rxjobs import jobs
+from rxjobs.cleanup import cleanup_jobs
 from rxjobs.status import RxRemoteJobStatus
 from rxjobs.store import (
     JobNotFoundError,
@@ -18,6 +21,8 @@ from rxjobs.store import (
     normalize_share_dir,
     validate_job_id,
 )
+
+from factory import make_job
 
 BAD_IDS = ["", ".", "..", "../x", "/abs", "a/b", "a\\b", "a\x00b", "-lead", ".hidden",
            "x" * 129, "caf\u00e9", "rxJob\u2215x", None, 5, b"rxJob"]
@@ -115,6 +120,72 @@ def test_remove_job_frees_files_and_bytes_and_is_exactly_once(store_url):
     assert store.list_job_ids() == []
     with pytest.raises(JobNotFoundError, match="job1"):
         store.remove_job("job1")
+
+
+@pytest.mark.timeout(60)
+def test_one_pass_removal_counts_what_it_deletes_and_follows_no_symlink(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "canary.txt").write_text("keep me")
+    store = Store(str(tmp_path / "s"))
+    store.ensure_root()
+    _make_job(store, "job1", files=4)  # 4 files of 10 bytes
+    paths = store.paths("job1")
+    os.makedirs(f"{paths.tasks}/deep/er")
+    with open(f"{paths.tasks}/deep/er/big", "wb") as f:
+        f.write(b"y" * 5000)
+    open(f"{paths.dir}/empty", "wb").close()
+    os.symlink(outside, f"{paths.dir}/link-to-dir")
+    os.symlink(outside / "canary.txt", f"{paths.tasks}/deep/link-to-file")
+    os.mkfifo(f"{paths.tasks}/a-fifo")
+    before = store.usage("job1")
+    usage = store.remove_job("job1")
+    assert usage == before
+    assert usage.files == 4 + 1 + 1 + 2 + 1  # symlinks and the fifo count as files
+    assert usage.bytes == 40 + 5000 + len(str(outside)) + len(str(outside / "canary.txt"))
+    assert sorted(os.listdir(outside)) == ["canary.txt"]
+    assert store.listdir(store.trash) == [] and store.list_job_ids() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_detached_job_reads_as_missing_until_its_trash_entry_is_deleted(tmp_path):
+    store = Store(str(tmp_path / "s"))
+    store.ensure_root()
+    _make_job(store, "job1", files=2)
+    entry = store.detach_job("job1")
+    assert jobs.job_status(store, "job1").status is RxRemoteJobStatus.MISSING
+    assert os.path.dirname(entry) == store.trash and f".{os.getpid()}-" in entry
+    with pytest.raises(JobNotFoundError):
+        store.detach_job("job1")
+    with pytest.raises(ValueError, match="not an entry of"):
+        store.delete_detached(str(tmp_path / "s"))
+    assert store.delete_detached(entry).files == 2
+    assert store.listdir(store.trash) == []
+
+
+@pytest.mark.timeout(60)
+def test_cleanup_deletes_files_after_letting_go_of_the_jobs_lock(tmp_path, monkeypatch):
+    store = Store(str(tmp_path / "s"))
+    made = make_job(store, "failed")
+    stripe = zlib.crc32(made.job_id.encode()) % 64
+    seen = []
+    delete = Store.delete_detached
+
+    def delete_checking_the_lock(self, path):
+        fd = os.open(f"{store.root}/.locks/{stripe}.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if cleanup still held it
+            seen.append(path)
+        finally:
+            os.close(fd)
+        return delete(self, path)
+
+    monkeypatch.setattr(Store, "delete_detached", delete_checking_the_lock)
+    report = cleanup_jobs([(store, made.job_id)], force=True, verbose=False)
+    assert [e.outcome for e in report] == ["removed"] and len(seen) == 1
+    assert (report.files_freed, report.bytes_freed) != (0, 0)
+    assert report.files_freed == made.files
+    assert store.list_job_ids() == [] and store.listdir(store.trash) == []
 
 
 def test_interrupted_local_removal_is_finished_by_the_next_cleanup(tmp_path):

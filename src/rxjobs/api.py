@@ -7,11 +7,10 @@ Every function here maps its arguments onto :mod:`rxjobs.jobs` and
 
 from __future__ import annotations
 
-import bisect
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -95,6 +94,17 @@ class RxRemoteJob:
         # named the job (the context it was looked up with).
         self.share_dir_options = (share_dir_options if share_dir_options is not None
                                   else self.compute_context.job_share_dir_options())
+
+    @classmethod
+    def _listed(cls, compute_context: RxComputeContext, job_id: str, share_dir: str,
+                share_dir_options: dict[str, Any] | None) -> RxRemoteJob:
+        """A job found by a listing: the same value ``__init__`` makes, without checking
+        again what the listing has checked (a context object, a valid id, a normalized
+        share dir) — a big listing makes thousands.  Keep the fields in step with ``__init__``."""
+        job = cls.__new__(cls)
+        job.compute_context, job.job_id = compute_context, job_id
+        job.share_dir, job.share_dir_options = share_dir, share_dir_options
+        return job
 
     @property
     def store(self) -> Store:
@@ -436,71 +446,74 @@ def _scan(
     end_time: datetime | None,
     states: Iterable[RxRemoteJobStatus | str] | None,
     need_status: bool,
-):
+) -> Iterator[tuple[RxRemoteJob, datetime | None, RxRemoteJobStatus]]:
+    """Yield (job, submit time, state) for the jobs of ``store`` that pass the filters.
+
+    Every job in the window has its job.json read and its context matched; a job
+    whose record is corrupt or unreadable is kept (with ``cc``, or ``RxLocalSeq()``)
+    unless ``exact_match``, so that it can be cleaned up.  The submit time is
+    worked out only when a window or ``need_status`` asks for it (else None),
+    the state only when ``states`` or ``need_status`` ask for it (else UNDETERMINED).
+    """
     wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
     start, end = _utc(start_time), _utc(end_time)
-    # Contexts repeat across jobs: rebuild and match each distinct one once.
-    contexts: dict[str, tuple[RxComputeContext | None, bool]] = {}
-    for job_id in _in_window(store.list_job_ids(), start, end):
-        created = job_id_time(job_id)
+    windowed = start is not None or end is not None
+    need_time = windowed or need_status
+    # The same for every job of the scan: worked out once.
+    share_dir, options = store.url, store.options or None
+    fallback_cc: RxComputeContext = cc or RxLocalSeq()
+    # RxRemoteJob(...) takes the options of the job's context when the store has none.
+    fallback_options = options if options is not None else fallback_cc.job_share_dir_options()
+    undetermined = RxRemoteJobStatus.UNDETERMINED
+    # Contexts repeat across jobs: rebuild and match each distinct one once, and
+    # spare even the lookup when a job has the context of the job before it.
+    contexts: dict[str, tuple[RxComputeContext | None, bool, dict[str, Any] | None]] = {}
+    last_context: dict[str, Any] | None = None
+    last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
+    for job_id in store.list_job_ids(start, end):
         try:
-            record = jobs.read_job_record(store, job_id)
+            record = jobs.read_job_record(store, job_id, listed=True)
         except jobs.JobNotFoundError:
             continue  # removed while we listed
         except ValueError:
             record = None
-        if created is None and record is not None:
-            created = _parse_time(record.created)
-        if (start and (created is None or created < start)) or (
-            end and (created is None or created > end)
-        ):
-            continue
-        stored, matched = None, True
-        if record is not None:
-            key = repr(record.context)
-            if key not in contexts:
-                ctx = _stored_context(record, store)
-                contexts[key] = (ctx, ctx is not None and (cc is None or ctx.matches(cc, exact_match)))
-            stored, matched = contexts[key]
+        created = None
+        if need_time:
+            created = job_id_time(job_id)
+            if created is None and record is not None:
+                created = _parse_time(record.created)
+            if windowed and (created is None or (start is not None and created < start)
+                             or (end is not None and created > end)):
+                continue
+        if record is None:
+            stored, matched, job_options = None, True, None
+        else:
+            if record.context != last_context:
+                key = repr(record.context)
+                verdict = contexts.get(key)
+                if verdict is None:
+                    ctx = _stored_context(record, store)
+                    verdict = (ctx, ctx is not None and (cc is None or ctx.matches(cc, exact_match)),
+                               options if options is not None or ctx is None else ctx.job_share_dir_options())
+                    contexts[key] = verdict
+                last_context, last_verdict = record.context, verdict
+            stored, matched, job_options = last_verdict
         if stored is None:
             # No usable record (corrupt, or its engine is not installed here):
             # listed with the share dir's jobs so that it can be cleaned up.
             if exact_match:
                 continue
-            job_cc: RxComputeContext = cc or RxLocalSeq()
+            job_cc, job_options = fallback_cc, fallback_options
         else:
             job_cc = stored
             if not matched:
                 continue
-        status = RxRemoteJobStatus.UNDETERMINED
+        status = undetermined
         if wanted is not None or need_status:
             status = jobs.job_status(store, job_id).status
             if wanted is not None and status not in wanted:
                 continue
-        yield (RxRemoteJob(job_cc, job_id, share_dir=store.url, share_dir_options=store.options or None),
-               created, status)
-
-
-def _in_window(job_ids: list[str], start: datetime | None, end: datetime | None) -> list[str]:
-    """The ids (sorted, as listed) that may fall in [start, end].
-
-    rxjobs ids sort by submit time, so the window is found by bisection on the
-    ids themselves, with no id parsed or job read outside it; ids of another
-    form are kept for the caller to check by their record.
-    """
-    if start is None and end is None:
-        return job_ids
-    prefix = "rxJob_"
-    lo_key = f"{prefix}{start:%Y%m%d%H%M%S%f}" if start else prefix
-    hi_key = f"{prefix}{end:%Y%m%d%H%M%S%f}_~" if end else prefix + "~"
-    lo, hi = bisect.bisect_left(job_ids, lo_key), bisect.bisect_right(job_ids, hi_key)
-    window = [j for j in job_ids[lo:hi] if _is_timed_id(j)]
-    others = [j for j in job_ids if not _is_timed_id(j)]
-    return sorted(others + window) if others else window
-
-
-def _is_timed_id(job_id: str) -> bool:
-    return job_id.startswith("rxJob_") and job_id[6:26].isdigit() and job_id[26:27] == "_"
+        yield RxRemoteJob._listed(job_cc, job_id, share_dir, job_options), created, status
 
 
 def _utc(value: datetime | None) -> datetime | None:

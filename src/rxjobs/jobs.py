@@ -57,7 +57,7 @@ class JobRecord:
         if not isinstance(data, dict):
             raise ValueError("job.json is not a JSON object")
         try:
-            record = cls(
+            fields = dict(
                 job_id=str(data["job_id"]),
                 created=str(data["created"]),
                 user=str(data.get("user", "")),
@@ -69,24 +69,42 @@ class JobRecord:
                 function=str(data.get("function", "")),
                 format=int(data.get("format", FORMAT_VERSION)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: int(Infinity)
             raise ValueError(f"job.json is not a valid job record: {exc!r}") from None
-        if record.format > FORMAT_VERSION:
+        if fields["format"] > FORMAT_VERSION:
             raise ValueError(
-                f"job.json has format {record.format}, newer than this rxjobs understands "
+                f"job.json has format {fields['format']}, newer than this rxjobs understands "
                 f"({FORMAT_VERSION}); upgrade rxjobs"
             )
+        # Not cls(**fields): a frozen dataclass's __init__ sets each field through
+        # object.__setattr__, which took half of the time a listing spent per record.
+        record = object.__new__(cls)
+        record.__dict__.update(fields)
         return record
 
     def compute_context(self) -> RxComputeContext:
         return RxComputeContext.from_dict(self.context)
 
 
-def read_job_record(store: Store, job_id: str) -> JobRecord:
-    """Read ``job.json``; JobNotFoundError if the job is not there."""
-    paths = store.paths(job_id)
+def read_job_record(store: Store, job_id: str, listed: bool = False) -> JobRecord:
+    """Read ``job.json``.
+
+    Parameters
+    ----------
+    store, job_id
+        The share dir and the job.
+    listed
+        ``job_id`` was just returned by ``store.list_job_ids()`` (not validated again).
+
+    Raises
+    ------
+    JobNotFoundError
+        The job is not there (never was, or removed).
+    ValueError
+        The job is there but its record is missing, unreadable or invalid.
+    """
     try:
-        return JobRecord.from_json(store.read_json(paths.job_json))
+        return JobRecord.from_json(store.read_job_json(job_id, listed=listed))
     except FileNotFoundError:
         entries = store.job_entries(job_id)
         if entries is not None and "deleting" not in entries:
