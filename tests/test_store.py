@@ -5,9 +5,12 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import subprocess
+import sys
 import zlib
 from datetime import datetime, timezone
 
+import psutil
 import pytest
 
 from rxjobs import jobs
@@ -226,3 +229,30 @@ def test_removal_never_follows_symlinks(tmp_path):
     assert canary.read_text() == "keep me"
     assert sorted(os.listdir(outside)) == ["canary.txt"]
     assert store.list_job_ids() == []
+
+
+@pytest.mark.timeout(60)
+def test_purge_spares_a_trash_entry_only_while_its_remover_runs_not_a_pid_reuser(tmp_path):
+    """A trash entry names its remover by pid and start time: a live process that
+    reused the pid does not keep the entry from being purged."""
+    store = Store(str(tmp_path / "s"))
+    store.ensure_root()
+    os.makedirs(store.trash)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        start = round(psutil.Process(other.pid).create_time() * 100)
+        for name, mark in [("job1", f"{other.pid}-{start}"), ("job2", f"{other.pid}-{start - 1000}"),
+                           ("job3", f"{other.pid}")]:
+            _make_job(store, name)
+            os.rename(store.paths(name).dir, f"{store.trash}/{name}.{mark}-0badcafe")
+        # job1: its remover runs; job2: that pid now names a process started 10 s later;
+        # job3: an older name without a start time, whose pid runs.
+        assert store.purge_trash() == [f"job2.{other.pid}-{start - 1000}-0badcafe"]
+        assert sorted(os.listdir(store.trash)) == [f"job1.{other.pid}-{start}-0badcafe",
+                                                   f"job3.{other.pid}-0badcafe"]
+    finally:
+        other.kill()
+        other.wait()
+    assert sorted(store.purge_trash()) == [f"job1.{other.pid}-{start}-0badcafe",
+                                           f"job3.{other.pid}-0badcafe"]
+    assert os.listdir(store.trash) == []

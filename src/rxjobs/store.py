@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import getpass
 import json
 import os
@@ -27,6 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+import psutil
 
 FORMAT_VERSION = 1
 TRASH = ".trash"
@@ -678,9 +681,10 @@ class Store:
             if os.path.islink(self.trash) or not os.path.isdir(self.trash):
                 raise RuntimeError(f"{self.trash} is not a directory; refusing to use it as trash")
             self._trash_ready = True
-        # The trash name carries the remover's pid, so that a concurrent
-        # purge_trash leaves an entry alone while its remover is alive.
-        target = f"{self.trash}/{job_id}.{os.getpid()}-{secrets.token_hex(4)}"
+        # The trash name carries the remover's pid and start time, so that a
+        # concurrent purge_trash leaves an entry alone while its remover is
+        # alive, and not while another process that reused the pid is.
+        target = f"{self.trash}/{job_id}.{_process_mark()}-{secrets.token_hex(4)}"
         try:
             os.rename(paths.dir, target)
         except FileNotFoundError:
@@ -733,7 +737,7 @@ class Store:
         if self.is_local:
             for name in self.listdir(self.trash):
                 owner = _trash_owner(name)
-                if owner is not None and owner != os.getpid() and _pid_running(owner):
+                if owner is not None and owner[0] != os.getpid() and _process_running(*owner):
                     continue  # another cleanup is deleting it right now
                 _rmtree_no_follow(f"{self.trash}/{name}")
                 purged.append(name)
@@ -834,19 +838,37 @@ class Store:
         return f"job {job_id} not found in share dir {self.url}"
 
 
-def _trash_owner(name: str) -> int | None:
-    m = re.search(r"\.(\d+)-[0-9a-f]+\Z", name)
-    return int(m.group(1)) if m else None
+def _process_mark() -> str:
+    """``<pid>-<start time in 1/100 s>`` of this process: who made a trash entry."""
+    return _mark_of(os.getpid())  # keyed by pid: a forked child has its own
 
 
-def _pid_running(pid: int) -> bool:
+@functools.lru_cache(maxsize=1)
+def _mark_of(pid: int) -> str:
+    return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
+
+
+# ``.<pid>-<token>`` (before trash names held a start time) or ``.<pid>-<start>-<token>``.
+_TRASH_OWNER_RE = re.compile(r"\.(\d+)-(?:(\d+)-)?[0-9a-f]+\Z")
+
+
+def _trash_owner(name: str) -> tuple[int, int | None] | None:
+    """The pid and start time (1/100 s, None in older names) in a trash entry's name."""
+    m = _TRASH_OWNER_RE.search(name)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)) if m.group(2) else None
+
+
+def _process_running(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` runs, and is the one that started at ``start`` if known."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
+    return start is None or abs(round(created * 100) - start) <= 5
 
 
 def _walk_no_follow(path: str) -> Iterator[os.DirEntry[str]]:
