@@ -149,6 +149,9 @@ class Cluster:
         return self.client().run(os.getpid)
 
     def stop(self) -> None:
+        from rxjobs.engines.dask import close_clients
+
+        close_clients()  # no client left reconnecting to a dead scheduler for the session
         for proc in self.procs:
             _kill_group(proc)
 

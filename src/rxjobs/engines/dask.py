@@ -121,6 +121,21 @@ def get_client(address: str) -> Client:
         return client
 
 
+def close_clients() -> None:
+    """Close every scheduler client this process has cached.
+
+    A cached client whose scheduler goes away keeps trying to reconnect in
+    the background; a program that stops its own cluster (a test suite, a
+    notebook) calls this first.
+    """
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+        _down.clear()
+    for client in clients:
+        _close_quietly(client)
+
+
 def _check_listening(address: str) -> None:
     """Fail fast when nothing listens at a TCP address (Dask would retry until its timeout)."""
     parts = urlsplit(address)
