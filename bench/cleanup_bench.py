@@ -287,9 +287,15 @@ def format_table(result: Result) -> str:
 # -- docs/benchmarks.md ----------------------------------------------------------------------
 
 
-def machine_summary() -> str:
+def machine_summary(engine: str = "") -> str:
+    """The machine line of every benchmark's docs section; ``engine``: e.g. ``"PySpark 4.0"``."""
+    engine = f", {engine}" if engine else ""
     return (f"{os.cpu_count()} CPUs (nproc {_nproc()}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, rxjobs {rxjobs.__version__}{_revision()}")
+            f"Python {platform.python_version()}{engine}, rxjobs {rxjobs.__version__}{_revision()}")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
 
 
 def _revision() -> str:

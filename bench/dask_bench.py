@@ -49,7 +49,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -61,8 +60,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import rxjobs
 from rxjobs import RxDask, RxRemoteJobStatus, rx_exec, rx_get_job_results, rx_wait_for_job
+
+from .cleanup_bench import machine_summary, write_docs
 
 TARGET_RATIO = 1.0  # waiting rx_exec / client.map
 TARGET_RATIO_NOWAIT = 1.2  # non-waiting rx_exec until FINISHED seen / client.map
@@ -229,7 +229,7 @@ class Result:
 def run(n: int, repeat: int, echo: Callable[[str], None] = print) -> Result:
     """Start a cluster, time every contender ``repeat`` times, stop it; every timing."""
     from rxjobs.arguments import choose_chunk_size
-    from rxjobs.engines.dask import get_client
+    from rxjobs.engines.dask import close_clients, get_client
 
     workdir = Path(tempfile.mkdtemp(prefix="rxjobs-dask-bench-"))
     cluster = Cluster(workdir, n_workers=2, nthreads=2)
@@ -267,6 +267,7 @@ def run(n: int, repeat: int, echo: Callable[[str], None] = print) -> Result:
             echo(f"repetition {rep + 1}/{repeat}: " + ", ".join(line))
         return Result(n, repeat, chunk, timings)
     finally:
+        close_clients()  # before the scheduler goes: no client left reconnecting to it
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -303,16 +304,10 @@ def format_table(result: Result) -> str:
 # -- docs/benchmarks.md ------------------------------------------------------------------
 
 
-def machine_summary() -> str:
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count()
+def _machine() -> str:
     import distributed
 
-    return (f"{os.cpu_count()} CPUs (nproc {nproc}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, rxjobs {rxjobs.__version__}, "
-            f"distributed {distributed.__version__}")
+    return machine_summary(f"distributed {distributed.__version__}")
 
 
 def docs_section(result: Result, table: str) -> str:
@@ -331,7 +326,7 @@ One untimed warm-up round; medians of {repeat} repetitions, the order rotating.
 Targets: waiting ≤ {TARGET_RATIO}×, non-waiting ≤ {TARGET_RATIO_NOWAIT}× `client.map`.
 
 - Date: {dt.date.today().isoformat()}
-- Machine: {machine_summary()}
+- Machine: {_machine()}
 - rxjobs median: waiting {result.median('rxjobs'):.3f} s, non-waiting {result.median('rxjobs-nowait'):.3f} s;
   `client.map` median: {result.median('client.map'):.3f} s
 - **Waiting: {result.ratio('rxjobs'):.2f}× — {result.verdict('rxjobs')}** (target ≤ {TARGET_RATIO}×)
@@ -344,13 +339,6 @@ Targets: waiting ≤ {TARGET_RATIO}×, non-waiting ≤ {TARGET_RATIO_NOWAIT}× `
 """
 
 
-def write_docs(section: str) -> None:
-    """Replace this benchmark's section of ``docs/benchmarks.md``, keeping the others."""
-    from .cleanup_bench import write_docs as write_section
-
-    write_section(section, DOCS_PATH, name=DOCS_SECTION)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dask_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1000, help="runs per job (default 1000)")
@@ -359,12 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.repeat < 1:
         parser.error("--runs and --repeat must be at least 1")
-    print(machine_summary())
+    print(_machine())
     result = run(args.runs, args.repeat)
     table = format_table(result)
     print(table)
     if args.write_docs:
-        write_docs(docs_section(result, table))
+        write_docs(docs_section(result, table), DOCS_PATH, name=DOCS_SECTION)
         print(f"wrote {DOCS_PATH}")
     return 0
 

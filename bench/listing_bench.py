@@ -41,7 +41,7 @@ from rxjobs import (
 from rxjobs.jobs import JobRecord
 from rxjobs.store import Store, job_id_time, new_job_id
 
-from .cleanup_bench import machine_summary, write_docs
+from .cleanup_bench import machine_summary, verdict, write_docs
 
 TARGET_FULL = 1.5
 TARGET_WINDOW = 0.05
@@ -207,10 +207,6 @@ def run(n_jobs: int, rss_jobs: int, repeat: int, tmpdir: str | None = None) -> R
         assert listed == rss_jobs, (listed, rss_jobs)
         _, rss_import_mb = peak_rss(None)
     return Result(n_jobs, repeat, full, plain, window, window_jobs, rss_jobs, rss_mb, rss_import_mb)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def format_table(r: Result) -> str:

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from rxjobs import RxLocalParallel, rx_cleanup_jobs, rx_exec, rx_wait_for_job
 
-from .cleanup_bench import machine_summary, write_docs
+from .cleanup_bench import machine_summary, verdict, write_docs
 
 TARGET_RATIO = 1.0
 TARGET_SUBMIT_MS = 150.0
@@ -103,10 +103,6 @@ def run(runs: int, repeat: int, submits: int) -> Result:
                 times[name].append(fn())
         submit_times = [time_submit(share) for _ in range(submits)]
     return Result(runs, repeat, times["rxjobs"], times["pool"], submit_times, times["threaded"])
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def format_table(r: Result) -> str:

@@ -133,15 +133,6 @@ def build_share(share: str, options: dict, template: dict[str, bytes], job_ids: 
     store.fs.pipe(files)
 
 
-def unique_job_ids(n: int) -> list[str]:
-    from rxjobs.store import new_job_id
-
-    ids: set[str] = set()
-    while len(ids) < n:
-        ids.add(new_job_id())
-    return sorted(ids)
-
-
 # -- the contenders ----------------------------------------------------------------------------
 
 
@@ -201,6 +192,8 @@ def run(n_jobs: int, repeat: int, echo: Callable[[str], None] = print) -> Result
     import fsspec
 
     from rxjobs.store import Store
+
+    from .cleanup_bench import unique_job_ids
 
     os.environ.update(CREDENTIALS)
     with tempfile.TemporaryDirectory(prefix="rxjobs-s3-bench-") as tmp, MotoServer(Path(tmp)) as server:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import rxjobs
 from rxjobs import (
     RxRemoteJobStatus,
     RxSpark,
@@ -53,6 +51,8 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.store import Store
+
+from .cleanup_bench import machine_summary, write_docs
 
 DOCS_SECTION = "spark_bench"
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -277,16 +277,10 @@ def format_table(result: Result) -> str:
 # -- docs/benchmarks.md ----------------------------------------------------------------------
 
 
-def machine_summary() -> str:
-    try:
-        nproc = str(len(os.sched_getaffinity(0)))
-    except AttributeError:
-        nproc = str(os.cpu_count())
+def _machine() -> str:
     import pyspark
 
-    return (f"{os.cpu_count()} CPUs (nproc {nproc}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, PySpark {pyspark.__version__}, "
-            f"rxjobs {rxjobs.__version__}")
+    return machine_summary(f"PySpark {pyspark.__version__}")
 
 
 def docs_section(result: Result, table: str) -> str:
@@ -311,7 +305,7 @@ rxjobs' default, `-XX:TieredStopAtLevel=1`).
   start; the warm baseline pays none.  Medians of {result.repeat} repetitions.
 
 - Date: {dt.date.today().isoformat()}
-- Machine: {machine_summary()}
+- Machine: {_machine()}
 - rxjobs `rx_exec` on a persistent RxSpark: {m(result.persistent):.3f} s; warm raw collect
   in the same loop: {m(result.raw_warm_paired):.3f} s
 - **Ratio persistent rxjobs / raw warm: {result.ratio_persistent:.2f}×**
@@ -331,13 +325,6 @@ rxjobs' default, `-XX:TieredStopAtLevel=1`).
 """
 
 
-def write_docs(section: str) -> None:
-    """Replace this benchmark's section of ``docs/benchmarks.md``, keeping the others."""
-    from .cleanup_bench import write_docs as write_section
-
-    write_section(section, DOCS_PATH, name=DOCS_SECTION)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spark_bench",
                                      description=__doc__.split("\n")[0])
@@ -353,12 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs, --repeat and --warm-repeat must be at least 1")
     if args.warm_only and args.write_docs:
         parser.error("--write-docs records every row: leave out --warm-only")
-    print(machine_summary())
+    print(_machine())
     result = run(args.runs, args.repeat, args.warm_repeat, cold=not args.warm_only)
     table = format_table(result)
     print(table)
     if args.write_docs:
-        write_docs(docs_section(result, table))
+        write_docs(docs_section(result, table), DOCS_PATH, name=DOCS_SECTION)
         print(f"wrote {DOCS_PATH}")
     return 0
 
