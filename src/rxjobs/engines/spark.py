@@ -537,19 +537,32 @@ def main(argv: Sequence[str] | None = None, detached: bool = False) -> int:
     parser.add_argument("--share-dir", required=True)
     parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
     args = parser.parse_args(argv)
+    return run_spark_process(
+        lambda: drive(args.share_dir, args.job_id, share_dir_options_from_env(), args.local_log),
+        detached)
+
+
+def run_spark_process(body: Callable[[], int], detached: bool) -> int:
+    """Run ``body`` as a detached Spark process (a job driver, the persistent server) and exit.
+
+    Detaches unless already detached (stderr is already the process's log),
+    ignores SIGINT, becomes a subreaper so that nothing Spark starts escapes,
+    and exits with ``body``'s code through ``os._exit``: py4j threads must
+    not keep a process alive after Spark has stopped.
+    """
     if not detached:
-        detach(log_fd=2)  # stderr is already the driver log
+        detach(log_fd=2)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _become_subreaper()
     code = 1
     try:
-        code = drive(args.share_dir, args.job_id, share_dir_options_from_env(), args.local_log)
+        code = body()
     except BaseException:
         traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)  # py4j threads must not keep a finished driver alive
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,6 @@ from typing import Any
 from ..status import Probe, Record
 from ._process import (
     descendants,
-    detach,
     find_driver,
     kill_now,
     on_this_host,
@@ -69,7 +68,6 @@ from ._process import (
 from .base import Handle, SubmittedJob
 from .spark import (
     Outcome,
-    _become_subreaper,
     _DriverState,
     _spark_error,
     _start_spark,
@@ -78,6 +76,7 @@ from .spark import (
     parallelism,
     prepare_environment,
     record_outcome,
+    run_spark_process,
     run_tasks,
     spark_conf,
 )
@@ -729,26 +728,17 @@ def main(argv: Sequence[str] | None = None, detached: bool = False) -> int:
     parser.add_argument("--idle-timeout", type=int, default=3600)
     parser.add_argument("--runtime-dir", required=True)
     args = parser.parse_args(argv)
-    if not detached:
-        detach(log_fd=2)  # stderr is already the server log
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _become_subreaper()
-    code = 1
-    try:
+
+    def serve() -> int:
         from ..contexts import RxComputeContext
         from ..store import Store
 
         context = RxComputeContext.from_dict(json.loads(os.environ.pop(CONTEXT_ENV)))
         store = Store(args.share_dir, share_dir_options_from_env())
-        server = SparkServer(args.key, store, context, args.idle_timeout,
-                             ServerPaths(args.runtime_dir, args.key))
-        code = server.serve()
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # py4j threads must not keep a stopped server alive
+        return SparkServer(args.key, store, context, args.idle_timeout,
+                           ServerPaths(args.runtime_dir, args.key)).serve()
+
+    return run_spark_process(serve, detached)
 
 
 if __name__ == "__main__":
