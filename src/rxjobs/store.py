@@ -423,14 +423,7 @@ class Store:
         A fifo or device is refused, never opened for a blocking read.
         """
         if self.is_local:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as f:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise ValueError(f"{path} is not a regular file")
-                if limit is not None and st.st_size > limit:
-                    raise ValueError(f"{path} is {st.st_size} bytes, more than the {limit} allowed")
-                return f.read()
+            return _read_local_file(path, limit)
         try:
             if limit is None:
                 return self.fs.cat_file(path)
@@ -447,6 +440,12 @@ class Store:
     def read_json(self, path: str) -> Any:
         """Read a JSON file; FileNotFoundError if absent, ValueError if corrupt."""
         data = self.read_bytes(path, limit=MAX_RECORD_BYTES)
+        try:
+            # Records are UTF-8 (ASCII, in fact): decoding first spares json's
+            # encoding detection; anything else gets json.loads' own verdict.
+            return json.loads(data.decode())
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            pass
         try:
             return json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -589,20 +588,7 @@ class Store:
         OSError
             It cannot be read (a symlink is refused, never followed).
         """
-        path = JobPaths(self.root, job_id if listed else validate_job_id(job_id)).job_json
-        if not self.is_local:
-            return self.read_json(path)
-        data = _read_local_file(path, MAX_RECORD_BYTES)
-        try:
-            # Records are UTF-8 (ASCII, in fact): decoding first spares json's
-            # encoding detection; anything else gets json.loads' own verdict.
-            return json.loads(data.decode())
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            pass
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        return self.read_json(JobPaths(self.root, job_id if listed else validate_job_id(job_id)).job_json)
 
     def usage(self, job_id: str) -> Usage:
         """Files and bytes in a job directory (symlinks counted, never followed)."""
@@ -991,17 +977,18 @@ def _find_in_names(pattern: re.Pattern[str], names: list[str], batch: int = 4096
     return found
 
 
-def _read_local_file(path: str, limit: int) -> bytes:
-    """A small local file in a few system calls; like ``Store.read_bytes`` with a limit.
+def _read_local_file(path: str, limit: int | None) -> bytes:
+    """A whole local file in a few system calls (``Store.read_bytes``'s local path).
 
-    Never follows a symlink, never opens a fifo or device for a blocking read.
+    Never follows a symlink, never opens a fifo or device for a blocking read;
+    with ``limit``, a larger file raises ValueError instead of being read.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{path} is not a regular file")
-        if st.st_size > limit:
+        if limit is not None and st.st_size > limit:
             raise ValueError(f"{path} is {st.st_size} bytes, more than the {limit} allowed")
         data = os.read(fd, st.st_size + 1)
         if len(data) == st.st_size:
@@ -1009,11 +996,11 @@ def _read_local_file(path: str, limit: int) -> bytes:
         # A short read, or a file that grew: read on to its end, within the limit.
         chunks = [data]
         size = len(data)
-        while data and size <= limit:
-            data = os.read(fd, limit + 1 - size)
+        while data and (limit is None or size <= limit):
+            data = os.read(fd, 1 << 20 if limit is None else limit + 1 - size)
             chunks.append(data)
             size += len(data)
-        if size > limit:
+        if limit is not None and size > limit:
             raise ValueError(f"{path} is more than the {limit} bytes allowed")
         return b"".join(chunks)
     finally:
