@@ -268,6 +268,27 @@ def exit_sleeper(handle: Handle) -> ExitSleeper | None:
     return ExitSleeper(fd)
 
 
+def stop_driver(handle: Handle, ask: Callable[[psutil.Process, list[psutil.Process]], None],
+                grace: float) -> bool:
+    """Stop a detached driver and every process below it; True if it was running.
+
+    ``ask(driver, tree)`` asks them to stop (each engine knows how its
+    driver takes that); whatever is still alive ``grace`` seconds later is
+    killed.  A driver on another host, or already gone, is left alone.
+    """
+    if not on_this_host(handle):
+        return False
+    driver = find_driver(handle)
+    if driver is None:
+        return False
+    tree = descendants([driver])
+    ask(driver, tree)
+    alive = wait_gone(tree, timeout=grace)
+    if alive:
+        kill_now(alive, timeout=grace)
+    return True
+
+
 def descendants(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
     """``procs`` and every live process below them (children of children included)."""
     found: dict[int, psutil.Process] = {}

@@ -29,16 +29,14 @@ from ._process import (
     detach,
     die_with_parent,
     exit_sleeper,
-    find_driver,
     fork_driver,
     kill_now,
-    on_this_host,
     probe_driver,
     publish_driver_log,
     send_signal,
     share_dir_options_from_env,
     start_driver,
-    wait_gone,
+    stop_driver,
 )
 from .base import Handle, SubmittedJob
 
@@ -74,22 +72,16 @@ class LocalEngine:
         return exit_sleeper(handle)
 
     def cancel(self, handle: Handle) -> bool:
-        if not on_this_host(handle):
-            return False
-        driver = find_driver(handle)
-        if driver is None:
-            return False
-        tree = descendants([driver])
-        try:
-            os.killpg(driver.pid, signal.SIGTERM)  # the driver leads its own session
-        except (ProcessLookupError, PermissionError):
-            pass
-        for proc in tree:
-            send_signal(proc, signal.SIGTERM)  # also what left the process group
-        alive = wait_gone(tree, timeout=_CANCEL_GRACE_S)
-        if alive:
-            kill_now(alive, timeout=_CANCEL_GRACE_S)
-        return True
+        return stop_driver(handle, _terminate_session, grace=_CANCEL_GRACE_S)
+
+
+def _terminate_session(driver: psutil.Process, tree: list[psutil.Process]) -> None:
+    try:
+        os.killpg(driver.pid, signal.SIGTERM)  # the driver leads its own session
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in tree:
+        send_signal(proc, signal.SIGTERM)  # also what left the process group
 
 
 ENGINE = LocalEngine()

@@ -42,16 +42,15 @@ import psutil
 
 from ..status import Probe, Record
 from ._process import (
-    descendants,
     detach,
     exit_sleeper,
-    find_driver,
     kill_now,
-    on_this_host,
     probe_driver,
     publish_driver_log,
+    send_signal,
     share_dir_options_from_env,
     start_driver,
+    stop_driver,
     wait_gone,
 )
 from .base import Handle, SubmittedJob
@@ -190,20 +189,7 @@ class SparkEngine:
             from . import spark_server
 
             return spark_server.cancel(handle)
-        if not on_this_host(handle):
-            return False
-        driver = find_driver(handle)
-        if driver is None:
-            return False
-        tree = descendants([driver])
-        try:
-            driver.terminate()
-        except psutil.NoSuchProcess:
-            pass
-        alive = wait_gone(tree, timeout=_CANCEL_GRACE_S)
-        if alive:
-            kill_now(alive, timeout=_CANCEL_GRACE_S)
-        return True
+        return stop_driver(handle, _terminate_driver, grace=_CANCEL_GRACE_S)
 
     def connect(self, context: Any, reset: bool = False) -> Any:
         """Start (or reuse) the persistent Spark server of ``context``; see ``rx_spark_connect``."""
@@ -222,6 +208,10 @@ ENGINE = SparkEngine()
 
 
 # -- the executor side -------------------------------------------------------------------
+
+
+def _terminate_driver(driver: psutil.Process, tree: list[psutil.Process]) -> None:
+    send_signal(driver, signal.SIGTERM)  # the driver cancels the job group and stops Spark
 
 
 def _run_spark_task(share_dir: str, job_id: str, first_errors: Any,
