@@ -45,8 +45,9 @@ from pathlib import Path
 
 import rxjobs
 from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_cleanup_jobs, rx_exec, rx_get_jobs, rx_wait_for_job
-from rxjobs.jobs import JobRecord
-from rxjobs.store import Store, job_id_time, new_job_id
+from rxjobs.ids import job_id_time, new_job_id
+from rxjobs.records import JobRecord
+from rxjobs.store import open_store
 
 TARGET_RATIO = 0.5
 DEFAULT_SIZES = (2000, 10000)
@@ -92,7 +93,7 @@ def clone_jobs(template: Path, share: Path, job_ids: list[str]) -> None:
     The template's files are read once and written from memory (same names,
     sizes and 0600 mode): much faster than copying trees file by file.
     """
-    store = Store(str(share))
+    store = open_store(str(share))
     store.ensure_root()
     record = JobRecord.from_json(store.read_json(str(template / "job.json")))
     # The context names the share dir: rx_get_jobs lists only jobs of the asked context.
@@ -151,7 +152,7 @@ def time_rxjobs(share: Path, n_jobs: int) -> Timing:
 
 def time_remove_only(share: Path, n_jobs: int) -> Timing:
     """Only the deletion: ``Store.remove_job`` of every id, in 8 threads like cleanup."""
-    store = Store(str(share))
+    store = open_store(str(share))
     t0 = time.perf_counter()
     ids = store.list_job_ids()
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -38,8 +38,9 @@ from rxjobs import (
     rx_get_jobs,
     rx_wait_for_job,
 )
-from rxjobs.jobs import JobRecord
-from rxjobs.store import Store, job_id_time, new_job_id
+from rxjobs.ids import job_id_time, new_job_id
+from rxjobs.records import JobRecord
+from rxjobs.store import open_store
 
 from .cleanup_bench import machine_summary, verdict, write_docs
 
@@ -89,7 +90,7 @@ def clone_spread(templates: list[Path], share: Path, job_ids: list[str]) -> None
     """Copy the templates round-robin under ``job_ids``, with matching job.json."""
     import shutil
 
-    store = Store(str(share))
+    store = open_store(str(share))
     store.ensure_root()
     records = [JobRecord.from_json(store.read_json(str(t / "job.json"))) for t in templates]
     context = dataclasses.replace(records[0].compute_context(), share_dir=store.url).to_dict()

@@ -99,14 +99,14 @@ class MotoServer:
 def make_template(share: str, options: dict) -> dict[str, bytes]:
     """Run one real job with its share dir on S3; return its objects, by path inside the job."""
     from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_exec, rx_wait_for_job
-    from rxjobs.store import Store
+    from rxjobs.store import open_store
 
     cc = RxLocalParallel(num_workers=1, wait=False, share_dir=share, share_dir_options=options)
     job = rx_exec(square, x=[1, 2], task_chunk_size=2, compute_context=cc)
     status = rx_wait_for_job(job, timeout=300)
     if status is not RxRemoteJobStatus.FINISHED:
         raise RuntimeError(f"the template job {job.job_id} ended {status.value}, not finished")
-    store = Store(share, options)
+    store = open_store(share, options)
     prefix = f"{store.root}/{job.job_id}/"
     return {key[len(prefix):]: store.fs.cat_file(key) for key in store.fs.find(prefix)}
 
@@ -119,9 +119,9 @@ def build_share(share: str, options: dict, template: dict[str, bytes], job_ids: 
     """
     import json
 
-    from rxjobs.store import Store
+    from rxjobs.store import open_store
 
-    store = Store(share, options)
+    store = open_store(share, options)
     record = json.loads(template["job.json"])
     files = {}
     for job_id in job_ids:
@@ -148,17 +148,17 @@ def rxjobs_cleanup(share: str, options: dict, job_ids: list[str]) -> None:
 
 
 def rxjobs_remove_only(share: str, options: dict, job_ids: list[str]) -> None:
-    from rxjobs.store import Store
+    from rxjobs.store import open_store
 
-    store = Store(share, options)
+    store = open_store(share, options)
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(store.remove_job, job_ids))
 
 
 def s3fs_rm(share: str, options: dict, job_ids: list[str]) -> None:
-    from rxjobs.store import Store
+    from rxjobs.store import open_store
 
-    store = Store(share, options)
+    store = open_store(share, options)
     store.fs.rm([f"{store.root}/{job_id}" for job_id in job_ids], recursive=True)
 
 
@@ -191,7 +191,7 @@ class Results:
 def run(n_jobs: int, repeat: int, echo: Callable[[str], None] = print) -> Results:
     import fsspec
 
-    from rxjobs.store import Store
+    from rxjobs.store import open_store
 
     from .cleanup_bench import unique_job_ids
 
@@ -213,7 +213,7 @@ def run(n_jobs: int, repeat: int, echo: Callable[[str], None] = print) -> Result
                 started = time.perf_counter()
                 CONTENDERS[name](share, options, job_ids)
                 elapsed = time.perf_counter() - started
-                if Store(share, options).fs.find(share.split("://", 1)[1]):
+                if open_store(share, options).fs.find(share.split("://", 1)[1]):
                     raise RuntimeError(f"{name} left objects behind in {share}")
                 results.times[name].append(elapsed)
                 echo(f"  repetition {rep + 1}/{repeat}: {name:<8} {elapsed:7.3f} s")

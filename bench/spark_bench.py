@@ -50,7 +50,7 @@ from rxjobs import (
     rx_spark_disconnect,
     rx_wait_for_job,
 )
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from .cleanup_bench import machine_summary, write_docs
 
@@ -177,7 +177,7 @@ def time_fixed_cost(share: str) -> tuple[float, float, float]:
     elapsed = time.perf_counter() - started
     if status is not RxRemoteJobStatus.FINISHED:
         raise RuntimeError(f"the job {job.job_id} ended {status.value}")
-    store = Store(share)
+    store = open_store(share)
     record = store.read_json(store.paths(job.job_id).status_json)
     spark_up = dt.datetime.fromisoformat(record["started"]).timestamp() - wall
     recorded = dt.datetime.fromisoformat(record["ended"]).timestamp() - wall

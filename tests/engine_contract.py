@@ -27,7 +27,7 @@ from rxjobs import (
     rx_get_jobs,
     rx_wait_for_job,
 )
-from rxjobs.store import Store
+from rxjobs.store import Store, open_store
 
 from conftest import wait_until
 
@@ -58,7 +58,7 @@ class EngineContract:
     @pytest.fixture
     def share_store(self, share_path) -> Store:
         """The share dir of ``make_context``, as a store."""
-        return Store(share_path)
+        return open_store(share_path)
 
     def test_waiting_job_returns_results_in_run_order(self, make_context):
         seen = []

@@ -14,9 +14,12 @@ import cloudpickle
 
 from rxjobs import RxLocalParallel
 from rxjobs.durations import format_duration
-from rxjobs.jobs import JobRecord, Record, mark_retrieved, write_status
+from rxjobs.ids import new_job_id
+from rxjobs.records import JobRecord, mark_retrieved, write_status
 from rxjobs.runner import Payload, TaskResult
-from rxjobs.store import Store, new_job_id, utc_now_iso
+from rxjobs.status import Record
+from rxjobs.store import Store, open_store
+from rxjobs.times import utc_now_iso
 
 KINDS = ("unretrieved", "retrieved", "failed", "canceled")
 
@@ -108,7 +111,7 @@ def make_jobs_in_bulk(store: Store, kinds: list[str], **kwargs) -> list[MadeJob]
     every file (s3fs sends those concurrently).  The result is the same files
     :func:`make_job` writes, naming ``store`` as their share dir.
     """
-    staging = Store(f"memory://rxjobs-staging-{uuid.uuid4().hex}")
+    staging = open_store(f"memory://rxjobs-staging-{uuid.uuid4().hex}")
     try:
         made = [make_job(staging, kind, share_url=store.url, **kwargs) for kind in kinds]
         files = {store.root + key[len(staging.root):]: staging.fs.cat_file(key)

@@ -32,7 +32,8 @@ from rxjobs import (
     rx_set_compute_context,
     rx_wait_for_job,
 )
-from rxjobs.store import Store, new_job_id
+from rxjobs.ids import new_job_id
+from rxjobs.store import open_store
 
 from engine_contract import fail_on_three, square
 
@@ -125,7 +126,7 @@ def test_unpicklable_function_fails_at_submit_and_leaves_nothing(tmp_path):
     cc = RxLocalParallel(share_dir=str(share), wait=False)
     with pytest.raises(TypeError, match="cannot be pickled"):
         rx_exec(uses_lock, x=[1, 2], compute_context=cc)
-    assert not share.exists() or Store(str(share)).list_job_ids() == []
+    assert not share.exists() or open_store(str(share)).list_job_ids() == []
 
 
 def test_unknown_job_names_the_id_and_share_dir(tmp_path):
@@ -172,7 +173,7 @@ def test_cleanup_goes_on_past_a_problem_job(tmp_path, capsys):
              for _ in range(3)]
     for job in jobs_:
         assert rx_wait_for_job(job, timeout=120) is S.FAILED
-    broken = Store(str(tmp_path)).paths(jobs_[1].job_id)
+    broken = open_store(str(tmp_path)).paths(jobs_[1].job_id)
     os.unlink(broken.status_json)
     os.mkdir(broken.status_json)  # a status record that cannot be read
     with pytest.warns(RxCleanupWarning, match=jobs_[1].job_id):
@@ -182,14 +183,14 @@ def test_cleanup_goes_on_past_a_problem_job(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].startswith("removed ") and lines[1].startswith("kept ")
     rx_cleanup_jobs(jobs_, force=True, verbose=False)
-    assert Store(str(tmp_path)).list_job_ids() == []
+    assert open_store(str(tmp_path)).list_job_ids() == []
 
 
 def test_corrupt_job_record_is_undetermined_and_kept_without_force(tmp_path):
     cc = RxLocalParallel(num_workers=1, share_dir=str(tmp_path), wait=False)
     job = rx_exec(square, x=[1], compute_context=cc)
     assert rx_wait_for_job(job, timeout=120) is S.FINISHED
-    store = Store(str(tmp_path))
+    store = open_store(str(tmp_path))
     store.write_atomic(store.paths(job.job_id).status_json, b"\x00garbage")
     assert rx_get_job_status(job) is S.UNDETERMINED
     with pytest.warns(RxCleanupWarning, match="cannot be determined"):

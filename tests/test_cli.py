@@ -32,7 +32,7 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.cli import cli, parse_duration, parse_time
-from rxjobs.store import Store
+from rxjobs.store import open_store
 from rxjobs.waiting import poll
 
 pytestmark = pytest.mark.timeout(120)
@@ -422,7 +422,7 @@ def test_cleanup_unknown_id(share):
 def test_du(share):
     done = ended(share)
     failed = ended(share, fail_on_three, xs=(3,), continue_on_failure=False, expect=S.FAILED)
-    store = Store(share)
+    store = open_store(share)
 
     data = json.loads(rxjobs(share, "du", "--json").stdout)
     rows = {row["job_id"]: row for row in data["jobs"]}
@@ -484,7 +484,7 @@ def test_python_m_rxjobs_demo(share):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in result.stdout
     assert "finished" in result.stdout and "missing" in result.stdout
-    assert Store(share).list_job_ids() == []  # the demo cleans up after itself
+    assert open_store(share).list_job_ids() == []  # the demo cleans up after itself
 
 
 def test_installed_command_error(share):

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_exec, rx_get_job_status, rx_wait_for_job
 from rxjobs.cli import cli
-from rxjobs.store import Store
+from rxjobs.store import Store, open_store
 
 from conftest import processes_mentioning, wait_until
 from engine_contract import sleep_then_return, square
@@ -47,7 +47,7 @@ def share(local_share) -> str:
 
 @pytest.fixture
 def store(share) -> Store:
-    return Store(share)
+    return open_store(share)
 
 
 def old(store: Store, kind: str, days: float, size: int = 0, **kwargs):

@@ -41,7 +41,7 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.jobs import job_status
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import free_port, port_listening, wait_until
 from engine_contract import EngineContract, sleep_then_return, square
@@ -268,7 +268,7 @@ def test_job_survives_its_submitter_and_is_collected_from_another_process(cluste
     status, results = done.stdout.split("\n", 1)
     assert status == "finished"
     assert json.loads(results) == list(range(6))
-    assert Store(share_path).list_job_ids() == []
+    assert open_store(share_path).list_job_ids() == []
 
 
 def test_a_job_behind_a_busy_cluster_is_queued_then_runs(cluster, make_context, gate):
@@ -292,7 +292,7 @@ def test_cancel_interrupts_running_tasks_and_frees_the_workers(cluster, make_con
     # Two tasks end at once (their results are held for the final task), four run for 5 minutes.
     job = rx_exec(sleep_then_return, seconds=[0, 0, 300, 300, 300, 300], task_chunk_size=1,
                   compute_context=make_context(wait=False))
-    store = Store(share_path)
+    store = open_store(share_path)
     paths = store.paths(job.job_id)
     wait_until(lambda: _n_processing(cluster, job.job_id) == 4 and store.exists(paths.result(1)),
                what="2 tasks to end and 4 to run")
@@ -351,7 +351,7 @@ def test_job_whose_keys_the_scheduler_forgot_is_failed_lost(cluster, make_contex
     last = final_key(job.job_id)
     # The final task wrote status.json just before it ended: wait for the scheduler to forget it.
     wait_until(lambda: _task_states(cluster.client(), [last])[last] is None, what="keys forgotten")
-    store = Store(share_path)
+    store = open_store(share_path)
     store.remove_file(store.paths(job.job_id).status_json)  # as if the final task never ran
     derived = job_status(store, job.job_id)
     assert derived.status is S.FAILED, derived
@@ -373,7 +373,7 @@ def test_worker_killed_mid_task_is_rescheduled_without_duplicates(own_cluster, t
     output = rx_get_job_output(job)
     assert sorted(line for line in output.splitlines() if line.startswith("run ")) == [
         f"run {i}" for i in range(4)]
-    store = Store(share)
+    store = open_store(share)
     assert sorted(store.listdir(store.paths(job.job_id).tasks)) == sorted(
         [f"{k}.result.pkl" for k in range(4)] + [f"{k}.out" for k in range(4)])
     assert rx_get_job_results(job) == [0, 1, 2, 3]
@@ -398,7 +398,7 @@ def test_scheduler_down_means_undetermined_and_a_restart_means_lost(own_cluster,
 
     own_cluster.start_scheduler()  # same address, knows nothing of the job
     wait_until(lambda: rx_get_job_status(kept) is S.FAILED, what="the job to be seen lost")
-    assert "lost" in job_status(Store(share), kept.job_id).reason
+    assert "lost" in job_status(open_store(share), kept.job_id).reason
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert [e.outcome for e in rx_cleanup_jobs(kept, verbose=False)] == ["removed"]
@@ -415,7 +415,7 @@ def test_an_invalid_address_is_refused_and_an_absent_scheduler_said_clearly(tmp_
     nobody = RxDask(f"tcp://127.0.0.1:{free_port()}", share_dir=share)
     with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1"):
         rx_exec(square, x=[1], compute_context=nobody)
-    assert not Path(share).exists() or Store(share).list_job_ids() == []
+    assert not Path(share).exists() or open_store(share).list_job_ids() == []
 
 
 def test_jobs_match_by_scheduler_address_and_share_dir(cluster, make_context, share_path, tmp_path):
@@ -503,7 +503,7 @@ def test_interrupting_a_jobs_threads_stops_them_and_nothing_else():
 def _sleeper_of(share_path: str, job_id: str):
     from rxjobs.engines.dask import ENGINE
 
-    store = Store(share_path)
+    store = open_store(share_path)
     handle = store.read_json(store.paths(job_id).engine_json)["handle"]
     return ENGINE.sleeper(handle)
 

@@ -9,7 +9,7 @@ import pytest
 from rxjobs import cleanup
 from rxjobs._delete_worker import DeleteWorkers
 from rxjobs.cleanup import cleanup_jobs
-from rxjobs.store import Store
+from rxjobs.store import Store, open_store
 
 from factory import make_job
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def store(tmp_path) -> Store:
-    store = Store(str(tmp_path / "share with space"))
+    store = open_store(str(tmp_path / "share with space"))
     store.ensure_root()
     return store
 

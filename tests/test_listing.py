@@ -13,15 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rxjobs import RxLocalParallel, RxLocalSeq, RxRemoteJob, jobs, list_jobs, rx_get_jobs
-from rxjobs.store import (
-    _JOINED_IDS_RE,
-    MAX_RECORD_BYTES,
-    Store,
-    _find_in_names,
-    _ids_in_window,
-    new_job_id,
-    validate_job_id,
-)
+from rxjobs.ids import ids_in_window, new_job_id, valid_ids, validate_job_id
+from rxjobs.store import MAX_RECORD_BYTES, Store, open_store
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -61,7 +54,7 @@ ODD_IDS = ["notes", "rxJob_2026", "rxJob_20261128100000000000", "rxJob_x", "A9",
 
 @pytest.mark.timeout(60)
 def test_window_keeps_timed_ids_between_its_edges_and_every_id_of_another_form(store_url):
-    store = Store(store_url)
+    store = open_store(store_url)
     store.ensure_root()
     timed = {s: _job(store, new_job_id(at(s))) for s in (0, 10, 20, 30, 40)}
     for odd in ODD_IDS:
@@ -87,7 +80,7 @@ def test_window_keeps_timed_ids_between_its_edges_and_every_id_of_another_form(s
 
 @pytest.mark.timeout(60)
 def test_window_takes_naive_datetimes_as_local_time_and_any_time_zone(store_url):
-    store = Store(store_url)
+    store = open_store(store_url)
     store.ensure_root()
     ids = [_job(store, new_job_id(at(s))) for s in (0, 10, 20)]
     naive_start = at(10).astimezone().replace(tzinfo=None)  # the same instant, local wall time
@@ -98,7 +91,7 @@ def test_window_takes_naive_datetimes_as_local_time_and_any_time_zone(store_url)
 
 @pytest.mark.timeout(60)
 def test_window_never_lists_symlinks_files_or_invalid_names(tmp_path):
-    store = Store(str(tmp_path / "share"))
+    store = open_store(str(tmp_path / "share"))
     store.ensure_root()
     real = _job(store, new_job_id(at(10)))
     outside = tmp_path / "outside"
@@ -154,7 +147,7 @@ def test_window_selection_by_name_matches_its_definition(names, start, end):
     # Also the names of timed ids at the window's edges.
     edges = [new_job_id(t) for t in (start, end) if t is not None and t.year >= 1000]
     names = list(dict.fromkeys(names + edges))
-    assert sorted(_ids_in_window(names, start, end)) == _reference_window(names, start, end)
+    assert sorted(ids_in_window(names, start, end)) == _reference_window(names, start, end)
 
 
 @pytest.mark.timeout(120)
@@ -162,7 +155,7 @@ def test_window_selection_by_name_matches_its_definition(names, start, end):
 @given(names=st.lists(NAME_PARTS, unique=True, max_size=12), batch=st.integers(1, 5))
 def test_names_are_sifted_in_batches_as_one_by_one(names, batch):
     valid = [name for name in names if _reference_window([name], None, None)]
-    assert _find_in_names(_JOINED_IDS_RE, names, batch) == valid
+    assert valid_ids(names, batch) == valid
 
 
 # -- reading job.json ---------------------------------------------------------------------
@@ -175,7 +168,7 @@ def test_names_are_sifted_in_batches_as_one_by_one(names, batch):
     lambda text: text.encode("utf-16"),
 ])
 def test_job_json_is_read_in_any_encoding_json_accepts(store_url, encode):
-    store = Store(store_url)
+    store = open_store(store_url)
     store.ensure_root()
     record = _record(store, "a", T0)
     _job(store, "a", raw=encode(json.dumps(record)))
@@ -185,7 +178,7 @@ def test_job_json_is_read_in_any_encoding_json_accepts(store_url, encode):
 
 @pytest.mark.timeout(60)
 def test_job_json_that_is_no_record_is_a_value_error(tmp_path):
-    store = Store(str(tmp_path))
+    store = open_store(str(tmp_path))
     _job(store, "garbage", raw=b"\xff\xfe\x00{")
     _job(store, "infinite", raw=json.dumps({**_record(store, "x", T0), "n_runs": float("inf")}).encode())
     _job(store, "huge", raw=b" " * (MAX_RECORD_BYTES + 1))
@@ -204,7 +197,7 @@ def test_job_json_that_is_no_record_is_a_value_error(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_job_record_parsed_fast_is_the_dataclass_value_and_stays_frozen(tmp_path):
-    store = Store(str(tmp_path))
+    store = open_store(str(tmp_path))
     data = _record(store, "a", T0)
     record = jobs.JobRecord.from_json(data)
     assert record == jobs.JobRecord(**data)
@@ -220,7 +213,7 @@ def test_job_record_parsed_fast_is_the_dataclass_value_and_stays_frozen(tmp_path
 
 @pytest.mark.timeout(60)
 def test_window_reads_untimed_and_corrupt_jobs_by_their_record(tmp_path):
-    store = Store(str(tmp_path))
+    store = open_store(str(tmp_path))
     cc = RxLocalParallel(share_dir=store.url)
     inside = _job(store, new_job_id(at(10)))
     edge = _job(store, new_job_id(at(20)))
@@ -245,7 +238,7 @@ def _fields(job: RxRemoteJob) -> tuple:
 
 @pytest.mark.timeout(60)
 def test_listed_jobs_are_the_values_rx_remote_job_makes(tmp_path):
-    store = Store(str(tmp_path))
+    store = open_store(str(tmp_path))
     cc = RxLocalParallel(share_dir=store.url)
     ids = [_job(store, new_job_id(at(s)), num_workers=s % 3 + 1) for s in range(6)]
     broken = _job(store, new_job_id(at(7)), raw=b"[]")

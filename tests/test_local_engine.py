@@ -23,7 +23,7 @@ from rxjobs import (
 )
 from rxjobs.engines.local import ENGINE
 from rxjobs.status import Probe
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import processes_mentioning, wait_until
 from engine_contract import EngineContract, sleep_then_return, square
@@ -50,7 +50,7 @@ class TestLocalEngineContract(EngineContract):
 
 
 def _engine_record(share_path: str, job_id: str) -> dict:
-    return Store(share_path).read_json(Store(share_path).paths(job_id).engine_json)
+    return open_store(share_path).read_json(open_store(share_path).paths(job_id).engine_json)
 
 
 def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path):
@@ -80,7 +80,7 @@ def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path)
     status, results = done.stdout.split("\n", 1)
     assert status == "finished"
     assert json.loads(results) == [x * x for x in range(10)]
-    assert Store(share_path).list_job_ids() == []
+    assert open_store(share_path).list_job_ids() == []
 
 
 def test_job_processes_name_the_job_and_none_remain_after_it_ends(share_path):
@@ -107,7 +107,7 @@ def test_driver_killed_with_sigkill_makes_the_job_failed(share_path):
     wait_until(lambda: rx_get_job_status(job) is S.FAILED, timeout=30, what="FAILED")
     from rxjobs.jobs import job_status
 
-    assert "driver lost" in job_status(Store(share_path), job.job_id).reason
+    assert "driver lost" in job_status(open_store(share_path), job.job_id).reason
     wait_until(lambda: not processes_mentioning(job.job_id), what="workers to die with the driver")
 
 
@@ -126,7 +126,7 @@ def test_job_with_reused_pid_in_its_handle_is_failed_not_running(share_path):
     cc = RxLocalParallel(num_workers=1, wait=False, share_dir=share_path)
     job = rx_exec(square, x=[2], compute_context=cc)
     assert rx_wait_for_job(job, timeout=120) is S.FINISHED
-    store = Store(share_path)
+    store = open_store(share_path)
     paths = store.paths(job.job_id)
     store.remove_file(paths.status_json)  # as if the machine rebooted mid-job
     record = store.read_json(paths.engine_json)
@@ -194,7 +194,7 @@ def test_waiting_job_driver_is_forked_only_from_a_single_threaded_caller(share_p
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
-        store = Store(share_path)
+        store = open_store(share_path)
 
         def handle():
             for job_id in store.list_job_ids():
@@ -239,7 +239,7 @@ def test_a_forked_driver_killed_makes_the_waiting_caller_see_failed(share_path):
     proc = subprocess.Popen([sys.executable, "-c", caller], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        store = Store(share_path)
+        store = open_store(share_path)
         job_id = wait_until(lambda: (store.list_job_ids() or [None])[0], what="the job")
         wait_until(lambda: len(processes_mentioning(job_id)) >= 3, what="driver and two workers")
         pid = wait_until(lambda: _engine_record(share_path, job_id)["handle"]["pid"]

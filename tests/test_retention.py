@@ -18,9 +18,9 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.durations import format_duration, parse_duration, parse_size, to_timedelta
-from rxjobs.jobs import read_job_record
+from rxjobs.records import read_job_record
 from rxjobs.retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import wait_until
 from engine_contract import sleep_then_return, square
@@ -197,7 +197,7 @@ def test_expires_after_on_contexts_is_a_normalized_value(tmp_path):
 
 def test_expired_jobs_are_removed_without_force_and_running_ones_never(local_share):
     cc = RxLocalParallel(num_workers=2, wait=False, share_dir=local_share, expires_after="0s")
-    store = Store(local_share)
+    store = open_store(local_share)
     finished = rx_exec(square, x=[1, 2], compute_context=cc)
     kept = rx_exec(square, x=[3], compute_context=cc, expires_after="30d")  # rx_exec wins
     running = rx_exec(sleep_then_return, seconds=[300], compute_context=cc)

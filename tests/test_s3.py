@@ -29,7 +29,8 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs import jobs as jobs_module
-from rxjobs.store import REDACTED, Store
+from rxjobs.options import REDACTED
+from rxjobs.store import Store, open_store
 
 from conftest import processes_mentioning, wait_until
 from engine_contract import EngineContract, sleep_then_return, square
@@ -51,7 +52,7 @@ def options(s3_server) -> dict:
 
 @pytest.fixture
 def store(share_path, options) -> Store:
-    return Store(share_path, options)
+    return open_store(share_path, options)
 
 
 def parallel(share: str, options: dict, wait: bool = False, **settings) -> RxLocalParallel:

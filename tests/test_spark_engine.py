@@ -34,7 +34,7 @@ from rxjobs import (
 )
 from rxjobs.engines.spark import parallelism, spark_conf
 from rxjobs.jobs import job_status
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import (
     free_port,
@@ -104,12 +104,12 @@ def worker_python(x):
 
 
 def _handle(share_path: str, job_id: str) -> dict:
-    store = Store(share_path)
+    store = open_store(share_path)
     return store.read_json(store.paths(job_id).engine_json)["handle"]
 
 
 def _status_record(share_path: str, job_id: str) -> dict:
-    store = Store(share_path)
+    store = open_store(share_path)
     return store.read_json(store.paths(job_id).status_json)
 
 
@@ -165,7 +165,7 @@ def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path)
     status, results = done.stdout.split("\n", 1)
     assert status == "finished"
     assert json.loads(results) == [x * x for x in range(10)]
-    assert Store(share_path).list_job_ids() == []
+    assert open_store(share_path).list_job_ids() == []
 
 
 def test_job_is_one_spark_application_run_by_this_python(make_context, share_path):
@@ -209,7 +209,7 @@ def test_driver_killed_with_sigkill_fails_the_job_and_takes_spark_with_it(make_c
     tree = _job_tree_with_workers(share_path, job.job_id, workers=2)
     os.kill(tree[0].pid, signal.SIGKILL)
     wait_until(lambda: rx_get_job_status(job) is S.FAILED, timeout=30, what="FAILED")
-    assert "driver lost" in job_status(Store(share_path), job.job_id).reason
+    assert "driver lost" in job_status(open_store(share_path), job.job_id).reason
     # The JVM exits when its stdin pipe from the dead driver closes; its Python
     # daemon and workers follow it.
     wait_until(lambda: not live(tree), timeout=60, what="the JVM and Python workers to exit")
@@ -412,7 +412,7 @@ def test_jobs_run_on_a_standalone_cluster(standalone_master, share_path):
     waiting = RxSpark(master=standalone_master, wait=True, share_dir=share_path,
                       executor_mem="512m", extra_spark_config=CHEAP_JVM)
     assert rx_exec(square, x=[1, 2, 3], compute_context=waiting) == [1, 4, 9]
-    assert Store(share_path).list_job_ids() == []
+    assert open_store(share_path).list_job_ids() == []
 
 
 def test_cancel_on_a_standalone_cluster_stops_the_executors(standalone_master, share_path):

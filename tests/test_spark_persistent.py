@@ -39,7 +39,7 @@ from rxjobs import (
 )
 from rxjobs.engines import spark_server
 from rxjobs.jobs import job_status
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import (
     kill_processes_mentioning,
@@ -137,12 +137,12 @@ def shared():
 
 
 def _handle(share: str, job_id: str) -> dict:
-    store = Store(share)
+    store = open_store(share)
     return store.read_json(store.paths(job_id).engine_json)["handle"]
 
 
 def _details(share: str, job_id: str) -> dict:
-    store = Store(share)
+    store = open_store(share)
     return store.read_json(store.paths(job_id).status_json).get("details", {})
 
 
@@ -214,7 +214,7 @@ def test_waiting_job_returns_results_and_captures_output(shared):
     assert [ln for ln in output.splitlines() if ln.startswith("squaring")] == [
         f"squaring {x}" for x in range(6)]
     assert rx_get_job_results(job) == [x * x for x in range(6)]
-    assert Store(shared.share).list_job_ids() == []
+    assert open_store(shared.share).list_job_ids() == []
 
 
 @pytest.mark.timeout(300)
@@ -234,7 +234,7 @@ def test_failing_run_when_not_continuing_fails_the_job_and_not_the_server(shared
     cc = shared.context()
     job = rx_exec(fail_on_three, x=list(range(6)), compute_context=cc, continue_on_failure=False)
     assert rx_wait_for_job(job, timeout=120) is S.FAILED
-    assert "run 3 raised ValueError" in job_status(Store(shared.share), job.job_id).reason
+    assert "run 3 raised ValueError" in job_status(open_store(shared.share), job.job_id).reason
     with pytest.raises(ValueError, match="no threes please"):
         rx_exec(fail_on_three, x=list(range(6)), compute_context=shared.context(wait=True),
                 continue_on_failure=False)
@@ -324,7 +324,7 @@ def test_sigkill_of_the_server_fails_its_job_and_leaves_no_process(servers):
     key = spark_server.ServerPaths.of(cc).key
     os.kill(server.pid, signal.SIGKILL)
     wait_until(lambda: rx_get_job_status(job) is S.FAILED, timeout=60, what="FAILED")
-    assert "driver lost" in job_status(Store(servers.share), job.job_id).reason
+    assert "driver lost" in job_status(open_store(servers.share), job.job_id).reason
     # The JVM exits when its stdin pipe from the dead server closes; its Python daemon
     # and workers follow it.
     wait_until(lambda: not live(tree), timeout=90, what="the JVM and Python workers to exit")
@@ -369,7 +369,7 @@ def test_disconnect_fails_running_jobs_and_stops_everything(servers):
     assert not live(tree)  # returns once the server, its JVM and workers are gone
     assert isinstance(rx_get_compute_context(), RxLocalSeq)  # as RevoScaleR's rxSparkDisconnect
     assert rx_get_job_status(job) is S.FAILED
-    assert "rx_spark_disconnect" in job_status(Store(servers.share), job.job_id).reason
+    assert "rx_spark_disconnect" in job_status(open_store(servers.share), job.job_id).reason
     assert servers.record(cc) is None
     assert rx_spark_disconnect(cc) is False  # nothing left to stop
 

@@ -15,15 +15,11 @@ import pytest
 
 from rxjobs import jobs
 from rxjobs.cleanup import cleanup_jobs
+from rxjobs.errors import JobNotFoundError
+from rxjobs.ids import job_id_time, new_job_id, validate_job_id
+from rxjobs.sharedir import normalize_share_dir
 from rxjobs.status import RxRemoteJobStatus
-from rxjobs.store import (
-    JobNotFoundError,
-    Store,
-    job_id_time,
-    new_job_id,
-    normalize_share_dir,
-    validate_job_id,
-)
+from rxjobs.store import Store, open_store
 
 from factory import make_job
 
@@ -34,7 +30,7 @@ BAD_IDS = ["", ".", "..", "../x", "/abs", "a/b", "a\\b", "a\x00b", "-lead", ".hi
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_invalid_job_ids_are_refused_before_the_disk_is_touched(tmp_path, bad):
     share = tmp_path / "never-created"
-    store = Store(str(share))
+    store = open_store(str(share))
     with pytest.raises(ValueError, match="invalid job id"):
         store.paths(bad)
     assert not share.exists()
@@ -65,7 +61,7 @@ def test_share_dir_spellings_are_normalized(tmp_path, monkeypatch):
 
 
 def test_atomic_writes_and_reads(store_url):
-    store = Store(store_url)
+    store = open_store(store_url)
     store.ensure_root()
     paths = store.paths("job1")
     store.makedir(paths.dir)
@@ -82,7 +78,7 @@ def test_atomic_writes_and_reads(store_url):
 def test_local_share_dir_and_files_are_private_whatever_the_umask(tmp_path):
     old = os.umask(0)
     try:
-        store = Store(str(tmp_path / "s"))
+        store = open_store(str(tmp_path / "s"))
         store.ensure_root()
         paths = store.paths("job1")
         store.makedir(paths.dir)
@@ -103,7 +99,7 @@ def _make_job(store: Store, job_id: str, files: int = 3) -> None:
 
 
 def test_listing_is_sorted_and_skips_trash_and_strangers(store_url):
-    store = Store(store_url)
+    store = open_store(store_url)
     store.ensure_root()
     ids = [new_job_id() for _ in range(5)]
     for job_id in reversed(ids):
@@ -114,7 +110,7 @@ def test_listing_is_sorted_and_skips_trash_and_strangers(store_url):
 
 
 def test_remove_job_frees_files_and_bytes_and_is_exactly_once(store_url):
-    store = Store(store_url)
+    store = open_store(store_url)
     store.ensure_root()
     _make_job(store, "job1", files=4)
     assert store.usage("job1").files == 4
@@ -130,7 +126,7 @@ def test_one_pass_removal_counts_what_it_deletes_and_follows_no_symlink(tmp_path
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "canary.txt").write_text("keep me")
-    store = Store(str(tmp_path / "s"))
+    store = open_store(str(tmp_path / "s"))
     store.ensure_root()
     _make_job(store, "job1", files=4)  # 4 files of 10 bytes
     paths = store.paths("job1")
@@ -152,7 +148,7 @@ def test_one_pass_removal_counts_what_it_deletes_and_follows_no_symlink(tmp_path
 
 @pytest.mark.timeout(60)
 def test_a_detached_job_reads_as_missing_until_its_trash_entry_is_deleted(tmp_path):
-    store = Store(str(tmp_path / "s"))
+    store = open_store(str(tmp_path / "s"))
     store.ensure_root()
     _make_job(store, "job1", files=2)
     entry = store.detach_job("job1")
@@ -168,7 +164,7 @@ def test_a_detached_job_reads_as_missing_until_its_trash_entry_is_deleted(tmp_pa
 
 @pytest.mark.timeout(60)
 def test_cleanup_deletes_files_after_letting_go_of_the_jobs_lock(tmp_path, monkeypatch):
-    store = Store(str(tmp_path / "s"))
+    store = open_store(str(tmp_path / "s"))
     made = make_job(store, "failed")
     stripe = zlib.crc32(made.job_id.encode()) % 64
     seen = []
@@ -192,7 +188,7 @@ def test_cleanup_deletes_files_after_letting_go_of_the_jobs_lock(tmp_path, monke
 
 
 def test_interrupted_local_removal_is_finished_by_the_next_cleanup(tmp_path):
-    store = Store(str(tmp_path / "s"))
+    store = open_store(str(tmp_path / "s"))
     store.ensure_root()
     _make_job(store, "job1")
     os.makedirs(store.trash)
@@ -203,7 +199,7 @@ def test_interrupted_local_removal_is_finished_by_the_next_cleanup(tmp_path):
 
 
 def test_interrupted_removal_without_atomic_rename_is_finished_by_the_next_cleanup():
-    store = Store("memory://rxjobs-test-deleting-marker")
+    store = open_store("memory://rxjobs-test-deleting-marker")
     store.ensure_root()
     _make_job(store, "job1")
     store.write_atomic(store.paths("job1").deleting, b"")  # killed after the marker
@@ -218,7 +214,7 @@ def test_removal_never_follows_symlinks(tmp_path):
     outside.mkdir()
     canary = outside / "canary.txt"
     canary.write_text("keep me")
-    store = Store(str(tmp_path / "s"))
+    store = open_store(str(tmp_path / "s"))
     store.ensure_root()
     _make_job(store, "job1")
     os.symlink(outside, f"{store.paths('job1').dir}/link-to-dir")
@@ -235,7 +231,7 @@ def test_removal_never_follows_symlinks(tmp_path):
 def test_purge_spares_a_trash_entry_only_while_its_remover_runs_not_a_pid_reuser(tmp_path):
     """A trash entry names its remover by pid and start time: a live process that
     reused the pid does not keep the entry from being purged."""
-    store = Store(str(tmp_path / "s"))
+    store = open_store(str(tmp_path / "s"))
     store.ensure_root()
     os.makedirs(store.trash)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])

@@ -29,7 +29,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .store import Store, Usage
+from .store import Store, Usage, open_store
 
 
 class _HelperGone(Exception):
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             store = stores.get(share_dir)
             if store is None:
-                store = stores[share_dir] = Store(share_dir)
+                store = stores[share_dir] = open_store(share_dir)
             if not store.is_local:
                 raise ValueError(f"{share_dir} is not a local share dir")
             usage = store.delete_detached(path)

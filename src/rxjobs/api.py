@@ -11,7 +11,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from . import jobs
@@ -21,9 +21,13 @@ from .contexts import RxComputeContext, RxLocalSeq
 from .durations import format_duration, to_timedelta
 from .engines import get_engine
 from .errors import JobFailedError, JobNotFoundError
+from .ids import job_id_time, validate_job_id
+from .records import JobRecord, mark_retrieved, read_job_record
 from .runner import Payload, load_task_result
+from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
-from .store import Store, default_share_dir, job_id_time, normalize_share_dir, validate_job_id
+from .store import Store, open_store
+from .times import to_utc
 from .waiting import poll
 
 
@@ -108,7 +112,7 @@ class RxRemoteJob:
 
     @property
     def store(self) -> Store:
-        return Store(self.share_dir, self.share_dir_options)
+        return open_store(self.share_dir, self.share_dir_options)
 
     def __repr__(self) -> str:
         return f"RxRemoteJob(job_id={self.job_id!r}, share_dir={self.share_dir!r})"
@@ -154,11 +158,11 @@ class RxRemoteJob:
         return rx_cleanup_jobs(self, force=True, verbose=False)
 
 
-def _stored_context(record: jobs.JobRecord, store: Store) -> RxComputeContext | None:
+def _stored_context(record: JobRecord, store: Store) -> RxComputeContext | None:
     """The context a job was submitted with; None for an unknown kind or an engine
     not installed here (the job is still listed, probed and cleaned up)."""
     try:
-        return record.compute_context()
+        return RxComputeContext.from_dict(record.context)
     except (ValueError, TypeError, ImportError):
         return None
 
@@ -259,7 +263,7 @@ def rx_exec(
     options = {"continue_on_failure": bool(continue_on_failure), "console_output": bool(console),
                "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": cc.waits,
                "expires_after": format_duration(expiry) if expiry is not None else None}
-    store = Store(cc.job_share_dir(), cc.job_share_dir_options())
+    store = open_store(cc.job_share_dir(), cc.job_share_dir_options())
     job = RxRemoteJob(cc, jobs.submit_job(store, cc, payload, options))
     if not cc.waits:
         return job
@@ -306,7 +310,7 @@ def _run_in_process(function: Callable[..., Any], runs: list[dict[str, Any]],
 def _wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any] | None) -> None:
     """Wait until the job ends, calling ``callback`` on each run's value as its task lands."""
     seen: set[int] = set()
-    n_tasks = jobs.read_job_record(store, job_id).n_tasks
+    n_tasks = read_job_record(store, job_id).n_tasks
 
     def check() -> RxRemoteJobStatus | None:
         if callback is not None:
@@ -327,7 +331,7 @@ def _wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any
 
 def _first_run_error(store: Store, job_id: str) -> BaseException | None:
     try:
-        n_tasks = jobs.read_job_record(store, job_id).n_tasks
+        n_tasks = read_job_record(store, job_id).n_tasks
     except Exception:
         return None
     for task in range(n_tasks):
@@ -388,7 +392,7 @@ def rx_get_jobs(
     """
     cc = _context(compute_context)
     share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
-    store = Store(share, cc.job_share_dir_options())
+    store = open_store(share, cc.job_share_dir_options())
     found = []
     for job, created, status in _scan(store, cc, exact_match, start_time, end_time, states,
                                       need_status=verbose):
@@ -412,7 +416,7 @@ def list_jobs(
     scan restricted to one compute context.  ``share_dir_options`` are the
     fsspec storage options of an object-store share dir.
     """
-    store = Store(share_dir or default_share_dir(), share_dir_options)
+    store = open_store(share_dir or default_share_dir(), share_dir_options)
     return list(_scan(store, None, False, start_time, end_time, states, need_status=True))
 
 
@@ -428,10 +432,10 @@ def get_job(job_id: str, share_dir: str | None = None,
         No such job in the share dir.
     """
     validate_job_id(job_id)
-    store = Store(share_dir or default_share_dir(), share_dir_options)
+    store = open_store(share_dir or default_share_dir(), share_dir_options)
     options = store.options or None
     try:
-        record = jobs.read_job_record(store, job_id)
+        record = read_job_record(store, job_id)
     except ValueError:  # a job dir with a broken job.json is still a job to clean up
         return RxRemoteJob(RxLocalSeq(), job_id, share_dir=store.url, share_dir_options=options)
     return RxRemoteJob(_stored_context(record, store) or RxLocalSeq(), job_id, share_dir=store.url,
@@ -472,8 +476,8 @@ def _scan(
     last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
     for job_id in store.list_job_ids(start, end):
         try:
-            record = jobs.read_job_record(store, job_id, listed=True)
-        except jobs.JobNotFoundError:
+            record = read_job_record(store, job_id, listed=True)
+        except JobNotFoundError:
             continue  # removed while we listed
         except ValueError:
             record = None
@@ -481,7 +485,7 @@ def _scan(
         if need_time:
             created = job_id_time(job_id)
             if created is None and record is not None:
-                created = _parse_time(record.created)
+                created = record.created_time
             if windowed and (created is None or (start is not None and created < start)
                              or (end is not None and created > end)):
                 continue
@@ -521,14 +525,7 @@ def _utc(value: datetime | None) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise TypeError(f"start_time/end_time must be datetime objects, not {type(value).__name__}")
-    return value.astimezone(timezone.utc)  # a naive datetime is taken as local time
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text).astimezone(timezone.utc)
-    except (TypeError, ValueError):
-        return None
+    return to_utc(value)
 
 
 def rx_get_job_status(job_info: RxRemoteJob) -> RxRemoteJobStatus:
@@ -571,7 +568,7 @@ def rx_get_job_results(
     job = _job(job_info)
     store = job.store
     with store.lock(job.job_id):
-        record = jobs.read_job_record(store, job.job_id)
+        record = read_job_record(store, job.job_id)
         results = jobs.read_results(store, job.job_id)
         options = record.options
         console = options.get("console_output", False) if console_output is None else console_output
@@ -586,7 +583,7 @@ def rx_get_job_results(
             except JobNotFoundError:
                 pass  # another cleanup removed it after our read
         else:
-            jobs.mark_retrieved(store, job.job_id)
+            mark_retrieved(store, job.job_id)
     _warn_failed_runs(job.job_id, results.failed, len(results.values))
     return results.values
 

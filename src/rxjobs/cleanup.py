@@ -20,8 +20,9 @@ from typing import Any
 
 from . import jobs
 from ._delete_worker import DeleteWorkers
+from .errors import JobNotFoundError
 from .status import RxRemoteJobStatus
-from .store import JobNotFoundError, Store, Usage
+from .store import Store, Usage
 
 # A cleanup of at least this many jobs of local share dirs deletes their files in
 # helper processes (rxjobs._delete_worker), which take about 0.06 s to start.

@@ -41,9 +41,13 @@ from .errors import (
     JobNotFinishedError,
     JobNotFoundError,
 )
+from .ids import validate_job_id
+from .options import REDACTED, has_redacted_value, storage_options
+from .records import read_job_record
 from .retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs, survey_jobs
+from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
-from .store import Store, default_share_dir, normalize_share_dir, storage_options, validate_job_id
+from .store import Store, open_store
 from .waiting import poll
 
 # What a user can cause (a bad id, an unknown job, a job in the wrong state, an
@@ -235,7 +239,7 @@ class ShareDir:
     options: dict[str, Any] | None = None
 
     def store(self) -> Store:
-        return Store(self.url, self.options)
+        return open_store(self.url, self.options)
 
 
 def _parse_share_dir_options(pairs: Sequence[str], from_env: str | None) -> dict[str, Any] | None:
@@ -263,7 +267,14 @@ def _parse_share_dir_options(pairs: Sequence[str], from_env: str | None) -> dict
         except json.JSONDecodeError:
             value = text
         options[key.strip()] = value
-    return storage_options(options).to_dict() if options else None
+    redacted = has_redacted_value(options)
+    if redacted is not None:
+        raise click.BadParameter(
+            f"the value of {redacted!r} is {REDACTED!r}, the placeholder rxjobs writes instead of a "
+            "credential: give the real value, or leave credentials to the environment",
+            param_hint="'--share-dir-option'")
+    frozen = storage_options(options) if options else None
+    return frozen.to_dict() if frozen is not None else None
 
 
 @click.group(cls=_RxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -304,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _job_summary(store: Store, job_id: str, created: datetime | None, state: str) -> dict[str, Any]:
     try:
-        record = jobs.read_job_record(store, job_id)
+        record = read_job_record(store, job_id)
         function, n_runs, n_tasks = record.function, record.n_runs, record.n_tasks
     except (JobNotFoundError, ValueError):  # removed meanwhile, or a broken job.json
         function, n_runs, n_tasks = "", None, None
@@ -446,7 +457,7 @@ def results(share: ShareDir, job_id: str, keep: bool, as_json: bool) -> None:
 
 def _n_tasks(job: api.RxRemoteJob) -> int | None:
     try:
-        return jobs.read_job_record(job.store, job.job_id).n_tasks
+        return read_job_record(job.store, job.job_id).n_tasks
     except (JobNotFoundError, ValueError):
         return None
 

@@ -18,13 +18,8 @@ from urllib.parse import urlsplit
 
 from .durations import format_duration, to_timedelta
 from .errors import EngineNotInstalledError
-from .store import (
-    PROCESS_LOCAL_PROTOCOLS,
-    StorageOptions,
-    default_share_dir,
-    normalize_share_dir,
-    storage_options,
-)
+from .options import StorageOptions, storage_options
+from .sharedir import default_share_dir, is_process_local, normalize_share_dir
 
 
 class RxUnsupportedContextError(NotImplementedError):
@@ -153,7 +148,7 @@ class RxLocalParallel(RxComputeContext):
         ):
             raise ValueError(f"num_workers must be a positive integer or None, not {self.num_workers!r}")
         share = normalize_share_dir(self.share_dir) if self.share_dir is not None else default_share_dir()
-        if _is_process_local(share):
+        if is_process_local(share):
             raise ValueError(
                 f"RxLocalParallel needs a share_dir that its driver and worker processes can all "
                 f"reach (a directory on a local disk or an object store URL), not {share!r}, which only "
@@ -167,10 +162,6 @@ class RxLocalParallel(RxComputeContext):
         return self.num_workers or os.cpu_count() or 1
 
 
-def _is_process_local(share: str) -> bool:
-    return "://" in share and share.split("://", 1)[0] in PROCESS_LOCAL_PROTOCOLS
-
-
 def _normalize_storage_fields(cc: RxComputeContext) -> None:
     """Freeze ``share_dir_options`` and ``expires_after`` into hashable, comparable values."""
     object.__setattr__(cc, "share_dir_options", storage_options(cc.share_dir_options))
@@ -180,7 +171,7 @@ def _normalize_storage_fields(cc: RxComputeContext) -> None:
 
 def _cluster_share_dir(share_dir: str | None, kind: str) -> str:
     share = normalize_share_dir(share_dir) if share_dir is not None else default_share_dir()
-    if _is_process_local(share):
+    if is_process_local(share):
         raise ValueError(
             f"{kind} needs a share_dir that every worker can reach (a shared directory or an "
             f"object store URL), not {share!r}, which only this process can see"

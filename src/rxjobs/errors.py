@@ -1,19 +1,41 @@
-"""Exceptions rxjobs raises, each with a message that says what to do next."""
+"""Exceptions rxjobs raises, each with a message that says what to do next.
+
+Every exception a user can meet is defined here, below every other module,
+so that any layer may raise it and the facades can report it in one line.
+"""
 
 from __future__ import annotations
 
-from .store import JobNotFoundError, UntrustedShareDirError
+from typing import Any
 
 __all__ = [
-    "JobNotFoundError",
-    "UntrustedShareDirError",
-    "JobNotFinishedError",
-    "JobFailedError",
-    "JobCanceledError",
-    "IncompleteResultsError",
-    "RxRunError",
     "EngineNotInstalledError",
+    "IncompleteResultsError",
+    "JobCanceledError",
+    "JobFailedError",
+    "JobNotFinishedError",
+    "JobNotFoundError",
+    "NotAShareDirError",
+    "RxRunError",
+    "UnsafeShareDirError",
+    "UntrustedShareDirError",
 ]
+
+
+class JobNotFoundError(LookupError):
+    """The job directory does not exist in the share dir (never created, or removed)."""
+
+
+class UntrustedShareDirError(PermissionError):
+    """Files others could have written: loading pickles from them is refused."""
+
+
+class NotAShareDirError(FileNotFoundError):
+    """A directory that rxjobs did not make a share dir (no marker file): refused."""
+
+
+class UnsafeShareDirError(PermissionError):
+    """An entry of the share dir is not what rxjobs made (a symlink, another owner...)."""
 
 
 class EngineNotInstalledError(ImportError):
@@ -52,6 +74,6 @@ class RxRunError(Exception):
         self.exc_type = exc_type
         self.remote_traceback = remote_traceback
 
-    def __reduce__(self):  # keep the fields through pickling
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the fields through pickling
         msg = str(self).split(": ", 1)[-1]
         return (type(self), (self.exc_type, msg, self.remote_traceback))

@@ -8,10 +8,11 @@ functions of :mod:`rxjobs.api` are a thin facade over them.
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -28,91 +29,24 @@ from .errors import (
     JobNotFinishedError,
     JobNotFoundError,
 )
+from .ids import new_job_id
+from .records import (
+    ABSENT_STATUS,
+    EngineRecord,
+    JobRecord,
+    StatusRecord,
+    canceled_time,
+    mark_canceled,
+    read_engine_record,
+    read_job_record,
+    read_status_record,
+    write_engine_record,
+    write_job_record,
+)
 from .runner import Payload, load_task_result
 from .status import Derived, JobFacts, Probe, Record, RxRemoteJobStatus, derive_status
-from .store import FORMAT_VERSION, Store, new_job_id, utc_now_iso
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """The content of ``job.json``, written once at submit."""
-
-    job_id: str
-    created: str
-    user: str
-    context: dict[str, Any]
-    n_runs: int
-    n_tasks: int
-    options: dict[str, Any]
-    submitter: dict[str, Any]
-    function: str = ""
-    format: int = FORMAT_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: Any) -> JobRecord:
-        """Parse ``job.json``; ValueError when it is not a job record."""
-        if not isinstance(data, dict):
-            raise ValueError("job.json is not a JSON object")
-        try:
-            fields = dict(
-                job_id=str(data["job_id"]),
-                created=str(data["created"]),
-                user=str(data.get("user", "")),
-                context=dict(data["context"]),
-                n_runs=int(data["n_runs"]),
-                n_tasks=int(data["n_tasks"]),
-                options=dict(data.get("options") or {}),
-                submitter=dict(data.get("submitter") or {}),
-                function=str(data.get("function", "")),
-                format=int(data.get("format", FORMAT_VERSION)),
-            )
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: int(Infinity)
-            raise ValueError(f"job.json is not a valid job record: {exc!r}") from None
-        if fields["format"] > FORMAT_VERSION:
-            raise ValueError(
-                f"job.json has format {fields['format']}, newer than this rxjobs understands "
-                f"({FORMAT_VERSION}); upgrade rxjobs"
-            )
-        # Not cls(**fields): a frozen dataclass's __init__ sets each field through
-        # object.__setattr__, which took half of the time a listing spent per record.
-        record = object.__new__(cls)
-        record.__dict__.update(fields)
-        return record
-
-    def compute_context(self) -> RxComputeContext:
-        return RxComputeContext.from_dict(self.context)
-
-
-def read_job_record(store: Store, job_id: str, listed: bool = False) -> JobRecord:
-    """Read ``job.json``.
-
-    Parameters
-    ----------
-    store, job_id
-        The share dir and the job.
-    listed
-        ``job_id`` was just returned by ``store.list_job_ids()`` (not validated again).
-
-    Raises
-    ------
-    JobNotFoundError
-        The job is not there (never was, or removed).
-    ValueError
-        The job is there but its record is missing, unreadable or invalid.
-    """
-    try:
-        return JobRecord.from_json(store.read_job_json(job_id, listed=listed))
-    except FileNotFoundError:
-        entries = store.job_entries(job_id)
-        if entries is not None and "deleting" not in entries:
-            raise ValueError(f"job {job_id} has no job.json (incomplete submission)") from None
-        raise JobNotFoundError(f"job {job_id} not found in share dir {store.url}") from None
-    except OSError as exc:  # a directory, a fifo, unreadable: not a job record
-        raise ValueError(f"job.json of job {job_id} cannot be read: {exc}") from None
-
+from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
+from .times import parse_timestamp, utc_now_iso
 
 # -- submit ------------------------------------------------------------------------------
 
@@ -162,11 +96,11 @@ def submit_job(
             submitter=_process_identity(),
             function=f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
         )
-        store.write_json(paths.job_json, record.to_json())
+        write_job_record(store, record)
         store.write_atomic(paths.payload, data)
         handle = engine.submit(SubmittedJob(store.url, job_id, context, payload.n_tasks,
                                             share_dir_options=store.options or None))
-        store.write_json(paths.engine_json, {"engine": context.engine, "handle": handle})
+        write_engine_record(store, job_id, EngineRecord(context.engine, handle))
     except BaseException:
         store.discard_new_job(job_id)  # nothing is left behind, even on a full disk
         raise
@@ -174,47 +108,6 @@ def submit_job(
 
 
 # -- status ------------------------------------------------------------------------------
-
-
-def read_status_record(store: Store, job_id: str) -> tuple[Record, dict[str, Any]]:
-    """What ``status.json`` says: (record, its content)."""
-    try:
-        data = store.read_json(store.paths(job_id).status_json)
-    except FileNotFoundError:
-        return Record.ABSENT, {}
-    except (ValueError, OSError):  # corrupt, or not a readable file
-        return Record.CORRUPT, {}
-    try:
-        record = Record(data["state"])
-    except (KeyError, TypeError, ValueError):
-        return Record.CORRUPT, {}
-    if record not in (Record.RUNNING, Record.FINISHED, Record.FAILED):
-        return Record.CORRUPT, {}  # only a driver's three states are ever written
-    return record, data
-
-
-def write_status(store: Store, job_id: str, state: Record, reason: str = "",
-                 details: dict[str, Any] | None = None) -> bool:
-    """Record the driver's view of the job; refuses to leave a terminal record.
-
-    Only a job's driver calls this.  ``details`` are engine facts the driver
-    learned (e.g. a Spark application id); they are kept in later records.
-    Returns False when the record was already final (finished/failed) and so
-    was left alone.
-    """
-    current, data = read_status_record(store, job_id)
-    if current in (Record.FINISHED, Record.FAILED):
-        return False
-    now = utc_now_iso()
-    record = {"state": state.value, "reason": reason, "updated": now,
-              "started": data.get("started") or now}
-    kept = data.get("details") if isinstance(data.get("details"), dict) else {}
-    if kept or details:
-        record["details"] = {**kept, **(details or {})}
-    if state in (Record.FINISHED, Record.FAILED):
-        record["ended"] = now
-    store.write_json(store.paths(job_id).status_json, record)
-    return True
 
 
 def _submitter_alive(identity: dict[str, Any]) -> bool | None:
@@ -242,7 +135,7 @@ class JobLook:
 
     derived: Derived
     record: JobRecord | None = None
-    status_record: dict[str, Any] = field(default_factory=dict)
+    status_record: StatusRecord = ABSENT_STATUS
     entries: frozenset[str] = frozenset()
 
     @property
@@ -255,37 +148,49 @@ class JobLook:
         return "retrieved" in self.entries
 
 
-def _gather(store: Store, job_id: str) -> tuple[JobFacts, JobRecord | None, dict[str, Any],
+def foreign_owner(store: Store, job_id: str) -> int | None:
+    """The uid owning the job if it is not the caller (None: the caller's, or no owners here).
+
+    Engine handles are untrusted: a job's engine is probed, waited on or
+    stopped only for a job that belongs to the caller (docs/security.md).
+    """
+    owner = store.owner_uid(job_id)
+    return owner if owner is not None and owner != os.geteuid() else None
+
+
+def _gather(store: Store, job_id: str) -> tuple[JobFacts, JobRecord | None, StatusRecord,
                                                 frozenset[str]]:
-    paths = store.paths(job_id)
     # One look at the job directory's names gives presence and markers (one
     # listing request on an object store).
     entries = store.job_entries(job_id)
     if entries is None or "deleting" in entries:
-        return JobFacts(present=False), None, {}, frozenset()
+        return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
     canceled = "canceled" in entries
-    record, data = read_status_record(store, job_id)
+    status = read_status_record(store, job_id)
     try:
         job = read_job_record(store, job_id)
     except JobNotFoundError:
-        return JobFacts(present=False), None, {}, frozenset()
+        return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
     except ValueError:
         job = None
-    facts = dict(present=True, job_record_ok=job is not None, canceled=canceled,
-                 record=record, record_reason=str(data.get("reason", "")))
-    if canceled or record in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:
-        return JobFacts(**facts), job, data, entries
+    facts = JobFacts(present=True, job_record_ok=job is not None, canceled=canceled,
+                     record=status.state, record_reason=status.reason)
+    if canceled or status.state in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:
+        return facts, job, status, entries
+    owner = foreign_owner(store, job_id)
+    if owner is not None:
+        return replace(facts, foreign_owner=owner), job, status, entries
     try:
-        engine_record = store.read_json(paths.engine_json)
+        engine = read_engine_record(store, job_id)
     except FileNotFoundError:
-        return JobFacts(**facts, submitter_alive=_submitter_alive(job.submitter)), job, data, entries
-    except ValueError:
-        return JobFacts(**facts, probe=Probe.UNREACHABLE), job, data, entries
+        return replace(facts, submitter_alive=_submitter_alive(job.submitter)), job, status, entries
+    except (ValueError, OSError):
+        return replace(facts, probe=Probe.UNREACHABLE), job, status, entries
     try:
-        probe = get_engine(engine_record["engine"]).probe(engine_record["handle"])
+        probe = get_engine(engine.engine).probe(engine.handle)
     except Exception:
         probe = Probe.UNREACHABLE
-    return JobFacts(**facts, probe=probe), job, data, entries
+    return replace(facts, probe=probe), job, status, entries
 
 
 def gather_facts(store: Store, job_id: str) -> JobFacts:
@@ -295,16 +200,16 @@ def gather_facts(store: Store, job_id: str) -> JobFacts:
 
 def look_at_job(store: Store, job_id: str) -> JobLook:
     """Derive a job's state (DESIGN.md §2) and keep the records read on the way."""
-    facts, record, data, entries = _gather(store, job_id)
+    facts, record, status, entries = _gather(store, job_id)
     derived = derive_status(facts)
     if derived.status is RxRemoteJobStatus.FAILED and derived.reason.startswith(
         ("driver lost", "submission did not complete")
     ):
         # The driver may have written its final record and exited between our
         # reading status.json and probing it: look once more before saying lost.
-        facts, record, data, entries = _gather(store, job_id)
+        facts, record, status, entries = _gather(store, job_id)
         derived = derive_status(facts)
-    return JobLook(derived, record, data, entries)
+    return JobLook(derived, record, status, entries)
 
 
 def job_status(store: Store, job_id: str) -> Derived:
@@ -329,18 +234,13 @@ def expires_after(record: JobRecord | None) -> timedelta | None:
 def ended_at(store: Store, look: JobLook) -> datetime | None:
     """When a terminal job ended: ``status.json``'s ``ended``; for a canceled job the
     ``canceled`` marker's time; else the last ``updated`` record, else the submit time."""
-    candidates = []
     if look.status is RxRemoteJobStatus.CANCELED and look.record is not None:
-        try:
-            marker = store.read_json(store.paths(look.record.job_id).canceled)
-            candidates.append(marker.get("canceled") if isinstance(marker, dict) else None)
-        except (OSError, ValueError):
-            pass
-    candidates += [look.status_record.get("ended"), look.status_record.get("updated")]
-    if look.record is not None:
-        candidates.append(look.record.created)
-    for text in candidates:
-        when = parse_utc(text)
+        when = canceled_time(store, look.record.job_id)
+        if when is not None:
+            return when
+    for text in (look.status_record.ended, look.status_record.updated,
+                 look.record.created if look.record is not None else None):
+        when = parse_timestamp(text)
         if when is not None:
             return when
     return None
@@ -361,16 +261,6 @@ def is_expired(store: Store, look: JobLook, now: datetime | None = None) -> bool
     return when is not None and (now or datetime.now(timezone.utc)) >= when
 
 
-def parse_utc(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
-
-
 # -- output and results ------------------------------------------------------------------
 
 
@@ -379,7 +269,7 @@ def read_output(store: Store, job_id: str) -> str:
     job = read_job_record(store, job_id)
     paths = store.paths(job_id)
     parts = []
-    for task in range(job.n_tasks):
+    for task in JobPaths.task_indexes(store.listdir(paths.tasks), OUTPUT_SUFFIX, job.n_tasks):
         try:
             parts.append(store.read_bytes(paths.output(task)).decode(errors="replace"))
         except FileNotFoundError:
@@ -461,18 +351,8 @@ def read_results(store: Store, job_id: str) -> Results:
 def tasks_done(store: Store, job_id: str) -> int:
     """How many tasks of a job have written their result file."""
     paths = store.paths(job_id)
-    present = set(store.listdir(paths.tasks))
     n_tasks = read_job_record(store, job_id).n_tasks
-    return sum(1 for k in range(n_tasks) if paths.result(k).rsplit("/", 1)[-1] in present)
-
-
-def mark_retrieved(store: Store, job_id: str) -> None:
-    """Note that the results were returned, so cleanup may remove the job without force."""
-    store.write_json(store.paths(job_id).retrieved, {"retrieved": utc_now_iso()})
-
-
-def is_retrieved(store: Store, job_id: str) -> bool:
-    return store.exists(store.paths(job_id).retrieved)
+    return len(JobPaths.task_indexes(store.listdir(paths.tasks), RESULT_SUFFIX, n_tasks))
 
 
 # -- cancel ------------------------------------------------------------------------------
@@ -499,7 +379,7 @@ def _cancel_locked(store: Store, job_id: str) -> bool:
     if status is RxRemoteJobStatus.MISSING or status.is_terminal():
         return False
     paths = store.paths(job_id)
-    store.write_json(paths.canceled, {"canceled": utc_now_iso()})
+    mark_canceled(store, job_id)
     stop_on_engine(store, job_id)
     store.remove_file(paths.payload)
     for name in store.listdir(paths.tasks):
@@ -509,13 +389,17 @@ def _cancel_locked(store: Store, job_id: str) -> bool:
 
 
 def stop_on_engine(store: Store, job_id: str) -> bool:
-    """Ask the job's engine to stop it (best effort); True if something was stopped."""
-    try:
-        engine_record = store.read_json(store.paths(job_id).engine_json)
-        return bool(get_engine(engine_record["engine"]).cancel(engine_record["handle"]))
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return False
+    """Ask the job's engine to stop it (best effort); True if something was stopped.
 
+    Only a job of the caller's own is stopped: its handle is untrusted input.
+    """
+    if foreign_owner(store, job_id) is not None:
+        return False
+    try:
+        engine = read_engine_record(store, job_id)
+        return bool(get_engine(engine.engine).cancel(engine.handle))
+    except (FileNotFoundError, ValueError, OSError):
+        return False
 
 
 @contextmanager
@@ -530,9 +414,10 @@ def job_sleep(store: Store, job_id: str) -> Iterator[Callable[[float], None] | N
     """
     sleeper = None
     try:
-        engine_record = store.read_json(store.paths(job_id).engine_json)
-        make = getattr(get_engine(engine_record["engine"]), "sleeper", None)
-        sleeper = make(engine_record["handle"]) if make is not None else None
+        if foreign_owner(store, job_id) is None:
+            engine = read_engine_record(store, job_id)
+            make = getattr(get_engine(engine.engine), "sleeper", None)
+            sleeper = make(engine.handle) if make is not None else None
     except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
         sleeper = None
     try:

@@ -32,8 +32,9 @@ from typing import Any
 from . import jobs
 from .cleanup import Action, Decision, decide_cleanup
 from .durations import format_duration, parse_size, to_timedelta
+from .ids import job_id_time
 from .status import RxRemoteJobStatus
-from .store import Store, job_id_time
+from .store import Store
 
 POLICY_KEYS = ("older_than", "max_total_size", "keep_last", "states", "force")
 
@@ -287,7 +288,7 @@ def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
             return SurveyedJob(job_id, submitted, RxRemoteJobStatus.UNDETERMINED,
                                f"{type(exc).__name__}: {exc}")
         if submitted is None and seen.record is not None:
-            submitted = jobs.parse_utc(seen.record.created)
+            submitted = seen.record.created_time
         usage = store.usage(job_id) if sizes else None
         return SurveyedJob(
             job_id, submitted, seen.status, seen.derived.reason,

@@ -23,7 +23,8 @@ from typing import Any, Literal
 import cloudpickle
 
 from .errors import RxRunError
-from .store import Store, utc_now_iso
+from .store import Store, open_store
+from .times import utc_now_iso
 
 PAYLOAD_FORMAT = 1
 RESULT_FORMAT = 1
@@ -127,7 +128,7 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     TaskSummary
         Runs done and the first error, if any.
     """
-    store = Store(share_dir, options)
+    store = open_store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.result(task)):
         return TaskSummary(task, 0, skipped=True)

@@ -89,6 +89,9 @@ class JobFacts:
     submitter_alive
         Only used when there is no handle: is the submitting process still
         alive?  None when that cannot be told (another host).
+    foreign_owner
+        The uid owning the job when it is not the caller: its engine handle is
+        untrusted input, so the engine was not asked (None: the caller's job).
     """
 
     present: bool
@@ -98,6 +101,7 @@ class JobFacts:
     record_reason: str = ""
     probe: Probe | None = None
     submitter_alive: bool | None = None
+    foreign_owner: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ def derive_status(facts: JobFacts) -> Derived:
         return Derived(S.FAILED, facts.record_reason or "failed")
     if facts.record is Record.CORRUPT:
         return Derived(S.UNDETERMINED, "status.json is unreadable")
+    if facts.foreign_owner is not None:
+        return Derived(S.UNDETERMINED, f"owned by uid {facts.foreign_owner}, not by you: its engine "
+                                       "is not asked (run as that user; see docs/security.md)")
     if facts.probe is None:
         if facts.submitter_alive is True:
             return Derived(S.QUEUED, "being submitted")

@@ -25,8 +25,9 @@ from rxjobs import (
     rx_get_job_results,
     rx_get_jobs,
 )
-from rxjobs.jobs import read_job_record, read_results
-from rxjobs.store import Store
+from rxjobs.jobs import read_results
+from rxjobs.records import read_job_record
+from rxjobs.store import Store, open_store
 
 from factory import make_jobs
 
@@ -110,7 +111,7 @@ def _calibrate(tmp_path, make_share, work_for) -> float:
 
 
 def _new_share(path):
-    store = Store(str(path))
+    store = open_store(str(path))
     return store.url, make_jobs(store, per_kind=3)
 
 
@@ -121,7 +122,7 @@ def _trials(seed: int, n: int, tmp_path, name: str, work_for, check) -> dict[str
     for trial in range(n):
         share, made = _new_share(tmp_path / name / f"t{trial}")
         killed = _run_and_maybe_kill(work_for(share, made), rng.uniform(0, window))
-        counts = check(Store(share), made)
+        counts = check(open_store(share), made)
         totals["trials"] += 1
         totals["killed_mid_way"] += killed
         for key, value in counts.items():

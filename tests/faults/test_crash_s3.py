@@ -19,8 +19,9 @@ import time
 
 import pytest
 
-from rxjobs.jobs import read_job_record, read_results
-from rxjobs.store import Store
+from rxjobs.jobs import read_results
+from rxjobs.records import read_job_record
+from rxjobs.store import Store, open_store
 
 from factory import KINDS, make_jobs_in_bulk
 from test_crash import _cleanup_all, _run_and_maybe_kill
@@ -62,7 +63,7 @@ def test_cleanup_of_200_jobs_on_s3_killed_at_random_instants(s3_server, capsys):
     random_seed = random.SystemRandom().randrange(2**32)
     seeds = [FIXED_SEED] * TRIALS + [random_seed]  # a fixed seed to reproduce, a new one each run
     rngs = {FIXED_SEED: random.Random(FIXED_SEED), random_seed: random.Random(random_seed)}
-    store = Store(s3_server.new_prefix("crash"), s3_server.options)
+    store = open_store(s3_server.new_prefix("crash"), s3_server.options)
     made: dict[str, object] = {}
     work = lambda: _cleanup_all(store.url, store.options)  # noqa: E731
     totals = {"trials": 0, "killed_mid_way": 0, "lost": 0, "half_deleted": 0, "markers_left": 0}

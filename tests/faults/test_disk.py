@@ -14,7 +14,7 @@ import pytest
 
 from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_exec, rx_wait_for_job
 from rxjobs.jobs import job_status
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import kill_processes_mentioning, processes_mentioning
 
@@ -56,7 +56,7 @@ def _fill(path) -> None:
 
 def test_submit_to_a_full_share_dir_fails_before_running_and_leaves_nothing(tmpfs):
     share = tmpfs / "share"
-    Store(str(share)).ensure_root()
+    open_store(str(share)).ensure_root()
     _fill(tmpfs)
     cc = RxLocalParallel(num_workers=1, wait=False, share_dir=str(share))
     with pytest.raises(OSError) as info:
@@ -71,12 +71,12 @@ def test_a_worker_that_cannot_write_its_result_fails_the_job_with_the_reason(tmp
     cc = RxLocalParallel(num_workers=1, wait=False, share_dir=share)
     job = rx_exec(big_result, n=[2_000_000], compute_context=cc)
     assert rx_wait_for_job(job, timeout=120) is S.FAILED
-    assert "No space left on device" in job_status(Store(share), job.job_id).reason
+    assert "No space left on device" in job_status(open_store(share), job.job_id).reason
 
 
 def test_submit_to_a_read_only_share_dir_fails_and_leaves_nothing(tmp_path):
     share = tmp_path / "ro-share"
-    Store(str(share)).ensure_root()
+    open_store(str(share)).ensure_root()
     if os.geteuid() != 0 or not _mount("--bind", str(share), str(share)):
         pytest.skip("cannot bind-mount here (needs root and a sandbox that allows it)")
     try:

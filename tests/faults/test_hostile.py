@@ -25,8 +25,8 @@ from rxjobs import (
     rx_get_job_status,
     rx_get_jobs,
 )
-from rxjobs.jobs import JobRecord
-from rxjobs.store import MAX_RECORD_BYTES, Store
+from rxjobs.records import JobRecord
+from rxjobs.store import MAX_RECORD_BYTES, open_store
 
 from factory import make_job
 
@@ -73,7 +73,7 @@ def _cleanup(share: str, force: bool):
 @pytest.mark.parametrize("bad", HOSTILE_IDS)
 def test_hostile_job_ids_are_refused_and_touch_nothing(tmp_path, canaries, bad):
     share = str(tmp_path / "share")
-    store = Store(share)
+    store = open_store(share)
     make_job(store, "failed")
     cc = RxLocalParallel(share_dir=share)
     for attempt in (lambda: RxRemoteJob(cc, bad), lambda: get_job(bad, share),
@@ -87,7 +87,7 @@ def test_hostile_job_ids_are_refused_and_touch_nothing(tmp_path, canaries, bad):
 @pytest.mark.parametrize("force", [False, True])
 def test_job_dir_that_is_a_symlink_outside_is_never_followed(tmp_path, canaries, force):
     share = str(tmp_path / "share")
-    store = Store(share)
+    store = open_store(share)
     make_job(store, "failed")
     os.symlink(canaries.dir, f"{store.root}/rxJob_20260101000000000000_beef")
     assert len(store.list_job_ids()) == 1  # the link is not a job
@@ -103,7 +103,7 @@ def test_job_dir_that_is_a_symlink_outside_is_never_followed(tmp_path, canaries,
 def test_links_fifos_and_unreadable_files_inside_a_job_are_removed_cleanly(tmp_path, canaries,
                                                                             force):
     share = str(tmp_path / "share")
-    store = Store(share)
+    store = open_store(share)
     job = make_job(store, "failed")
     paths = store.paths(job.job_id)
     os.symlink(canaries.dir, f"{paths.dir}/dir-link")
@@ -128,7 +128,7 @@ def test_share_dir_given_as_a_symlink(tmp_path, canaries):
     real.mkdir(mode=0o700)
     link = tmp_path / "share-link"
     os.symlink(real, link)
-    store = Store(str(link))
+    store = open_store(str(link))
     made = [make_job(store, kind) for kind in ("failed", "unretrieved")]
     report = _cleanup(str(link), force=False)
     assert [e.outcome for e in report] == ["removed", "kept"]
@@ -161,7 +161,7 @@ def _valid_json_record(name: str, data: bytes) -> bool:
 
 def _truncations(name: str):
     def strategy():
-        store = Store(tempfile.mkdtemp(prefix="rx-trunc-"))
+        store = open_store(tempfile.mkdtemp(prefix="rx-trunc-"))
         job = make_job(store, "unretrieved")
         data = store.read_bytes(f"{store.paths(job.job_id).dir}/{name}")
         shutil.rmtree(store.root)
@@ -194,7 +194,7 @@ def _contents(name: str):
 
 
 def _fuzz_one(name: str, content: bytes) -> None:
-    store = Store(tempfile.mkdtemp(prefix="rx-fuzz-"))
+    store = open_store(tempfile.mkdtemp(prefix="rx-fuzz-"))
     try:
         job = make_job(store, "unretrieved")
         paths = store.paths(job.job_id)

@@ -15,7 +15,7 @@ import pytest
 
 from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_exec, rx_get_job_status
 from rxjobs.jobs import job_status
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import kill_processes_mentioning, wait_until
 
@@ -41,7 +41,7 @@ def _running_job(share: str):
     job = rx_exec(nap, seconds=[300] * 2, compute_context=RxLocalParallel(
         num_workers=2, wait=False, share_dir=share))
     wait_until(lambda: rx_get_job_status(job) is S.RUNNING, what="job to run")
-    store = Store(share)
+    store = open_store(share)
     handle = store.read_json(store.paths(job.job_id).engine_json)["handle"]
     driver = psutil.Process(handle["pid"])
     wait_until(lambda: len(driver.children()) >= 2, what="worker processes")
@@ -60,7 +60,7 @@ def test_killed_driver_makes_the_job_failed_within_10s(share, capsys):
     workers = driver.children()
     os.kill(driver.pid, signal.SIGKILL)
     took = _seconds_to_failed(job)
-    assert "driver lost" in job_status(Store(share), job.job_id).reason
+    assert "driver lost" in job_status(open_store(share), job.job_id).reason
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, "workers outlived their driver"
     with capsys.disabled():
@@ -71,7 +71,7 @@ def test_killed_worker_makes_the_job_failed_within_10s(share, capsys):
     job, driver = _running_job(share)
     os.kill(driver.children()[0].pid, signal.SIGKILL)
     took = _seconds_to_failed(job)
-    assert "worker process died" in job_status(Store(share), job.job_id).reason
+    assert "worker process died" in job_status(open_store(share), job.job_id).reason
     wait_until(lambda: not psutil.pid_exists(driver.pid) or
                driver.status() == psutil.STATUS_ZOMBIE, what="the driver to exit")
     with capsys.disabled():

@@ -18,7 +18,7 @@ from rxjobs import (
     rx_get_job_results,
     rx_wait_for_job,
 )
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from conftest import kill_processes_mentioning
 from factory import make_job
@@ -58,7 +58,7 @@ def test_job_dirs_are_0700_and_files_0600_whatever_the_umask(share):
 
 
 def test_results_are_not_unpickled_from_a_share_dir_others_can_write(share, monkeypatch):
-    job = make_job(Store(share), "unretrieved")
+    job = make_job(open_store(share), "unretrieved")
     remote = RxRemoteJob(RxLocalParallel(share_dir=share), job.job_id)
     os.chmod(share, 0o777)
     with pytest.raises(UntrustedShareDirError, match="writable by group or others"):
@@ -68,19 +68,19 @@ def test_results_are_not_unpickled_from_a_share_dir_others_can_write(share, monk
 
 
 def test_workers_refuse_a_payload_from_a_writable_share_dir(share):
-    Store(share).ensure_root()
+    open_store(share).ensure_root()
     os.chmod(share, 0o777)
     job = rx_exec(double, x=[1], compute_context=RxLocalParallel(num_workers=1, wait=False,
                                                                   share_dir=share))
     assert rx_wait_for_job(job, timeout=120) is S.FAILED
     from rxjobs.jobs import job_status
 
-    assert "writable by group or others" in job_status(Store(share), job.job_id).reason
+    assert "writable by group or others" in job_status(open_store(share), job.job_id).reason
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a job dir to another user")
 def test_a_job_of_another_user_is_never_removed_nor_read(share):
-    store = Store(share)
+    store = open_store(share)
     job = make_job(store, "failed")
     theirs = make_job(store, "unretrieved")
     os.chown(store.paths(theirs.job_id).dir, NOBODY, NOBODY)

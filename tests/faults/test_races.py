@@ -23,7 +23,7 @@ from rxjobs import (
     rx_get_job_status,
     rx_get_jobs,
 )
-from rxjobs.store import Store
+from rxjobs.store import open_store
 
 from factory import make_jobs
 
@@ -75,7 +75,7 @@ def _run(target, args, path):
 
 
 def test_two_cleaners_a_reader_and_a_lister_race_safely(tmp_path, capsys):
-    store = Store(str(tmp_path / "share"))
+    store = open_store(str(tmp_path / "share"))
     made = make_jobs(store, per_kind=N_JOBS // 4)
     by_id = {j.job_id: j for j in made}
     unretrieved = [j.job_id for j in made if j.kind == "unretrieved"]

@@ -382,12 +382,12 @@ def _submitted() -> None:
 def _run_job_task(share_dir: str, job_id: str, task: int,
                   options: dict[str, Any] | None = None) -> dict[str, Any]:
     """One rxjobs task on a Dask worker; returns a summary for the final task, never raises."""
-    from .. import jobs
-    from ..store import Store
+    from .. import records
+    from ..store import open_store
 
     summary: dict[str, Any] = {"task": task}
     try:
-        store = Store(share_dir, options)
+        store = open_store(share_dir, options)
         paths = store.paths(job_id)
         done = _run_interruptible(job_id, _start_and_run, store, job_id, task)
         if done is None:
@@ -398,7 +398,7 @@ def _run_job_task(share_dir: str, job_id: str, task: int,
             return {**summary, "interrupted": True}
         summary.update(skipped=done.skipped, first_error=done.first_error)
         if done.first_error:
-            job = jobs.read_job_record(store, job_id)
+            job = records.read_job_record(store, job_id)
             if not job.options.get("continue_on_failure", True):
                 _fail_job_now(store, job_id, job.n_tasks, done.first_error)
     except Exception as exc:  # the final task reports it
@@ -413,29 +413,29 @@ def _start_and_run(store, job_id: str, task: int):
     it, so it cannot write RUNNING after the job was recorded FAILED, except
     in the instant of the write itself (which :func:`_fail_job_now` repairs).
     """
-    from .. import jobs
+    from .. import records
     from ..runner import TaskSummary, run_task
 
-    record, _ = jobs.read_status_record(store, job_id)
+    record = records.read_status_record(store, job_id).state
     if record in (Record.FINISHED, Record.FAILED):  # failed by another task's first error
         return TaskSummary(task, 0, skipped=True)
     if record is Record.ABSENT:
-        jobs.write_status(store, job_id, Record.RUNNING)  # refuses to leave a final record
+        records.write_status(store, job_id, Record.RUNNING)  # refuses to leave a final record
     return run_task(store.url, job_id, task, capture="python", options=store.options or None)
 
 
 def _fail_job_now(store, job_id: str, n_tasks: int, reason: str) -> None:
     """``continue_on_failure=False``: the first failure ends the job at once."""
-    from .. import jobs
+    from .. import records
 
-    if not jobs.write_status(store, job_id, Record.FAILED, reason):
+    if not records.write_status(store, job_id, Record.FAILED, reason):
         return  # another task's failure came first
     _stop_rest_of_job(job_id, n_tasks)
     # A task that read "no record" just before the FAILED record was written may
     # have written RUNNING over it before it was interrupted: write it again.
-    record, _ = jobs.read_status_record(store, job_id)
+    record = records.read_status_record(store, job_id).state
     if record is not Record.FAILED:
-        jobs.write_status(store, job_id, Record.FAILED, reason)
+        records.write_status(store, job_id, Record.FAILED, reason)
 
 
 def _stop_rest_of_job(job_id: str, n_tasks: int) -> None:
@@ -463,15 +463,15 @@ def _finish_job(share_dir: str, job_id: str, summaries: list[dict[str, Any]],
 
 def _record_end(share_dir: str, job_id: str, summaries: list[dict[str, Any]],
                 options: dict[str, Any] | None) -> str:
-    from .. import jobs
-    from ..store import Store
+    from .. import records
+    from ..store import open_store
 
-    store = Store(share_dir, options)
+    store = open_store(share_dir, options)
     paths = store.paths(job_id)
     entries = store.job_entries(job_id)
     if entries is None or "canceled" in entries or "deleting" in entries:
         return "canceled or removed"
-    job = jobs.read_job_record(store, job_id)
+    job = records.read_job_record(store, job_id)
     continue_on_failure = bool(job.options.get("continue_on_failure", True))
     failure = None
     for summary in sorted(summaries, key=lambda s: s["task"]):
@@ -488,9 +488,9 @@ def _record_end(share_dir: str, job_id: str, summaries: list[dict[str, Any]],
         if missing:
             failure = f"no result was written for task(s) {', '.join(map(str, missing[:10]))}"
     if failure is None:
-        jobs.write_status(store, job_id, Record.FINISHED)
+        records.write_status(store, job_id, Record.FINISHED)
         return "finished"
-    jobs.write_status(store, job_id, Record.FAILED, failure)
+    records.write_status(store, job_id, Record.FAILED, failure)
     return "failed"
 
 

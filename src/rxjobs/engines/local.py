@@ -50,9 +50,9 @@ class LocalEngine:
         return getattr(context, "workers", 1)
 
     def submit(self, job: SubmittedJob) -> Handle:
-        from ..store import Store
+        from ..store import open_store
 
-        store = Store(job.share_dir, job.share_dir_options)
+        store = open_store(job.share_dir, job.share_dir_options)
         workers = self.parallelism(job.context)
         args = ["--workers", str(workers)]
         if job.context.waits and can_fork_driver():
@@ -105,18 +105,18 @@ def _kill_workers() -> None:
 def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None,
           local_log: str | None = None) -> int:
     """Run every task of a job in a process pool and record how it ended."""
-    from .. import jobs
+    from .. import records
     from ..runner import run_task
-    from ..store import Store
+    from ..store import open_store
 
-    store = Store(share_dir, options)
+    store = open_store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
         return 0
     # The driver never unpickles the user's function: workers do.
-    record = jobs.read_job_record(store, job_id)
+    record = records.read_job_record(store, job_id)
     continue_on_failure = bool(record.options.get("continue_on_failure", True))
-    jobs.write_status(store, job_id, Record.RUNNING)
+    records.write_status(store, job_id, Record.RUNNING)
     pending = [k for k in range(record.n_tasks) if not store.exists(paths.result(k))]
     failure = None
     if pending:
@@ -155,9 +155,9 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
             pool.shutdown(wait=True)
     publish_driver_log(store, job_id, local_log)
     if failure is not None:
-        jobs.write_status(store, job_id, Record.FAILED, failure)
+        records.write_status(store, job_id, Record.FAILED, failure)
         return 1
-    jobs.write_status(store, job_id, Record.FINISHED)
+    records.write_status(store, job_id, Record.FINISHED)
     return 0
 
 

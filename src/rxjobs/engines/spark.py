@@ -157,13 +157,13 @@ class SparkEngine:
         return parallelism(context)
 
     def submit(self, job: SubmittedJob) -> Handle:
-        from ..store import Store
+        from ..store import open_store
 
         if getattr(job.context, "persistent_run", False):
             from . import spark_server
 
             return spark_server.submit(job)
-        store = Store(job.share_dir, job.share_dir_options)
+        store = open_store(job.share_dir, job.share_dir_options)
         return start_driver("rxjobs.engines.spark", store, job.job_id, [], engine="Spark",
                             options=job.share_dir_options)
 
@@ -417,7 +417,7 @@ def record_outcome(store, job_id: str, outcome: Outcome, terminated_reason: str,
     ``log``, if given, is written to the job's ``driver.log`` first (the
     persistent server keeps no per-job log file of its own).
     """
-    from .. import jobs
+    from .. import records
 
     if store.exists(store.paths(job_id).canceled) or outcome.state == "canceled":
         return 0
@@ -427,12 +427,12 @@ def record_outcome(store, job_id: str, outcome: Outcome, terminated_reason: str,
         except OSError:
             pass  # the log is a convenience; the job's state does not depend on it
     if outcome.state == "terminated":
-        jobs.write_status(store, job_id, Record.FAILED, terminated_reason)
+        records.write_status(store, job_id, Record.FAILED, terminated_reason)
         return 1
     if outcome.state == "failed":
-        jobs.write_status(store, job_id, Record.FAILED, outcome.reason)
+        records.write_status(store, job_id, Record.FAILED, outcome.reason)
         return 1
-    jobs.write_status(store, job_id, Record.FINISHED)
+    records.write_status(store, job_id, Record.FINISHED)
     return 0
 
 
@@ -476,10 +476,10 @@ def _stop_spark(sc) -> None:
 def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
           local_log: str | None = None) -> int:
     """Run every task of a job as one Spark job, stop Spark, and record how it ended."""
-    from .. import jobs
-    from ..store import Store
+    from .. import records
+    from ..store import open_store
 
-    store = Store(share_dir, options)
+    store = open_store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
         return 0
@@ -488,7 +488,7 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
     sc = None
     try:
         # The driver never unpickles the user's function: executors do.
-        record = jobs.read_job_record(store, job_id)
+        record = records.read_job_record(store, job_id)
         stop_on_failure = not bool(record.options.get("continue_on_failure", True))
         context = record.compute_context()
         conf = spark_conf(context, job_id)
@@ -500,7 +500,7 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
             raise _Terminated()
         app_id = sc.applicationId
         print(f"rxjobs: job {job_id} runs as Spark application {app_id}", file=sys.stderr)
-        jobs.write_status(store, job_id, Record.RUNNING,
+        records.write_status(store, job_id, Record.RUNNING,
                           details={"spark_application_id": app_id, "spark_master": sc.master})
         outcome = run_tasks(sc, store, job_id, record.n_tasks, stop_on_failure, state.stop)
         if outcome.log:

@@ -666,10 +666,10 @@ class SparkServer:
             job.done.set()
 
     def _run(self, job: _ServerJob) -> Outcome:
-        from .. import jobs
+        from .. import records
 
         # The server never unpickles the user's function: executors do.
-        record = jobs.read_job_record(self.store, job.job_id)
+        record = records.read_job_record(self.store, job.job_id)
         stop_on_failure = not bool(record.options.get("continue_on_failure", True))
         if self.store.exists(self.store.paths(job.job_id).canceled):
             return Outcome("canceled")
@@ -682,7 +682,7 @@ class SparkServer:
         if sc is None:
             return Outcome("failed", f"the persistent Spark server could not start Spark: "
                                      f"{self.spark_error} (see {self.paths.log})")
-        jobs.write_status(self.store, job.job_id, Record.RUNNING, details={
+        records.write_status(self.store, job.job_id, Record.RUNNING, details={
             "spark_application_id": self.app_id, "spark_master": sc.master,
             "spark_server": self.key, "spark_server_pid": os.getpid()})
         # As many Spark tasks as slots: in a warm application a Spark task's own cost
@@ -731,10 +731,10 @@ def main(argv: Sequence[str] | None = None, detached: bool = False) -> int:
 
     def serve() -> int:
         from ..contexts import RxComputeContext
-        from ..store import Store
+        from ..store import open_store
 
         context = RxComputeContext.from_dict(json.loads(os.environ.pop(CONTEXT_ENV)))
-        store = Store(args.share_dir, share_dir_options_from_env())
+        store = open_store(args.share_dir, share_dir_options_from_env())
         return SparkServer(args.key, store, context, args.idle_timeout,
                            ServerPaths(args.runtime_dir, args.key)).serve()
 

@@ -17,7 +17,6 @@ import contextlib
 import errno
 import fcntl
 import functools
-import getpass
 import json
 import os
 import re
@@ -26,220 +25,24 @@ import stat
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import psutil
 
-FORMAT_VERSION = 1
+from ..errors import JobNotFoundError, UntrustedShareDirError
+from ..ids import ids_in_window, is_job_id, valid_ids, validate_job_id
+from ..options import storage_options
+from ..sharedir import OBJECT_STORE_PROTOCOLS, normalize_share_dir
+
 TRASH = ".trash"
-_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-_JOB_ID_TIME_RE = re.compile(r"rxJob_(\d{20})_[0-9a-f]+\Z")
-# Listing regexes run over all names joined by "/" (the one character no file name
-# holds), so that a big share dir is sifted in C rather than name by name.
-_JOINED_IDS_RE = re.compile(r"/([A-Za-z0-9][A-Za-z0-9_.-]{0,127})(?=/)")
-# A valid id of the time-ordered form ``rxJob_<20 digits UTC µs>_...``, and the valid ids of any other form.
-_TIMED_ID_RE = re.compile(r"rxJob_[0-9]{20}_[A-Za-z0-9_.-]{0,101}\Z")
-_JOINED_UNTIMED_IDS_RE = re.compile(r"/(?!rxJob_[0-9]{20}_)([A-Za-z0-9][A-Za-z0-9_.-]{0,127})(?=/)")
 _TMP_MARK = ".tmp-"
+RESULT_SUFFIX = ".result.pkl"
+OUTPUT_SUFFIX = ".out"
 
-
-# fsspec protocols of object stores: no directories, no rename, atomic single puts.
-OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "oci",
-                                    "cos", "obs", "tos", "r2", "b2"})
-# Protocols whose filesystem lives in one process: unusable by drivers and workers.
-PROCESS_LOCAL_PROTOCOLS = frozenset({"memory"})
 
 _LOCK_STRIPES = 64
 MAX_RECORD_BYTES = 1 << 20  # job.json, status.json, engine.json are small; refuse giants
-
-
-# Option names whose values are credentials: never written to job.json in clear text.
-_SECRET_WORDS = ("secret", "password", "passwd", "token", "key", "credential", "sas",
-                 "connection_string", "auth", "signature")
-REDACTED = "<redacted>"
-
-
-def is_secret_option(name: str) -> bool:
-    """Whether a storage option named ``name`` holds a credential (by its name)."""
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return StorageOptions(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, StorageOptions):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-class StorageOptions(Mapping):
-    """fsspec storage options as an immutable, hashable, comparable mapping.
-
-    Compute contexts hold their ``share_dir_options`` as one of these, so that
-    they stay frozen values.  Nested dicts (``client_kwargs={...}``) are
-    frozen too.  The ``repr`` never shows a credential; :meth:`redacted` is
-    what goes into ``job.json``.
-    """
-
-    __slots__ = ("_items",)
-
-    def __init__(self, options: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
-        items = options.items() if isinstance(options, Mapping) else options
-        frozen = {}
-        for key, value in items:
-            if not isinstance(key, str) or not key:
-                raise TypeError(f"storage option names must be non-empty strings, not {key!r}")
-            frozen[key] = _freeze(value)
-        self._items = tuple(sorted(frozen.items()))
-        hash(self._items)  # every value must be hashable once frozen (no sets of dicts...)
-
-    def __getitem__(self, key: str) -> Any:
-        for k, v in self._items:
-            if k == key:
-                return v
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, StorageOptions):
-            return self._items == other._items
-        if isinstance(other, Mapping):
-            return self.to_dict() == dict(other)
-        return NotImplemented
-
-    def __reduce__(self):
-        return (StorageOptions, (self.to_dict(),))
-
-    def __repr__(self) -> str:
-        return f"StorageOptions({self.redacted()!r})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dicts and lists, as fsspec takes them (credentials included)."""
-        return _thaw(self)
-
-    def redacted(self) -> dict[str, Any]:
-        """Plain dicts and lists with every credential replaced by ``"<redacted>"``."""
-
-        def hide(key: str, value: Any) -> Any:
-            if is_secret_option(key) and value is not None:
-                return REDACTED
-            if isinstance(value, StorageOptions):
-                return {k: hide(k, v) for k, v in value.items()}
-            return _thaw(value)
-
-        return {k: hide(k, v) for k, v in self.items()}
-
-
-def storage_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
-                    ) -> StorageOptions | None:
-    """Normalise ``share_dir_options`` as given by a user (dict, pairs or None).
-
-    Options that were redacted in a ``job.json`` are dropped: the context
-    rebuilt from a record never carries ``"<redacted>"`` as a credential.
-    """
-    if options is None:
-        return None
-    if not isinstance(options, (Mapping, list, tuple, StorageOptions)):
-        raise TypeError(f"share_dir_options must be a dict of fsspec storage options, not "
-                        f"{type(options).__name__}")
-    kept = _drop_redacted(StorageOptions(options))
-    return StorageOptions(kept) if kept else None
-
-
-def _drop_redacted(options: StorageOptions) -> dict[str, Any]:
-    kept: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, StorageOptions):
-            value = _drop_redacted(value)
-        if value != REDACTED:
-            kept[key] = value
-    return kept
-
-
-class JobNotFoundError(LookupError):
-    """The job directory does not exist in the share dir (never created, or removed)."""
-
-
-class UntrustedShareDirError(PermissionError):
-    """A share dir others can write to: loading pickles from it is refused."""
-
-
-def validate_job_id(job_id: object) -> str:
-    """Return ``job_id`` if it is a safe job id, else raise ValueError.
-
-    Checked before the filesystem is touched, so that no id can name a path
-    outside the share dir (``..``, ``/abs``, NUL, separators).
-    """
-    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id) or job_id in (".", ".."):
-        raise ValueError(
-            f"invalid job id {job_id!r}: a job id is 1-128 characters of letters, digits, "
-            "'_', '.' and '-', starting with a letter or digit (e.g. rxJob_20261128221530123456_7f3a)"
-        )
-    return job_id
-
-
-def new_job_id(now: datetime | None = None) -> str:
-    """Make a time-ordered job id: UTC microseconds, then random hex."""
-    now = now or datetime.now(timezone.utc)
-    return f"rxJob_{now.astimezone(timezone.utc):%Y%m%d%H%M%S%f}_{secrets.token_hex(2)}"
-
-
-def job_id_time(job_id: str) -> datetime | None:
-    """The UTC submit time encoded in an rxjobs job id, or None for other names."""
-    m = _JOB_ID_TIME_RE.match(job_id)
-    if not m:
-        return None
-    t = m.group(1)  # fixed width; slicing is ~10x faster than strptime on big listings
-    try:
-        return datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:12]),
-                        int(t[12:14]), int(t[14:20]), tzinfo=timezone.utc)
-    except ValueError:  # digits that are no date (e.g. month 13)
-        return None
-
-
-def default_share_dir() -> str:
-    """``$RXJOBS_SHARE_DIR``, else ``<user data dir>/rxjobs/share/<user>``."""
-    env = os.environ.get("RXJOBS_SHARE_DIR")
-    if env:
-        return normalize_share_dir(env)
-    import platformdirs
-
-    base = platformdirs.user_data_dir("rxjobs", appauthor=False)
-    return normalize_share_dir(os.path.join(base, "share", getpass.getuser()))
-
-
-def normalize_share_dir(share_dir: str | os.PathLike[str]) -> str:
-    """One spelling per share dir: an absolute path, or ``protocol://path``."""
-    text = os.fspath(share_dir)
-    if not text:
-        raise ValueError("share_dir is empty; give a directory path or an fsspec URL")
-    if "://" not in text:
-        return os.path.abspath(os.path.expanduser(text))
-    import fsspec  # only for URLs: plain paths need no fsspec (faster driver start)
-    from fsspec.implementations.local import LocalFileSystem
-
-    fs, path = fsspec.core.url_to_fs(text)
-    if isinstance(fs, LocalFileSystem):
-        return os.path.abspath(path)
-    return fs.unstrip_protocol(path.rstrip("/"))
 
 
 @dataclass(frozen=True)
@@ -290,10 +93,24 @@ class JobPaths:
         return f"{self.dir}/tasks"
 
     def result(self, task: int) -> str:
-        return f"{self.tasks}/{task}.result.pkl"
+        return f"{self.tasks}/{task}{RESULT_SUFFIX}"
 
     def output(self, task: int) -> str:
-        return f"{self.tasks}/{task}.out"
+        return f"{self.tasks}/{task}{OUTPUT_SUFFIX}"
+
+    @staticmethod
+    def task_indexes(names: Iterable[str], suffix: str, n_tasks: int) -> list[int]:
+        """The task numbers below ``n_tasks`` of the files named in ``names`` that end
+        with ``suffix`` (``RESULT_SUFFIX`` or ``OUTPUT_SUFFIX``), in order.
+
+        Bounded by what the directory holds, not by what a (hostile) record claims.
+        """
+        found = set()
+        for name in names:
+            number = name[:-len(suffix)] if name.endswith(suffix) else ""
+            if number.isascii() and number.isdigit() and len(number) < 20 and int(number) < n_tasks:
+                found.add(int(number))
+        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -359,9 +176,10 @@ class Store:
             self._fs = fsspec.filesystem("file")
         return self._fs
 
-    def paths(self, job_id: str) -> JobPaths:
-        """The paths of one job; ``job_id`` is validated first."""
-        return JobPaths(self.root, validate_job_id(job_id))
+    def paths(self, job_id: str, validated: bool = False) -> JobPaths:
+        """The paths of one job; ``job_id`` is validated first unless ``validated``
+        (it was just listed, and listings let only valid ids through)."""
+        return JobPaths(self.root, job_id if validated else validate_job_id(job_id))
 
     @property
     def trash(self) -> str:
@@ -560,8 +378,8 @@ class Store:
         if not names:
             return []
         if not windowed:
-            return sorted(_find_in_names(_JOINED_IDS_RE, names))
-        ids = _ids_in_window(names, start, end)
+            return sorted(valid_ids(names))
+        ids = ids_in_window(names, start, end)
         if self.is_local:
             # Only real directories: a symlink or a file named like a job is
             # not a job, and is never followed.
@@ -735,7 +553,7 @@ class Store:
             if key.endswith("/deleting") and key.count("/") == depth
         })
         for job_id in marked:
-            if not _JOB_ID_RE.match(job_id) or job_id.startswith("."):
+            if not is_job_id(job_id):
                 continue
             self._finish_removal(job_id)
             purged.append(job_id)
@@ -944,39 +762,6 @@ def _unlink_counted(dir_fd: int, name: str, entry: os.DirEntry | None) -> tuple[
     return 1, size
 
 
-def _window_key(when: datetime) -> str:
-    """The id prefix of jobs submitted at ``when``, as ``new_job_id`` spells it."""
-    t = when.astimezone(timezone.utc)
-    # Not strftime: %Y is not zero-padded below year 1000 on every platform.
-    return (f"rxJob_{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}{t.second:02d}"
-            f"{t.microsecond:06d}")
-
-
-def _ids_in_window(names: list[str], start: datetime | None, end: datetime | None) -> list[str]:
-    """The valid ids among ``names`` that may be submitted in [start, end], unsorted.
-
-    An rxjobs id sorts by its time, so it is in the window when it sorts
-    between the window's two keys ("_~" closes the end key: "~" sorts after
-    every character of an id); ids of another form are all kept.
-    """
-    lo = _window_key(start) if start is not None else "rxJob_"
-    hi = _window_key(end) + "_~" if end is not None else "rxJob_~"
-    timed = [n for n in names if lo <= n <= hi and _TIMED_ID_RE.match(n)]
-    return timed + _find_in_names(_JOINED_UNTIMED_IDS_RE, names)
-
-
-def _find_in_names(pattern: re.Pattern[str], names: list[str], batch: int = 4096) -> list[str]:
-    """What ``pattern`` finds in ``names`` joined as ``/name/name/.../``.
-
-    A few thousand names at a time: the string then stays in the CPU cache
-    (one string of all 20,000 names of a big share dir took 40% longer).
-    """
-    found: list[str] = []
-    for i in range(0, len(names), batch):
-        found += pattern.findall(f"/{'/'.join(names[i:i + batch])}/")
-    return found
-
-
 def _read_local_file(path: str, limit: int | None) -> bytes:
     """A whole local file in a few system calls (``Store.read_bytes``'s local path).
 
@@ -1014,6 +799,14 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def utc_now_iso() -> str:
-    """The current UTC time, ISO-8601, as stored in every record."""
-    return datetime.now(timezone.utc).isoformat()
+def open_store(share_dir: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> Store:
+    """The store of a share dir: a local directory or any fsspec URL.
+
+    Parameters
+    ----------
+    share_dir
+        A local path or an fsspec URL (``s3://bucket/prefix``, ``memory://x``...).
+    options
+        fsspec storage options for the URL's filesystem (endpoint, credentials...).
+    """
+    return Store(share_dir, options)

@@ -1,0 +1,278 @@
+"""The records of a job's directory, typed, each with one reader and one writer.
+
+``job.json`` (written once at submit), ``status.json`` (the driver's record),
+``engine.json`` (the engine's handle) and the ``canceled`` and ``retrieved``
+markers are read and written only here, as the dataclasses below with
+``to_json``/``from_json``: the on-disk format is a contract (docs/format.md),
+versioned by ``format``.  Everything read from a share dir is hostile, so
+``from_json`` checks every field's type and range, and a record that is not
+what rxjobs writes raises ValueError, never anything else.
+
+Engines write a job's status through :func:`write_status`; they never import
+the job services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .errors import JobNotFoundError
+from .ids import validate_job_id
+from .status import Record
+from .store import Store
+from .times import parse_timestamp, utc_now_iso
+
+FORMAT_VERSION = 1
+# More runs than any job could hold in a share dir: a record claiming more is hostile.
+MAX_RUNS = 1 << 40
+
+
+def _int_in_range(data: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _mapping(data: Mapping[str, Any], key: str, required: bool = False) -> dict[str, Any]:
+    value = data[key] if required else data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """The content of ``job.json``, written once at submit."""
+
+    job_id: str
+    created: str
+    user: str
+    context: dict[str, Any]
+    n_runs: int
+    n_tasks: int
+    options: dict[str, Any]
+    submitter: dict[str, Any]
+    function: str = ""
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: Any) -> JobRecord:
+        """Parse ``job.json``; ValueError when it is not a job record."""
+        if not isinstance(data, dict):
+            raise ValueError("job.json is not a JSON object")
+        try:
+            fields = dict(
+                job_id=validate_job_id(data["job_id"]),
+                created=_text(data, "created"),
+                user=_text(data, "user", ""),
+                context=_mapping(data, "context", required=True),
+                n_runs=_int_in_range(data, "n_runs", 0, MAX_RUNS),
+                n_tasks=_int_in_range(data, "n_tasks", 0, MAX_RUNS),
+                options=_mapping(data, "options"),
+                submitter=_mapping(data, "submitter"),
+                function=_text(data, "function", ""),
+                format=_int_in_range(data, "format", 1, 1 << 31) if "format" in data else FORMAT_VERSION,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"job.json is not a valid job record: {exc!r}") from None
+        if fields["n_tasks"] > max(fields["n_runs"], 1):
+            raise ValueError("job.json is not a valid job record: more tasks than runs")
+        if fields["format"] > FORMAT_VERSION:
+            raise ValueError(
+                f"job.json has format {fields['format']}, newer than this rxjobs understands "
+                f"({FORMAT_VERSION}); upgrade rxjobs"
+            )
+        # Not cls(**fields): a frozen dataclass's __init__ sets each field through
+        # object.__setattr__, which took half of the time a listing spent per record.
+        record = object.__new__(cls)
+        record.__dict__.update(fields)
+        return record
+
+    @property
+    def created_time(self) -> datetime | None:
+        """``created`` as an aware UTC datetime (None if unreadable)."""
+        return parse_timestamp(self.created)
+
+
+def read_job_record(store: Store, job_id: str, listed: bool = False) -> JobRecord:
+    """Read ``job.json``: the one read a listing makes per job.
+
+    Parameters
+    ----------
+    store, job_id
+        The share dir and the job.
+    listed
+        ``job_id`` was just returned by ``store.list_job_ids()`` (not validated again).
+
+    Raises
+    ------
+    JobNotFoundError
+        The job is not there (never was, or removed).
+    ValueError
+        The directory is there but holds no valid record naming this id: it is
+        no job (debris, which cleanup never removes; ``rxjobs doctor`` reports it).
+    """
+    paths = store.paths(job_id, validated=listed)
+    try:
+        record = JobRecord.from_json(store.read_json(paths.job_json))
+    except FileNotFoundError:
+        entries = store.job_entries(job_id)
+        if entries is not None and "deleting" not in entries:
+            raise ValueError(f"{paths.dir} has no job.json: not a job (an incomplete "
+                             "submission, or debris; see `rxjobs doctor`)") from None
+        raise JobNotFoundError(f"job {job_id} not found in share dir {store.url}") from None
+    except OSError as exc:  # a directory, a fifo, unreadable: not a job record
+        raise ValueError(f"job.json of job {job_id} cannot be read: {exc}") from None
+    if record.job_id != job_id:
+        raise ValueError(f"{paths.job_json} names job {record.job_id!r}, not {job_id!r}: not a job "
+                         "(a copied or planted directory; see `rxjobs doctor`)")
+    return record
+
+
+def write_job_record(store: Store, record: JobRecord) -> None:
+    """Write ``job.json`` (once, at submit)."""
+    store.write_json(store.paths(record.job_id).job_json, record.to_json())
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """What the driver's ``status.json`` says (``state`` ABSENT or CORRUPT when it says nothing usable)."""
+
+    state: Record
+    reason: str = ""
+    started: str | None = None
+    updated: str | None = None
+    ended: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"state": self.state.value, "reason": self.reason,
+                                "started": self.started, "updated": self.updated}
+        if self.ended is not None:
+            data["ended"] = self.ended
+        if self.details:
+            data["details"] = self.details
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> StatusRecord:
+        """Parse ``status.json``; a record that is not a driver's gives state CORRUPT."""
+        try:
+            state = Record(data["state"])
+            if state not in (Record.RUNNING, Record.FINISHED, Record.FAILED):
+                raise ValueError("only a driver's three states are ever written")
+            reason = data.get("reason") or ""
+            details = data.get("details") or {}
+            times = [data.get(k) for k in ("started", "updated", "ended")]
+            if not isinstance(reason, str) or not isinstance(details, dict) or any(
+                    t is not None and not isinstance(t, str) for t in times):
+                raise ValueError("fields of the wrong type")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return CORRUPT_STATUS
+        return cls(state, reason, *times, details=details)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in (Record.FINISHED, Record.FAILED)
+
+
+ABSENT_STATUS = StatusRecord(Record.ABSENT)
+CORRUPT_STATUS = StatusRecord(Record.CORRUPT)
+
+
+def read_status_record(store: Store, job_id: str) -> StatusRecord:
+    """What ``status.json`` says (ABSENT when there is none, CORRUPT when unreadable)."""
+    try:
+        data = store.read_json(store.paths(job_id).status_json)
+    except FileNotFoundError:
+        return ABSENT_STATUS
+    except (ValueError, OSError):  # corrupt, or not a readable file
+        return CORRUPT_STATUS
+    return StatusRecord.from_json(data)
+
+
+def write_status(store: Store, job_id: str, state: Record, reason: str = "",
+                 details: dict[str, Any] | None = None) -> bool:
+    """Record the driver's view of the job; refuses to leave a terminal record.
+
+    Only a job's driver calls this.  ``details`` are engine facts the driver
+    learned (e.g. a Spark application id); they are kept in later records.
+    Returns False when the record was already final (finished/failed) and so
+    was left alone.
+    """
+    if state not in (Record.RUNNING, Record.FINISHED, Record.FAILED):
+        raise ValueError(f"a driver records running, finished or failed, not {state.value}")
+    current = read_status_record(store, job_id)
+    if current.is_final:
+        return False
+    now = utc_now_iso()
+    record = StatusRecord(state, reason, started=current.started or now, updated=now,
+                          ended=now if state in (Record.FINISHED, Record.FAILED) else None,
+                          details={**current.details, **(details or {})})
+    store.write_json(store.paths(job_id).status_json, record.to_json())
+    return True
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """The content of ``engine.json``: which engine runs the job, and its handle.
+
+    The handle is whatever the engine returned from ``submit``; it is
+    untrusted input like everything in a share dir, and only ever handed back
+    to that engine for a job that belongs to the caller.
+    """
+
+    engine: str
+    handle: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"engine": self.engine, "handle": self.handle}
+
+    @classmethod
+    def from_json(cls, data: Any) -> EngineRecord:
+        if not isinstance(data, dict) or not isinstance(data.get("engine"), str) \
+                or not isinstance(data.get("handle"), dict):
+            raise ValueError("engine.json is not an engine record ({engine, handle})")
+        return cls(data["engine"], data["handle"])
+
+
+def read_engine_record(store: Store, job_id: str) -> EngineRecord:
+    """Read ``engine.json``; FileNotFoundError if absent, ValueError if not a record."""
+    return EngineRecord.from_json(store.read_json(store.paths(job_id).engine_json))
+
+
+def write_engine_record(store: Store, job_id: str, record: EngineRecord) -> None:
+    store.write_json(store.paths(job_id).engine_json, record.to_json())
+
+
+def mark_retrieved(store: Store, job_id: str) -> None:
+    """Note that the results were returned, so cleanup may remove the job without force."""
+    store.write_json(store.paths(job_id).retrieved, {"retrieved": utc_now_iso()})
+
+
+def mark_canceled(store: Store, job_id: str) -> None:
+    """Write the ``canceled`` marker (by cancel, before the engine is asked to stop)."""
+    store.write_json(store.paths(job_id).canceled, {"canceled": utc_now_iso()})
+
+
+def canceled_time(store: Store, job_id: str) -> datetime | None:
+    """When the job was canceled, from its marker (None if absent or unreadable)."""
+    try:
+        marker = store.read_json(store.paths(job_id).canceled)
+    except (OSError, ValueError):
+        return None
+    return parse_timestamp(marker.get("canceled")) if isinstance(marker, dict) else None
