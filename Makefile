@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(BIN)/rxjobs demo
 
 test: $(STAMP)
+	bash .ci/install-system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 

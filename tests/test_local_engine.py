@@ -260,7 +260,7 @@ def test_exit_sleeper_wakes_when_the_driver_exits_and_refuses_other_processes():
     import socket
     import time
 
-    from rxjobs.engines._process import exit_sleeper
+    from rxjobs.engines.drivers import exit_sleeper
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
     try:

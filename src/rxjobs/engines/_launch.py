@@ -17,7 +17,7 @@ def main() -> int:
     module, argv = sys.argv[1], sys.argv[2:]
     if not module.startswith("rxjobs.engines."):
         raise SystemExit(f"not an rxjobs engine module: {module}")
-    from ._process import detach
+    from .drivers import detach
 
     detach(log_fd=2)  # stderr is already the driver log
     return importlib.import_module(module).main(argv, detached=True)

@@ -22,7 +22,8 @@ from concurrent.futures.process import BrokenProcessPool
 import psutil
 
 from ..status import Probe, Record
-from ._process import (
+from .base import Handle, SubmittedJob
+from .drivers import (
     ExitSleeper,
     can_fork_driver,
     descendants,
@@ -38,7 +39,6 @@ from ._process import (
     start_driver,
     stop_driver,
 )
-from .base import Handle, SubmittedJob
 
 _CANCEL_GRACE_S = 5.0
 

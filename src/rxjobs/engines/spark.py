@@ -41,7 +41,8 @@ from typing import Any
 import psutil
 
 from ..status import Probe, Record
-from ._process import (
+from .base import Handle, SubmittedJob
+from .drivers import (
     detach,
     exit_sleeper,
     kill_now,
@@ -53,7 +54,6 @@ from ._process import (
     stop_driver,
     wait_gone,
 )
-from .base import Handle, SubmittedJob
 
 _CANCEL_GRACE_S = 15.0  # the driver's own orderly stop takes a few seconds (bounded below)
 _STOP_WAIT_S = 8.0  # after stopping Spark, how long the driver waits for its processes to exit

@@ -56,7 +56,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..status import Probe, Record
-from ._process import (
+from .base import Handle, SubmittedJob
+from .drivers import (
     descendants,
     find_driver,
     kill_now,
@@ -65,7 +66,6 @@ from ._process import (
     start_detached,
     wait_gone,
 )
-from .base import Handle, SubmittedJob
 from .spark import (
     Outcome,
     _DriverState,
