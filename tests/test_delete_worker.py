@@ -1,4 +1,4 @@
-"""Helper processes deleting trash entries for big local cleanups (rxjobs._delete_worker)."""
+"""Helper processes deleting trash entries for big local cleanups (rxjobs.store.delete_workers)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 import pytest
 
 from rxjobs import cleanup
-from rxjobs._delete_worker import DeleteWorkers
 from rxjobs.cleanup import cleanup_jobs
 from rxjobs.store import Store, open_store
+from rxjobs.store.delete_workers import DeleteWorkers
 
 from factory import make_job
 

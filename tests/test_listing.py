@@ -37,6 +37,7 @@ def _record(store: Store, job_id: str, created: datetime | str, **context: objec
 def _job(store: Store, job_id: str, created: datetime | str | None = None, raw: bytes | None = None,
          **context: object) -> str:
     """A job dir with a job.json (``raw`` bytes, else a record submitted at ``created``)."""
+    store.ensure_root()
     paths = store.paths(job_id)
     store.makedir(paths.dir, exist_ok=True)
     if raw is None:
@@ -172,7 +173,7 @@ def test_job_json_is_read_in_any_encoding_json_accepts(store_url, encode):
     store.ensure_root()
     record = _record(store, "a", T0)
     _job(store, "a", raw=encode(json.dumps(record)))
-    assert store.read_job_json("a") == record
+    assert store.read_json(store.paths("a").job_json) == record
     assert jobs.read_job_record(store, "a", listed=True) == jobs.JobRecord.from_json(record)
 
 
@@ -192,7 +193,7 @@ def test_job_json_that_is_no_record_is_a_value_error(tmp_path):
         with pytest.raises(ValueError):
             jobs.read_job_record(store, job_id, listed=True)
     with pytest.raises(ValueError, match="invalid job id"):
-        store.read_job_json("../x")
+        jobs.read_job_record(store, "../x")
 
 
 @pytest.mark.timeout(60)
@@ -212,7 +213,7 @@ def test_job_record_parsed_fast_is_the_dataclass_value_and_stays_frozen(tmp_path
 
 
 @pytest.mark.timeout(60)
-def test_window_reads_untimed_and_corrupt_jobs_by_their_record(tmp_path):
+def test_window_reads_untimed_jobs_by_their_record_and_skips_debris(tmp_path):
     store = open_store(str(tmp_path))
     cc = RxLocalParallel(share_dir=store.url)
     inside = _job(store, new_job_id(at(10)))
@@ -224,10 +225,11 @@ def test_window_reads_untimed_and_corrupt_jobs_by_their_record(tmp_path):
     corrupt_timed = _job(store, new_job_id(at(12)), raw=b"{not json")
     _job(store, "corrupt-untimed", raw=b"{not json")  # no time at all: not in any window
     got = [job.job_id for job in rx_get_jobs(cc, start_time=at(10), end_time=at(20), verbose=False)]
-    assert got == sorted([inside, corrupt_timed, edge, untimed_in])
+    # A directory without a record naming it is debris, not a job: never listed (issue 17).
+    assert corrupt_timed not in got
+    assert got == sorted([inside, edge, untimed_in])
     listed = {job.job_id: created for job, created, _ in list_jobs(store.url, at(10), at(20))}
-    assert listed == {inside: at(10), corrupt_timed: at(12), edge: at(20), untimed_in: at(15)}
-    # A corrupt record has no context to match exactly.
+    assert listed == {inside: at(10), edge: at(20), untimed_in: at(15)}
     exact = rx_get_jobs(cc, exact_match=True, start_time=at(10), end_time=at(20), verbose=False)
     assert [job.job_id for job in exact] == sorted([inside, edge, untimed_in])
 
@@ -241,14 +243,13 @@ def test_listed_jobs_are_the_values_rx_remote_job_makes(tmp_path):
     store = open_store(str(tmp_path))
     cc = RxLocalParallel(share_dir=store.url)
     ids = [_job(store, new_job_id(at(s)), num_workers=s % 3 + 1) for s in range(6)]
-    broken = _job(store, new_job_id(at(7)), raw=b"[]")
+    _job(store, new_job_id(at(7)), raw=b"[]")  # debris: never listed
+    _job(store, new_job_id(at(8)), raw=json.dumps(_record(store, "another-id", T0)).encode())
     listed = rx_get_jobs(cc, verbose=False)
-    assert [job.job_id for job in listed] == ids + [broken]
+    assert [job.job_id for job in listed] == ids
     for job in listed:
-        stored = (RxLocalParallel(share_dir=store.url, num_workers=ids.index(job.job_id) % 3 + 1)
-                  if job.job_id != broken else cc)
+        stored = RxLocalParallel(share_dir=store.url, num_workers=ids.index(job.job_id) % 3 + 1)
         expected = RxRemoteJob(stored, job.job_id, share_dir=store.url)
         assert _fields(job) == _fields(expected)
         assert vars(job) == vars(expected)
-    everything = [job for job, _, _ in list_jobs(store.url)]
-    assert [type(job.compute_context) for job in everything][-1] is RxLocalSeq
+    assert [job.job_id for job, _, _ in list_jobs(store.url)] == ids

@@ -168,7 +168,7 @@ def test_cleanup_deletes_files_after_letting_go_of_the_jobs_lock(tmp_path, monke
     made = make_job(store, "failed")
     stripe = zlib.crc32(made.job_id.encode()) % 64
     seen = []
-    delete = Store.delete_detached
+    delete = type(store).delete_detached
 
     def delete_checking_the_lock(self, path):
         fd = os.open(f"{store.root}/.locks/{stripe}.lock", os.O_RDWR)
@@ -179,7 +179,7 @@ def test_cleanup_deletes_files_after_letting_go_of_the_jobs_lock(tmp_path, monke
             os.close(fd)
         return delete(self, path)
 
-    monkeypatch.setattr(Store, "delete_detached", delete_checking_the_lock)
+    monkeypatch.setattr(type(store), "delete_detached", delete_checking_the_lock)
     report = cleanup_jobs([(store, made.job_id)], force=True, verbose=False)
     assert [e.outcome for e in report] == ["removed"] and len(seen) == 1
     assert (report.files_freed, report.bytes_freed) != (0, 0)

@@ -477,10 +477,8 @@ def _scan(
     for job_id in store.list_job_ids(start, end):
         try:
             record = read_job_record(store, job_id, listed=True)
-        except JobNotFoundError:
-            continue  # removed while we listed
-        except ValueError:
-            record = None
+        except (JobNotFoundError, ValueError):
+            continue  # removed while we listed, or not a job (debris: see `rxjobs doctor`)
         created = None
         if need_time:
             created = job_id_time(job_id)
@@ -489,19 +487,16 @@ def _scan(
             if windowed and (created is None or (start is not None and created < start)
                              or (end is not None and created > end)):
                 continue
-        if record is None:
-            stored, matched, job_options = None, True, None
-        else:
-            if record.context != last_context:
-                key = repr(record.context)
-                verdict = contexts.get(key)
-                if verdict is None:
-                    ctx = _stored_context(record, store)
-                    verdict = (ctx, ctx is not None and (cc is None or ctx.matches(cc, exact_match)),
-                               options if options is not None or ctx is None else ctx.job_share_dir_options())
-                    contexts[key] = verdict
-                last_context, last_verdict = record.context, verdict
-            stored, matched, job_options = last_verdict
+        if record.context != last_context:
+            key = repr(record.context)
+            verdict = contexts.get(key)
+            if verdict is None:
+                ctx = _stored_context(record, store)
+                verdict = (ctx, ctx is not None and (cc is None or ctx.matches(cc, exact_match)),
+                           options if options is not None or ctx is None else ctx.job_share_dir_options())
+                contexts[key] = verdict
+            last_context, last_verdict = record.context, verdict
+        stored, matched, job_options = last_verdict
         if stored is None:
             # No usable record (corrupt, or its engine is not installed here):
             # listed with the share dir's jobs so that it can be cleaned up.

@@ -19,13 +19,13 @@ from datetime import datetime
 from typing import Any
 
 from . import jobs
-from ._delete_worker import DeleteWorkers
 from .errors import JobNotFoundError
 from .status import RxRemoteJobStatus
-from .store import Store, Usage
+from .store import Store
+from .store.delete_workers import DeleteWorkers
 
 # A cleanup of at least this many jobs of local share dirs deletes their files in
-# helper processes (rxjobs._delete_worker), which take about 0.06 s to start.
+# helper processes (rxjobs.store.delete_workers), which take about 0.06 s to start.
 HELPER_PROCESSES_FROM_JOBS = 256
 
 
@@ -192,7 +192,7 @@ def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool, now: datet
     if detached is None:
         return entry, decision, None
     entry.outcome = "removed"
-    if helpers is not None:
+    if helpers is not None and store.is_local:
         return entry, decision, helpers.submit(store, detached)
     usage = store.delete_detached(detached)
     entry.files, entry.bytes = usage.files, usage.bytes
@@ -227,6 +227,10 @@ def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
         return CleanupEntry(job_id, store.url, "undetermined", "kept", decision.reason), decision, None
     look = jobs.look_at_job(store, job_id)
     derived = look.derived
+    if look.record is None and derived.status is not RxRemoteJobStatus.MISSING:
+        decision = Decision(Action.KEEP, f"not a job: {derived.reason}; debris is never removed by "
+                            "cleanup (see `rxjobs doctor`)", warn=True)
+        return CleanupEntry(job_id, store.url, derived.status.value, "kept", decision.reason), decision, None
     retrieved = derived.status is RxRemoteJobStatus.FINISHED and look.retrieved
     expired = jobs.is_expired(store, look, now)
     decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason, expired=expired)
@@ -244,14 +248,10 @@ def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
     if decision.action is Action.CANCEL_AND_REMOVE:
         jobs.stop_on_engine(store, job_id)
     try:
-        if store.is_local:
-            return entry, decision, store.detach_job(job_id)
-        usage: Usage = store.remove_job(job_id)
+        return entry, decision, store.detach_job(job_id)
     except JobNotFoundError:
         entry.outcome, entry.reason = "missing", "already removed (by another cleanup?)"
         return entry, decision, None
-    entry.outcome, entry.files, entry.bytes = "removed", usage.files, usage.bytes
-    return entry, decision, None
 
 
 def cleanup_jobs(
@@ -273,7 +273,7 @@ def cleanup_jobs(
     first (``purge=False`` skips that, for a caller that cleans in batches).
     ``now`` is the moment job expiry is judged at (default: the current time).
     A big cleanup of local share dirs deletes the files in a few helper
-    processes (see :mod:`rxjobs._delete_worker`); decisions and renames into
+    processes (see :mod:`rxjobs.store.delete_workers`); decisions and renames into
     the trash stay in this process, and every deletion is waited for.
     """
     targets = list(targets)

@@ -940,6 +940,27 @@ def _would_free(name: str, surveyed: list[SurveyedJob], policy: RetentionPolicy,
             "files": sum(job.files for job in gone)}
 
 
+# -- adopt -----------------------------------------------------------------------------
+
+
+@cli.command()
+@_json_option()
+@click.pass_obj
+def adopt(share: ShareDir, as_json: bool) -> None:
+    """Mark a share dir made by an older rxjobs, after checking it holds only jobs.
+
+    rxjobs refuses to work in a directory without its marker file, so that a
+    wrong --share-dir (your home directory, say) is never listed or cleaned
+    up.  A share dir made before the marker existed is adopted once with
+    this command; it is refused while it holds anything but rxjobs jobs.
+    """
+    found = share.store().adopt()
+    if as_json:
+        _print_json({"share_dir": share.url, "jobs": found})
+    else:
+        click.echo(f"adopted {share.url}: {_plural(len(found), 'job')}")
+
+
 # -- demo --------------------------------------------------------------------------------
 
 

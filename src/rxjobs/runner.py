@@ -84,8 +84,7 @@ def load_payload(store: Store, job_id: str) -> Payload:
     last = _last_payload[:]  # one snapshot: threads of a worker process share the cache
     if last and last[0] == key:
         return last[1]
-    store.check_trusted(job_id)
-    payload = cloudpickle.loads(store.read_bytes(store.paths(job_id).payload))
+    payload = cloudpickle.loads(store.read_trusted(store.paths(job_id).payload))
     if not isinstance(payload, Payload):
         raise ValueError(f"payload of job {job_id} is not an rxjobs payload")
     _last_payload[:] = [key, payload]  # a payload is written once and never changes
@@ -97,8 +96,7 @@ _last_payload: list = []
 
 def load_task_result(store: Store, job_id: str, task: int) -> TaskResult:
     """Unpickle one task's result file (FileNotFoundError if it is not there)."""
-    store.check_trusted(job_id)
-    result = cloudpickle.loads(store.read_bytes(store.paths(job_id).result(task)))
+    result = cloudpickle.loads(store.read_trusted(store.paths(job_id).result(task)))
     if not isinstance(result, TaskResult):
         raise ValueError(f"task {task} of job {job_id} has no valid result file")
     return result

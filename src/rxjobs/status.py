@@ -128,11 +128,11 @@ def derive_status(facts: JobFacts) -> Derived:
     S = RxRemoteJobStatus
     if not facts.present:
         return Derived(S.MISSING, "no job directory")
+    if not facts.job_record_ok:
+        # Without a record naming it, a directory is no job (debris): never guess its state.
+        return Derived(S.UNDETERMINED, "no readable job.json naming it: not a job")
     if facts.canceled:
         return Derived(S.CANCELED, "canceled")
-    if not facts.job_record_ok:
-        # Without its record a job cannot be read back; never guess it finished.
-        return Derived(S.UNDETERMINED, "job.json is missing or unreadable")
     if facts.record is Record.FINISHED:
         return Derived(S.FINISHED, "finished")
     if facts.record is Record.FAILED:

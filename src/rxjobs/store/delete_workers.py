@@ -7,7 +7,7 @@ four threads delete the same files in about a quarter less time than one
 process of eight (docs/benchmarks.md).  So a cleanup of many jobs of a local
 share dir renames each job into ``.trash/`` itself, under the job's lock, and
 then hands the trash entry to one of a few helper processes
-(``python -m rxjobs._delete_worker``), waiting for the files and bytes it
+(``python -m rxjobs.store.delete_workers``), waiting for the files and bytes it
 deleted.  If a helper cannot start or dies, the caller deletes what is left
 itself; an entry a dead helper left half-deleted is then counted only for
 what remained.
@@ -29,7 +29,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .store import Store, Usage, open_store
+from . import Store, Usage, open_store
 
 
 class _HelperGone(Exception):
@@ -40,11 +40,11 @@ class _Helper:
     """One helper process and the answers it still owes."""
 
     def __init__(self, threads: int) -> None:
-        package_parent = str(Path(__file__).resolve().parent.parent)
+        package_parent = str(Path(__file__).resolve().parent.parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "rxjobs._delete_worker", str(threads)],
+            [sys.executable, "-m", "rxjobs.store.delete_workers", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, encoding="utf-8", env=env, close_fds=True,
         )

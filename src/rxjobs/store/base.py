@@ -1,0 +1,354 @@
+"""The share dir's layout and the Store interface every kind of storage implements.
+
+:class:`JobPaths` is the one place that formats the name of a job's file.
+:class:`Store` names the few basic operations a storage must provide
+(atomic and exclusive writes, bounded reads, listings, the two halves of a
+crash-safe removal, locks, trusted reads of pickles) and builds the rest on
+them, as fsspec's ``AbstractFileSystem`` does.  Two implementations exist:
+:class:`~rxjobs.store.local.LocalStore` (a directory, reached relative to
+open descriptors) and :class:`~rxjobs.store.remote.FsspecStore` (object
+stores and other fsspec filesystems); :func:`~rxjobs.store.open_store`
+chooses once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..ids import ids_in_window, valid_ids, validate_job_id
+from ..options import storage_options
+from ..sharedir import normalize_share_dir
+
+TRASH = ".trash"
+LOCKS = ".locks"
+# Written when rxjobs creates a share dir: commands refuse a directory without it.
+MARKER = ".rxjobs-share"
+SHARE_FORMAT = 1
+RESERVED = frozenset({TRASH, LOCKS, MARKER})
+TMP_MARK = ".tmp-"
+RESULT_SUFFIX = ".result.pkl"
+OUTPUT_SUFFIX = ".out"
+MAX_RECORD_BYTES = 1 << 20  # job.json, status.json, engine.json are small; refuse giants
+MAX_RECORD_DEPTH = 32  # and nest a few levels; refuse what would exhaust the parser's recursion
+LOCK_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Every artifact path of one job; nobody else formats a file name."""
+
+    root: str
+    job_id: str
+
+    @property
+    def dir(self) -> str:
+        return f"{self.root}/{self.job_id}"
+
+    @property
+    def job_json(self) -> str:
+        return f"{self.dir}/job.json"
+
+    @property
+    def payload(self) -> str:
+        return f"{self.dir}/payload.pkl"
+
+    @property
+    def engine_json(self) -> str:
+        return f"{self.dir}/engine.json"
+
+    @property
+    def status_json(self) -> str:
+        return f"{self.dir}/status.json"
+
+    @property
+    def canceled(self) -> str:
+        return f"{self.dir}/canceled"
+
+    @property
+    def retrieved(self) -> str:
+        return f"{self.dir}/retrieved"
+
+    @property
+    def deleting(self) -> str:
+        return f"{self.dir}/deleting"
+
+    @property
+    def driver_log(self) -> str:
+        return f"{self.dir}/driver.log"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.dir}/tasks"
+
+    def result(self, task: int) -> str:
+        return f"{self.tasks}/{task}{RESULT_SUFFIX}"
+
+    def output(self, task: int) -> str:
+        return f"{self.tasks}/{task}{OUTPUT_SUFFIX}"
+
+    @staticmethod
+    def task_indexes(names: Iterable[str], suffix: str, n_tasks: int) -> list[int]:
+        """The task numbers below ``n_tasks`` of the files named in ``names`` that end
+        with ``suffix`` (``RESULT_SUFFIX`` or ``OUTPUT_SUFFIX``), in order.
+
+        Bounded by what the directory holds, not by what a (hostile) record claims.
+        """
+        found = set()
+        for name in names:
+            number = name[:-len(suffix)] if name.endswith(suffix) else ""
+            if number.isascii() and number.isdigit() and len(number) < 20 and int(number) < n_tasks:
+                found.add(int(number))
+        return sorted(found)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Files and bytes under a job directory."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.files + other.files, self.bytes + other.bytes)
+
+
+def loads_record(data: bytes, where: str) -> Any:
+    """Parse a JSON record read from a share dir; ValueError unless it is sane JSON.
+
+    Hostile records are refused before parsing when they nest deeper than
+    :data:`MAX_RECORD_DEPTH` (a 1 MiB run of ``[`` would exhaust the parser's
+    recursion), and a record that is not UTF-8 JSON says where it came from.
+    """
+    if len(data) > 256 and _nesting_depth(data) > MAX_RECORD_DEPTH:
+        raise ValueError(f"{where} nests deeper than {MAX_RECORD_DEPTH} levels: not an rxjobs record")
+    try:
+        # Records are UTF-8 (ASCII, in fact): decoding first spares json's
+        # encoding detection; anything else gets json.loads' own verdict.
+        return json.loads(data.decode())
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        pass
+    except RecursionError:
+        raise ValueError(f"{where} nests too deeply: not an rxjobs record") from None
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{where} nests too deeply: not an rxjobs record") from None
+
+
+def _nesting_depth(data: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, strings skipped (a bound, not a parse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_RECORD_DEPTH:
+                    return deepest
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+class Store(ABC):
+    """A share directory: the basic operations of its storage, and what is built on them.
+
+    Paths are full paths inside the share dir, as :class:`JobPaths` spells
+    them; an implementation refuses any path outside it.
+
+    Attributes
+    ----------
+    url
+        The share dir, spelled once (an absolute path or ``protocol://path``).
+    options
+        fsspec storage options that reach it (credentials included; never stored).
+    root
+        The share dir's path on its filesystem, the prefix of every job path.
+    is_local
+        A directory of this machine's filesystems (``os`` calls, descriptors).
+    is_object_store
+        An object store: no directories, no rename, atomic single puts.
+    atomic_rename
+        Removal renames a job into the trash; without it, a ``deleting``
+        marker is written first (docs/storage.md).
+    """
+
+    is_local: bool = False
+    is_object_store: bool = False
+    atomic_rename: bool = False
+
+    def __init__(self, share_dir: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = normalize_share_dir(share_dir)
+        frozen = storage_options(options)
+        self.options: dict[str, Any] = frozen.to_dict() if frozen is not None else {}
+        self.root = self.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def paths(self, job_id: str, validated: bool = False) -> JobPaths:
+        """The paths of one job; ``job_id`` is validated first unless ``validated``
+        (it was just listed, and listings let only valid ids through)."""
+        return JobPaths(self.root, job_id if validated else validate_job_id(job_id))
+
+    @property
+    def trash(self) -> str:
+        return f"{self.root}/{TRASH}"
+
+    def not_found(self, job_id: str) -> str:
+        return f"job {job_id} not found in share dir {self.url}"
+
+    # -- the basic operations -------------------------------------------------------------
+
+    @abstractmethod
+    def ensure_root(self) -> None:
+        """Create the share dir (private to its user) with its marker, or check an existing
+        one is a share dir that can be written; NotAShareDirError for an unmarked one."""
+
+    @abstractmethod
+    def adopt(self) -> list[str]:
+        """Mark an existing share dir made by an older rxjobs; return the jobs it holds.
+
+        Refused (NotAShareDirError naming them) while the directory holds
+        anything but jobs and rxjobs' own entries.
+        """
+
+    @abstractmethod
+    def makedir(self, path: str, exist_ok: bool = False) -> None:
+        """Create one directory inside the share dir."""
+
+    @abstractmethod
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Write a whole file so that readers see all of it or nothing."""
+
+    @abstractmethod
+    def write_exclusive(self, path: str, data: bytes = b"") -> None:
+        """Create a file only if it does not exist yet; FileExistsError otherwise."""
+
+    @abstractmethod
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        """Read a whole file; FileNotFoundError if absent, ValueError beyond ``limit``
+        or if it is not a regular file (a symlink is never followed)."""
+
+    @abstractmethod
+    def read_trusted(self, path: str) -> bytes:
+        """Read a file to unpickle: UntrustedShareDirError unless nobody but the
+        caller could have written it (docs/security.md)."""
+
+    @abstractmethod
+    def exists(self, path: str) -> bool:
+        """Whether an entry is there (a symlink counts, and is not followed)."""
+
+    @abstractmethod
+    def remove_file(self, path: str) -> bool:
+        """Remove one file; False if it was not there."""
+
+    @abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """Base names in a directory, without temporary files; [] if absent."""
+
+    @abstractmethod
+    def job_entries(self, job_id: str) -> frozenset[str] | None:
+        """Names directly in a job directory (``job.json``, ``tasks``, markers...) in one look;
+        None when there is no job directory."""
+
+    @abstractmethod
+    def list_names(self, windowed: bool) -> list[str]:
+        """Names at the top of the share dir that may be jobs (only real directories
+        unless ``windowed``, for which :meth:`is_job_dir` checks the few kept)."""
+
+    @abstractmethod
+    def is_job_dir(self, job_id: str) -> bool:
+        """Whether ``job_id`` names a real directory (not a symlink, not a file)."""
+
+    @abstractmethod
+    def usage(self, job_id: str) -> Usage:
+        """Files and bytes in a job directory (symlinks counted, never followed)."""
+
+    @abstractmethod
+    def owner_uid(self, job_id: str) -> int | None:
+        """The uid owning a job directory (None where storage has no owners, or it is gone)."""
+
+    @abstractmethod
+    def detach_job(self, job_id: str) -> str:
+        """First half of a removal: from here on the job reads as missing.
+
+        Returns a token for :meth:`delete_detached`.  A crash in between
+        leaves what :meth:`purge_trash` finishes.  JobNotFoundError if the
+        job is not there (another cleaner got it first).
+        """
+
+    @abstractmethod
+    def delete_detached(self, token: str) -> Usage:
+        """Second half of a removal: delete what :meth:`detach_job` set aside."""
+
+    @abstractmethod
+    def purge_trash(self) -> list[str]:
+        """Finish deletions a crashed cleanup left behind; return what was purged."""
+
+    @abstractmethod
+    def discard_new_job(self, job_id: str) -> None:
+        """Remove a job directory that a failed submission just created (best effort,
+        needing no room on disk)."""
+
+    @abstractmethod
+    def lock(self, job_id: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the job's lock across processes (decisions and removals of one job)."""
+
+    # -- built on them -----------------------------------------------------------------
+
+    def write_json(self, path: str, obj: Any) -> None:
+        self.write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def read_json(self, path: str) -> Any:
+        """Read a JSON record; FileNotFoundError if absent, ValueError if it is not a sane one."""
+        return loads_record(self.read_bytes(path, limit=MAX_RECORD_BYTES), path)
+
+    def remove_job(self, job_id: str) -> Usage:
+        """Remove a job directory crash-safely and return what it held.
+
+        Raises
+        ------
+        JobNotFoundError
+            The job directory is not there (e.g. another cleaner got it first).
+        """
+        return self.delete_detached(self.detach_job(job_id))
+
+    def list_job_ids(self, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+        """Ids of the jobs in the share dir, oldest first (ids are time-ordered).
+
+        Parameters
+        ----------
+        start, end
+            A submit-time window (aware datetimes).  rxjobs ids
+            (``rxJob_<UTC µs>_<hex>``) outside it are left out by their name
+            alone; ids of any other form are all kept, for the caller to check
+            by their record.  A narrow window so costs one directory listing,
+            with nothing done per job outside it.
+        """
+        windowed = start is not None or end is not None
+        names = self.list_names(windowed)
+        if not names:
+            return []
+        if not windowed:
+            return sorted(valid_ids(names))
+        return sorted(job_id for job_id in ids_in_window(names, start, end) if self.is_job_dir(job_id))
+

@@ -1,0 +1,599 @@
+"""A share dir on this machine's filesystems, reached relative to open descriptors.
+
+The share dir itself is opened once (its path may be a symlink: a share dir
+is a place, reached however it is spelled); every entry inside it is then
+reached from that descriptor, name by name, with ``O_NOFOLLOW``, and checked
+by ``fstat`` on the descriptor it is used through.  Reserved entries
+(``.trash``, ``.locks``, the marker) that are not what rxjobs made are
+refused, never followed (docs/security.md).
+
+Removal renames a job directory into ``.trash/`` (atomic), then deletes it;
+locks are ``flock``s on a fixed set of stripe files in ``.locks/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import json
+import os
+import re
+import secrets
+import stat
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psutil
+
+from ..errors import JobNotFoundError, NotAShareDirError, UnsafeShareDirError, UntrustedShareDirError
+from ..ids import is_job_id, validate_job_id
+from ..times import utc_now_iso
+from .base import (
+    LOCK_STRIPES,
+    LOCKS,
+    MARKER,
+    MAX_RECORD_BYTES,
+    RESERVED,
+    SHARE_FORMAT,
+    TMP_MARK,
+    TRASH,
+    Store,
+    Usage,
+    loads_record,
+)
+from .fdtree import (
+    is_dir_at,
+    list_at,
+    open_dir_at,
+    read_file_at,
+    read_open_file,
+    remove_tree_at,
+    subdirs_at,
+    usage_at,
+)
+
+TRUST_ENV = "RXJOBS_TRUST_SHARE_DIR"
+_STICKY = stat.S_ISVTX
+
+
+class LocalStore(Store):
+    """A share dir that is a directory on this machine (or a mount of a shared filesystem)."""
+
+    is_local = True
+    atomic_rename = True
+
+    def __init__(self, share_dir: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(share_dir, options)
+        self._fd: int | None = None
+        self._root_stat: os.stat_result | None = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the share dir's descriptor (reopened when next needed)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None, "_root_stat": None}
+
+    @property
+    def fs(self) -> Any:
+        """An fsspec filesystem of the local disk (for callers that want fsspec's API)."""
+        import fsspec
+
+        return fsspec.filesystem("file")
+
+    # -- the share dir itself ---------------------------------------------------------
+
+    def _root(self) -> int | None:
+        """The share dir's descriptor, checked to be a marked (or empty) share dir;
+        None when the directory does not exist."""
+        if self._fd is not None:
+            return self._fd
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            raise NotADirectoryError(f"share dir {self.url} is not a directory") from None
+        try:
+            self._check_marker(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._root_stat = os.fstat(fd)
+        self._fd = fd
+        return fd
+
+    def _root_or_missing(self) -> int:
+        fd = self._root()
+        if fd is None:
+            raise FileNotFoundError(f"share dir {self.url} does not exist")
+        return fd
+
+    def _check_marker(self, fd: int) -> None:
+        """NotAShareDirError unless ``fd`` holds rxjobs' marker, or nothing at all."""
+        try:
+            data, _ = read_file_at(fd, MARKER, limit=4096)
+        except FileNotFoundError:
+            names = [n for n in list_at(fd) if n not in RESERVED]
+            if names:
+                raise NotAShareDirError(_unmarked_message(self.url, names)) from None
+            return  # an empty directory: a share dir yet to be used
+        except (ValueError, OSError) as exc:
+            raise UnsafeShareDirError(f"{self.url}/{MARKER} is not rxjobs' marker file "
+                                      f"({exc}); refusing to use {self.url}") from None
+        try:
+            marker = loads_record(data, f"{self.url}/{MARKER}")
+            version = marker["format"] if isinstance(marker, dict) else None
+        except (ValueError, KeyError):
+            version = None
+        if not isinstance(version, int) or version > SHARE_FORMAT:
+            raise NotAShareDirError(f"{self.url}/{MARKER} is not a share-dir marker this "
+                                    "rxjobs understands; upgrade rxjobs or choose another share dir")
+
+    def _shared_mode(self) -> bool:
+        """A team share dir (group-writable): what rxjobs makes in it is group-readable."""
+        return self._root_stat is not None and bool(self._root_stat.st_mode & 0o020)
+
+    def ensure_root(self) -> None:
+        if not os.path.isdir(self.root):
+            if os.path.lexists(self.root):
+                raise NotADirectoryError(f"share dir {self.url} is not a directory "
+                                         "(a file, or a dangling symlink)")
+            parent = os.path.dirname(self.root)
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.root, 0o700)
+                os.chmod(self.root, 0o700)  # whatever the umask
+        fd = self._root_or_missing()
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"share dir {self.url} is not writable; "
+                                  "choose another share_dir")
+        if not os.path.lexists(f"{self.root}/{MARKER}"):
+            self._write_marker(fd)
+
+    def _write_marker(self, fd: int) -> None:
+        data = json.dumps({"rxjobs": "share dir", "format": SHARE_FORMAT,
+                           "created": utc_now_iso()}, indent=1).encode()
+        with contextlib.suppress(FileExistsError):
+            self._write_at(fd, MARKER, data, exclusive=True)
+
+    def adopt(self) -> list[str]:
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotAShareDirError(f"{self.url} does not exist") from None
+        try:
+            jobs, debris = [], []
+            for name in sorted(list_at(fd)):
+                if name in RESERVED:
+                    continue
+                (jobs if is_job_id(name) and _names_itself(fd, name) else debris).append(name)
+            if debris:
+                shown = ", ".join(debris[:10]) + (", ..." if len(debris) > 10 else "")
+                raise NotAShareDirError(
+                    f"{self.url} holds {len(debris)} entries that are not rxjobs jobs "
+                    f"({shown}); it is not adopted. Move them out of it first, or choose another "
+                    "share dir")
+            self._write_marker(fd)
+        finally:
+            os.close(fd)
+        return jobs
+
+    # -- paths to descriptors ---------------------------------------------------------
+
+    def _parts(self, path: str) -> list[str]:
+        """The names leading from the share dir to ``path``; ValueError outside it."""
+        if path == self.root:
+            return []
+        prefix = self.root.rstrip("/") + "/"
+        if not path.startswith(prefix):
+            raise ValueError(f"{path} is not inside share dir {self.url}")
+        parts = path[len(prefix):].split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{path} is not a plain path inside share dir {self.url}")
+        return parts
+
+    @contextlib.contextmanager
+    def _dir(self, parts: list[str]) -> Iterator[int]:
+        """A descriptor of the directory ``parts`` lead to, each step without following a
+        symlink; a reserved directory that is not what rxjobs made is refused."""
+        fd = self._root_or_missing()
+        opened: int | None = None
+        try:
+            for i, name in enumerate(parts):
+                new = open_dir_at(fd if opened is None else opened, name)
+                if opened is not None:
+                    os.close(opened)
+                opened = new
+                if i == 0 and name in RESERVED:
+                    self._check_reserved(opened, name)
+            yield fd if opened is None else opened
+        finally:
+            if opened is not None:
+                os.close(opened)
+
+    def _check_reserved(self, fd: int, name: str) -> None:
+        """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made:
+        owned by the caller or the share dir's owner, and nobody else can swap entries in them."""
+        st = os.fstat(fd)
+        owners = {os.geteuid(), self._root_stat.st_uid if self._root_stat else os.geteuid()}
+        others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and not st.st_mode & _STICKY)
+        if st.st_uid not in owners or others_write:
+            raise UnsafeShareDirError(
+                f"{self.url}/{name} is not what rxjobs made (owner uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):o}); refusing to use it. Check the share dir and remove "
+                "it if it is not yours")
+
+    @contextlib.contextmanager
+    def _reserved_dir(self, name: str, create: bool) -> Iterator[int | None]:
+        """``.trash`` or ``.locks``, made if asked (None when absent and not made)."""
+        root = self._root_or_missing()
+        try:
+            fd = open_dir_at(root, name)
+        except FileNotFoundError:
+            if not create:
+                yield None
+                return
+            mode = 0o3770 if self._shared_mode() else 0o700
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, mode, dir_fd=root)
+            fd = open_dir_at(root, name)
+            if self._shared_mode():
+                os.fchmod(fd, mode)  # the umask may have taken the group's bits
+        except NotADirectoryError:
+            raise UnsafeShareDirError(f"{self.url}/{name} is a symlink or not a "
+                                      "directory; refusing to follow it. Check the share dir and "
+                                      "remove it") from None
+        try:
+            self._check_reserved(fd, name)
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _parent(self, path: str) -> Iterator[tuple[int, str]]:
+        """The directory holding ``path`` (as a descriptor) and ``path``'s own name."""
+        parts = self._parts(path)
+        if not parts:
+            raise ValueError(f"{path} is the share dir itself, not an entry of it")
+        with self._dir(parts[:-1]) as fd:
+            yield fd, parts[-1]
+
+    def _file_mode(self) -> int:
+        return 0o640 if self._shared_mode() else 0o600
+
+    def _write_at(self, dir_fd: int, name: str, data: bytes, exclusive: bool = False) -> None:
+        target = name if exclusive else f"{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     self._file_mode(), dir_fd=dir_fd)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            if not exclusive:
+                os.replace(target, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(target, dir_fd=dir_fd)
+            raise
+
+    # -- the basic operations ---------------------------------------------------------
+
+    def makedir(self, path: str, exist_ok: bool = False) -> None:
+        with self._parent(path) as (fd, name):
+            try:
+                os.mkdir(name, 0o750 if self._shared_mode() else 0o700, dir_fd=fd)
+            except FileExistsError:
+                if not exist_ok or not is_dir_at(fd, name):
+                    raise
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        with self._parent(path) as (fd, name):
+            self._write_at(fd, name, data)
+
+    def write_exclusive(self, path: str, data: bytes = b"") -> None:
+        with self._parent(path) as (fd, name):
+            self._write_at(fd, name, data, exclusive=True)
+
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        try:
+            with self._parent(path) as (fd, name):
+                return read_file_at(fd, name, limit)[0]
+        except NotADirectoryError:
+            raise FileNotFoundError(f"{path} is not there (a directory on its "
+                                    "way is missing or a symlink)") from None
+
+    def read_json(self, path: str) -> Any:
+        return loads_record(self.read_bytes(path, limit=MAX_RECORD_BYTES), path)
+
+    def read_trusted(self, path: str) -> bytes:
+        trust = os.environ.get(TRUST_ENV) == "1"
+        me = os.geteuid()
+        parts = self._parts(path)
+        root = self._root_or_missing()
+        if not trust:
+            _check_trusted(os.fstat(root), self.root, me, share_dir=True)
+        opened: list[int] = []
+        try:
+            fd = root
+            where = self.root
+            for name in parts[:-1]:
+                fd = open_dir_at(fd, name)
+                opened.append(fd)
+                where = f"{where}/{name}"
+                if not trust:
+                    _check_trusted(os.fstat(fd), where, me)
+            try:
+                file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                                  dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EMLINK):
+                    raise UntrustedShareDirError(f"{path} is a symlink: refused") from None
+                raise
+            try:
+                st = os.fstat(file_fd)
+                if not trust:
+                    _check_trusted(st, path, me)
+                return read_open_file(file_fd, st, path, None)
+            finally:
+                os.close(file_fd)
+        except NotADirectoryError:
+            raise UntrustedShareDirError(f"a directory on the way to {path} is a "
+                                         "symlink or not a directory: refused") from None
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def exists(self, path: str) -> bool:
+        try:
+            with self._parent(path) as (fd, name):
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+                return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def remove_file(self, path: str) -> bool:
+        try:
+            with self._parent(path) as (fd, name):
+                os.unlink(name, dir_fd=fd)
+                return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            with self._dir(self._parts(path)) as fd:
+                names = list_at(fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [n for n in names if TMP_MARK not in n]
+
+    def job_entries(self, job_id: str) -> frozenset[str] | None:
+        validate_job_id(job_id)
+        root = self._root()
+        if root is None:
+            return None
+        try:
+            fd = open_dir_at(root, job_id)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except PermissionError:
+            return frozenset()  # there, but its markers cannot be seen: reads will say more
+        try:
+            names = list_at(fd)
+        except PermissionError:
+            return frozenset()
+        finally:
+            os.close(fd)
+        return frozenset(n for n in names if TMP_MARK not in n)
+
+    def list_names(self, windowed: bool) -> list[str]:
+        root = self._root()
+        if root is None:
+            return []
+        # Names only for a window (the few kept are checked by is_job_dir); else real
+        # directories only, from the same pass that reads the names.
+        return list_at(root) if windowed else subdirs_at(root)
+
+    def is_job_dir(self, job_id: str) -> bool:
+        root = self._root()
+        return root is not None and is_dir_at(root, job_id)
+
+    def usage(self, job_id: str) -> Usage:
+        validate_job_id(job_id)
+        root = self._root()
+        if root is None:
+            return Usage()
+        return Usage(*usage_at(root, job_id))
+
+    def owner_uid(self, job_id: str) -> int | None:
+        validate_job_id(job_id)
+        root = self._root()
+        if root is None:
+            return None
+        try:
+            return os.stat(job_id, dir_fd=root, follow_symlinks=False).st_uid
+        except OSError:
+            return None
+
+    def detach_job(self, job_id: str) -> str:
+        """Move a job directory into ``.trash/`` with one atomic rename; its trash path.
+
+        The trash name carries the remover's pid and start time, so that a
+        concurrent :meth:`purge_trash` leaves an entry alone while its
+        remover is alive, and not while another process that reused the pid is.
+        """
+        validate_job_id(job_id)
+        root = self._root_or_missing()
+        target = f"{job_id}.{_process_mark()}-{secrets.token_hex(4)}"
+        with self._reserved_dir(TRASH, create=True) as trash:
+            assert trash is not None
+            try:
+                # Names relative to the two descriptors: an entry swapped for a symlink
+                # is moved as the symlink, never followed.
+                os.rename(job_id, target, src_dir_fd=root, dst_dir_fd=trash)
+            except FileNotFoundError:
+                raise JobNotFoundError(self.not_found(job_id)) from None
+        return f"{self.trash}/{target}"
+
+    def delete_detached(self, token: str) -> Usage:
+        """Delete a trash entry made by :meth:`detach_job`; the files and bytes it held."""
+        parent, name = os.path.split(token)
+        if parent != self.trash or not name or name in (".", ".."):
+            raise ValueError(f"{token} is not an entry of {self.trash}")
+        with self._reserved_dir(TRASH, create=False) as trash:
+            if trash is None:
+                return Usage()
+            return Usage(*remove_tree_at(trash, name))
+
+    def purge_trash(self) -> list[str]:
+        if self._root() is None:
+            return []
+        purged = []
+        me = os.geteuid()
+        with self._reserved_dir(TRASH, create=False) as trash:
+            if trash is None:
+                return []
+            for name in list_at(trash):
+                owner = _trash_owner(name)
+                if owner is not None and owner[0] != os.getpid() and _process_running(*owner):
+                    continue  # another cleanup is deleting it right now
+                try:
+                    if os.stat(name, dir_fd=trash, follow_symlinks=False).st_uid != me:
+                        continue  # another member's, in a team share dir: theirs to purge
+                except FileNotFoundError:
+                    continue
+                remove_tree_at(trash, name)
+                purged.append(name)
+        return purged
+
+    def discard_new_job(self, job_id: str) -> None:
+        root = self._root()
+        if root is None:
+            return
+        with contextlib.suppress(OSError):
+            remove_tree_at(root, validate_job_id(job_id))
+
+    @contextlib.contextmanager
+    def lock(self, job_id: str) -> Iterator[None]:
+        """Hold the job's lock: an ``flock`` on one of a fixed set of stripe files in
+        ``.locks/``, which are never deleted (deleting a lock file that another process
+        waits on would let two processes hold "the" lock at once)."""
+        stripe = zlib.crc32(validate_job_id(job_id).encode()) % LOCK_STRIPES
+        if self._root() is None:  # no share dir, so no job to protect
+            yield
+            return
+        with self._reserved_dir(LOCKS, create=True) as locks:
+            assert locks is not None
+            fd = os.open(f"{stripe}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         self._file_mode(), dir_fd=locks)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafeShareDirError(f"{self.url}/{LOCKS}/{stripe}.lock is not a "
+                                          "regular file; refusing to use it")
+            # A blocking flock waits in the kernel and wakes as soon as the holder
+            # lets go; every holder does bounded work, and the kernel drops the
+            # lock if it dies.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _unmarked_message(url: str, names: list[str]) -> str:
+    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+    return (f"{url} is not an rxjobs share dir: it has no {MARKER} marker and holds other things "
+            f"({shown}). rxjobs refuses to list or clean it up. If it is a share dir made by an "
+            f"older rxjobs, check it and run `rxjobs --share-dir {url} adopt`; otherwise give the "
+            "right --share-dir (or $RXJOBS_SHARE_DIR)")
+
+
+def _names_itself(root: int, name: str) -> bool:
+    """Whether ``name`` is a directory holding a ``job.json`` that names it (a job)."""
+    try:
+        fd = open_dir_at(root, name)
+    except OSError:
+        return False
+    try:
+        data, _ = read_file_at(fd, "job.json", MAX_RECORD_BYTES)
+        record = loads_record(data, f"{name}/job.json")
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+    return isinstance(record, dict) and record.get("job_id") == name
+
+
+def _check_trusted(st: os.stat_result, where: str, me: int, share_dir: bool = False) -> None:
+    """UntrustedShareDirError unless only ``me`` could have written what ``st`` describes.
+
+    The share dir itself may be another's (a team's) when nobody else can
+    rename entries in it: not writable by others, or sticky.
+    """
+    if share_dir:
+        if st.st_mode & 0o022 and not st.st_mode & _STICKY:
+            raise UntrustedShareDirError(
+                f"share dir {where} lets others rename its entries (mode "
+                f"{stat.S_IMODE(st.st_mode):o}, no sticky bit): another user could swap your job for "
+                f"theirs, and loading its pickles would run their code. Run `chmod go-w {where}` (or "
+                f"`chmod +t {where}` for a team share dir, mode 3770), or set {TRUST_ENV}=1 if you "
+                "trust everyone who can write it")
+        return
+    if st.st_uid != me:
+        raise UntrustedShareDirError(
+            f"{where} is owned by uid {st.st_uid}, not by you (uid {me}); loading "
+            "pickles from it could run another user's code. Use a share dir of your own, or set "
+            f"{TRUST_ENV}=1 if you trust it")
+    if st.st_mode & 0o022:
+        raise UntrustedShareDirError(
+            f"{where} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"loading pickles from it could run their code. Run `chmod go-w {where}`, or set "
+            f"{TRUST_ENV}=1 if you trust it")
+
+
+def _process_mark() -> str:
+    """``<pid>-<start time in 1/100 s>`` of this process: who made a trash entry."""
+    return _mark_of(os.getpid())  # keyed by pid: a forked child has its own
+
+
+@functools.lru_cache(maxsize=1)
+def _mark_of(pid: int) -> str:
+    return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
+
+
+# ``.<pid>-<token>`` (before trash names held a start time) or ``.<pid>-<start>-<token>``.
+_TRASH_OWNER_RE = re.compile(r"\.(\d+)-(?:(\d+)-)?[0-9a-f]+\Z")
+
+
+def _trash_owner(name: str) -> tuple[int, int | None] | None:
+    """The pid and start time (1/100 s, None in older names) in a trash entry's name."""
+    m = _TRASH_OWNER_RE.search(name)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)) if m.group(2) else None
+
+
+def _process_running(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` runs, and is the one that started at ``start`` if known."""
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+    return start is None or abs(round(created * 100) - start) <= 5
+
+
+__all__ = ["LocalStore", "TRUST_ENV"]
