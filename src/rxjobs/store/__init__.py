@@ -1,4 +1,4 @@
-"""The share directory: the one place that knows its layout (DESIGN.md §3).
+"""The share directory: the one place that knows its layout (docs/design.md#the-share-dir).
 
 Every path of a job is formatted by :class:`JobPaths`; every read, atomic
 write, listing and removal goes through :class:`Store`.  The store sits on
