@@ -1,4 +1,4 @@
-"""The cleanup decision of DESIGN.md §4, the whole table."""
+"""The cleanup decision of docs/design.md#cleanup-rules, the whole table."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The status derivation of DESIGN.md §2, every case, as a table."""
+"""The status derivation of docs/design.md#job-states, every case, as a table."""
 
 from __future__ import annotations
 

@@ -615,7 +615,7 @@ def rx_cleanup_jobs(
     force: bool = False,
     verbose: bool = True,
 ) -> CleanupReport:
-    """Remove the artifacts of jobs, following the cleanup rules (DESIGN.md §4).
+    """Remove the artifacts of jobs, following the cleanup rules (docs/design.md#cleanup-rules).
 
     Finished jobs whose results were never retrieved, and running jobs, are
     kept (with a warning) unless ``force=True``.  Each job is handled on its

@@ -1,4 +1,4 @@
-"""Cleanup: the rules of DESIGN.md §4 as a pure decision, and the removal.
+"""Cleanup: the rules of docs/design.md#cleanup-rules as a pure decision, and the removal.
 
 :func:`decide_cleanup` says what to do to one job from its state alone; it is
 tested against the whole table.  :func:`cleanup_jobs` gathers the facts,
@@ -58,7 +58,7 @@ class Decision:
 
 def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
                    why: str = "", expired: bool = False) -> Decision:
-    """Decide what cleanup does to a job (DESIGN.md §4, with retention).
+    """Decide what cleanup does to a job (docs/design.md#cleanup-rules, with retention).
 
     Parameters
     ----------

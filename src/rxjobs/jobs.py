@@ -199,7 +199,7 @@ def gather_facts(store: Store, job_id: str) -> JobFacts:
 
 
 def look_at_job(store: Store, job_id: str) -> JobLook:
-    """Derive a job's state (DESIGN.md §2) and keep the records read on the way."""
+    """Derive a job's state (docs/design.md#job-states) and keep the records read on the way."""
     facts, record, status, entries = _gather(store, job_id)
     derived = derive_status(facts)
     if derived.status is RxRemoteJobStatus.FAILED and derived.reason.startswith(
@@ -213,7 +213,7 @@ def look_at_job(store: Store, job_id: str) -> JobLook:
 
 
 def job_status(store: Store, job_id: str) -> Derived:
-    """The derived state of a job (DESIGN.md §2)."""
+    """The derived state of a job (docs/design.md#job-states)."""
     return look_at_job(store, job_id).derived
 
 

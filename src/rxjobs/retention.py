@@ -183,7 +183,7 @@ class SurveyedJob:
     bytes: int = 0
 
     def decision(self, force: bool) -> Decision:
-        """What cleanup would do to this job (the rules of DESIGN.md §4)."""
+        """What cleanup would do to this job (the rules of docs/design.md#cleanup-rules)."""
         if self.foreign:
             return Decision(Action.KEEP, "owned by another user: never removed", warn=True)
         return decide_cleanup(self.status, self.retrieved, force, why=self.reason, expired=self.expired)

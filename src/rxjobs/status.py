@@ -2,7 +2,7 @@
 
 A job's state is never stored as a single truth that could go stale: it is
 *derived*, each time it is asked for, from the files in the job directory plus
-one probe of the engine (DESIGN.md §2).  :func:`derive_status` is that
+one probe of the engine (docs/design.md#job-states).  :func:`derive_status` is that
 derivation as a pure function of :class:`JobFacts`; gathering the facts (I/O)
 happens in :mod:`rxjobs.jobs`.
 """
@@ -113,7 +113,7 @@ class Derived:
 
 
 def derive_status(facts: JobFacts) -> Derived:
-    """Derive a job's state from its facts, following DESIGN.md §2 in order.
+    """Derive a job's state from its facts, following docs/design.md#job-states in order.
 
     Parameters
     ----------

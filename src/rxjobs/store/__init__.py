@@ -1,4 +1,4 @@
-"""The share directory: the one place that knows its layout (docs/design.md, "Share dir").
+"""The share directory: the one place that knows its layout (docs/design.md#the-share-dir).
 
 :class:`Store` is the interface (:mod:`rxjobs.store.base`); a share dir on
 this machine is a :class:`~rxjobs.store.local.LocalStore`, any other fsspec
