@@ -368,6 +368,10 @@ def cancel_job(store: Store, job_id: str) -> bool:
     status = job_status(store, job_id).status
     if status is RxRemoteJobStatus.MISSING:
         raise JobNotFoundError(f"job {job_id} not found in share dir {store.url}")
+    owner = foreign_owner(store, job_id)
+    if owner is not None:
+        raise PermissionError(f"job {job_id} is owned by uid {owner}, not by you: only its owner "
+                              "can cancel it (an operator runs rxjobs as that user)")
     if status.is_terminal():
         return False
     with store.lock(job_id):

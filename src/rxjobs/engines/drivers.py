@@ -218,6 +218,15 @@ def find_driver(handle: Handle) -> psutil.Process | None:
         return None
 
 
+def owned_by_caller(proc: psutil.Process) -> bool:
+    """Whether ``proc`` runs as the caller (its real uid): the only processes a cancel
+    may signal, whatever a job's ``engine.json`` names (docs/security.md)."""
+    try:
+        return bool(proc.uids().real == os.geteuid())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def on_this_host(handle: Handle) -> bool:
     return handle.get("host") == socket.gethostname()
 
@@ -279,9 +288,9 @@ def stop_driver(handle: Handle, ask: Callable[[psutil.Process, list[psutil.Proce
     if not on_this_host(handle):
         return False
     driver = find_driver(handle)
-    if driver is None:
-        return False
-    tree = descendants([driver])
+    if driver is None or not owned_by_caller(driver):
+        return False  # a handle is untrusted input: never signal another user's process
+    tree = [proc for proc in descendants([driver]) if owned_by_caller(proc)]
     ask(driver, tree)
     alive = wait_gone(tree, timeout=grace)
     if alive:

@@ -77,7 +77,8 @@ class LocalEngine:
 
 def _terminate_session(driver: psutil.Process, tree: list[psutil.Process]) -> None:
     try:
-        os.killpg(driver.pid, signal.SIGTERM)  # the driver leads its own session
+        if os.getpgid(driver.pid) == driver.pid:  # the driver leads its own process group
+            os.killpg(driver.pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         pass
     for proc in tree:

@@ -203,9 +203,14 @@ class LocalStore(Store):
         return parts
 
     @contextlib.contextmanager
-    def _dir(self, parts: list[str]) -> Iterator[int]:
+    def _dir(self, parts: list[str], write: bool = False) -> Iterator[int]:
         """A descriptor of the directory ``parts`` lead to, each step without following a
-        symlink; a reserved directory that is not what rxjobs made is refused."""
+        symlink; a reserved directory that is not what rxjobs made is refused.
+
+        With ``write``, every directory below the share dir must be the caller's:
+        rxjobs writes and deletes only inside jobs of the caller's own, so a job
+        directory swapped for another user's is refused, never written to.
+        """
         fd = self._root_or_missing()
         opened: int | None = None
         try:
@@ -216,6 +221,12 @@ class LocalStore(Store):
                 opened = new
                 if i == 0 and name in RESERVED:
                     self._check_reserved(opened, name)
+                elif write:
+                    owner = os.fstat(opened).st_uid
+                    if owner != os.geteuid():
+                        raise UnsafeShareDirError(
+                            f"{self.root}/{'/'.join(parts[:i + 1])} is owned by uid {owner}, not by "
+                            f"you (uid {os.geteuid()}): rxjobs writes only into your own jobs")
             yield fd if opened is None else opened
         finally:
             if opened is not None:
@@ -225,9 +236,12 @@ class LocalStore(Store):
         """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made:
         owned by the caller or the share dir's owner, and nobody else can swap entries in them."""
         st = os.fstat(fd)
-        owners = {os.geteuid(), self._root_stat.st_uid if self._root_stat else os.geteuid()}
+        root = self._root_stat or os.fstat(self._root_or_missing())
         others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and not st.st_mode & _STICKY)
-        if st.st_uid not in owners or others_write:
+        # In a team share dir any member may have made it: then it is the team's own
+        # (its group, sticky, so no member can rename another's entries).
+        team_made = bool(st.st_mode & _STICKY) and st.st_gid == root.st_gid
+        if st.st_uid not in (os.geteuid(), root.st_uid) and not team_made or others_write:
             raise UnsafeShareDirError(
                 f"{self.url}/{name} is not what rxjobs made (owner uid {st.st_uid}, mode "
                 f"{stat.S_IMODE(st.st_mode):o}); refusing to use it. Check the share dir and remove "
@@ -260,12 +274,12 @@ class LocalStore(Store):
             os.close(fd)
 
     @contextlib.contextmanager
-    def _parent(self, path: str) -> Iterator[tuple[int, str]]:
+    def _parent(self, path: str, write: bool = False) -> Iterator[tuple[int, str]]:
         """The directory holding ``path`` (as a descriptor) and ``path``'s own name."""
         parts = self._parts(path)
         if not parts:
             raise ValueError(f"{path} is the share dir itself, not an entry of it")
-        with self._dir(parts[:-1]) as fd:
+        with self._dir(parts[:-1], write=write) as fd:
             yield fd, parts[-1]
 
     def _file_mode(self) -> int:
@@ -292,7 +306,7 @@ class LocalStore(Store):
     # -- the basic operations ---------------------------------------------------------
 
     def makedir(self, path: str, exist_ok: bool = False) -> None:
-        with self._parent(path) as (fd, name):
+        with self._parent(path, write=True) as (fd, name):
             try:
                 os.mkdir(name, 0o750 if self._shared_mode() else 0o700, dir_fd=fd)
             except FileExistsError:
@@ -300,11 +314,11 @@ class LocalStore(Store):
                     raise
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        with self._parent(path) as (fd, name):
+        with self._parent(path, write=True) as (fd, name):
             self._write_at(fd, name, data)
 
     def write_exclusive(self, path: str, data: bytes = b"") -> None:
-        with self._parent(path) as (fd, name):
+        with self._parent(path, write=True) as (fd, name):
             self._write_at(fd, name, data, exclusive=True)
 
     def read_bytes(self, path: str, limit: int | None = None) -> bytes:
@@ -366,7 +380,7 @@ class LocalStore(Store):
 
     def remove_file(self, path: str) -> bool:
         try:
-            with self._parent(path) as (fd, name):
+            with self._parent(path, write=True) as (fd, name):
                 os.unlink(name, dir_fd=fd)
                 return True
         except (FileNotFoundError, NotADirectoryError):
@@ -446,6 +460,11 @@ class LocalStore(Store):
                 os.rename(job_id, target, src_dir_fd=root, dst_dir_fd=trash)
             except FileNotFoundError:
                 raise JobNotFoundError(self.not_found(job_id)) from None
+            owner = os.stat(target, dir_fd=trash, follow_symlinks=False).st_uid
+            if owner != os.geteuid():  # swapped in after the caller's checks: put it back
+                os.rename(target, job_id, src_dir_fd=trash, dst_dir_fd=root)
+                raise UnsafeShareDirError(f"{self.root}/{job_id} is owned by uid {owner}, not by you: "
+                                          "it was swapped in during the removal and is left alone")
         return f"{self.trash}/{target}"
 
     def delete_detached(self, token: str) -> Usage:
