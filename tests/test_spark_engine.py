@@ -32,7 +32,7 @@ from rxjobs import (
     rx_get_jobs,
     rx_wait_for_job,
 )
-from rxjobs.engines.spark import parallelism, spark_conf
+from rxjobs.engines.spark_session import parallelism, spark_conf
 from rxjobs.jobs import job_status
 from rxjobs.store import open_store
 

@@ -6,10 +6,12 @@ a job did not pay for a JVM start.  ``RxSpark(persistent_run=True)`` does the
 same: ``python -m rxjobs.engines.spark_server <key> --share-dir ... --master ...``
 is a detached process (own session, like a per-job driver) holding one
 SparkContext, with the configuration a per-job driver would use
-(:func:`~rxjobs.engines.spark.spark_conf`).  It runs each job submitted to it
-in a thread of its own, as a Spark job of job group = the rxjobs job id, and
-writes the job's ``status.json`` as a per-job driver does (the code is shared:
-:func:`~rxjobs.engines.spark.run_tasks`, :func:`~rxjobs.engines.spark.record_outcome`).
+(:func:`~rxjobs.engines.spark_session.spark_conf`).  It runs each job submitted
+to it in a thread of its own, as a Spark job of job group = the rxjobs job id,
+and writes the job's ``status.json`` as a per-job driver does (the code is
+shared, in :mod:`rxjobs.engines.spark_session`: :func:`run_tasks`,
+:func:`record_outcome`).  This module never imports the Spark
+engine (:mod:`rxjobs.engines.spark`).
 
 There is one server per key: the share dir, the master and every Spark
 setting.  It lives in a private runtime directory (mode 0700):
@@ -66,19 +68,19 @@ from .drivers import (
     start_detached,
     wait_gone,
 )
-from .spark import (
+from .spark_session import (
+    DriverState,
     Outcome,
-    _DriverState,
-    _spark_error,
-    _start_spark,
-    _stop_spark,
-    _Terminated,
+    Terminated,
     parallelism,
     prepare_environment,
     record_outcome,
     run_spark_process,
     run_tasks,
     spark_conf,
+    spark_error,
+    start_spark,
+    stop_spark,
 )
 
 RUNTIME_DIR_ENV = "RXJOBS_RUNTIME_DIR"
@@ -470,7 +472,7 @@ class SparkServer:
 
     def serve(self) -> int:
         listener = self._listen()
-        state = _DriverState()
+        state = DriverState()
 
         def on_sigterm(signum: int, frame: Any) -> None:
             self._stop_request = self._stop_request or "SIGTERM"
@@ -484,17 +486,17 @@ class SparkServer:
             prepare_environment(self.context, conf)
             print(f"rxjobs: persistent Spark server {self.key} (pid {os.getpid()}) starting Spark "
                   f"on {self.context.master}", file=sys.stderr, flush=True)
-            sc = _start_spark(conf)
+            sc = start_spark(conf)
             state.interruptible = False
             self.app_id = sc.applicationId
             print(f"rxjobs: Spark application {self.app_id} is up", file=sys.stderr, flush=True)
             _warm_up(sc, self.slots)
             self.sc = sc
-        except _Terminated:
+        except Terminated:
             pass
         except Exception as exc:
             traceback.print_exc()
-            self.spark_error = f"{type(exc).__name__}: {_spark_error(exc)}"
+            self.spark_error = f"{type(exc).__name__}: {spark_error(exc)}"
             self._stop_request = self._stop_request or "Spark could not start"
         finally:
             state.interruptible = False
@@ -543,7 +545,7 @@ class SparkServer:
             job.stop.set()
         for job in running:
             job.done.wait(_JOB_CANCEL_WAIT_S)
-        _stop_spark(self.sc)
+        stop_spark(self.sc)
         for job in running:  # a job thread that did not end in time: never left "running"
             if not job.done.is_set():
                 with contextlib.suppress(Exception):
