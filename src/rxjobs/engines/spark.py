@@ -21,6 +21,15 @@ running tasks), stops Spark and exits; whatever is left after a grace period
 is killed.  A driver killed outright takes Spark with it: the gateway JVM
 exits when its stdin pipe from the driver closes, and its shutdown stops the
 Python daemon, whose workers die with it.
+
+A context with ``persistent_run=True`` runs its jobs on a persistent Spark
+server instead (:mod:`rxjobs.engines.spark_server`).  :data:`ENGINE` holds
+both ways as backends (:class:`PerJobDriverBackend`,
+:class:`~rxjobs.engines.spark_server.PersistentServerBackend`) and picks one
+per job in :meth:`SparkEngine.backend`.  What a per-job driver shares with
+the server (the Spark configuration, starting and stopping Spark, running
+the tasks, recording the outcome) is in :mod:`rxjobs.engines.spark_session`;
+the server never imports this module.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -45,6 +54,7 @@ from .drivers import (
     start_driver,
     stop_driver,
 )
+from .spark_server import PersistentServerBackend, is_server_handle
 from .spark_session import (
     DriverState,
     Outcome,
@@ -63,66 +73,113 @@ from .spark_session import (
 _CANCEL_GRACE_S = 15.0  # the driver's own orderly stop takes a few seconds (bounded below)
 
 
-class SparkEngine:
-    """Start, probe and stop detached Spark drivers, or jobs on a persistent Spark server.
-
-    A context with ``persistent_run=True`` sends its jobs to the persistent
-    server of its settings (:mod:`rxjobs.engines.spark_server`); the handle
-    then names the server (``"server"`` key) as well as the job.
-    """
-
-    def parallelism(self, context: Any) -> int:
-        return parallelism(context)
+class SparkBackend(Protocol):
+    """Where a Spark job runs: what :class:`SparkEngine` asks of each way of running one."""
 
     def submit(self, job: SubmittedJob) -> Handle:
+        """Start the job; return its handle (stored in ``engine.json``)."""
+        ...
+
+    def probe(self, handle: Handle) -> Probe:
+        """Whether the job's driver (or server) still holds the job."""
+        ...
+
+    def sleeper(self, handle: Handle) -> Callable[[float], None] | None:
+        """A sleep that returns early when the job may have ended (None: a plain sleep)."""
+        ...
+
+    def cancel(self, handle: Handle) -> bool:
+        """Stop the job; True if something was stopped."""
+        ...
+
+
+class PerJobDriverBackend:
+    """Each job in a detached driver process of its own, holding its own SparkContext.
+
+    The handle is the driver's (host, pid, process start time): see
+    :func:`rxjobs.engines.drivers.start_driver`.
+    """
+
+    def submit(self, job: SubmittedJob) -> Handle:
+        """Start ``python -m rxjobs.engines.spark <job_id> ...`` detached; its handle."""
         from ..store import open_store
 
-        if getattr(job.context, "persistent_run", False):
-            from . import spark_server
-
-            return spark_server.submit(job)
         store = open_store(job.share_dir, job.share_dir_options)
         return start_driver("rxjobs.engines.spark", store, job.job_id, [], engine="Spark",
                             options=job.share_dir_options)
 
     def probe(self, handle: Handle) -> Probe:
-        if "server" in handle:
-            from . import spark_server
-
-            return spark_server.probe(handle)
+        """ALIVE while the driver runs, GONE once it exited, UNREACHABLE from another host."""
         return probe_driver(handle)
 
     def sleeper(self, handle: Handle) -> Callable[[float], None] | None:
-        """A sleep that returns when the job ends: its server says so, or its driver exits."""
-        if "server" in handle:
-            from . import spark_server
-
-            return spark_server.sleeper(handle)
+        """A sleep that returns when the driver exits."""
         return exit_sleeper(handle)
 
     def cancel(self, handle: Handle) -> bool:
-        """SIGTERM the driver (it cancels the job group and stops Spark), then kill what is left;
-        for a job on a persistent server, ask the server to cancel the job's group."""
-        if "server" in handle:
-            from . import spark_server
-
-            return spark_server.cancel(handle)
+        """SIGTERM the driver (it cancels the job group and stops Spark), then kill what is left."""
         return stop_driver(handle, _terminate_driver, grace=_CANCEL_GRACE_S)
+
+
+class SparkEngine:
+    """Run jobs in per-job Spark drivers, or on a persistent Spark server.
+
+    The backend is chosen in one place, :meth:`backend`: a context with
+    ``persistent_run=True`` sends its jobs to the persistent server of its
+    settings (:mod:`rxjobs.engines.spark_server`), whose handles name the
+    server as well as the job; every other job gets a driver of its own.
+
+    Parameters
+    ----------
+    per_job : SparkBackend
+        Runs the jobs of ``RxSpark(persistent_run=False)``.
+    persistent : PersistentServerBackend
+        Runs the jobs of ``RxSpark(persistent_run=True)``; also starts and
+        stops servers for ``rx_spark_connect`` and ``rx_spark_disconnect``.
+    """
+
+    def __init__(self, per_job: SparkBackend, persistent: PersistentServerBackend) -> None:
+        self.per_job = per_job
+        self.persistent = persistent
+
+    def backend(self, *, context: Any = None, handle: Handle | None = None) -> SparkBackend:
+        """The backend of a job about to be submitted (its ``context``) or submitted (its ``handle``)."""
+        if handle is not None:
+            persistent = is_server_handle(handle)
+        else:
+            persistent = bool(getattr(context, "persistent_run", False))
+        return self.persistent if persistent else self.per_job
+
+    def parallelism(self, context: Any) -> int:
+        """How many Spark tasks run at once for ``context`` (see :func:`~.spark_session.parallelism`)."""
+        return parallelism(context)
+
+    def submit(self, job: SubmittedJob) -> Handle:
+        """Start the job on the backend of its context; its handle (for ``engine.json``)."""
+        return self.backend(context=job.context).submit(job)
+
+    def probe(self, handle: Handle) -> Probe:
+        """Whether the job's driver, or its server, still holds the job."""
+        return self.backend(handle=handle).probe(handle)
+
+    def sleeper(self, handle: Handle) -> Callable[[float], None] | None:
+        """A sleep that returns when the job ends: its server says so, or its driver exits."""
+        return self.backend(handle=handle).sleeper(handle)
+
+    def cancel(self, handle: Handle) -> bool:
+        """Stop the job: its driver (SIGTERM, then kill what is left) or its run on the server."""
+        return self.backend(handle=handle).cancel(handle)
 
     def connect(self, context: Any, reset: bool = False) -> Any:
         """Start (or reuse) the persistent Spark server of ``context``; see ``rx_spark_connect``."""
-        from . import spark_server
-
-        return spark_server.connect(context, reset=reset)
+        return self.persistent.connect(context, reset=reset)
 
     def disconnect(self, context: Any) -> bool:
         """Stop the persistent Spark server of ``context``; see ``rx_spark_disconnect``."""
-        from . import spark_server
-
-        return spark_server.disconnect(context)
+        return self.persistent.disconnect(context)
 
 
-ENGINE = SparkEngine()
+ENGINE = SparkEngine(per_job=PerJobDriverBackend(), persistent=PersistentServerBackend())
 
 
 # -- the per-job driver process -----------------------------------------------------------

@@ -10,8 +10,9 @@ SparkContext, with the configuration a per-job driver would use
 to it in a thread of its own, as a Spark job of job group = the rxjobs job id,
 and writes the job's ``status.json`` as a per-job driver does (the code is
 shared, in :mod:`rxjobs.engines.spark_session`: :func:`run_tasks`,
-:func:`record_outcome`).  This module never imports the Spark
-engine (:mod:`rxjobs.engines.spark`).
+:func:`record_outcome`).  The Spark engine (:mod:`rxjobs.engines.spark`)
+sends such jobs here through :class:`PersistentServerBackend`; this module
+never imports the engine.
 
 There is one server per key: the share dir, the master and every Spark
 setting.  It lives in a private runtime directory (mode 0700):
@@ -304,39 +305,6 @@ def _ask(context: Any, options: dict[str, Any] | None, message: dict[str, Any],
     raise ServerError("the persistent Spark server kept stopping; try rx_spark_connect(reset=True)")
 
 
-def submit(job: SubmittedJob) -> Handle:
-    """Run a job on the persistent server of its context (started if none runs)."""
-    record, _ = _ask(job.context, job.share_dir_options, {"cmd": "submit", "job_id": job.job_id})
-    return {"host": record["host"], "pid": record["pid"], "create_time": record["create_time"],
-            "server": record["key"], "socket": record["socket"], "job_id": job.job_id}
-
-
-def probe(handle: Handle) -> Probe:
-    """GONE when the server exited or no longer runs the job; ALIVE while it does."""
-    if not on_this_host(handle):
-        return Probe.UNREACHABLE
-    if find_driver(handle) is None:
-        return Probe.GONE
-    try:
-        reply = request(handle["socket"], {"cmd": "probe", "job_id": handle["job_id"]},
-                        timeout=_PROBE_TIMEOUT_S)
-    except OSError:
-        return Probe.ALIVE  # busy or stopping: a stopping server records how its jobs ended
-    return Probe.ALIVE if reply.get("known") else Probe.GONE
-
-
-def cancel(handle: Handle) -> bool:
-    """Ask the server to cancel the job's group; True if it ran the job (best effort)."""
-    if not on_this_host(handle) or find_driver(handle) is None:
-        return False
-    try:
-        reply = request(handle["socket"], {"cmd": "cancel", "job_id": handle["job_id"]},
-                        timeout=_CANCEL_TIMEOUT_S)
-    except OSError:
-        return True  # it runs, unreachable: it sees the job's canceled marker within a second
-    return bool(reply.get("known"))
-
-
 class JobEndSleeper:
     """``sleep(seconds)`` that returns as soon as the server says the job ended.
 
@@ -377,54 +345,94 @@ class JobEndSleeper:
             self._sock = None
 
 
-def sleeper(handle: Handle) -> JobEndSleeper | None:
-    """A :class:`JobEndSleeper` for a job on a server of this machine (None elsewhere)."""
-    if not on_this_host(handle) or "socket" not in handle or "job_id" not in handle:
-        return None
-    return JobEndSleeper(handle["socket"], handle["job_id"])
+def is_server_handle(handle: Handle) -> bool:
+    """Whether ``handle`` (a job's ``engine.json``) names a persistent server, not a driver."""
+    return "server" in handle
 
 
-def connect(context: Any, reset: bool = False) -> Any:
-    """Start (or reuse) the server of ``context`` and wait until its Spark is up.
+class PersistentServerBackend:
+    """Jobs of ``RxSpark(persistent_run=True)``: run on the persistent server of their settings.
 
-    Returns the context with ``persistent_run=True``; ``reset`` stops a running
-    server first (its running jobs end failed).
+    A job's handle names the server (host, pid, start time, key, socket) and
+    the job (:func:`is_server_handle` tells it from a per-job driver's).
     """
-    cc = dataclasses.replace(context, persistent_run=True)
-    if reset:
-        disconnect(cc)
-    record, reply = _ask(cc, cc.job_share_dir_options(), {"cmd": "ready"}, timeout=_READY_TIMEOUT_S)
-    if reply.get("spark") != "up":
-        raise ServerError(f"the persistent Spark server could not start Spark: {reply.get('error')}; "
-                          f"see {record.get('log')}")
-    return cc
 
+    def submit(self, job: SubmittedJob) -> Handle:
+        """Run a job on the persistent server of its context (started if none runs)."""
+        record, _ = _ask(job.context, job.share_dir_options, {"cmd": "submit", "job_id": job.job_id})
+        return {"host": record["host"], "pid": record["pid"], "create_time": record["create_time"],
+                "server": record["key"], "socket": record["socket"], "job_id": job.job_id}
 
-def disconnect(context: Any) -> bool:
-    """Stop the server of ``context``: its running jobs end failed, Spark stops, it exits.
-
-    Returns False when no server of ``context`` was running.
-    """
-    paths = ServerPaths.of(context)
-    with _locked(paths):  # no server of this key starts meanwhile
-        record = _read_record(paths)
-        server = find_driver(record) if record is not None and on_this_host(record) else None
-        if server is None:
-            for path in (paths.record, paths.socket):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            return False
-        tree = descendants([server])
+    def probe(self, handle: Handle) -> Probe:
+        """GONE when the server exited or no longer runs the job; ALIVE while it does."""
+        if not on_this_host(handle):
+            return Probe.UNREACHABLE
+        if find_driver(handle) is None:
+            return Probe.GONE
         try:
-            request(record["socket"], {"cmd": "stop", "reason": "rx_spark_disconnect"})
+            reply = request(handle["socket"], {"cmd": "probe", "job_id": handle["job_id"]},
+                            timeout=_PROBE_TIMEOUT_S)
         except OSError:
-            server.terminate()  # not answering: SIGTERM asks for the same orderly stop
-        alive = wait_gone(tree, timeout=_STOP_TIMEOUT_S)
-        if alive:
-            kill_now(alive, timeout=_STOP_TIMEOUT_S)
-        if _read_record(paths) == record:
-            os.unlink(paths.record)
-        return True
+            return Probe.ALIVE  # busy or stopping: a stopping server records how its jobs ended
+        return Probe.ALIVE if reply.get("known") else Probe.GONE
+
+    def cancel(self, handle: Handle) -> bool:
+        """Ask the server to cancel the job's group; True if it ran the job (best effort)."""
+        if not on_this_host(handle) or find_driver(handle) is None:
+            return False
+        try:
+            reply = request(handle["socket"], {"cmd": "cancel", "job_id": handle["job_id"]},
+                            timeout=_CANCEL_TIMEOUT_S)
+        except OSError:
+            return True  # it runs, unreachable: it sees the job's canceled marker within a second
+        return bool(reply.get("known"))
+
+    def sleeper(self, handle: Handle) -> JobEndSleeper | None:
+        """A :class:`JobEndSleeper` for a job on a server of this machine (None elsewhere)."""
+        if not on_this_host(handle) or "socket" not in handle or "job_id" not in handle:
+            return None
+        return JobEndSleeper(handle["socket"], handle["job_id"])
+
+    def connect(self, context: Any, reset: bool = False) -> Any:
+        """Start (or reuse) the server of ``context`` and wait until its Spark is up.
+
+        Returns the context with ``persistent_run=True``; ``reset`` stops a running
+        server first (its running jobs end failed).
+        """
+        cc = dataclasses.replace(context, persistent_run=True)
+        if reset:
+            self.disconnect(cc)
+        record, reply = _ask(cc, cc.job_share_dir_options(), {"cmd": "ready"}, timeout=_READY_TIMEOUT_S)
+        if reply.get("spark") != "up":
+            raise ServerError(f"the persistent Spark server could not start Spark: {reply.get('error')}; "
+                              f"see {record.get('log')}")
+        return cc
+
+    def disconnect(self, context: Any) -> bool:
+        """Stop the server of ``context``: its running jobs end failed, Spark stops, it exits.
+
+        Returns False when no server of ``context`` was running.
+        """
+        paths = ServerPaths.of(context)
+        with _locked(paths):  # no server of this key starts meanwhile
+            record = _read_record(paths)
+            server = find_driver(record) if record is not None and on_this_host(record) else None
+            if server is None:
+                for path in (paths.record, paths.socket):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                return False
+            tree = descendants([server])
+            try:
+                request(record["socket"], {"cmd": "stop", "reason": "rx_spark_disconnect"})
+            except OSError:
+                server.terminate()  # not answering: SIGTERM asks for the same orderly stop
+            alive = wait_gone(tree, timeout=_STOP_TIMEOUT_S)
+            if alive:
+                kill_now(alive, timeout=_STOP_TIMEOUT_S)
+            if _read_record(paths) == record:
+                os.unlink(paths.record)
+            return True
 
 
 # -- the server process -----------------------------------------------------------------
