@@ -702,7 +702,7 @@ class SparkServer:
 
 
 def _nothing(_: Any) -> None:
-    """A Spark task that only makes its Python worker import rxjobs (see :func:`_warm_up`)."""
+    """A Spark task that does nothing: running it loads rxjobs into a Python worker (see :func:`_warm_up`)."""
 
 
 def _warm_up(sc: Any, slots: int) -> None:
