@@ -32,8 +32,11 @@ from rxjobs import (
     rx_get_jobs,
     rx_wait_for_job,
 )
-from rxjobs.engines.spark import parallelism, spark_conf
+from rxjobs.engines.spark import ENGINE, PerJobDriverBackend
+from rxjobs.engines.spark_server import PersistentServerBackend
+from rxjobs.engines.spark_session import parallelism, spark_conf
 from rxjobs.jobs import job_status
+from rxjobs.status import Probe
 from rxjobs.store import open_store
 
 from conftest import (
@@ -293,6 +296,44 @@ def test_spark_configuration_defaults_yield_to_the_user(share_path):
 ])
 def test_parallelism_comes_from_the_settings(share_path, master, settings, expected):
     assert parallelism(RxSpark(master=master, share_dir=share_path, **settings)) == expected
+
+
+# Handles as engine.json holds them: a per-job driver's, and a persistent server's job.
+DRIVER_HANDLE = {"host": "elsewhere.invalid", "pid": 4242, "create_time": 1700000000.25}
+SERVER_HANDLE = {"host": "elsewhere.invalid", "pid": 4243, "create_time": 1700000001.5,
+                 "server": "0123456789abcdef",
+                 "socket": "/run/user/1000/rxjobs/spark-0123456789abcdef.sock", "job_id": "rxJob_1"}
+
+
+@pytest.mark.parametrize("persistent_run, backend", [
+    (False, PerJobDriverBackend), (True, PersistentServerBackend)])
+def test_engine_chooses_the_backend_by_persistent_run(share_path, persistent_run, backend):
+    cc = RxSpark(master="local[2]", share_dir=share_path, persistent_run=persistent_run)
+    assert isinstance(ENGINE.backend(context=cc), backend)
+
+
+@pytest.mark.parametrize("handle, backend", [
+    (DRIVER_HANDLE, PerJobDriverBackend), (SERVER_HANDLE, PersistentServerBackend)])
+def test_engine_chooses_the_backend_by_the_stored_handle(handle, backend):
+    stored = json.loads(json.dumps(handle))  # as read back from engine.json
+    assert isinstance(ENGINE.backend(handle=stored), backend)
+    # From another host neither backend asks anything, nor stops anything.
+    assert ENGINE.probe(stored) is Probe.UNREACHABLE
+    assert ENGINE.sleeper(stored) is None
+    assert ENGINE.cancel(stored) is False
+
+
+def test_spark_modules_import_one_way():
+    """The server and the shared module never import the engine (no cycle, lazy or not)."""
+    code = textwrap.dedent("""
+        import sys
+        import rxjobs.engines.spark_session
+        assert "rxjobs.engines.spark_server" not in sys.modules
+        import rxjobs.engines.spark_server
+        assert "rxjobs.engines.spark" not in sys.modules
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_missing_java_is_a_clear_error(monkeypatch, tmp_path, share_path):

@@ -299,7 +299,7 @@ def test_waiting_wakes_when_the_server_says_the_job_ended(shared):
     cc = shared.context()
     rx_exec(square, x=[0], compute_context=cc)
     job = rx_exec(sleep_then_return, seconds=[1], compute_context=cc)
-    sleep = spark_server.sleeper(_handle(shared.share, job.job_id))
+    sleep = spark_server.PersistentServerBackend().sleeper(_handle(shared.share, job.job_id))
     assert sleep is not None
     try:
         started = time.monotonic()

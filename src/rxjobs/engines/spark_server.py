@@ -6,10 +6,13 @@ a job did not pay for a JVM start.  ``RxSpark(persistent_run=True)`` does the
 same: ``python -m rxjobs.engines.spark_server <key> --share-dir ... --master ...``
 is a detached process (own session, like a per-job driver) holding one
 SparkContext, with the configuration a per-job driver would use
-(:func:`~rxjobs.engines.spark.spark_conf`).  It runs each job submitted to it
-in a thread of its own, as a Spark job of job group = the rxjobs job id, and
-writes the job's ``status.json`` as a per-job driver does (the code is shared:
-:func:`~rxjobs.engines.spark.run_tasks`, :func:`~rxjobs.engines.spark.record_outcome`).
+(:func:`~rxjobs.engines.spark_session.spark_conf`).  It runs each job submitted
+to it in a thread of its own, as a Spark job of job group = the rxjobs job id,
+and writes the job's ``status.json`` as a per-job driver does (the code is
+shared, in :mod:`rxjobs.engines.spark_session`: :func:`run_tasks`,
+:func:`record_outcome`).  The Spark engine (:mod:`rxjobs.engines.spark`)
+sends such jobs here through :class:`PersistentServerBackend`; this module
+never imports the engine.
 
 There is one server per key: the share dir, the master and every Spark
 setting.  It lives in a private runtime directory (mode 0700):
@@ -66,19 +69,19 @@ from .drivers import (
     start_detached,
     wait_gone,
 )
-from .spark import (
+from .spark_session import (
+    DriverState,
     Outcome,
-    _DriverState,
-    _spark_error,
-    _start_spark,
-    _stop_spark,
-    _Terminated,
+    Terminated,
     parallelism,
     prepare_environment,
     record_outcome,
     run_spark_process,
     run_tasks,
     spark_conf,
+    spark_error,
+    start_spark,
+    stop_spark,
 )
 
 RUNTIME_DIR_ENV = "RXJOBS_RUNTIME_DIR"
@@ -302,39 +305,6 @@ def _ask(context: Any, options: dict[str, Any] | None, message: dict[str, Any],
     raise ServerError("the persistent Spark server kept stopping; try rx_spark_connect(reset=True)")
 
 
-def submit(job: SubmittedJob) -> Handle:
-    """Run a job on the persistent server of its context (started if none runs)."""
-    record, _ = _ask(job.context, job.share_dir_options, {"cmd": "submit", "job_id": job.job_id})
-    return {"host": record["host"], "pid": record["pid"], "create_time": record["create_time"],
-            "server": record["key"], "socket": record["socket"], "job_id": job.job_id}
-
-
-def probe(handle: Handle) -> Probe:
-    """GONE when the server exited or no longer runs the job; ALIVE while it does."""
-    if not on_this_host(handle):
-        return Probe.UNREACHABLE
-    if find_driver(handle) is None:
-        return Probe.GONE
-    try:
-        reply = request(handle["socket"], {"cmd": "probe", "job_id": handle["job_id"]},
-                        timeout=_PROBE_TIMEOUT_S)
-    except OSError:
-        return Probe.ALIVE  # busy or stopping: a stopping server records how its jobs ended
-    return Probe.ALIVE if reply.get("known") else Probe.GONE
-
-
-def cancel(handle: Handle) -> bool:
-    """Ask the server to cancel the job's group; True if it ran the job (best effort)."""
-    if not on_this_host(handle) or find_driver(handle) is None:
-        return False
-    try:
-        reply = request(handle["socket"], {"cmd": "cancel", "job_id": handle["job_id"]},
-                        timeout=_CANCEL_TIMEOUT_S)
-    except OSError:
-        return True  # it runs, unreachable: it sees the job's canceled marker within a second
-    return bool(reply.get("known"))
-
-
 class JobEndSleeper:
     """``sleep(seconds)`` that returns as soon as the server says the job ended.
 
@@ -375,54 +345,94 @@ class JobEndSleeper:
             self._sock = None
 
 
-def sleeper(handle: Handle) -> JobEndSleeper | None:
-    """A :class:`JobEndSleeper` for a job on a server of this machine (None elsewhere)."""
-    if not on_this_host(handle) or "socket" not in handle or "job_id" not in handle:
-        return None
-    return JobEndSleeper(handle["socket"], handle["job_id"])
+def is_server_handle(handle: Handle) -> bool:
+    """Whether ``handle`` (a job's ``engine.json``) names a persistent server, not a driver."""
+    return "server" in handle
 
 
-def connect(context: Any, reset: bool = False) -> Any:
-    """Start (or reuse) the server of ``context`` and wait until its Spark is up.
+class PersistentServerBackend:
+    """Jobs of ``RxSpark(persistent_run=True)``: run on the persistent server of their settings.
 
-    Returns the context with ``persistent_run=True``; ``reset`` stops a running
-    server first (its running jobs end failed).
+    A job's handle names the server (host, pid, start time, key, socket) and
+    the job (:func:`is_server_handle` tells it from a per-job driver's).
     """
-    cc = dataclasses.replace(context, persistent_run=True)
-    if reset:
-        disconnect(cc)
-    record, reply = _ask(cc, cc.job_share_dir_options(), {"cmd": "ready"}, timeout=_READY_TIMEOUT_S)
-    if reply.get("spark") != "up":
-        raise ServerError(f"the persistent Spark server could not start Spark: {reply.get('error')}; "
-                          f"see {record.get('log')}")
-    return cc
 
+    def submit(self, job: SubmittedJob) -> Handle:
+        """Run a job on the persistent server of its context (started if none runs)."""
+        record, _ = _ask(job.context, job.share_dir_options, {"cmd": "submit", "job_id": job.job_id})
+        return {"host": record["host"], "pid": record["pid"], "create_time": record["create_time"],
+                "server": record["key"], "socket": record["socket"], "job_id": job.job_id}
 
-def disconnect(context: Any) -> bool:
-    """Stop the server of ``context``: its running jobs end failed, Spark stops, it exits.
-
-    Returns False when no server of ``context`` was running.
-    """
-    paths = ServerPaths.of(context)
-    with _locked(paths):  # no server of this key starts meanwhile
-        record = _read_record(paths)
-        server = find_driver(record) if record is not None and on_this_host(record) else None
-        if server is None:
-            for path in (paths.record, paths.socket):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            return False
-        tree = descendants([server])
+    def probe(self, handle: Handle) -> Probe:
+        """GONE when the server exited or no longer runs the job; ALIVE while it does."""
+        if not on_this_host(handle):
+            return Probe.UNREACHABLE
+        if find_driver(handle) is None:
+            return Probe.GONE
         try:
-            request(record["socket"], {"cmd": "stop", "reason": "rx_spark_disconnect"})
+            reply = request(handle["socket"], {"cmd": "probe", "job_id": handle["job_id"]},
+                            timeout=_PROBE_TIMEOUT_S)
         except OSError:
-            server.terminate()  # not answering: SIGTERM asks for the same orderly stop
-        alive = wait_gone(tree, timeout=_STOP_TIMEOUT_S)
-        if alive:
-            kill_now(alive, timeout=_STOP_TIMEOUT_S)
-        if _read_record(paths) == record:
-            os.unlink(paths.record)
-        return True
+            return Probe.ALIVE  # busy or stopping: a stopping server records how its jobs ended
+        return Probe.ALIVE if reply.get("known") else Probe.GONE
+
+    def cancel(self, handle: Handle) -> bool:
+        """Ask the server to cancel the job's group; True if it ran the job (best effort)."""
+        if not on_this_host(handle) or find_driver(handle) is None:
+            return False
+        try:
+            reply = request(handle["socket"], {"cmd": "cancel", "job_id": handle["job_id"]},
+                            timeout=_CANCEL_TIMEOUT_S)
+        except OSError:
+            return True  # it runs, unreachable: it sees the job's canceled marker within a second
+        return bool(reply.get("known"))
+
+    def sleeper(self, handle: Handle) -> JobEndSleeper | None:
+        """A :class:`JobEndSleeper` for a job on a server of this machine (None elsewhere)."""
+        if not on_this_host(handle) or "socket" not in handle or "job_id" not in handle:
+            return None
+        return JobEndSleeper(handle["socket"], handle["job_id"])
+
+    def connect(self, context: Any, reset: bool = False) -> Any:
+        """Start (or reuse) the server of ``context`` and wait until its Spark is up.
+
+        Returns the context with ``persistent_run=True``; ``reset`` stops a running
+        server first (its running jobs end failed).
+        """
+        cc = dataclasses.replace(context, persistent_run=True)
+        if reset:
+            self.disconnect(cc)
+        record, reply = _ask(cc, cc.job_share_dir_options(), {"cmd": "ready"}, timeout=_READY_TIMEOUT_S)
+        if reply.get("spark") != "up":
+            raise ServerError(f"the persistent Spark server could not start Spark: {reply.get('error')}; "
+                              f"see {record.get('log')}")
+        return cc
+
+    def disconnect(self, context: Any) -> bool:
+        """Stop the server of ``context``: its running jobs end failed, Spark stops, it exits.
+
+        Returns False when no server of ``context`` was running.
+        """
+        paths = ServerPaths.of(context)
+        with _locked(paths):  # no server of this key starts meanwhile
+            record = _read_record(paths)
+            server = find_driver(record) if record is not None and on_this_host(record) else None
+            if server is None:
+                for path in (paths.record, paths.socket):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                return False
+            tree = descendants([server])
+            try:
+                request(record["socket"], {"cmd": "stop", "reason": "rx_spark_disconnect"})
+            except OSError:
+                server.terminate()  # not answering: SIGTERM asks for the same orderly stop
+            alive = wait_gone(tree, timeout=_STOP_TIMEOUT_S)
+            if alive:
+                kill_now(alive, timeout=_STOP_TIMEOUT_S)
+            if _read_record(paths) == record:
+                os.unlink(paths.record)
+            return True
 
 
 # -- the server process -----------------------------------------------------------------
@@ -470,7 +480,7 @@ class SparkServer:
 
     def serve(self) -> int:
         listener = self._listen()
-        state = _DriverState()
+        state = DriverState()
 
         def on_sigterm(signum: int, frame: Any) -> None:
             self._stop_request = self._stop_request or "SIGTERM"
@@ -484,17 +494,17 @@ class SparkServer:
             prepare_environment(self.context, conf)
             print(f"rxjobs: persistent Spark server {self.key} (pid {os.getpid()}) starting Spark "
                   f"on {self.context.master}", file=sys.stderr, flush=True)
-            sc = _start_spark(conf)
+            sc = start_spark(conf)
             state.interruptible = False
             self.app_id = sc.applicationId
             print(f"rxjobs: Spark application {self.app_id} is up", file=sys.stderr, flush=True)
             _warm_up(sc, self.slots)
             self.sc = sc
-        except _Terminated:
+        except Terminated:
             pass
         except Exception as exc:
             traceback.print_exc()
-            self.spark_error = f"{type(exc).__name__}: {_spark_error(exc)}"
+            self.spark_error = f"{type(exc).__name__}: {spark_error(exc)}"
             self._stop_request = self._stop_request or "Spark could not start"
         finally:
             state.interruptible = False
@@ -543,7 +553,7 @@ class SparkServer:
             job.stop.set()
         for job in running:
             job.done.wait(_JOB_CANCEL_WAIT_S)
-        _stop_spark(self.sc)
+        stop_spark(self.sc)
         for job in running:  # a job thread that did not end in time: never left "running"
             if not job.done.is_set():
                 with contextlib.suppress(Exception):
@@ -692,7 +702,7 @@ class SparkServer:
 
 
 def _nothing(_: Any) -> None:
-    """A Spark task that only makes its Python worker import rxjobs (see :func:`_warm_up`)."""
+    """A Spark task that does nothing: running it loads rxjobs into a Python worker (see :func:`_warm_up`)."""
 
 
 def _warm_up(sc: Any, slots: int) -> None:
