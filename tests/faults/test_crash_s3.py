@@ -21,7 +21,7 @@ import pytest
 
 from rxjobs.jobs import read_results
 from rxjobs.records import read_job_record
-from rxjobs.store import Store, open_store
+from rxjobs.store import RESERVED, Store, open_store
 
 from factory import KINDS, make_jobs_in_bulk
 from test_crash import _cleanup_all, _run_and_maybe_kill
@@ -54,7 +54,7 @@ def _check_after_cleanup(store: Store, made: dict[str, object]) -> dict[str, int
         elif read_results(store, job_id).values != made[job_id].values:
             half += 1
     keys = store.fs.find(store.root)
-    strays = [k for k in keys if k[len(store.root) + 1:].split("/", 1)[0] not in listed]
+    strays = [k for k in keys if k[len(store.root) + 1:].split("/", 1)[0] not in listed | RESERVED]
     markers = [k for k in keys if k.endswith("/deleting")]
     return {"lost": lost, "half_deleted": half + len(strays), "markers_left": len(markers)}
 

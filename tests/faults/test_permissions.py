@@ -61,7 +61,7 @@ def test_results_are_not_unpickled_from_a_share_dir_others_can_write(share, monk
     job = make_job(open_store(share), "unretrieved")
     remote = RxRemoteJob(RxLocalParallel(share_dir=share), job.job_id)
     os.chmod(share, 0o777)
-    with pytest.raises(UntrustedShareDirError, match="writable by group or others"):
+    with pytest.raises(UntrustedShareDirError, match="lets others rename its entries"):
         rx_get_job_results(remote, auto_cleanup=False)
     monkeypatch.setenv("RXJOBS_TRUST_SHARE_DIR", "1")  # the explicit opt-in
     assert rx_get_job_results(remote, auto_cleanup=False) == job.values
@@ -75,7 +75,7 @@ def test_workers_refuse_a_payload_from_a_writable_share_dir(share):
     assert rx_wait_for_job(job, timeout=120) is S.FAILED
     from rxjobs.jobs import job_status
 
-    assert "writable by group or others" in job_status(open_store(share), job.job_id).reason
+    assert "lets others rename its entries" in job_status(open_store(share), job.job_id).reason
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a job dir to another user")
