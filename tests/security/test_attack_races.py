@@ -86,7 +86,7 @@ if swaps % 2:
 print(swaps)
 """, share, decoy, stop)
     try:
-        seen = _collect(u, u.alice, share, job, ITERATIONS)
+        seen = _collect(u, u.alice, share, job, 10 * ITERATIONS)  # most lose the race early
     finally:
         stop.touch()
         out, err = swapper.communicate(timeout=60)
@@ -171,7 +171,7 @@ for i, job_id in enumerate(sys.argv[4:]):
 """
 
 
-@pytest.mark.parametrize("operation", ["cancel", "cleanup", "results"])
+@pytest.mark.parametrize("operation", [pytest.param("cancel", marks=PENDING), "cleanup", "results"])
 @pytest.mark.parametrize("actor", ["root", "bob"])
 def test_a_job_swapped_for_a_symlink_to_another_users_job_never_costs_that_job(unix_users, actor,
                                                                                operation):
