@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -161,3 +164,51 @@ def wait_until(check, timeout: float = 60.0, what: str = "condition"):
     if value is None:
         pytest.fail(f"timed out after {timeout}s waiting for {what}")
     return value
+
+
+# -- real Unix users (tests/unix_users.py) ------------------------------------------------
+
+
+def _users_unavailable(reason: str):
+    """Skip with the reason; in CI (CI=true) fail instead: there these tests must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"real-user tests cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def users_runtime(tmp_path_factory):
+    """The users' interpreter (a venv of Debian's python3) and a world-readable copy of the
+    rxjobs source under test, made once per session."""
+    import unix_users
+
+    try:
+        unix_users.check_can_make_users()
+        venv = unix_users.shared_venv()
+    except unix_users.UsersUnavailable as exc:
+        _users_unavailable(str(exc))
+    base = Path(tempfile.mkdtemp(prefix="rxjobs-users-src-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        lib = unix_users.source_copy(base)
+        yield venv, lib
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def unix_users(users_runtime):
+    """Two fresh unprivileged users (``.alice``, ``.bob``) in one group (``.team``), and a way
+    to run code as each (see tests/unix_users.py).  Their processes, the users, the group
+    and every directory made are removed when the test ends, passed or failed."""
+    import unix_users
+
+    venv, lib = users_runtime
+    try:
+        users = unix_users.UnixUsers(venv, lib, Path("/tmp"))
+    except unix_users.UsersUnavailable as exc:
+        _users_unavailable(str(exc))
+    try:
+        yield users
+    finally:
+        users.remove()
