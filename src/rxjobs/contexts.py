@@ -162,11 +162,12 @@ class RxLocalParallel(RxComputeContext):
         return self.num_workers or os.cpu_count() or 1
 
 
-def _normalize_storage_fields(cc: RxComputeContext) -> None:
+def _normalize_storage_fields(cc: Any) -> None:
     """Freeze ``share_dir_options`` and ``expires_after`` into hashable, comparable values."""
     object.__setattr__(cc, "share_dir_options", storage_options(cc.share_dir_options))
-    if cc.expires_after is not None:
-        object.__setattr__(cc, "expires_after", to_timedelta(cc.expires_after, "expires_after"))
+    expires = cc.expires_after
+    if expires is not None:
+        object.__setattr__(cc, "expires_after", to_timedelta(expires, "expires_after"))
 
 
 def _cluster_share_dir(share_dir: str | None, kind: str) -> str:

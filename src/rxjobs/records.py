@@ -75,7 +75,7 @@ class JobRecord:
         if not isinstance(data, dict):
             raise ValueError("job.json is not a JSON object")
         try:
-            fields = dict(
+            fields: dict[str, Any] = dict(
                 job_id=validate_job_id(data["job_id"]),
                 created=_text(data, "created"),
                 user=_text(data, "user", ""),
@@ -183,7 +183,7 @@ class StatusRecord:
                 raise ValueError("fields of the wrong type")
         except (KeyError, TypeError, ValueError, AttributeError):
             return CORRUPT_STATUS
-        return cls(state, reason, *times, details=details)
+        return cls(state, reason, started=times[0], updated=times[1], ended=times[2], details=details)
 
     @property
     def is_final(self) -> bool:

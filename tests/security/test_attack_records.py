@@ -50,7 +50,6 @@ def _nested(depth: int = 200_000) -> str:
     return text
 
 
-@PENDING
 @pytest.mark.parametrize("record", ["job.json", "status.json", "engine.json"])
 def test_deeply_nested_records_give_no_traceback(share, record):
     store = open_store(share)

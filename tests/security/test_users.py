@@ -78,7 +78,7 @@ def test_another_users_api_calls_raise_permission_errors_not_crashes(unix_users)
     assert u.rxjobs(u.alice, "results", job, "--keep", "--json").ok().json() == [2, 4]
 
 
-@pytest.mark.parametrize("what", [pytest.param("job dir", marks=PENDING_16), "job.json",
+@pytest.mark.parametrize("what", ["job dir", "job.json",
                                   pytest.param("tasks dir", marks=PENDING_16)])
 def test_a_job_its_owner_made_unreadable_is_skipped_by_listing_and_cleanup(unix_users, what):
     u = unix_users
@@ -108,7 +108,6 @@ def _state(u, who, share, job):
     return u.rxjobs(who, "--share-dir", share, "status", job, "--json").ok().json()[0]["state"]
 
 
-@PENDING  # today the workers refuse the payload: the team dir is root's (trust check by owner)
 def test_a_team_share_dir_works_for_both_members(unix_users):
     u = unix_users
     team = u.team_dir()  # root:team, setgid + sticky (3770)

@@ -28,6 +28,7 @@ import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 from . import Store, Usage, open_store
 
@@ -48,6 +49,9 @@ class _Helper:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, encoding="utf-8", env=env, close_fds=True,
         )
+        assert self._proc.stdin is not None and self._proc.stdout is not None  # both PIPEs
+        self._stdin: IO[str] = self._proc.stdin
+        self._stdout: IO[str] = self._proc.stdout
         self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._gone = False
@@ -61,8 +65,8 @@ class _Helper:
                 raise _HelperGone()
             self._pending[path] = future
             try:
-                self._proc.stdin.write(json.dumps([share_dir, path]) + "\n")
-                self._proc.stdin.flush()
+                self._stdin.write(json.dumps([share_dir, path]) + "\n")
+                self._stdin.flush()
             except (OSError, ValueError):  # broken pipe, or closed
                 self._pending.pop(path, None)
                 self._gone = True
@@ -71,7 +75,7 @@ class _Helper:
 
     def _read(self) -> None:
         try:
-            for line in self._proc.stdout:
+            for line in self._stdout:
                 path, files, info = json.loads(line)
                 with self._lock:
                     future = self._pending.pop(path, None)
@@ -92,7 +96,7 @@ class _Helper:
 
     def close(self) -> None:
         try:
-            self._proc.stdin.close()
+            self._stdin.close()
         except OSError:
             pass
         try:
@@ -122,6 +126,7 @@ class DeleteWorkers:
         except OSError:  # no interpreter to start (embedded Python...): fewer or no helpers
             pass
         self._next = 0
+        self._entries: dict[Future, tuple[Store, str]] = {}
         self._lock = threading.Lock()
 
     def submit(self, store: Store, path: str) -> Future:
@@ -137,7 +142,8 @@ class DeleteWorkers:
                 future = helper.submit(store.url, path)
             except _HelperGone:
                 continue
-            future.rxjobs_entry = (store, path)
+            with self._lock:
+                self._entries[future] = (store, path)
             return future
         future = Future()
         future.set_result(store.delete_detached(path))
@@ -145,10 +151,14 @@ class DeleteWorkers:
 
     def result(self, future: Future) -> Usage:
         """The files and bytes a submitted entry held, once deleted (here, if its helper died)."""
+        with self._lock:
+            entry = self._entries.pop(future, None)
         try:
             return future.result()
         except _HelperGone:
-            store, path = future.rxjobs_entry
+            if entry is None:
+                raise
+            store, path = entry
             return store.delete_detached(path)
 
     def delete(self, store: Store, path: str) -> Usage:

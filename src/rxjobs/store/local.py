@@ -172,7 +172,8 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise NotAShareDirError(f"{self.url} does not exist") from None
         try:
-            jobs, debris = [], []
+            jobs: list[str] = []
+            debris: list[str] = []
             for name in sorted(list_at(fd)):
                 if name in RESERVED:
                     continue
@@ -535,8 +536,8 @@ def _unmarked_message(url: str, names: list[str]) -> str:
     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
     return (f"{url} is not an rxjobs share dir: it has no {MARKER} marker and holds other things "
             f"({shown}). rxjobs refuses to list or clean it up. If it is a share dir made by an "
-            f"older rxjobs, check it and run `rxjobs --share-dir {url} adopt`; otherwise give the "
-            "right --share-dir (or $RXJOBS_SHARE_DIR)")
+            f"older rxjobs, check it and adopt it with `rxjobs adopt` (`rxjobs --share-dir {url} "
+            "adopt`); otherwise give the right --share-dir (or $RXJOBS_SHARE_DIR)")
 
 
 def _names_itself(root: int, name: str) -> bool:

@@ -57,7 +57,8 @@ class FsspecStore(Store):
             raise NotAShareDirError(
                 f"{self.url} is not an rxjobs share dir: it has no {MARKER} marker and "
                 f"holds other things ({shown}). If it is a share dir made by an older rxjobs, check "
-                f"it and run `rxjobs --share-dir {self.url} adopt`; otherwise give the right share dir")
+                f"it and adopt it with `rxjobs adopt` (`rxjobs --share-dir {self.url} adopt`); "
+                "otherwise give the right share dir")
         self._checked = True
         return True
 
