@@ -477,8 +477,10 @@ def _scan(
     for job_id in store.list_job_ids(start, end):
         try:
             record = read_job_record(store, job_id, listed=True)
-        except (JobNotFoundError, ValueError):
-            continue  # removed while we listed, or not a job (debris: see `rxjobs doctor`)
+        except (JobNotFoundError, ValueError, PermissionError):
+            # Removed while we listed, not a job (debris: see `rxjobs doctor`), or made
+            # unreadable by its owner: not listed.
+            continue
         created = None
         if need_time:
             created = job_id_time(job_id)

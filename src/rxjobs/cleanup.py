@@ -284,6 +284,8 @@ def cleanup_jobs(
                     if verbose:
                         where = f"{store.trash}/{name}" if store.is_local else f"{store.url}/{name}"
                         echo(f"finished removing {where} (left by an interrupted cleanup)")
+            except PermissionError:
+                pass  # a share dir that is not the caller's: each job's entry says so
             except OSError as exc:
                 warnings.warn(f"could not empty {store.trash}: {exc}", RxCleanupWarning, stacklevel=3)
 

@@ -135,7 +135,9 @@ def read_job_record(store: Store, job_id: str, listed: bool = False) -> JobRecor
             raise ValueError(f"{paths.dir} has no job.json: not a job (an incomplete "
                              "submission, or debris; see `rxjobs doctor`)") from None
         raise JobNotFoundError(f"job {job_id} not found in share dir {store.url}") from None
-    except OSError as exc:  # a directory, a fifo, unreadable: not a job record
+    except PermissionError:
+        raise  # not the caller's to read: said as such, not as a broken record
+    except OSError as exc:  # a directory, a fifo...: not a job record
         raise ValueError(f"job.json of job {job_id} cannot be read: {exc}") from None
     if record.job_id != job_id:
         raise ValueError(f"{paths.job_json} names job {record.job_id!r}, not {job_id!r}: not a job "

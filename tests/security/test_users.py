@@ -13,12 +13,8 @@ import stat
 import pytest
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
-PENDING = pytest.mark.xfail(reason="issue 17 fix pending", strict=False)
-# Failing today for reasons of issue 16 item 1 itself (not of the issue 17 rewrite).
-PENDING_16 = pytest.mark.xfail(reason="issue 16 item 1 pending", strict=False)
 
 
-@PENDING_16
 def test_default_share_dirs_are_private_and_another_user_gets_one_line_errors(unix_users):
     u = unix_users
     job = u.submit(u.alice)  # to her default share dir
@@ -47,7 +43,6 @@ def test_default_share_dirs_are_private_and_another_user_gets_one_line_errors(un
     assert u.rxjobs(u.alice, "results", job, "--keep", "--json").ok().json() == [2, 4]
 
 
-@PENDING_16
 def test_another_users_api_calls_raise_permission_errors_not_crashes(unix_users):
     u = unix_users
     job = u.submit(u.alice)
@@ -78,8 +73,7 @@ def test_another_users_api_calls_raise_permission_errors_not_crashes(unix_users)
     assert u.rxjobs(u.alice, "results", job, "--keep", "--json").ok().json() == [2, 4]
 
 
-@pytest.mark.parametrize("what", ["job dir", "job.json",
-                                  pytest.param("tasks dir", marks=PENDING_16)])
+@pytest.mark.parametrize("what", ["job dir", "job.json", "tasks dir"])
 def test_a_job_its_owner_made_unreadable_is_skipped_by_listing_and_cleanup(unix_users, what):
     u = unix_users
     share = u.homes / u.alice.name / "share"
@@ -121,7 +115,6 @@ def test_a_team_share_dir_works_for_both_members(unix_users):
     assert (team / alices / "tasks").exists()
 
 
-@PENDING
 def test_in_a_team_share_dir_each_member_cancels_and_removes_only_their_own_jobs(unix_users):
     u = unix_users
     team = u.team_dir()
@@ -134,16 +127,17 @@ def test_in_a_team_share_dir_each_member_cancels_and_removes_only_their_own_jobs
     for job in (alices, done):
         u.rxjobs(u.bob, "--share-dir", team, "cleanup", job, "--force").refused(
             "another user", "owned by", "permission denied")
+    assert _state(u, u.bob, team, bobs) == "running"
     swept = u.rxjobs(u.bob, "--share-dir", team, "cleanup", "--all", "--force").no_traceback()
     assert "another user" in swept.stdout + swept.stderr
     assert _state(u, u.alice, team, alices) == "running"
     alice_done.check()
+    # ... while the same forced sweep canceled and removed bob's own running job.
+    assert not (team / bobs).exists()
 
     # Each member can act on her own jobs, in the same directory.
     u.rxjobs(u.alice, "--share-dir", team, "cancel", alices).ok()
     assert _state(u, u.alice, team, alices) == "canceled"
-    u.rxjobs(u.bob, "--share-dir", team, "cleanup", bobs, "--force").ok()
-    assert not (team / bobs).exists()
     u.rxjobs(u.alice, "--share-dir", team, "cleanup", "--all").ok()
     assert not (team / alices).exists()  # canceled: removed without force
     assert (team / done).exists()  # never retrieved: kept without force

@@ -101,6 +101,8 @@ class LocalStore(Store):
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise PermissionError(_denied_message(self.url)) from None
         except NotADirectoryError:
             raise NotADirectoryError(f"share dir {self.url} is not a directory") from None
         try:
@@ -452,6 +454,7 @@ class LocalStore(Store):
         """
         validate_job_id(job_id)
         root = self._root_or_missing()
+        self._check_searchable(root, job_id)
         target = f"{job_id}.{_process_mark()}-{secrets.token_hex(4)}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
@@ -467,6 +470,26 @@ class LocalStore(Store):
                 raise UnsafeShareDirError(f"{self.root}/{job_id} is owned by uid {owner}, not by you: "
                                           "it was swapped in during the removal and is left alone")
         return f"{self.trash}/{target}"
+
+    def _check_searchable(self, root: int, job_id: str) -> None:
+        """PermissionError if the caller cannot enter the job directory or one below it:
+        its owner made it unreadable on purpose, so it is left alone, not forced open."""
+        where = job_id
+        try:
+            fd = open_dir_at(root, job_id)
+            try:
+                for name in subdirs_at(fd):
+                    where = f"{job_id}/{name}"
+                    os.close(open_dir_at(fd, name))
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return  # gone meanwhile: the rename says so
+        except NotADirectoryError:
+            return  # a symlink or file where a job was: the rename moves it as it is
+        except PermissionError:
+            raise PermissionError(f"{self.root}/{where} cannot be read (its owner made it unreadable): "
+                                  f"job {job_id} is left alone; make it readable to remove it") from None
 
     def delete_detached(self, token: str) -> Usage:
         """Delete a trash entry made by :meth:`detach_job`; the files and bytes it held."""
@@ -517,7 +540,9 @@ class LocalStore(Store):
             return
         with self._reserved_dir(LOCKS, create=True) as locks:
             assert locks is not None
-            fd = os.open(f"{stripe}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            # Read-only is enough for flock, so in a team share dir every member can
+            # lock a stripe file another member made.
+            fd = os.open(f"{stripe}.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          self._file_mode(), dir_fd=locks)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -538,6 +563,15 @@ def _unmarked_message(url: str, names: list[str]) -> str:
             f"({shown}). rxjobs refuses to list or clean it up. If it is a share dir made by an "
             f"older rxjobs, check it and adopt it with `rxjobs adopt` (`rxjobs --share-dir {url} "
             "adopt`); otherwise give the right --share-dir (or $RXJOBS_SHARE_DIR)")
+
+
+def _denied_message(url: str) -> str:
+    try:
+        owner = f"uid {os.stat(url).st_uid}"
+    except OSError:
+        owner = "another user"
+    return (f"permission denied: share dir {url} belongs to {owner}, not to you (uid {os.geteuid()}); "
+            "only its owner can list, read or clean up its jobs")
 
 
 def _names_itself(root: int, name: str) -> bool:
