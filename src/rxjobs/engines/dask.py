@@ -162,9 +162,11 @@ def _task_states(client: Client, keys: list[str]) -> dict[str, str | None]:
 
     Raises OSError or TimeoutError when the scheduler does not answer.
     """
+    scheduler = client.scheduler
+    if scheduler is None:
+        raise OSError("the Dask client has no scheduler connection")
     try:
-        return client.sync(client.scheduler.get_task_status, keys=keys,
-                           callback_timeout=_CALL_TIMEOUT_S)
+        return client.sync(scheduler.get_task_status, keys=keys, callback_timeout=_CALL_TIMEOUT_S)
     except asyncio.CancelledError:  # the client closed under the call
         raise TimeoutError("the call to the Dask scheduler was cancelled") from None
 
@@ -202,7 +204,7 @@ def _announce_end(job_id: str, client: Client | None = None) -> None:
             from distributed import get_worker
 
             get_worker().log_event(ENDED_TOPIC, job_id)
-        else:  # Client.log_event with a bounded wait: a cancel must not hang on it
+        elif client.scheduler is not None:  # Client.log_event, bounded: a cancel must not hang on it
             client.sync(client.scheduler.log_event, topic=ENDED_TOPIC, msg=job_id,
                         callback_timeout=_CALL_TIMEOUT_S)
     except Exception:  # waiters poll anyway: a lost announcement only delays them
@@ -231,13 +233,13 @@ class _JobEndSleeper:
 class DaskEngine:
     """Run, probe and cancel jobs on a Dask distributed cluster."""
 
-    def parallelism(self, context) -> int:
+    def parallelism(self, context: Any) -> int:
         """Worker threads of the whole cluster (at least 1)."""
         client = get_client(context.address)
         return max(1, sum(client.nthreads().values()))
 
     def submit(self, job: SubmittedJob) -> Handle:
-        address = job.context.address
+        address = getattr(job.context, "address", "")
         client = get_client(address)
         # Subscribed before the tasks are sent, down the same ordered stream: the
         # scheduler knows this client listens before the job can end.
@@ -259,7 +261,8 @@ class DaskEngine:
         # them, it has processed them too.
         fence = client.submit(_submitted, key=f"{job.job_id}-submitted", pure=False)
         deadline = time.monotonic() + _SUBMIT_TIMEOUT_S
-        while _task_states(client, [fence.key])[fence.key] is None:
+        fence_key = str(fence.key)
+        while _task_states(client, [fence_key])[fence_key] is None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Dask scheduler at {address} did not take job {job.job_id} "
                                    f"within {_SUBMIT_TIMEOUT_S:.0f} s")

@@ -207,7 +207,7 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
         # The driver never unpickles the user's function: executors do.
         record = records.read_job_record(store, job_id)
         stop_on_failure = not bool(record.options.get("continue_on_failure", True))
-        context = RxComputeContext.from_dict(record.context)
+        context: Any = RxComputeContext.from_dict(record.context)
         conf = spark_conf(context, job_id)
         prepare_environment(context, conf)
         print(f"rxjobs: starting Spark for job {job_id} on {context.master}", file=sys.stderr)

@@ -56,7 +56,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..status import Probe, Record
 from .base import Handle, SubmittedJob
@@ -192,7 +192,7 @@ def _write_record(paths: ServerPaths, record: dict[str, Any]) -> None:
     os.replace(tmp, paths.record)
 
 
-def _live(record: dict[str, Any] | None) -> bool:
+def _live(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return record is not None and on_this_host(record) and find_driver(record) is not None
 
 
@@ -417,7 +417,7 @@ class PersistentServerBackend:
         with _locked(paths):  # no server of this key starts meanwhile
             record = _read_record(paths)
             server = find_driver(record) if record is not None and on_this_host(record) else None
-            if server is None:
+            if server is None or record is None:
                 for path in (paths.record, paths.socket):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)

@@ -290,7 +290,7 @@ def run_tasks(sc: Any, store: Any, job_id: str, n_tasks: int, stop_on_failure: b
     pending = [k for k in range(n_tasks) if not store.exists(paths.result(k))]
     if not pending:
         return Outcome("finished")
-    first_errors = sc.accumulator([], _list_param()) if stop_on_failure else None
+    first_errors: Any = sc.accumulator([], _list_param()) if stop_on_failure else None
     task = partial(_run_spark_task, store.url, job_id, first_errors, store.options or None)
     errors: list[BaseException] = []
     done = threading.Event()
@@ -320,7 +320,7 @@ def run_tasks(sc: Any, store: Any, job_id: str, n_tasks: int, stop_on_failure: b
     while not done.wait(_CHECK_INTERVAL_S):
         if stop.is_set():
             outcome = Outcome("terminated")
-        elif stop_on_failure and first_errors.value:
+        elif first_errors is not None and first_errors.value:
             outcome = Outcome("failed", first_errors.value[0])
         elif time.monotonic() >= next_marker_check:
             next_marker_check = time.monotonic() + 1.0
@@ -333,7 +333,7 @@ def run_tasks(sc: Any, store: Any, job_id: str, n_tasks: int, stop_on_failure: b
     runner.join()
     if store.exists(paths.canceled):
         return Outcome("canceled")
-    if stop_on_failure and first_errors.value:
+    if first_errors is not None and first_errors.value:
         return Outcome("failed", first_errors.value[0])
     if errors and stop.is_set():
         return Outcome("terminated")
