@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 
 import psutil
@@ -161,3 +162,14 @@ def wait_until(check, timeout: float = 60.0, what: str = "condition"):
     if value is None:
         pytest.fail(f"timed out after {timeout}s waiting for {what}")
     return value
+
+
+@pytest.fixture
+def new_york(monkeypatch):
+    """Local time is America/New_York (UTC-5, UTC-4 in summer) for the test: a time
+    without a zone then differs from the same wall time in UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

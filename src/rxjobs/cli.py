@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import click
 from rich import box
@@ -32,7 +32,7 @@ from rich.text import Text
 from . import __version__, api, jobs
 from .cleanup import Action, CleanupEntry, CleanupReport, cleanup_jobs
 from .contexts import RxUnsupportedContextError
-from .durations import parse_duration, parse_size
+from .durations import parse_size
 from .engines import EngineNotInstalledError
 from .errors import (
     IncompleteResultsError,
@@ -48,10 +48,13 @@ from .retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs, s
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
+from .times import parse_age, parse_time, time_ago, utc_now
 from .waiting import poll
 
 # What a user can cause (a bad id, an unknown job, a job in the wrong state, an
 # unwritable share dir): reported in one line, never with a traceback.
+T = TypeVar("T")
+
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
@@ -118,71 +121,37 @@ def _captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
 
 # -- argument types ----------------------------------------------------------------------
 
-def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """Parse a point in time: an ISO date/time, or a duration ago (``2h`` is two hours ago).
+class ParsedType(click.ParamType, Generic[T]):
+    """A click parameter read by a parse function that raises ValueError on bad text.
 
     Parameters
     ----------
-    text
-        ``2026-11-28``, ``2026-11-28T14:30``, ``2026-11-28 14:30:00+01:00``,
-        ``...Z``, or a duration such as ``30m``, ``2h``, ``7d``.  A date/time
-        without a UTC offset is local time.
-    now
-        The moment durations count back from (default: now).
-
-    Returns
-    -------
-    datetime
-        A timezone-aware datetime.
-
-    Raises
-    ------
-    ValueError
-        ``text`` is neither.
+    name
+        The metavar shown in help (``TIME``, ``DURATION``, ``SIZE``).
+    parse
+        Turns the text into the value; its ValueError becomes a usage error.
+    kind
+        A value already of this type (a default, or a call from Python) is taken as is.
     """
-    try:
-        return (now or datetime.now(timezone.utc)) - parse_duration(text)
-    except ValueError:
-        pass
-    iso = text.strip()
-    if iso[-1:] in ("Z", "z"):
-        iso = iso[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(iso)
-    except ValueError:
-        raise ValueError(
-            f"not a date/time or duration: {text!r} (use e.g. 2026-11-28, 2026-11-28T14:30, "
-            "or a duration ago such as 30m, 2h, 7d)"
-        ) from None
-    return when if when.tzinfo is not None else when.astimezone()  # naive: local time
 
+    def __init__(self, name: str, parse: Callable[[str], T], kind: type[T]) -> None:
+        self.name = name
+        self.parse = parse
+        self.kind = kind
 
-class _TimeType(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> T:
+        if isinstance(value, self.kind):
             return value
         try:
-            return parse_time(str(value))
+            return self.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class _DurationType(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-TIME = _TimeType()
-DURATION = _DurationType()
+TIME = ParsedType("TIME", parse_time, datetime)
+# --older-than: a duration that still counts back to a date.
+AGE = ParsedType("DURATION", parse_age, timedelta)
+SIZE = ParsedType("SIZE", parse_size, int)
 _STATE_CHOICE = click.Choice([s.value for s in RxRemoteJobStatus], case_sensitive=False)
 
 
@@ -623,26 +592,11 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool, q
     return report, others
 
 
-class _SizeType(click.ParamType):
-    name = "SIZE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-SIZE = _SizeType()
-
-
 def _retention_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that choose jobs among all those of the share dir (cleanup and du)."""
     for option in reversed([
         _state_option("Only jobs in this state (repeatable)."),
-        click.option("--older-than", type=DURATION,
+        click.option("--older-than", type=AGE,
                      help="Jobs submitted longer ago than this (e.g. 7d)."),
         click.option("--max-total-size", type=SIZE, metavar="SIZE",
                      help="Remove the oldest jobs the cleanup rules allow until the share dir "
@@ -722,7 +676,7 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
     share: ShareDir = ctx.obj
     store = share.store()
     filtered = bool(states) or older_than is not None
-    cutoff = datetime.now(timezone.utc) - older_than if older_than is not None else None
+    cutoff = time_ago(older_than) if older_than is not None else None
     ids = [validate_job_id(job_id) for job_id in dict.fromkeys(job_ids)]  # all checked before any removal
     matching: set[str] = set()
     if filtered:
@@ -747,7 +701,7 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
 def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: bool,
                        as_json: bool) -> None:
     store = ctx.obj.store()
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     if policy.merged(force=False).is_empty():
         # Every job, as the rules say: no survey needed first.
         selection = None
@@ -847,7 +801,7 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
     by the retention options or --policy, if any.  Nothing is removed.
     """
     store = share.store()
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     surveyed = [j for j in survey_jobs(store, now, sizes=True)
                 if j.status is not RxRemoteJobStatus.MISSING]  # removed while we looked
     rows = []
@@ -956,4 +910,4 @@ def demo(ctx: click.Context) -> None:
     ctx.exit(run_demo(share_dir=ctx.obj.url, echo=click.echo, share_dir_options=ctx.obj.options))
 
 
-__all__ = ["CliError", "cli", "main", "parse_duration", "parse_time"]
+__all__ = ["CliError", "ParsedType", "cli", "main"]
