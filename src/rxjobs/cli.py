@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import click
@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, api, jobs
+from . import __version__, api, jobs, listing
 from .cleanup import Action, CleanupEntry, CleanupReport, cleanup_jobs
 from .contexts import RxUnsupportedContextError
 from .durations import parse_size
@@ -282,25 +282,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- list --------------------------------------------------------------------------------
 
 
-def _job_summary(store: Store, job_id: str, created: datetime | None, state: str) -> dict[str, Any]:
-    try:
-        record = read_job_record(store, job_id)
-        function, n_runs, n_tasks = record.function, record.n_runs, record.n_tasks
-    except (JobNotFoundError, ValueError):  # removed meanwhile, or a broken job.json
-        function, n_runs, n_tasks = "", None, None
-    usage = store.usage(job_id)
-    return {
-        "job_id": job_id,
-        "state": state,
-        "submitted": created.astimezone(timezone.utc).isoformat() if created else None,
-        "function": function,
-        "n_runs": n_runs,
-        "n_tasks": n_tasks,
-        "files": usage.files,
-        "bytes": usage.bytes,
-    }
-
-
 @cli.command("list")
 @_state_option("Only jobs in this state (repeatable).")
 @click.option("--since", type=TIME,
@@ -313,11 +294,10 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
                  until: datetime | None, as_json: bool) -> None:
     """List the jobs of the share dir, oldest first."""
     store = share.store()
-    found = api.list_jobs(share.url, start_time=since, end_time=until, states=states or None,
-                          share_dir_options=share.options)
-    rows = [_job_summary(store, job.job_id, created, status.value) for job, created, status in found]
+    found = listing.list_jobs(store, start=since, end=until, states=states or None)
+    rows = [listing.summarize(store, job) for job in found]
     if as_json:
-        _print_json(rows)
+        _print_json([row.to_json() for row in rows])
         return
     console = _console()
     if not rows:
@@ -331,11 +311,10 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
     table.add_column("runs", justify="right")
     table.add_column("size", justify="right", no_wrap=True)
     for row in rows:
-        submitted = datetime.fromisoformat(row["submitted"]) if row["submitted"] else None
         table.add_row(
-            Text(row["job_id"]), _state_text(row["state"]), Text(_local_time(submitted)),
-            Text(row["function"] or "?"), Text("?" if row["n_runs"] is None else str(row["n_runs"])),
-            Text(human_bytes(row["bytes"])),
+            Text(row.job_id), _state_text(row.status.value if row.status else "?"),
+            Text(_local_time(row.submitted)), Text(row.function or "?"),
+            Text("?" if row.n_runs is None else str(row.n_runs)), Text(human_bytes(row.bytes)),
         )
     console.print(table)
     console.print(Text(f"{_plural(len(rows), 'job')} in {store.url}"), soft_wrap=True)
@@ -680,9 +659,8 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
     ids = [validate_job_id(job_id) for job_id in dict.fromkeys(job_ids)]  # all checked before any removal
     matching: set[str] = set()
     if filtered:
-        matching = {job.job_id for job, _, _ in
-                    api.list_jobs(share.url, end_time=cutoff, states=states or None,
-                                  share_dir_options=share.options)}
+        matching = {job.job_id for job in listing.list_jobs(store, end=cutoff, states=states or None,
+                                                            need_status=False)}
     selected, skipped = _select_by_id(store, ids, filtered, matching)
     for job_id in skipped if not as_json else ():
         click.echo(f"skipped {job_id}: does not match --state/--older-than")
