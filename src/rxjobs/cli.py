@@ -49,6 +49,7 @@ from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
 from .times import parse_age, parse_time, time_ago, utc_now
+from .usage import disk_usage
 from .waiting import poll
 
 # What a user can cause (a bad id, an unknown job, a job in the wrong state, an
@@ -755,14 +756,6 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
 # -- du ----------------------------------------------------------------------------------
 
 
-def _kept_because(job: SurveyedJob) -> str:
-    if job.foreign:
-        return "other user"
-    return {"finished": "un-retrieved", "running": "running",
-            "queued": "running",  # counted with running: both are kept until canceled
-            }.get(job.status.value, job.status.value)
-
-
 @cli.command()
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
               help="How many of the largest jobs to show.")
@@ -778,98 +771,54 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
     --force, the jobs whose expires_after has passed, and the policy given
     by the retention options or --policy, if any.  Nothing is removed.
     """
-    store = share.store()
-    now = utc_now()
-    surveyed = [j for j in survey_jobs(store, now, sizes=True)
-                if j.status is not RxRemoteJobStatus.MISSING]  # removed while we looked
-    rows = []
-    for job in surveyed:
-        decision = job.decision(force=False)
-        removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
-        rows.append({"job_id": job.job_id, "state": job.status.value, "files": job.files,
-                     "bytes": job.bytes, "cleanup": "remove" if removable else "keep",
-                     "kept_because": "" if removable else _kept_because(job),
-                     "reason": decision.reason, "expired": job.expired})
-    kept_by: dict[str, int] = {}
-    by_state: dict[str, dict[str, int]] = {}
-    for row in rows:
-        if row["cleanup"] == "keep":
-            kept_by[row["kept_because"]] = kept_by.get(row["kept_because"], 0) + row["bytes"]
-        state = by_state.setdefault(row["state"], {"jobs": 0, "files": 0, "bytes": 0})
-        state["jobs"] += 1
-        state["files"] += row["files"]
-        state["bytes"] += row["bytes"]
-    totals = {
-        "jobs": len(rows),
-        "files": sum(r["files"] for r in rows),
-        "bytes": sum(r["bytes"] for r in rows),
-        "freeable_bytes": sum(r["bytes"] for r in rows if r["cleanup"] == "remove"),
-        "kept_bytes": sum(kept_by.values()),
-        "kept_bytes_by_reason": kept_by,
-    }
-    largest = sorted(rows, key=lambda r: (-r["bytes"], r["job_id"]))[:top]
-    policies = [_would_free("cleanup --all", surveyed, RetentionPolicy(), now),
-                _would_free("cleanup --all --force", surveyed, RetentionPolicy(force=True), now),
-                _would_free("expired jobs", [j for j in surveyed if j.expired], RetentionPolicy(), now)]
     asked = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
-    if not asked.is_empty():
-        policies.append(_would_free(f"cleanup {asked.describe()}", surveyed, asked, now))
+    report = disk_usage(share.store(), asked, top)
     if as_json:
-        _print_json({"share_dir": store.url, "jobs": rows, "totals": totals, "by_state": by_state,
-                     "largest": largest, "policies": policies})
+        _print_json(report.to_json())
         return
     console = _console()
-    if rows:
+    if report.jobs:
         table = _table()
         table.add_column("id", no_wrap=True)
         table.add_column("state")
         table.add_column("files", justify="right")
         table.add_column("size", justify="right", no_wrap=True)
         table.add_column("cleanup would")
-        for row in rows:
-            action = "remove" if row["cleanup"] == "remove" else f"keep ({row['kept_because']})"
-            if row["expired"]:
+        for job in report.jobs:
+            action = "remove" if job.removable else f"keep ({job.kept_because})"
+            if job.expired:
                 action += ", expired"
-            table.add_row(Text(row["job_id"]), _state_text(row["state"]), Text(str(row["files"])),
-                          Text(human_bytes(row["bytes"])), Text(action))
+            table.add_row(Text(job.job_id), _state_text(job.state), Text(str(job.files)),
+                          Text(human_bytes(job.bytes)), Text(action))
         console.print(table)
         states_table = _table()
         states_table.add_column("state")
         states_table.add_column("jobs", justify="right")
         states_table.add_column("files", justify="right")
         states_table.add_column("size", justify="right", no_wrap=True)
-        for state, sums in sorted(by_state.items()):
-            states_table.add_row(_state_text(state), Text(str(sums["jobs"])), Text(str(sums["files"])),
-                                 Text(human_bytes(sums["bytes"])))
+        for state, sums in sorted(report.by_state.items()):
+            states_table.add_row(_state_text(state), Text(str(sums.jobs)), Text(str(sums.files)),
+                                 Text(human_bytes(sums.bytes)))
         console.print(states_table)
         console.print(Text("largest jobs: " + ", ".join(
-            f"{r['job_id']} {human_bytes(r['bytes'])}" for r in largest)), soft_wrap=True)
-    why = ", ".join(f"{reason} {human_bytes(size)}" for reason, size in sorted(kept_by.items()))
+            f"{job.job_id} {human_bytes(job.bytes)}" for job in report.largest)), soft_wrap=True)
+    why = ", ".join(f"{reason} {human_bytes(size)}"
+                    for reason, size in sorted(report.kept_bytes_by_reason.items()))
     for line in (
-        f"{_plural(totals['jobs'], 'job')} in {store.url}: {human_bytes(totals['bytes'])} "
-        f"in {_plural(totals['files'], 'file')}",
-        f"cleanup would free now: {human_bytes(totals['freeable_bytes'])}",
-        f"kept: {human_bytes(totals['kept_bytes'])}" + (f" ({why})" if why else ""),
+        f"{_plural(len(report.jobs), 'job')} in {report.share_dir}: {human_bytes(report.bytes)} "
+        f"in {_plural(report.files, 'file')}",
+        f"cleanup would free now: {human_bytes(report.freeable_bytes)}",
+        f"kept: {human_bytes(report.kept_bytes)}" + (f" ({why})" if why else ""),
     ):
         console.print(Text(line), soft_wrap=True)
     policy_table = _table()
     policy_table.add_column("policy")
     policy_table.add_column("jobs", justify="right")
     policy_table.add_column("would free", justify="right", no_wrap=True)
-    for entry in policies:
-        policy_table.add_row(Text(entry["policy"]), Text(str(entry["jobs"])),
-                             Text(human_bytes(entry["bytes"])))
+    for estimate in report.policies:
+        policy_table.add_row(Text(estimate.policy), Text(str(estimate.jobs)),
+                             Text(human_bytes(estimate.bytes)))
     console.print(policy_table)
-
-
-def _would_free(name: str, surveyed: list[SurveyedJob], policy: RetentionPolicy,
-                now: datetime) -> dict[str, Any]:
-    """How many jobs and bytes a policy would remove now."""
-    by_id = {job.job_id: job for job in surveyed}
-    chosen = [by_id[job_id] for job_id in select_jobs(surveyed, policy, now).job_ids]
-    gone = [job for job in chosen if job.removable(policy.force)]
-    return {"policy": name, "jobs": len(gone), "bytes": sum(job.bytes for job in gone),
-            "files": sum(job.files for job in gone)}
 
 
 # -- demo --------------------------------------------------------------------------------
