@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, api, jobs, listing
-from .cleanup import Action, CleanupEntry, CleanupReport, cleanup_jobs
+from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
 from .contexts import RxUnsupportedContextError
 from .durations import parse_size
 from .engines import EngineNotInstalledError
@@ -511,15 +511,15 @@ def cancel(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
 
 def _cleanup_line(entry: CleanupEntry, why: str = "") -> str:
     picked = f" [{why}]" if why else ""
-    if entry.outcome == "removed":
+    if entry.outcome is CleanupOutcome.REMOVED:
         return f"removed {entry.job_id} ({entry.status}; {_plural(entry.files, 'file')}, " \
                f"{human_bytes(entry.bytes)}){picked}"
-    if entry.outcome == "would remove":
+    if entry.outcome is CleanupOutcome.WOULD_REMOVE:
         return f"would remove {entry.job_id} ({entry.status}; {_plural(entry.files, 'file')}, " \
                f"{human_bytes(entry.bytes)}){picked}"
-    if entry.outcome == "missing":
+    if entry.outcome is CleanupOutcome.MISSING:
         return f"not found {entry.job_id}: {entry.reason}"
-    if entry.outcome == "error":
+    if entry.outcome is CleanupOutcome.ERROR:
         return f"error {entry.job_id}: {entry.reason}"
     return f"kept {entry.job_id} ({entry.status}): {entry.reason}{picked}"
 
@@ -563,7 +563,7 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool, q
             if not quiet:
                 for entry in part:
                     click.echo(_cleanup_line(entry, (why or {}).get(entry.job_id, "")),
-                               err=entry.outcome == "error")
+                               err=entry.outcome is CleanupOutcome.ERROR)
             if progress is not None and bar is not None:
                 progress.advance(bar, len(batch))
     named = {entry.job_id for entry in report}
@@ -608,7 +608,7 @@ def _surveyed_entry(store: Store, job: SurveyedJob, force: bool) -> CleanupEntry
     decision = job.decision(force)
     removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
     return CleanupEntry(job.job_id, store.url, job.status.value,
-                        "would remove" if removable else "kept", decision.reason,
+                        CleanupOutcome.WOULD_REMOVE if removable else CleanupOutcome.KEPT, decision.reason,
                         files=job.files if removable else 0, bytes=job.bytes if removable else 0,
                         expired=job.expired)
 
@@ -669,9 +669,9 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
                                           quiet=as_json)
     for message in other_warnings:
         _warning(message)
-    kept = [e for e in report if e.outcome == "kept"]
-    missing = [e for e in report if e.outcome == "missing"]
-    errors = [e for e in report if e.outcome == "error"]
+    kept = [e for e in report if e.outcome is CleanupOutcome.KEPT]
+    missing = [e for e in report if e.outcome is CleanupOutcome.MISSING]
+    errors = [e for e in report if e.outcome is CleanupOutcome.ERROR]
     _print_cleanup_summary(report, store, dry_run, force, as_json, skipped=skipped)
     if errors or kept or missing:
         ctx.exit(1)
@@ -706,7 +706,8 @@ def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: boo
     still_over = False
     size = {}
     if selection is not None and policy.max_total_size is not None:
-        freed = sum(e.bytes for e in report if e.outcome in ("removed", "would remove"))
+        gone = (CleanupOutcome.REMOVED, CleanupOutcome.WOULD_REMOVE)
+        freed = sum(e.bytes for e in report if e.outcome in gone)
         after = selection.total_bytes - freed
         still_over = after > policy.max_total_size
         size = {"total_bytes": selection.total_bytes, "bytes_after": after,
@@ -721,21 +722,21 @@ def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: boo
         click.echo(f"share dir {verb} {human_bytes(size['bytes_after'])} "
                    f"(--max-total-size {human_bytes(policy.max_total_size)})")
     if still_over:
-        kept = sum(1 for e in report if e.outcome == "kept")
+        kept = sum(1 for e in report if e.outcome is CleanupOutcome.KEPT)
         _warning(f"the share dir {'would stay' if dry_run else 'is still'} over --max-total-size: "
                  f"the rest is held by jobs the cleanup rules keep ({kept} picked and kept, and "
                  "jobs not picked); collect their results or pass --force")
-    if any(e.outcome == "error" for e in report) or (still_over and not dry_run):
+    if any(e.outcome is CleanupOutcome.ERROR for e in report) or (still_over and not dry_run):
         ctx.exit(1)
 
 
 def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, force: bool,
                            as_json: bool, skipped: Sequence[str] = (),
                            extra: dict[str, Any] | None = None) -> None:
-    would = [e for e in report if e.outcome == "would remove"]
-    errors = [e for e in report if e.outcome == "error"]
-    kept = [e for e in report if e.outcome == "kept"]
-    missing = [e for e in report if e.outcome == "missing"]
+    would = [e for e in report if e.outcome is CleanupOutcome.WOULD_REMOVE]
+    errors = [e for e in report if e.outcome is CleanupOutcome.ERROR]
+    kept = [e for e in report if e.outcome is CleanupOutcome.KEPT]
+    missing = [e for e in report if e.outcome is CleanupOutcome.MISSING]
     if as_json:
         data = report.to_json()
         data.update(share_dir=store.url, dry_run=dry_run, force=force, skipped=list(skipped),
