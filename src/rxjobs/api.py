@@ -1,8 +1,9 @@
 """The revoscalepy-compatible ``rx_*`` functions: argument mapping and delegation.
 
 Code written for revoscalepy's job functions runs after changing the import.
-Every function here maps its arguments onto :mod:`rxjobs.jobs` and
-:mod:`rxjobs.cleanup`; no job logic lives here.
+Every function here maps its arguments onto the job services
+(:mod:`rxjobs.jobs`, :mod:`rxjobs.listing`, :mod:`rxjobs.cleanup`); no job
+logic lives here.
 """
 
 from __future__ import annotations

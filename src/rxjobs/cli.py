@@ -1,8 +1,11 @@
 """The ``rxjobs`` command: list, inspect, wait for, cancel and clean up the jobs of a share dir.
 
 The command only parses arguments and prints.  Every job operation is a call
-into :mod:`rxjobs.api`; read-only details come from :mod:`rxjobs.jobs`,
-:mod:`rxjobs.cleanup` (dry runs) and :mod:`rxjobs.store` (sizes).
+into :mod:`rxjobs.api`; what it shows comes from the job services:
+:mod:`rxjobs.listing` (``list``), :mod:`rxjobs.usage` (``du``),
+:mod:`rxjobs.retention` and :mod:`rxjobs.cleanup` (``cleanup``, dry runs) and
+:mod:`rxjobs.jobs` (states).  Times and durations are read by
+:mod:`rxjobs.times` and :mod:`rxjobs.durations`.
 
 Errors a user can cause end as one line on stderr, ``rxjobs: error: <message>``,
 with exit status 1 (click's own usage errors exit with 2).  Warnings of the
