@@ -424,9 +424,12 @@ def list_jobs(
     store = open_store(share_dir or default_share_dir(), share_dir_options)
     start = as_time(start_time, "start_time") if start_time is not None else None
     end = as_time(end_time, "end_time") if end_time is not None else None
-    return [(RxRemoteJob._listed(row.context, row.job_id, store.url, row.share_dir_options),
-             row.submitted, row.status or RxRemoteJobStatus.UNDETERMINED)
-            for row in listing.list_jobs(store, None, False, start, end, states, need_status=True)]
+    found = []
+    for row in listing.list_jobs(store, None, False, start, end, states, need_status=True):
+        status = row.status if row.status is not None else RxRemoteJobStatus.UNDETERMINED
+        found.append((RxRemoteJob._listed(row.context, row.job_id, store.url, row.share_dir_options),
+                      row.submitted, status))
+    return found
 
 
 def get_job(job_id: str, share_dir: str | None = None,
