@@ -31,6 +31,7 @@ from datetime import timedelta, timezone
 from pathlib import Path
 
 from rxjobs import (
+    RxComputeContext,
     RxLocalParallel,
     RxRemoteJobStatus,
     rx_cancel_job,
@@ -93,7 +94,8 @@ def clone_spread(templates: list[Path], share: Path, job_ids: list[str]) -> None
     store = open_store(str(share))
     store.ensure_root()
     records = [JobRecord.from_json(store.read_json(str(t / "job.json"))) for t in templates]
-    context = dataclasses.replace(records[0].compute_context(), share_dir=store.url).to_dict()
+    submitted_with = RxComputeContext.from_dict(records[0].context)
+    context = dataclasses.replace(submitted_with, share_dir=store.url).to_dict()
     for i, job_id in enumerate(job_ids):
         template, record = templates[i % len(templates)], records[i % len(templates)]
         shutil.copytree(template, share / job_id, symlinks=True)

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -212,3 +213,12 @@ def unix_users(users_runtime):
         yield users
     finally:
         users.remove()
+@pytest.fixture
+def new_york(monkeypatch):
+    """Local time is America/New_York (UTC-5, UTC-4 in summer) for the test: a time
+    without a zone then differs from the same wall time in UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -31,8 +31,10 @@ from rxjobs import (
     rx_get_job_status,
     rx_wait_for_job,
 )
-from rxjobs.cli import cli, parse_duration, parse_time
+from rxjobs.cli import cli
+from rxjobs.durations import parse_duration
 from rxjobs.store import open_store
+from rxjobs.times import parse_time
 from rxjobs.waiting import poll
 
 pytestmark = pytest.mark.timeout(120)
@@ -149,7 +151,7 @@ def test_parse_time():
     assert parse_time("2h", now=now) == now - timedelta(hours=2)
     assert parse_time("2026-01-02T03:04:05Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     local = parse_time("2026-01-02")
-    assert local.tzinfo is not None  # naive input is local time, made aware
+    assert local.tzinfo is timezone.utc  # naive input is local time, given in UTC
     assert local == datetime(2026, 1, 2).astimezone()
     with pytest.raises(ValueError, match="not a date/time"):
         parse_time("yesterday")

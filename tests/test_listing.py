@@ -12,7 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rxjobs import RxLocalParallel, RxLocalSeq, RxRemoteJob, jobs, list_jobs, rx_get_jobs
+from rxjobs import (
+    RxLocalParallel,
+    RxLocalSeq,
+    RxRemoteJob,
+    RxRemoteJobStatus,
+    jobs,
+    list_jobs,
+    listing,
+    rx_get_jobs,
+)
+from rxjobs.errors import JobNotFoundError
 from rxjobs.ids import ids_in_window, new_job_id, valid_ids, validate_job_id
 from rxjobs.store import MAX_RECORD_BYTES, Store, open_store
 
@@ -253,3 +263,83 @@ def test_listed_jobs_are_the_values_rx_remote_job_makes(tmp_path):
         assert _fields(job) == _fields(expected)
         assert vars(job) == vars(expected)
     assert [job.job_id for job, _, _ in list_jobs(store.url)] == ids
+
+
+# -- the listing service --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_listing_rows_fill_in_only_what_is_asked_for(tmp_path):
+    store = open_store(str(tmp_path))
+    cc = RxLocalParallel(share_dir=store.url)
+    timed = _job(store, new_job_id(at(10)))
+    other = _job(store, new_job_id(at(20)))
+    _job(store, new_job_id(at(30)), raw=b"{not json")  # debris: never a row
+    rows = list(listing.list_jobs(store, cc))
+    assert [(r.job_id, r.submitted, r.status) for r in rows] == [
+        (timed, at(10), jobs.job_status(store, timed).status),
+        (other, at(20), jobs.job_status(store, other).status)]
+    assert rows[0].record == jobs.read_job_record(store, timed)
+    assert rows[0].context == cc and rows[1].context == cc
+    bare = list(listing.list_jobs(store, cc, need_status=False))
+    assert [(r.job_id, r.submitted, r.status) for r in bare] == [(timed, None, None), (other, None, None)]
+    # A state filter derives the state, and only that.
+    state = rows[0].status
+    filtered = listing.list_jobs(store, cc, states=[state.value], need_status=False)
+    assert [(r.job_id, r.submitted, r.status) for r in filtered] == [
+        (r.job_id, None, state) for r in rows if r.status is state]
+    others = set(RxRemoteJobStatus) - {r.status for r in rows}
+    assert list(listing.list_jobs(store, cc, states=others)) == []
+    # Without a context: every job of the share dir.
+    assert [r.context for r in listing.list_jobs(store)] == [cc, cc]
+
+
+@pytest.mark.timeout(60)
+def test_find_job_is_the_row_of_one_job(tmp_path):
+    store = open_store(str(tmp_path))
+    job_id = _job(store, new_job_id(at(10)), num_workers=3)
+    row = listing.find_job(store, job_id)
+    assert row == listing.ListedJob(job_id, RxLocalParallel(share_dir=store.url, num_workers=3), None,
+                                    at(10), None, jobs.read_job_record(store, job_id))
+    assert listing.find_job(store, _job(store, "broken", raw=b"[]")).context == RxLocalSeq()
+    with pytest.raises(JobNotFoundError):
+        listing.find_job(store, "absent")
+    with pytest.raises(ValueError, match="invalid job id"):
+        listing.find_job(store, "../x")
+
+
+@pytest.mark.timeout(60)
+def test_summaries_are_what_rxjobs_list_prints(tmp_path):
+    store = open_store(str(tmp_path))
+    job_id = _job(store, new_job_id(at(10)))
+    broken = _job(store, new_job_id(at(20)), raw=b"[]")
+    summaries = [listing.summarize(store, row).to_json() for row in listing.list_jobs(store)]
+    state = jobs.job_status(store, job_id).status.value
+    size = store.usage(job_id)
+    assert summaries[0] == {"job_id": job_id, "state": state, "submitted": "2026-11-28T10:00:10+00:00",
+                            "function": "", "n_runs": 1, "n_tasks": 1, "files": size.files,
+                            "bytes": size.bytes}
+    assert len(summaries) == 1  # the broken one is debris, never listed
+    # Named on its own, debris still gets a row (for `rxjobs status` and `cleanup ID`).
+    assert listing.summarize(store, listing.find_job(store, broken)).to_json()["n_runs"] is None
+
+
+@pytest.mark.timeout(60)
+def test_rx_get_jobs_reads_times_without_zone_as_local_time(tmp_path, new_york):
+    store = open_store(str(tmp_path))
+    cc = RxLocalParallel(share_dir=store.url)
+    ids = [_job(store, new_job_id(at(s))) for s in (0, 10, 20)]
+
+    def window(start, end) -> list[str]:
+        return [job.job_id for job in rx_get_jobs(cc, start_time=start, end_time=end, verbose=False)]
+
+    # T0 is 10:00 UTC, 05:00 in New York.
+    assert window(datetime(2026, 11, 28, 5, 0, 10), None) == ids[1:]
+    assert window("2026-11-28T05:00:10", "2026-11-28 05:00:10") == ids[1:2]
+    assert window("2026-11-28T10:00:10Z", None) == ids[1:]
+    assert window(None, datetime(2026, 11, 28, 10, 0, 10)) == ids  # 10:00 in New York: all
+    assert window("1h", None) == []  # an hour ago: after every job
+    with pytest.raises(TypeError, match="start_time must be a datetime or a string"):
+        rx_get_jobs(cc, start_time=3, verbose=False)
+    with pytest.raises(ValueError, match="before year 1"):
+        rx_get_jobs(cc, end_time="99999999d", verbose=False)

@@ -1,8 +1,9 @@
 """The revoscalepy-compatible ``rx_*`` functions: argument mapping and delegation.
 
 Code written for revoscalepy's job functions runs after changing the import.
-Every function here maps its arguments onto :mod:`rxjobs.jobs` and
-:mod:`rxjobs.cleanup`; no job logic lives here.
+Every function here maps its arguments onto the job services
+(:mod:`rxjobs.jobs`, :mod:`rxjobs.listing`, :mod:`rxjobs.cleanup`); no job
+logic lives here.
 """
 
 from __future__ import annotations
@@ -10,24 +11,24 @@ from __future__ import annotations
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from . import jobs
+from . import jobs, listing
 from .arguments import build_runs, choose_chunk_size
 from .cleanup import CleanupReport, cleanup_jobs
 from .contexts import RxComputeContext, RxLocalSeq
 from .durations import format_duration, to_timedelta
 from .engines import get_engine
 from .errors import JobFailedError, JobNotFoundError
-from .ids import job_id_time, validate_job_id
-from .records import JobRecord, mark_retrieved, read_job_record
+from .ids import validate_job_id
+from .records import mark_retrieved, read_job_record
 from .runner import Payload, load_task_result
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
-from .times import to_utc
+from .times import as_time
 from .waiting import poll
 
 
@@ -156,15 +157,6 @@ class RxRemoteJob:
     def close(self) -> CleanupReport:
         """Remove the job's artifacts whatever its state (cancels it if it runs)."""
         return rx_cleanup_jobs(self, force=True, verbose=False)
-
-
-def _stored_context(record: JobRecord, store: Store) -> RxComputeContext | None:
-    """The context a job was submitted with; None for an unknown kind or an engine
-    not installed here (the job is still listed, probed and cleaned up)."""
-    try:
-        return RxComputeContext.from_dict(record.context)
-    except (ValueError, TypeError, ImportError):
-        return None
 
 
 def _job(job_info: Any) -> RxRemoteJob:
@@ -369,8 +361,8 @@ def _print_output(store: Store, job_id: str) -> None:
 def rx_get_jobs(
     compute_context: RxComputeContext | None = None,
     exact_match: bool = False,
-    start_time: datetime | None = None,
-    end_time: datetime | None = None,
+    start_time: datetime | str | None = None,
+    end_time: datetime | str | None = None,
     states: Iterable[RxRemoteJobStatus | str] | None = None,
     verbose: bool = True,
 ) -> list[RxRemoteJob]:
@@ -379,45 +371,65 @@ def rx_get_jobs(
     Parameters
     ----------
     compute_context
-        Whose jobs: those of its share dir on the same engine address (for
-        ``RxLocalSeq``, the default share dir); default the current context.
+        Whose jobs: those found in its share dir (for ``RxLocalSeq``, the
+        default share dir) that were submitted to the same engine address,
+        whatever path spelled the share dir then; default the current context.
     exact_match
-        Only jobs submitted with exactly this context (every setting equal).
+        Only jobs submitted with exactly this context: the same kind and
+        every setting equal, except where the share dir is
+        (``share_dir``, ``share_dir_options``).
     start_time, end_time
-        Only jobs submitted in this window (naive datetimes are local time).
+        Only jobs submitted in this window: a ``datetime`` (naive: local
+        time), or text such as ``"2026-11-28T14:30"`` or ``"2h"`` (two hours
+        ago), read as ``rxjobs list --since/--until`` read it.
     states
         Only jobs in these states (members or strings such as ``"finished"``).
     verbose
         Print one line per job: state, submit time, id.
     """
     cc = _context(compute_context)
-    share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
-    store = open_store(share, cc.job_share_dir_options())
+    start = as_time(start_time, "start_time") if start_time is not None else None
+    end = as_time(end_time, "end_time") if end_time is not None else None
+    store = _store_of(cc)
     found = []
-    for job, created, status in _scan(store, cc, exact_match, start_time, end_time, states,
-                                      need_status=verbose):
+    for row in listing.list_jobs(store, cc, exact_match, start, end, states, need_status=verbose):
         if verbose:
-            when = created.astimezone().strftime("%Y-%m-%d %H:%M:%S") if created else "?"
-            print(f"{status.value:<12} {when}  {job.job_id}")
-        found.append(job)
+            when = row.submitted.astimezone().strftime("%Y-%m-%d %H:%M:%S") if row.submitted else "?"
+            state = row.status.value if row.status is not None else "?"
+            print(f"{state:<12} {when}  {row.job_id}")
+        found.append(RxRemoteJob._listed(row.context, row.job_id, store.url, row.share_dir_options))
     return found
+
+
+def _store_of(cc: RxComputeContext) -> Store:
+    """The share dir of a context (for ``RxLocalSeq``, the default one)."""
+    share = cc.job_share_dir() if cc.engine is not None else default_share_dir()
+    return open_store(share, cc.job_share_dir_options())
 
 
 def list_jobs(
     share_dir: str | None = None,
-    start_time: datetime | None = None,
-    end_time: datetime | None = None,
+    start_time: datetime | str | None = None,
+    end_time: datetime | str | None = None,
     states: Iterable[RxRemoteJobStatus | str] | None = None,
     share_dir_options: dict[str, Any] | None = None,
 ) -> list[tuple[RxRemoteJob, datetime | None, RxRemoteJobStatus]]:
     """Every job of a share dir (whatever its context), with submit time and state.
 
     This is what the ``rxjobs`` command lists; ``rx_get_jobs`` is the same
-    scan restricted to one compute context.  ``share_dir_options`` are the
-    fsspec storage options of an object-store share dir.
+    listing restricted to one compute context (see :mod:`rxjobs.listing`).
+    ``share_dir_options`` are the fsspec storage options of an object-store
+    share dir.
     """
     store = open_store(share_dir or default_share_dir(), share_dir_options)
-    return list(_scan(store, None, False, start_time, end_time, states, need_status=True))
+    start = as_time(start_time, "start_time") if start_time is not None else None
+    end = as_time(end_time, "end_time") if end_time is not None else None
+    found = []
+    for row in listing.list_jobs(store, None, False, start, end, states, need_status=True):
+        status = row.status if row.status is not None else RxRemoteJobStatus.UNDETERMINED
+        found.append((RxRemoteJob._listed(row.context, row.job_id, store.url, row.share_dir_options),
+                      row.submitted, status))
+    return found
 
 
 def get_job(job_id: str, share_dir: str | None = None,
@@ -433,96 +445,8 @@ def get_job(job_id: str, share_dir: str | None = None,
     """
     validate_job_id(job_id)
     store = open_store(share_dir or default_share_dir(), share_dir_options)
-    options = store.options or None
-    try:
-        record = read_job_record(store, job_id)
-    except ValueError:  # a job dir with a broken job.json is still a job to clean up
-        return RxRemoteJob(RxLocalSeq(), job_id, share_dir=store.url, share_dir_options=options)
-    return RxRemoteJob(_stored_context(record, store) or RxLocalSeq(), job_id, share_dir=store.url,
-                       share_dir_options=options)
-
-
-def _scan(
-    store: Store,
-    cc: RxComputeContext | None,
-    exact_match: bool,
-    start_time: datetime | None,
-    end_time: datetime | None,
-    states: Iterable[RxRemoteJobStatus | str] | None,
-    need_status: bool,
-) -> Iterator[tuple[RxRemoteJob, datetime | None, RxRemoteJobStatus]]:
-    """Yield (job, submit time, state) for the jobs of ``store`` that pass the filters.
-
-    Every job in the window has its job.json read and its context matched; a job
-    whose record is corrupt or unreadable is kept (with ``cc``, or ``RxLocalSeq()``)
-    unless ``exact_match``, so that it can be cleaned up.  The submit time is
-    worked out only when a window or ``need_status`` asks for it (else None),
-    the state only when ``states`` or ``need_status`` ask for it (else UNDETERMINED).
-    """
-    wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
-    start, end = _utc(start_time), _utc(end_time)
-    windowed = start is not None or end is not None
-    need_time = windowed or need_status
-    # The same for every job of the scan: worked out once.
-    share_dir, options = store.url, store.options or None
-    fallback_cc: RxComputeContext = cc or RxLocalSeq()
-    # RxRemoteJob(...) takes the options of the job's context when the store has none.
-    fallback_options = options if options is not None else fallback_cc.job_share_dir_options()
-    undetermined = RxRemoteJobStatus.UNDETERMINED
-    # Contexts repeat across jobs: rebuild and match each distinct one once, and
-    # spare even the lookup when a job has the context of the job before it.
-    contexts: dict[str, tuple[RxComputeContext | None, bool, dict[str, Any] | None]] = {}
-    last_context: dict[str, Any] | None = None
-    last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
-    for job_id in store.list_job_ids(start, end):
-        try:
-            record = read_job_record(store, job_id, listed=True)
-        except (JobNotFoundError, ValueError, PermissionError):
-            # Removed while we listed, not a job (debris: see `rxjobs doctor`), or made
-            # unreadable by its owner: not listed.
-            continue
-        created = None
-        if need_time:
-            created = job_id_time(job_id)
-            if created is None and record is not None:
-                created = record.created_time
-            if windowed and (created is None or (start is not None and created < start)
-                             or (end is not None and created > end)):
-                continue
-        if record.context != last_context:
-            key = repr(record.context)
-            verdict = contexts.get(key)
-            if verdict is None:
-                ctx = _stored_context(record, store)
-                verdict = (ctx, ctx is not None and (cc is None or ctx.matches(cc, exact_match)),
-                           options if options is not None or ctx is None else ctx.job_share_dir_options())
-                contexts[key] = verdict
-            last_context, last_verdict = record.context, verdict
-        stored, matched, job_options = last_verdict
-        if stored is None:
-            # No usable record (corrupt, or its engine is not installed here):
-            # listed with the share dir's jobs so that it can be cleaned up.
-            if exact_match:
-                continue
-            job_cc, job_options = fallback_cc, fallback_options
-        else:
-            job_cc = stored
-            if not matched:
-                continue
-        status = undetermined
-        if wanted is not None or need_status:
-            status = jobs.job_status(store, job_id).status
-            if wanted is not None and status not in wanted:
-                continue
-        yield RxRemoteJob._listed(job_cc, job_id, share_dir, job_options), created, status
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise TypeError(f"start_time/end_time must be datetime objects, not {type(value).__name__}")
-    return to_utc(value)
+    row = listing.find_job(store, job_id)
+    return RxRemoteJob._listed(row.context, job_id, store.url, row.share_dir_options)
 
 
 def rx_get_job_status(job_info: RxRemoteJob) -> RxRemoteJobStatus:

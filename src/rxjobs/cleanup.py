@@ -118,6 +118,19 @@ def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
     )
 
 
+class CleanupOutcome(str, enum.Enum):
+    """What cleanup did to one job; a ``str``, so reports and JSON say its value."""
+
+    REMOVED = "removed"
+    KEPT = "kept"
+    MISSING = "missing"
+    ERROR = "error"
+    WOULD_REMOVE = "would remove"  # a dry run
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class CleanupEntry:
     """What cleanup did to one job."""
@@ -125,11 +138,15 @@ class CleanupEntry:
     job_id: str
     share_dir: str
     status: str
-    outcome: str  # "removed", "kept", "missing", "error", or "would remove" on a dry run
+    outcome: CleanupOutcome
     reason: str
     files: int = 0
     bytes: int = 0
     expired: bool = False  # the job's expires_after had passed
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # An outcome given by its value ("removed") is stored as the member.
+        super().__setattr__(name, CleanupOutcome(value) if name == "outcome" else value)
 
 
 @dataclass
@@ -140,11 +157,11 @@ class CleanupReport:
 
     @property
     def removed(self) -> list[CleanupEntry]:
-        return [e for e in self.entries if e.outcome == "removed"]
+        return [e for e in self.entries if e.outcome is CleanupOutcome.REMOVED]
 
     @property
     def kept(self) -> list[CleanupEntry]:
-        return [e for e in self.entries if e.outcome in ("kept", "error")]
+        return [e for e in self.entries if e.outcome in (CleanupOutcome.KEPT, CleanupOutcome.ERROR)]
 
     @property
     def files_freed(self) -> int:

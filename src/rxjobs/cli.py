@@ -1,8 +1,11 @@
 """The ``rxjobs`` command: list, inspect, wait for, cancel and clean up the jobs of a share dir.
 
 The command only parses arguments and prints.  Every job operation is a call
-into :mod:`rxjobs.api`; read-only details come from :mod:`rxjobs.jobs`,
-:mod:`rxjobs.cleanup` (dry runs) and :mod:`rxjobs.store` (sizes).
+into :mod:`rxjobs.api`; what it shows comes from the job services:
+:mod:`rxjobs.listing` (``list``), :mod:`rxjobs.usage` (``du``),
+:mod:`rxjobs.retention` and :mod:`rxjobs.cleanup` (``cleanup``, dry runs) and
+:mod:`rxjobs.jobs` (states).  Times and durations are read by
+:mod:`rxjobs.times` and :mod:`rxjobs.durations`.
 
 Errors a user can cause end as one line on stderr, ``rxjobs: error: <message>``,
 with exit status 1 (click's own usage errors exit with 2).  Warnings of the
@@ -18,8 +21,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 import click
 from rich import box
@@ -29,10 +32,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, api, jobs
-from .cleanup import Action, CleanupEntry, CleanupReport, cleanup_jobs
+from . import __version__, api, jobs, listing
+from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
 from .contexts import RxUnsupportedContextError
-from .durations import parse_duration, parse_size
+from .durations import parse_size
 from .engines import EngineNotInstalledError
 from .errors import (
     IncompleteResultsError,
@@ -48,10 +51,14 @@ from .retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs, s
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
+from .times import parse_age, parse_time, time_ago, utc_now
+from .usage import disk_usage
 from .waiting import poll
 
 # What a user can cause (a bad id, an unknown job, a job in the wrong state, an
 # unwritable share dir): reported in one line, never with a traceback.
+T = TypeVar("T")
+
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
@@ -118,71 +125,37 @@ def _captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
 
 # -- argument types ----------------------------------------------------------------------
 
-def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """Parse a point in time: an ISO date/time, or a duration ago (``2h`` is two hours ago).
+class ParsedType(click.ParamType, Generic[T]):
+    """A click parameter read by a parse function that raises ValueError on bad text.
 
     Parameters
     ----------
-    text
-        ``2026-11-28``, ``2026-11-28T14:30``, ``2026-11-28 14:30:00+01:00``,
-        ``...Z``, or a duration such as ``30m``, ``2h``, ``7d``.  A date/time
-        without a UTC offset is local time.
-    now
-        The moment durations count back from (default: now).
-
-    Returns
-    -------
-    datetime
-        A timezone-aware datetime.
-
-    Raises
-    ------
-    ValueError
-        ``text`` is neither.
+    name
+        The metavar shown in help (``TIME``, ``DURATION``, ``SIZE``).
+    parse
+        Turns the text into the value; its ValueError becomes a usage error.
+    kind
+        A value already of this type (a default, or a call from Python) is taken as is.
     """
-    try:
-        return (now or datetime.now(timezone.utc)) - parse_duration(text)
-    except ValueError:
-        pass
-    iso = text.strip()
-    if iso[-1:] in ("Z", "z"):
-        iso = iso[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(iso)
-    except ValueError:
-        raise ValueError(
-            f"not a date/time or duration: {text!r} (use e.g. 2026-11-28, 2026-11-28T14:30, "
-            "or a duration ago such as 30m, 2h, 7d)"
-        ) from None
-    return when if when.tzinfo is not None else when.astimezone()  # naive: local time
 
+    def __init__(self, name: str, parse: Callable[[str], T], kind: type[T]) -> None:
+        self.name = name
+        self.parse = parse
+        self.kind = kind
 
-class _TimeType(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> T:
+        if isinstance(value, self.kind):
             return value
         try:
-            return parse_time(str(value))
+            return self.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class _DurationType(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-TIME = _TimeType()
-DURATION = _DurationType()
+TIME = ParsedType("TIME", parse_time, datetime)
+# --older-than: a duration that still counts back to a date.
+AGE = ParsedType("DURATION", parse_age, timedelta)
+SIZE = ParsedType("SIZE", parse_size, int)
 _STATE_CHOICE = click.Choice([s.value for s in RxRemoteJobStatus], case_sensitive=False)
 
 
@@ -313,25 +286,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- list --------------------------------------------------------------------------------
 
 
-def _job_summary(store: Store, job_id: str, created: datetime | None, state: str) -> dict[str, Any]:
-    try:
-        record = read_job_record(store, job_id)
-        function, n_runs, n_tasks = record.function, record.n_runs, record.n_tasks
-    except (JobNotFoundError, ValueError):  # removed meanwhile, or a broken job.json
-        function, n_runs, n_tasks = "", None, None
-    usage = store.usage(job_id)
-    return {
-        "job_id": job_id,
-        "state": state,
-        "submitted": created.astimezone(timezone.utc).isoformat() if created else None,
-        "function": function,
-        "n_runs": n_runs,
-        "n_tasks": n_tasks,
-        "files": usage.files,
-        "bytes": usage.bytes,
-    }
-
-
 @cli.command("list")
 @_state_option("Only jobs in this state (repeatable).")
 @click.option("--since", type=TIME,
@@ -344,11 +298,10 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
                  until: datetime | None, as_json: bool) -> None:
     """List the jobs of the share dir, oldest first."""
     store = share.store()
-    found = api.list_jobs(share.url, start_time=since, end_time=until, states=states or None,
-                          share_dir_options=share.options)
-    rows = [_job_summary(store, job.job_id, created, status.value) for job, created, status in found]
+    found = listing.list_jobs(store, start=since, end=until, states=states or None)
+    rows = [listing.summarize(store, job) for job in found]
     if as_json:
-        _print_json(rows)
+        _print_json([row.to_json() for row in rows])
         return
     console = _console()
     if not rows:
@@ -362,11 +315,10 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
     table.add_column("runs", justify="right")
     table.add_column("size", justify="right", no_wrap=True)
     for row in rows:
-        submitted = datetime.fromisoformat(row["submitted"]) if row["submitted"] else None
         table.add_row(
-            Text(row["job_id"]), _state_text(row["state"]), Text(_local_time(submitted)),
-            Text(row["function"] or "?"), Text("?" if row["n_runs"] is None else str(row["n_runs"])),
-            Text(human_bytes(row["bytes"])),
+            Text(row.job_id), _state_text(row.status.value if row.status else "?"),
+            Text(_local_time(row.submitted)), Text(row.function or "?"),
+            Text("?" if row.n_runs is None else str(row.n_runs)), Text(human_bytes(row.bytes)),
         )
     console.print(table)
     console.print(Text(f"{_plural(len(rows), 'job')} in {store.url}"), soft_wrap=True)
@@ -562,15 +514,15 @@ def cancel(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
 
 def _cleanup_line(entry: CleanupEntry, why: str = "") -> str:
     picked = f" [{why}]" if why else ""
-    if entry.outcome == "removed":
+    if entry.outcome is CleanupOutcome.REMOVED:
         return f"removed {entry.job_id} ({entry.status}; {_plural(entry.files, 'file')}, " \
                f"{human_bytes(entry.bytes)}){picked}"
-    if entry.outcome == "would remove":
+    if entry.outcome is CleanupOutcome.WOULD_REMOVE:
         return f"would remove {entry.job_id} ({entry.status}; {_plural(entry.files, 'file')}, " \
                f"{human_bytes(entry.bytes)}){picked}"
-    if entry.outcome == "missing":
+    if entry.outcome is CleanupOutcome.MISSING:
         return f"not found {entry.job_id}: {entry.reason}"
-    if entry.outcome == "error":
+    if entry.outcome is CleanupOutcome.ERROR:
         return f"error {entry.job_id}: {entry.reason}"
     return f"kept {entry.job_id} ({entry.status}): {entry.reason}{picked}"
 
@@ -614,7 +566,7 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool, q
             if not quiet:
                 for entry in part:
                     click.echo(_cleanup_line(entry, (why or {}).get(entry.job_id, "")),
-                               err=entry.outcome == "error")
+                               err=entry.outcome is CleanupOutcome.ERROR)
             if progress is not None and bar is not None:
                 progress.advance(bar, len(batch))
     named = {entry.job_id for entry in report}
@@ -623,26 +575,11 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool, q
     return report, others
 
 
-class _SizeType(click.ParamType):
-    name = "SIZE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-SIZE = _SizeType()
-
-
 def _retention_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that choose jobs among all those of the share dir (cleanup and du)."""
     for option in reversed([
         _state_option("Only jobs in this state (repeatable)."),
-        click.option("--older-than", type=DURATION,
+        click.option("--older-than", type=AGE,
                      help="Jobs submitted longer ago than this (e.g. 7d)."),
         click.option("--max-total-size", type=SIZE, metavar="SIZE",
                      help="Remove the oldest jobs the cleanup rules allow until the share dir "
@@ -674,7 +611,7 @@ def _surveyed_entry(store: Store, job: SurveyedJob, force: bool) -> CleanupEntry
     decision = job.decision(force)
     removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
     return CleanupEntry(job.job_id, store.url, job.status.value,
-                        "would remove" if removable else "kept", decision.reason,
+                        CleanupOutcome.WOULD_REMOVE if removable else CleanupOutcome.KEPT, decision.reason,
                         files=job.files if removable else 0, bytes=job.bytes if removable else 0,
                         expired=job.expired)
 
@@ -722,13 +659,12 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
     share: ShareDir = ctx.obj
     store = share.store()
     filtered = bool(states) or older_than is not None
-    cutoff = datetime.now(timezone.utc) - older_than if older_than is not None else None
+    cutoff = time_ago(older_than) if older_than is not None else None
     ids = [validate_job_id(job_id) for job_id in dict.fromkeys(job_ids)]  # all checked before any removal
     matching: set[str] = set()
     if filtered:
-        matching = {job.job_id for job, _, _ in
-                    api.list_jobs(share.url, end_time=cutoff, states=states or None,
-                                  share_dir_options=share.options)}
+        matching = {job.job_id for job in listing.list_jobs(store, end=cutoff, states=states or None,
+                                                            need_status=False)}
     selected, skipped = _select_by_id(store, ids, filtered, matching)
     for job_id in skipped if not as_json else ():
         click.echo(f"skipped {job_id}: does not match --state/--older-than")
@@ -736,9 +672,9 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
                                           quiet=as_json)
     for message in other_warnings:
         _warning(message)
-    kept = [e for e in report if e.outcome == "kept"]
-    missing = [e for e in report if e.outcome == "missing"]
-    errors = [e for e in report if e.outcome == "error"]
+    kept = [e for e in report if e.outcome is CleanupOutcome.KEPT]
+    missing = [e for e in report if e.outcome is CleanupOutcome.MISSING]
+    errors = [e for e in report if e.outcome is CleanupOutcome.ERROR]
     _print_cleanup_summary(report, store, dry_run, force, as_json, skipped=skipped)
     if errors or kept or missing:
         ctx.exit(1)
@@ -747,7 +683,7 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
 def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: bool,
                        as_json: bool) -> None:
     store = ctx.obj.store()
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     if policy.merged(force=False).is_empty():
         # Every job, as the rules say: no survey needed first.
         selection = None
@@ -773,7 +709,8 @@ def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: boo
     still_over = False
     size = {}
     if selection is not None and policy.max_total_size is not None:
-        freed = sum(e.bytes for e in report if e.outcome in ("removed", "would remove"))
+        gone = (CleanupOutcome.REMOVED, CleanupOutcome.WOULD_REMOVE)
+        freed = sum(e.bytes for e in report if e.outcome in gone)
         after = selection.total_bytes - freed
         still_over = after > policy.max_total_size
         size = {"total_bytes": selection.total_bytes, "bytes_after": after,
@@ -788,21 +725,21 @@ def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: boo
         click.echo(f"share dir {verb} {human_bytes(size['bytes_after'])} "
                    f"(--max-total-size {human_bytes(policy.max_total_size)})")
     if still_over:
-        kept = sum(1 for e in report if e.outcome == "kept")
+        kept = sum(1 for e in report if e.outcome is CleanupOutcome.KEPT)
         _warning(f"the share dir {'would stay' if dry_run else 'is still'} over --max-total-size: "
                  f"the rest is held by jobs the cleanup rules keep ({kept} picked and kept, and "
                  "jobs not picked); collect their results or pass --force")
-    if any(e.outcome == "error" for e in report) or (still_over and not dry_run):
+    if any(e.outcome is CleanupOutcome.ERROR for e in report) or (still_over and not dry_run):
         ctx.exit(1)
 
 
 def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, force: bool,
                            as_json: bool, skipped: Sequence[str] = (),
                            extra: dict[str, Any] | None = None) -> None:
-    would = [e for e in report if e.outcome == "would remove"]
-    errors = [e for e in report if e.outcome == "error"]
-    kept = [e for e in report if e.outcome == "kept"]
-    missing = [e for e in report if e.outcome == "missing"]
+    would = [e for e in report if e.outcome is CleanupOutcome.WOULD_REMOVE]
+    errors = [e for e in report if e.outcome is CleanupOutcome.ERROR]
+    kept = [e for e in report if e.outcome is CleanupOutcome.KEPT]
+    missing = [e for e in report if e.outcome is CleanupOutcome.MISSING]
     if as_json:
         data = report.to_json()
         data.update(share_dir=store.url, dry_run=dry_run, force=force, skipped=list(skipped),
@@ -823,14 +760,6 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
 # -- du ----------------------------------------------------------------------------------
 
 
-def _kept_because(job: SurveyedJob) -> str:
-    if job.foreign:
-        return "other user"
-    return {"finished": "un-retrieved", "running": "running",
-            "queued": "running",  # counted with running: both are kept until canceled
-            }.get(job.status.value, job.status.value)
-
-
 @cli.command()
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
               help="How many of the largest jobs to show.")
@@ -846,98 +775,54 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
     --force, the jobs whose expires_after has passed, and the policy given
     by the retention options or --policy, if any.  Nothing is removed.
     """
-    store = share.store()
-    now = datetime.now(timezone.utc)
-    surveyed = [j for j in survey_jobs(store, now, sizes=True)
-                if j.status is not RxRemoteJobStatus.MISSING]  # removed while we looked
-    rows = []
-    for job in surveyed:
-        decision = job.decision(force=False)
-        removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
-        rows.append({"job_id": job.job_id, "state": job.status.value, "files": job.files,
-                     "bytes": job.bytes, "cleanup": "remove" if removable else "keep",
-                     "kept_because": "" if removable else _kept_because(job),
-                     "reason": decision.reason, "expired": job.expired})
-    kept_by: dict[str, int] = {}
-    by_state: dict[str, dict[str, int]] = {}
-    for row in rows:
-        if row["cleanup"] == "keep":
-            kept_by[row["kept_because"]] = kept_by.get(row["kept_because"], 0) + row["bytes"]
-        state = by_state.setdefault(row["state"], {"jobs": 0, "files": 0, "bytes": 0})
-        state["jobs"] += 1
-        state["files"] += row["files"]
-        state["bytes"] += row["bytes"]
-    totals = {
-        "jobs": len(rows),
-        "files": sum(r["files"] for r in rows),
-        "bytes": sum(r["bytes"] for r in rows),
-        "freeable_bytes": sum(r["bytes"] for r in rows if r["cleanup"] == "remove"),
-        "kept_bytes": sum(kept_by.values()),
-        "kept_bytes_by_reason": kept_by,
-    }
-    largest = sorted(rows, key=lambda r: (-r["bytes"], r["job_id"]))[:top]
-    policies = [_would_free("cleanup --all", surveyed, RetentionPolicy(), now),
-                _would_free("cleanup --all --force", surveyed, RetentionPolicy(force=True), now),
-                _would_free("expired jobs", [j for j in surveyed if j.expired], RetentionPolicy(), now)]
     asked = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
-    if not asked.is_empty():
-        policies.append(_would_free(f"cleanup {asked.describe()}", surveyed, asked, now))
+    report = disk_usage(share.store(), asked, top)
     if as_json:
-        _print_json({"share_dir": store.url, "jobs": rows, "totals": totals, "by_state": by_state,
-                     "largest": largest, "policies": policies})
+        _print_json(report.to_json())
         return
     console = _console()
-    if rows:
+    if report.jobs:
         table = _table()
         table.add_column("id", no_wrap=True)
         table.add_column("state")
         table.add_column("files", justify="right")
         table.add_column("size", justify="right", no_wrap=True)
         table.add_column("cleanup would")
-        for row in rows:
-            action = "remove" if row["cleanup"] == "remove" else f"keep ({row['kept_because']})"
-            if row["expired"]:
+        for job in report.jobs:
+            action = "remove" if job.removable else f"keep ({job.kept_because})"
+            if job.expired:
                 action += ", expired"
-            table.add_row(Text(row["job_id"]), _state_text(row["state"]), Text(str(row["files"])),
-                          Text(human_bytes(row["bytes"])), Text(action))
+            table.add_row(Text(job.job_id), _state_text(job.state), Text(str(job.files)),
+                          Text(human_bytes(job.bytes)), Text(action))
         console.print(table)
         states_table = _table()
         states_table.add_column("state")
         states_table.add_column("jobs", justify="right")
         states_table.add_column("files", justify="right")
         states_table.add_column("size", justify="right", no_wrap=True)
-        for state, sums in sorted(by_state.items()):
-            states_table.add_row(_state_text(state), Text(str(sums["jobs"])), Text(str(sums["files"])),
-                                 Text(human_bytes(sums["bytes"])))
+        for state, sums in sorted(report.by_state.items()):
+            states_table.add_row(_state_text(state), Text(str(sums.jobs)), Text(str(sums.files)),
+                                 Text(human_bytes(sums.bytes)))
         console.print(states_table)
         console.print(Text("largest jobs: " + ", ".join(
-            f"{r['job_id']} {human_bytes(r['bytes'])}" for r in largest)), soft_wrap=True)
-    why = ", ".join(f"{reason} {human_bytes(size)}" for reason, size in sorted(kept_by.items()))
+            f"{job.job_id} {human_bytes(job.bytes)}" for job in report.largest)), soft_wrap=True)
+    why = ", ".join(f"{reason} {human_bytes(size)}"
+                    for reason, size in sorted(report.kept_bytes_by_reason.items()))
     for line in (
-        f"{_plural(totals['jobs'], 'job')} in {store.url}: {human_bytes(totals['bytes'])} "
-        f"in {_plural(totals['files'], 'file')}",
-        f"cleanup would free now: {human_bytes(totals['freeable_bytes'])}",
-        f"kept: {human_bytes(totals['kept_bytes'])}" + (f" ({why})" if why else ""),
+        f"{_plural(len(report.jobs), 'job')} in {report.share_dir}: {human_bytes(report.bytes)} "
+        f"in {_plural(report.files, 'file')}",
+        f"cleanup would free now: {human_bytes(report.freeable_bytes)}",
+        f"kept: {human_bytes(report.kept_bytes)}" + (f" ({why})" if why else ""),
     ):
         console.print(Text(line), soft_wrap=True)
     policy_table = _table()
     policy_table.add_column("policy")
     policy_table.add_column("jobs", justify="right")
     policy_table.add_column("would free", justify="right", no_wrap=True)
-    for entry in policies:
-        policy_table.add_row(Text(entry["policy"]), Text(str(entry["jobs"])),
-                             Text(human_bytes(entry["bytes"])))
+    for estimate in report.policies:
+        policy_table.add_row(Text(estimate.policy), Text(str(estimate.jobs)),
+                             Text(human_bytes(estimate.bytes)))
     console.print(policy_table)
-
-
-def _would_free(name: str, surveyed: list[SurveyedJob], policy: RetentionPolicy,
-                now: datetime) -> dict[str, Any]:
-    """How many jobs and bytes a policy would remove now."""
-    by_id = {job.job_id: job for job in surveyed}
-    chosen = [by_id[job_id] for job_id in select_jobs(surveyed, policy, now).job_ids]
-    gone = [job for job in chosen if job.removable(policy.force)]
-    return {"policy": name, "jobs": len(gone), "bytes": sum(job.bytes for job in gone),
-            "files": sum(job.files for job in gone)}
 
 
 # -- adopt -----------------------------------------------------------------------------
@@ -977,4 +862,4 @@ def demo(ctx: click.Context) -> None:
     ctx.exit(run_demo(share_dir=ctx.obj.url, echo=click.echo, share_dir_options=ctx.obj.options))
 
 
-__all__ = ["CliError", "cli", "main", "parse_duration", "parse_time"]
+__all__ = ["CliError", "ParsedType", "cli", "main"]

@@ -87,13 +87,36 @@ class RxComputeContext:
         return options.to_dict() if isinstance(options, StorageOptions) else None
 
     def matches(self, other: RxComputeContext, exact_match: bool = False) -> bool:
-        """RevoScaleR's matching: same share dir and engine address, or every setting."""
-        if exact_match:
-            return self.kind == other.kind and self.settings() == other.settings()
-        return (
-            self.job_share_dir() == other.job_share_dir()
-            and self.engine_address() == other.engine_address()
-        )
+        """Whether a job submitted with this context is one of ``other``'s jobs.
+
+        RevoScaleR's matching, with the share dir left out: a job belongs to
+        the share dir it is found in, whatever path spelled that directory at
+        submit (it may since have been moved, or be reached through a symlink
+        or another mount point), so share dirs are never compared here.
+
+        Parameters
+        ----------
+        other
+            The context asked with.
+        exact_match
+            False: the engine address is the same.  True: also the same kind
+            and every other setting, except where the share dir is and the
+            storage options that reach it (see :data:`PLACE_SETTINGS`).
+        """
+        if self.engine_address() != other.engine_address():
+            return False
+        if not exact_match:
+            return True
+        return self.kind == other.kind and _placeless(self.settings()) == _placeless(other.settings())
+
+
+# The settings that say where a share dir is and how to reach it, not how a job runs:
+# matching leaves them out (the same directory has many spellings).
+PLACE_SETTINGS = frozenset({"share_dir", "share_dir_options"})
+
+
+def _placeless(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in PLACE_SETTINGS}
 
 
 @dataclass(frozen=True)

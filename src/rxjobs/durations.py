@@ -18,6 +18,15 @@ _SIZE_RE = re.compile(r"(\d+(?:\.\d*)?)\s*([kmgtp]?)(i?)b?\Z")
 _SIZE_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 
 
+def is_duration(text: str) -> bool:
+    """Whether ``text`` is spelled as a duration (numbers each followed by a unit)."""
+    return bool(_DURATION_RE.fullmatch(_compact(text)))
+
+
+def _compact(text: str) -> str:
+    return str(text).strip().lower().replace(" ", "")
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse a duration such as ``30m``, ``2h``, ``7d``, ``1w`` or ``1h30m``.
 
@@ -33,13 +42,21 @@ def parse_duration(text: str) -> timedelta:
     Raises
     ------
     ValueError
-        ``text`` is not a duration.
+        ``text`` is not a duration, or one longer than a ``timedelta`` holds.
     """
-    compact = str(text).strip().lower().replace(" ", "")
+    compact = _compact(text)
     if not _DURATION_RE.fullmatch(compact):
         raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 2h, 7d, 1w)")
     seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART_RE.findall(compact))
-    return timedelta(seconds=seconds)
+    return _seconds(seconds, text)
+
+
+def _seconds(seconds: float, text: Any) -> timedelta:
+    """``timedelta(seconds=seconds)``, or ValueError naming ``text`` when no timedelta holds it."""
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # beyond 999999999 days, inf, nan
+        raise ValueError(f"duration out of range: {text!r} (at most {timedelta.max.days} days)") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -59,13 +76,21 @@ def format_duration(value: timedelta) -> str:
 
 
 def to_timedelta(value: Any, name: str = "duration") -> timedelta:
-    """A duration given as a ``timedelta``, a string such as ``"7d"``, or seconds."""
+    """A duration given as a ``timedelta``, a string such as ``"7d"``, or seconds.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is none of these.
+    ValueError
+        It is negative, not a duration, or longer than a ``timedelta`` holds.
+    """
     if isinstance(value, timedelta):
         result = value
     elif isinstance(value, str):
         result = parse_duration(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        result = timedelta(seconds=value)
+        result = _seconds(value, value)
     else:
         raise TypeError(f"{name} must be a duration such as '7d' or a timedelta, "
                         f"not {type(value).__name__}")
@@ -96,4 +121,7 @@ def parse_size(text: str | int) -> int:
     if binary and not unit:
         raise ValueError(f"not a size: {text!r} (use e.g. 500M, 50G, 2T, 200MiB)")
     base = 1024 if binary else 1000
-    return int(float(number) * base ** _SIZE_POWER[unit])
+    try:
+        return int(float(number) * base ** _SIZE_POWER[unit])
+    except OverflowError:  # digits beyond a float: infinity
+        raise ValueError(f"size out of range: {text!r}") from None

@@ -35,6 +35,7 @@ from .durations import format_duration, parse_size, to_timedelta
 from .ids import job_id_time
 from .status import RxRemoteJobStatus
 from .store import Store
+from .times import time_ago, utc_now
 
 POLICY_KEYS = ("older_than", "max_total_size", "keep_last", "states", "force")
 
@@ -70,6 +71,8 @@ class RetentionPolicy:
             raise ValueError(f"keep_last must be a whole number of jobs, not {self.keep_last!r}")
         if self.max_total_size is not None and self.max_total_size < 0:
             raise ValueError("max_total_size cannot be negative")
+        if self.older_than is not None:
+            time_ago(self.older_than)  # ValueError for a duration reaching back before year 1
 
     @property
     def has_rules(self) -> bool:
@@ -255,7 +258,7 @@ def select_jobs(surveyed: Sequence[SurveyedJob], policy: RetentionPolicy, now: d
             picked[job.job_id] = "expired" if job.expired else (
                 "in state " + job.status.value if policy.states is not None else "every job")
     else:
-        cutoff = now - policy.older_than if policy.older_than is not None else None
+        cutoff = time_ago(policy.older_than, now) if policy.older_than is not None else None
         for job in considered:
             if job.expired:
                 picked[job.job_id] = "expired"
@@ -277,7 +280,7 @@ def select_jobs(surveyed: Sequence[SurveyedJob], policy: RetentionPolicy, now: d
 def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
                 threads: int = 8) -> list[SurveyedJob]:
     """Look at every job of a share dir once: state, markers, expiry and (if asked) size."""
-    now = now or datetime.now(timezone.utc)
+    now = now or utc_now()
 
     def look(job_id: str) -> SurveyedJob:
         submitted = job_id_time(job_id)

@@ -1,0 +1,238 @@
+"""Listing: the jobs of a share dir that pass a listing's filters, as typed rows.
+
+The one listing behind ``rx_get_jobs``, ``rxjobs list`` and any other view of
+a share dir.  A job belongs to the share dir it is found in; among those, a
+compute context's jobs are the ones whose stored context
+:meth:`~rxjobs.contexts.RxComputeContext.matches` it.
+
+A listing reads each job's ``job.json`` once, and no more than its filters
+need: a submit-time window is chosen among the directory's names (job ids
+are time-ordered), a job's state is derived only when asked for, and each
+distinct stored context is rebuilt and matched once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from . import jobs
+from .contexts import RxComputeContext, RxLocalSeq
+from .errors import JobNotFoundError
+from .ids import job_id_time, validate_job_id
+from .records import JobRecord, read_job_record
+from .status import RxRemoteJobStatus
+from .store import Store
+from .times import to_utc
+
+
+class ListedJob(NamedTuple):
+    """One job a listing found.
+
+    A named tuple rather than a dataclass: a big listing makes tens of
+    thousands, and a tuple is the cheapest typed row to build.
+    """
+
+    job_id: str
+    #: The context the job was submitted with; when its ``job.json`` is
+    #: unreadable or names an engine not installed here, the context listed
+    #: with (``RxLocalSeq()`` if none), so that the job can still be cleaned up.
+    context: RxComputeContext
+    #: The fsspec storage options that reach the job (None: the filesystem's defaults).
+    share_dir_options: dict[str, Any] | None
+    #: When it was submitted (UTC); None if unknown or not asked for.
+    submitted: datetime | None
+    #: Its derived state; None if not asked for.
+    status: RxRemoteJobStatus | None
+    #: Its ``job.json``; None when that is no valid record.
+    record: JobRecord | None
+
+
+def stored_context(record: JobRecord) -> RxComputeContext | None:
+    """The context a job was submitted with; None for an unknown kind or an engine
+    not installed here (the job is still listed, probed and cleaned up)."""
+    try:
+        return RxComputeContext.from_dict(record.context)
+    except (ValueError, TypeError, ImportError):
+        return None
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
+    return to_utc(value)
+
+
+def list_jobs(
+    store: Store,
+    context: RxComputeContext | None = None,
+    exact_match: bool = False,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    states: Iterable[RxRemoteJobStatus | str] | None = None,
+    need_status: bool = True,
+) -> Iterator[ListedJob]:
+    """The jobs of a share dir that pass the filters, oldest first.
+
+    Parameters
+    ----------
+    store
+        The share dir.
+    context
+        Only the jobs of this compute context (same engine address; see
+        ``exact_match``); None: every job of the share dir.
+    exact_match
+        With ``context``: only jobs submitted with the same kind of context
+        and the same settings (where the share dir is and how it is reached
+        are never compared).  A job whose ``job.json`` is unreadable has no
+        settings to compare and is left out.
+    start, end
+        Only jobs submitted in this window, edges included (a naive
+        ``datetime`` is local time).
+    states
+        Only jobs in these states (members, or strings such as ``"finished"``).
+    need_status
+        Fill in every row's ``submitted`` and ``status``.  Without it they
+        are worked out only where a filter needs them (else None), which
+        spares each job its state's derivation.
+
+    Yields
+    ------
+    ListedJob
+        A row per job.  A directory without a readable ``job.json`` naming
+        it is no job (debris) and is left out, as is a job removed while the
+        listing runs.
+    """
+    wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
+    start, end = _utc(start, "start"), _utc(end, "end")
+    windowed = start is not None or end is not None
+    need_time = windowed or need_status
+    need_state = wanted is not None or need_status
+    # The same for every job of the listing: worked out once.
+    options = store.options or None
+    fallback: RxComputeContext = context or RxLocalSeq()
+    # Without options of its own, the store is reached with those of the job's context.
+    fallback_options = options if options is not None else fallback.job_share_dir_options()
+    # Contexts repeat across jobs: rebuild and match each distinct one once, and
+    # spare even the lookup when a job has the context of the job before it.
+    verdicts: dict[str, tuple[RxComputeContext | None, bool, dict[str, Any] | None]] = {}
+    last_context: dict[str, Any] | None = None
+    last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
+    for job_id in store.list_job_ids(start, end):
+        try:
+            record = read_job_record(store, job_id, listed=True)
+        except (JobNotFoundError, ValueError, PermissionError):
+            # Removed while we listed, not a job (no job.json naming it: debris, which
+            # `rxjobs doctor` reports), or made unreadable by its owner: not listed.
+            continue
+        submitted = None
+        if need_time:
+            submitted = job_id_time(job_id)
+            if submitted is None:
+                submitted = record.created_time
+            if windowed and (submitted is None or (start is not None and submitted < start)
+                             or (end is not None and submitted > end)):
+                continue
+        if record.context != last_context:
+            key = repr(record.context)
+            verdict = verdicts.get(key)
+            if verdict is None:
+                ctx = stored_context(record)
+                is_match = ctx is not None and (context is None or ctx.matches(context, exact_match))
+                verdict = (ctx, is_match, options if options is not None or ctx is None
+                           else ctx.job_share_dir_options())
+                verdicts[key] = verdict
+            last_context, last_verdict = record.context, verdict
+        stored, matched, job_options = last_verdict
+        if stored is None:
+            # A context this rxjobs cannot rebuild (its engine is not installed here):
+            # listed with the share dir's jobs so that it can be cleaned up.
+            if exact_match and context is not None:
+                continue
+            job_context, job_options = fallback, fallback_options
+        else:
+            if not matched:
+                continue
+            job_context = stored
+        status = None
+        if need_state:
+            status = jobs.job_status(store, job_id).status
+            if wanted is not None and status not in wanted:
+                continue
+        yield ListedJob(job_id, job_context, job_options, submitted, status, record)
+
+
+def find_job(store: Store, job_id: str) -> ListedJob:
+    """The job ``job_id`` of a share dir, with the context it was submitted with.
+
+    Its ``submitted`` is filled in, its ``status`` is not (None).
+
+    Raises
+    ------
+    ValueError
+        ``job_id`` is not a valid job id (checked before the disk is touched).
+    JobNotFoundError
+        No such job in the share dir.
+    """
+    validate_job_id(job_id)
+    record: JobRecord | None
+    try:
+        record = read_job_record(store, job_id)
+    except ValueError:  # a job dir with a broken job.json is still a job to clean up
+        record = None
+    context = stored_context(record) if record is not None else None
+    if context is None:
+        context = RxLocalSeq()
+    options = store.options or None
+    submitted = job_id_time(job_id)
+    if submitted is None and record is not None:
+        submitted = record.created_time
+    return ListedJob(job_id, context, options if options is not None else context.job_share_dir_options(),
+                     submitted, None, record)
+
+
+# -- what `rxjobs list` shows of a job -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as a listing shows it: id, state, submit time, function, runs and size."""
+
+    job_id: str
+    status: RxRemoteJobStatus | None
+    submitted: datetime | None
+    function: str
+    n_runs: int | None
+    n_tasks: int | None
+    files: int
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of ``rxjobs list --json``, one object per job."""
+        return {
+            "job_id": self.job_id,
+            "state": self.status.value if self.status is not None else None,
+            "submitted": self.submitted.astimezone(timezone.utc).isoformat() if self.submitted else None,
+            "function": self.function,
+            "n_runs": self.n_runs,
+            "n_tasks": self.n_tasks,
+            "files": self.files,
+            "bytes": self.bytes,
+        }
+
+
+def summarize(store: Store, job: ListedJob) -> JobSummary:
+    """What a listing shows of ``job``: its record's function and counts, and its size now."""
+    record = job.record
+    usage = store.usage(job.job_id)
+    return JobSummary(
+        job.job_id, job.status, job.submitted,
+        function=record.function if record is not None else "",
+        n_runs=record.n_runs if record is not None else None,
+        n_tasks=record.n_tasks if record is not None else None,
+        files=usage.files, bytes=usage.bytes,
+    )

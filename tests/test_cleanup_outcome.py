@@ -1,0 +1,46 @@
+"""Cleanup outcomes are a string enum: typed in Python, the same strings in reports and JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rxjobs.cleanup import CleanupEntry, CleanupOutcome, CleanupReport
+
+
+@pytest.mark.parametrize(("outcome", "value"), [
+    (CleanupOutcome.REMOVED, "removed"),
+    (CleanupOutcome.KEPT, "kept"),
+    (CleanupOutcome.MISSING, "missing"),
+    (CleanupOutcome.ERROR, "error"),
+    (CleanupOutcome.WOULD_REMOVE, "would remove"),
+])
+def test_an_outcome_is_its_string(outcome, value):
+    assert outcome == value and str(outcome) == f"{outcome}" == value
+    assert json.dumps(outcome) == json.dumps(value)
+    entry = CleanupEntry("j", "/share", "failed", value, "why")
+    assert entry.outcome is outcome  # given by its value, stored as the member
+    entry.outcome = CleanupOutcome.KEPT
+    entry.outcome = value
+    assert entry.outcome is outcome
+
+
+def test_report_json_is_unchanged():
+    report = CleanupReport([CleanupEntry("a", "/s", "failed", "removed", "failed", files=2, bytes=10),
+                            CleanupEntry("b", "/s", "finished", CleanupOutcome.KEPT, "un-retrieved"),
+                            CleanupEntry("c", "/s", "undetermined", "error", "OSError: x")])
+    assert [e.job_id for e in report.removed] == ["a"] and [e.job_id for e in report.kept] == ["b", "c"]
+    assert json.dumps(report.to_json()) == (
+        '{"removed": 1, "kept": 2, "files_freed": 2, "bytes_freed": 10, "jobs": ['
+        '{"job_id": "a", "share_dir": "/s", "status": "failed", "outcome": "removed", "reason": "failed", '
+        '"files": 2, "bytes": 10, "expired": false}, '
+        '{"job_id": "b", "share_dir": "/s", "status": "finished", "outcome": "kept", '
+        '"reason": "un-retrieved", "files": 0, "bytes": 0, "expired": false}, '
+        '{"job_id": "c", "share_dir": "/s", "status": "undetermined", "outcome": "error", '
+        '"reason": "OSError: x", "files": 0, "bytes": 0, "expired": false}]}')
+
+
+def test_an_unknown_outcome_is_refused():
+    with pytest.raises(ValueError, match="not a valid CleanupOutcome"):
+        CleanupEntry("j", "/share", "failed", "deleted", "why")
