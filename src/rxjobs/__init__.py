@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "rx_spark_connect": "api",
     "rx_spark_disconnect": "api",
     "rx_wait_for_job": "api",
+    "run_rng": "runner",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -115,4 +116,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxRunError,
         UntrustedShareDirError,
     )
+    from .runner import run_rng  # noqa: F401
     from .status import RxRemoteJobStatus  # noqa: F401

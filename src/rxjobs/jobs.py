@@ -44,9 +44,11 @@ from .records import (
     write_job_record,
 )
 from .runner import Payload, load_task_result
+from .runtime import driver_log_file, is_held, take_driver_log
 from .status import Derived, JobFacts, Probe, Record, RxRemoteJobStatus, derive_status
 from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
 from .times import parse_timestamp, utc_now_iso
+from .waiting import poll
 
 # -- submit ------------------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ def submit_job(
         write_engine_record(store, job_id, EngineRecord(context.engine, handle))
     except BaseException:
         store.discard_new_job(job_id)  # nothing is left behind, even on a full disk
+        drop_driver_log(store, job_id, salvage=False)
         raise
     return job_id
 
@@ -384,7 +387,10 @@ def _cancel_locked(store: Store, job_id: str) -> bool:
         return False
     paths = store.paths(job_id)
     mark_canceled(store, job_id)
-    stop_on_engine(store, job_id)
+    stopped = stop_on_engine(store, job_id)
+    # Once the driver's processes are gone, the kernel lets go of their log's lock
+    # a moment later.
+    drop_driver_log(store, job_id, salvage=True, wait=2.0 if stopped else 0.0)
     store.remove_file(paths.payload)
     for name in store.listdir(paths.tasks):
         if name.endswith(".result.pkl"):
@@ -404,6 +410,40 @@ def stop_on_engine(store: Store, job_id: str) -> bool:
         return bool(get_engine(engine.engine).cancel(engine.handle))
     except (FileNotFoundError, ValueError, OSError):
         return False
+
+
+def drop_driver_log(store: Store, job_id: str, salvage: bool, wait: float = 0.0) -> bool:
+    """Remove the log a dead driver of the job left in the runtime dir; True if there was one.
+
+    Only drivers of jobs on object stores keep such a log (see
+    :mod:`rxjobs.runtime`); a driver that ends copies it into ``driver.log``
+    and removes it itself, but one that was killed cannot.  With ``salvage``
+    (cancel), what it says is copied into the job's ``driver.log`` first.  A log
+    still held by a live driver is left to it, after up to ``wait`` seconds.
+    """
+    if store.is_local:
+        return False
+
+    def take() -> tuple[bytes | None] | None:
+        """(the log's content, or None if there is none); None while a driver holds it."""
+        try:
+            data = take_driver_log(job_id)
+            if data is None and is_held(driver_log_file(job_id)):
+                return None
+            return (data,)
+        except OSError:
+            return (None,)
+
+    taken = poll(take, timeout=wait, first_delay=0.01, max_delay=0.2) if wait else take()
+    data = taken[0] if taken is not None else None
+    if data is None:
+        return False
+    if salvage and data.strip():
+        try:
+            store.write_atomic(store.paths(job_id).driver_log, data)
+        except (OSError, ValueError):
+            pass  # the log is a convenience: the job's state does not depend on it
+    return True
 
 
 @contextmanager

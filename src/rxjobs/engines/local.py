@@ -113,6 +113,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     store = open_store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
+        publish_driver_log(store, job_id, local_log)
         return 0
     # The driver never unpickles the user's function: workers do.
     record = records.read_job_record(store, job_id)
@@ -148,6 +149,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
             if store.exists(paths.canceled):
                 _kill_workers()
                 pool.shutdown(wait=False, cancel_futures=True)
+                publish_driver_log(store, job_id, local_log)
                 return 0
         if failure is not None:
             _kill_workers()
