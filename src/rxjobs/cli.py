@@ -365,11 +365,23 @@ def status(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command()
 @click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True,
+              help="Print output as tasks produce it until the job ends, like tail -f; the exit "
+                   "status is 0 if it finished, 1 otherwise.")
 @click.pass_obj
-def output(share: ShareDir, job_id: str) -> None:
-    """Print the console output of a job's finished tasks, as it is."""
-    text = api.rx_get_job_output(api.get_job(job_id, share.url, share.options))
-    click.echo(text, nl=False)
+def output(share: ShareDir, job_id: str, follow: bool) -> None:
+    """Print the console output of a job's finished tasks, as it is (--follow: as it comes)."""
+    job = api.get_job(job_id, share.url, share.options)
+    if not follow:
+        click.echo(api.rx_get_job_output(job), nl=False)
+        return
+    follower = jobs.OutputFollower(job.store, job.job_id)
+    for text in follower:
+        click.echo(text, nl=False)
+    if follower.status is not RxRemoteJobStatus.FINISHED:
+        state = follower.status.value if follower.status is not None else "unknown"
+        click.echo(f"rxjobs: job {job.job_id} ended {state}", err=True)
+        raise click.exceptions.Exit(1)
 
 
 def _jsonable(value: Any) -> Any:

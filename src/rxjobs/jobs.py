@@ -48,7 +48,7 @@ from .runtime import driver_log_file, is_held, take_driver_log
 from .status import Derived, JobFacts, Probe, Record, RxRemoteJobStatus, derive_status
 from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
 from .times import parse_timestamp, utc_now_iso
-from .waiting import poll
+from .waiting import CLOCK, Clock, poll
 
 # -- submit ------------------------------------------------------------------------------
 
@@ -284,6 +284,143 @@ def read_output(store: Store, job_id: str) -> str:
     if driver.strip():
         parts.append(f"--- driver log ---\n{driver}")
     return "".join(parts)
+
+
+# -- following output --------------------------------------------------------------------
+
+DRIVER_LOG_HEADER = "--- driver log ---\n"
+
+
+@dataclass(frozen=True)
+class FollowState:
+    """What :class:`OutputFollower` has printed so far.
+
+    Attributes
+    ----------
+    printed_tasks
+        Tasks whose output was printed (each once, whole).
+    driver_offset
+        How many characters of the driver log were printed.
+    in_driver_log
+        The last thing printed was driver log (no header needed before more).
+    """
+
+    printed_tasks: frozenset[int] = frozenset()
+    driver_offset: int = 0
+    in_driver_log: bool = False
+
+
+def next_output(state: FollowState, task_outputs: dict[int, str], driver_log: str,
+                final: bool) -> tuple[list[str], FollowState]:
+    """What to print next, from what is there now; pure (tested by a table).
+
+    Parameters
+    ----------
+    state
+        What was printed before.
+    task_outputs
+        The output of tasks whose output file is there (task -> text); those
+        printed already are skipped, the others printed in task order.
+    driver_log
+        The driver log as it is now.  Only whole lines are printed until
+        ``final`` (the job has ended), and a header goes before driver-log text
+        that follows task output (or opens the follow).
+    final
+        The job has ended: print whatever is left, a last partial line included.
+
+    Returns
+    -------
+    (chunks, state)
+        The texts to print, in order, and what has been printed then.
+    """
+    chunks = []
+    in_driver_log = state.in_driver_log
+    new_tasks = sorted(set(task_outputs) - state.printed_tasks)
+    for task in new_tasks:
+        if task_outputs[task]:
+            chunks.append(task_outputs[task])
+            in_driver_log = False
+    offset = state.driver_offset if state.driver_offset <= len(driver_log) else 0
+    fresh = driver_log[offset:]
+    if not final:
+        fresh = fresh[:fresh.rfind("\n") + 1]
+    if fresh:
+        if not in_driver_log:
+            chunks.append(DRIVER_LOG_HEADER)
+        chunks.append(fresh)
+        in_driver_log = True
+    return chunks, FollowState(state.printed_tasks | frozenset(new_tasks), offset + len(fresh),
+                               in_driver_log)
+
+
+class OutputFollower:
+    """A job's console output as it is produced, like ``tail -f``: iterate for the texts.
+
+    Each task's output is printed once its task has written it (a task's
+    output file appears when the task finishes), in task order among those
+    that appear together; the driver log as it grows (whole lines).  The
+    iteration ends when the job has ended (or was removed); :attr:`status`
+    then says how it ended.  ``rx_get_job_output`` is the one-look version.
+
+    Parameters
+    ----------
+    store, job_id
+        The job.
+    max_delay
+        The longest pause between two looks (seconds); the pauses grow to it
+        from 0.05 s, and end early when the job's engine says it may have ended.
+    clock
+        The clock that sleeps when the engine offers no early wake-up (tests
+        use a fast-forward one).
+
+    Raises
+    ------
+    JobNotFoundError
+        On iteration: no such job.
+    """
+
+    def __init__(self, store: Store, job_id: str, max_delay: float = 1.0,
+                 clock: Clock | None = None) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.max_delay = max_delay
+        self.clock = clock or CLOCK
+        self.status: RxRemoteJobStatus | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        job = read_job_record(self.store, self.job_id)
+        state = FollowState()
+        delay = 0.05
+        with job_sleep(self.store, self.job_id) as sleeper:
+            while True:
+                status = job_status(self.store, self.job_id).status
+                ended = status.is_terminal() or status is RxRemoteJobStatus.MISSING
+                chunks, state = next_output(state, self._task_outputs(job.n_tasks, state),
+                                            self._driver_log(), final=ended)
+                yield from chunks
+                if ended:
+                    self.status = status
+                    return
+                (sleeper or self.clock.sleep)(delay)
+                delay = min(self.max_delay, delay * 1.5)
+
+    def _task_outputs(self, n_tasks: int, state: FollowState) -> dict[int, str]:
+        paths = self.store.paths(self.job_id)
+        found = {}
+        for task in JobPaths.task_indexes(self.store.listdir(paths.tasks), OUTPUT_SUFFIX, n_tasks):
+            if task in state.printed_tasks:
+                continue
+            try:
+                found[task] = self.store.read_bytes(paths.output(task)).decode(errors="replace")
+            except (FileNotFoundError, ValueError):
+                continue
+        return found
+
+    def _driver_log(self) -> str:
+        try:
+            return self.store.read_bytes(self.store.paths(self.job_id).driver_log).decode(errors="replace")
+        except (FileNotFoundError, ValueError):
+            return ""
 
 
 @dataclass
