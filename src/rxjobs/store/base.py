@@ -118,6 +118,65 @@ class Usage:
         return Usage(self.files + other.files, self.bytes + other.bytes)
 
 
+@dataclass(frozen=True)
+class TopEntry:
+    """An entry at the top of a share dir, as ``rxjobs doctor`` sees it (reserved ones left out).
+
+    Attributes
+    ----------
+    name
+        Its name.
+    kind
+        ``"directory"``, ``"file"``, ``"symlink"`` or ``"other"`` (a fifo, a socket...).
+    is_job
+        It is a job: a directory holding a ``job.json`` that parses and names it.
+        None when that cannot be told (its owner made it unreadable).
+    owner_uid
+        Its owner (None where storage has no owners).
+    mtime
+        When it last changed (POSIX seconds; for an object-store prefix, its newest key).
+    """
+
+    name: str
+    kind: str
+    is_job: bool | None
+    owner_uid: int | None
+    mtime: float | None
+
+
+@dataclass(frozen=True)
+class TrashEntry:
+    """A removal that began and has not finished: an entry of ``.trash/`` (local share dirs)
+    or a job marked ``deleting`` (object stores).
+
+    ``remover_alive`` is None when the remover cannot be told from here (another host).
+    """
+
+    name: str
+    remover_alive: bool | None
+    mine: bool
+    mtime: float | None
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """A temporary file (``<name>.tmp-<pid>-<hex>``) of a write that did not finish.
+
+    ``writer_alive`` is whether a process of that pid runs on this machine.
+    """
+
+    path: str
+    writer_alive: bool
+    mtime: float | None
+
+
+def plain_name(name: str, where: str) -> str:
+    """``name`` if it is one plain, non-reserved entry name of a share dir; ValueError otherwise."""
+    if not name or "/" in name or "\0" in name or name in (".", "..") or name in RESERVED:
+        raise ValueError(f"{name!r} is not an entry of share dir {where} that may be removed")
+    return name
+
+
 def loads_record(data: bytes, where: str) -> Any:
     """Parse a JSON record read from a share dir; ValueError unless it is sane JSON.
 
@@ -312,6 +371,40 @@ class Store(ABC):
     @abstractmethod
     def lock(self, job_id: str) -> contextlib.AbstractContextManager[None]:
         """Hold the job's lock across processes (decisions and removals of one job)."""
+
+    # -- what rxjobs doctor looks at -------------------------------------------------------
+
+    @abstractmethod
+    def top_entries(self) -> list[TopEntry]:
+        """Every entry at the top of the share dir but the reserved ones, jobs included."""
+
+    @abstractmethod
+    def trash_entries(self) -> list[TrashEntry]:
+        """Removals that began and have not finished, with whether their remover lives."""
+
+    @abstractmethod
+    def temp_files(self) -> list[TempFile]:
+        """Temporary files of unfinished writes, at the top and in the caller's jobs."""
+
+    @abstractmethod
+    def remove_debris(self, name: str) -> Usage:
+        """Remove a top-level entry that is not a job, as crash-safely as a job is removed.
+
+        Raises
+        ------
+        ValueError
+            ``name`` is reserved, not a plain name, or turned out to be a job
+            (it is then left as it was).
+        """
+
+    @abstractmethod
+    def remove_trash_entry(self, name: str) -> Usage:
+        """Finish a removal that began (an entry of :meth:`trash_entries`) if its
+        remover is dead; what was freed."""
+
+    @abstractmethod
+    def remove_temp_file(self, path: str) -> bool:
+        """Remove a temporary file of :meth:`temp_files`; False if it was not there."""
 
     # -- built on them -----------------------------------------------------------------
 
