@@ -486,6 +486,10 @@ def test_python_m_rxjobs_demo(share):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in result.stdout
     assert "finished" in result.stdout and "missing" in result.stdout
+    assert "rng_seed=42" in result.stdout and "draws the same numbers: True" in result.stdout
+    kept = result.stdout.index("0 removed, 1 kept")  # kept, with the warning, then retrieved
+    assert "warning: job" in result.stdout[:kept] and "never retrieved" in result.stdout
+    assert kept < result.stdout.index("6. rx_get_job_results") < result.stdout.index("1 removed")
     assert open_store(share).list_job_ids() == []  # the demo cleans up after itself
 
 

@@ -144,3 +144,39 @@ def test_a_submission_that_fails_leaves_no_log(s3, private_tmp, monkeypatch):
     with pytest.raises(RuntimeError, match="did not start"):
         rx_exec(nap_and_say, seconds=[0], compute_context=cc)
     assert rxjobs_files_of_dead_processes(private_tmp) == []
+
+
+@pytest.mark.timeout(400)
+def test_a_killed_spark_server_leaves_files_that_doctor_removes(private_tmp, tmp_path, monkeypatch):
+    """The persistent Spark server killed with SIGKILL (as in its fault test): its record,
+    socket and log are those of a dead process; ``rxjobs doctor --fix`` removes them."""
+    if not os.environ.get("CI"):  # in CI a missing install is a failure, never a skip
+        pytest.importorskip("pyspark")
+    from rxjobs import RxSpark, rx_spark_connect, rx_spark_disconnect
+    from rxjobs.doctor import doctor
+    from rxjobs.engines import spark_server
+
+    from conftest import kill_processes_mentioning, live, process_tree
+
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    share = str(tmp_path / "spark share")
+    cc = rx_spark_connect(master="local[1]", share_dir=share, extra_spark_config={
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        "spark.driver.memory": "512m"})
+    try:
+        assert isinstance(cc, RxSpark)
+        paths = spark_server.ServerPaths.of(cc)
+        record = spark_server._read_record(paths)
+        assert record is not None and rxjobs_files_of_dead_processes(private_tmp) == []
+        server = psutil.Process(record["pid"])
+        tree = live(process_tree([server]))
+        os.kill(server.pid, signal.SIGKILL)
+        wait_until(lambda: not live(tree), timeout=90, what="the server, its JVM and workers to exit")
+        left = rxjobs_files_of_dead_processes(private_tmp)
+        assert {paths.record, paths.socket, paths.log} <= set(left)
+        report = doctor(open_store(share), fix=True)
+        assert report.clean, report.to_json()
+        assert rxjobs_files_of_dead_processes(private_tmp) == []
+    finally:
+        rx_spark_disconnect(cc)
+        kill_processes_mentioning(share)
