@@ -289,7 +289,7 @@ def _run_in_process(function: Callable[..., Any], runs: list[dict[str, Any]],
         except Exception as exc:
             if not continue_on_failure:
                 raise
-            exc.remote_traceback = traceback.format_exc()  # same shape as a remote failure
+            exc.remote_traceback = traceback.format_exc()  # type: ignore[attr-defined]  # as a remote failure
             value = exc
             failed.append(i)
         results.append(value)
@@ -631,7 +631,8 @@ def rx_spark_connect(
                  extra_spark_config=extra_spark_config, app_name=app_name,
                  share_dir_options=share_dir_options, expires_after=expires_after,
                  persistent_run=True, idle_timeout=idle_timeout)
-    return get_engine("spark").connect(cc, reset=reset)
+    spark: Any = get_engine("spark")  # the Spark engine offers connect/disconnect beyond the protocol
+    return spark.connect(cc, reset=reset)
 
 
 def rx_spark_disconnect(compute_context: RxComputeContext | None = None) -> bool:
@@ -658,7 +659,8 @@ def rx_spark_disconnect(compute_context: RxComputeContext | None = None) -> bool
     cc = _context(compute_context)
     if not isinstance(cc, RxSpark):
         raise TypeError(f"rx_spark_disconnect takes an RxSpark compute context, not {cc.kind}")
-    stopped = get_engine("spark").disconnect(cc)
+    spark: Any = get_engine("spark")
+    stopped = spark.disconnect(cc)
     if _current_context == cc:
         rx_set_compute_context(RxLocalSeq())
     return stopped

@@ -723,7 +723,7 @@ def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: boo
     if size and not as_json:
         verb = "would hold" if dry_run else "holds"
         click.echo(f"share dir {verb} {human_bytes(size['bytes_after'])} "
-                   f"(--max-total-size {human_bytes(policy.max_total_size)})")
+                   f"(--max-total-size {human_bytes(size['max_total_size'])})")
     if still_over:
         kept = sum(1 for e in report if e.outcome is CleanupOutcome.KEPT)
         _warning(f"the share dir {'would stay' if dry_run else 'is still'} over --max-total-size: "
