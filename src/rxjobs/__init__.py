@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "RxRunError": "errors",
     "RxRunWarning": "api",
     "RxSpark": "contexts",
-    "RxUnsupportedContextError": "contexts",
+    "RxUnsupportedContextError": "errors",
     "UntrustedShareDirError": "errors",
     "get_job": "api",
     "list_jobs": "api",
@@ -103,7 +103,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxLocalParallel,
         RxLocalSeq,
         RxSpark,
-        RxUnsupportedContextError,
     )
     from .errors import (  # noqa: F401
         EngineNotInstalledError,
@@ -113,6 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         JobNotFinishedError,
         JobNotFoundError,
         RxRunError,
+        RxUnsupportedContextError,
         UntrustedShareDirError,
     )
     from .status import RxRemoteJobStatus  # noqa: F401

@@ -34,7 +34,6 @@ from rich.text import Text
 
 from . import __version__, api, jobs, listing
 from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
-from .contexts import RxUnsupportedContextError
 from .durations import parse_size
 from .engines import EngineNotInstalledError
 from .errors import (
@@ -43,6 +42,7 @@ from .errors import (
     JobFailedError,
     JobNotFinishedError,
     JobNotFoundError,
+    RxUnsupportedContextError,
 )
 from .ids import validate_job_id
 from .options import REDACTED, has_redacted_value, storage_options
