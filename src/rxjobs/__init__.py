@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # whole API, and `import rxjobs` stays cheap.
 _EXPORTS: dict[str, str] = {
     "CleanupEntry": "cleanup",
+    "CleanupOutcome": "cleanup",
     "CleanupReport": "cleanup",
     "EngineNotInstalledError": "errors",
     "IncompleteResultsError": "errors",
@@ -94,7 +95,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         rx_spark_disconnect,
         rx_wait_for_job,
     )
-    from .cleanup import CleanupEntry, CleanupReport, RxCleanupWarning  # noqa: F401
+    from .cleanup import CleanupEntry, CleanupOutcome, CleanupReport, RxCleanupWarning  # noqa: F401
     from .contexts import (  # noqa: F401
         RxComputeContext,
         RxDask,
