@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "RxRemoteJobStatus": "status",
     "RxRunError": "errors",
     "RxRunWarning": "api",
+    "RxSlurm": "contexts",
     "RxSpark": "contexts",
     "RxUnsupportedContextError": "contexts",
     "UntrustedShareDirError": "errors",
@@ -102,6 +103,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxInTeradata,
         RxLocalParallel,
         RxLocalSeq,
+        RxSlurm,
         RxSpark,
         RxUnsupportedContextError,
     )
