@@ -171,8 +171,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             self._write_files()
             self._start_munged()
             self.start_slurmctld()
-            self._spawn("slurmd", [_which("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)])
-            self._wait("slurmd", self._node_ready)
+            self._start_slurmd()
         except BaseException:
             self.stop()
             raise
@@ -190,12 +189,23 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         self._wait("munged", self.munge_socket.exists)
 
     def start_slurmctld(self, clear_state: bool = False) -> None:
-        """Start (or restart) the controller; ``clear_state`` makes it forget every job."""
+        """Start (or restart) the controller; ``clear_state`` makes it forget every job.
+
+        A controller without saved state knows the node only when ``slurmd``
+        registers again: it is restarted too, rather than waited for.
+        """
         cmd = [_which("slurmctld"), "-D", "-f", str(self.conf)]
         if clear_state:
             cmd.append("-c")
         self._spawn("slurmctld", cmd)
         self._wait("slurmctld", self._controller_up)
+        if clear_state and "slurmd" in self.procs:
+            _stop(self.procs.pop("slurmd"))
+            self._start_slurmd()
+
+    def _start_slurmd(self) -> None:
+        self._spawn("slurmd", [_which("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)])
+        self._wait("slurmd", self._node_ready)
 
     def stop_slurmctld(self) -> None:
         """Stop the controller (jobs keep running on the node)."""

@@ -33,7 +33,6 @@ Python package.  The share dir must be a filesystem every node mounts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -69,11 +68,22 @@ _FINAL_TIME_LIMIT = "10"
 TASK_LOG_SUFFIX = ".slurm.log"
 OPTIONS_ENV = "RXJOBS_SHARE_DIR_OPTIONS"
 
-_UNREACHABLE_RE = re.compile(
-    r"Unable to contact slurm controller|Socket timed out|Zero Bytes were transmitted|"
-    r"Connection refused|Communication connection failure|Slurm backup controller in standby|"
-    r"Transport endpoint is not connected", re.IGNORECASE)
-_INVALID_ID_RE = re.compile(r"Invalid job id", re.IGNORECASE)
+# What Slurm's commands print when slurmctld does not answer (lowercased).  Plain
+# substrings, not regular expressions: array tasks import this module, and every
+# millisecond of their start is paid once per task.
+_UNREACHABLE_MARKS = ("unable to contact slurm controller", "socket timed out",
+                      "zero bytes were transmitted", "connection refused",
+                      "communication connection failure", "slurm backup controller in standby",
+                      "transport endpoint is not connected")
+
+
+def _unreachable(stderr: str) -> bool:
+    text = stderr.lower()
+    return any(mark in text for mark in _UNREACHABLE_MARKS)
+
+
+def _invalid_job_id(stderr: str) -> bool:
+    return "invalid job id" in stderr.lower()
 
 # Slurm job states (squeue %T, scontrol JobState, sacct State).
 _WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
@@ -143,7 +153,7 @@ def run_slurm(args: list[str], timeout: float = _QUERY_TIMEOUT_S, input: str | N
     except subprocess.TimeoutExpired:
         _mark_down(key, f"`{args[0]}` got no answer from slurmctld within {timeout:.0f} s")
         raise SlurmUnreachableError(_down[key][1]) from None
-    if done.returncode != 0 and _UNREACHABLE_RE.search(done.stderr):
+    if done.returncode != 0 and _unreachable(done.stderr):
         _mark_down(key, f"cannot reach slurmctld: {done.stderr.strip().splitlines()[-1]}")
         raise SlurmUnreachableError(_down[key][1])
     with _down_lock:
@@ -344,7 +354,7 @@ def _expand_indexes(text: str) -> list[int]:
     return found
 
 
-_FIELD_RE = re.compile(r"(?:^|\s)(JobId|JobName|ArrayJobId|ArrayTaskId|JobState|Reason|ExitCode)=(\S*)")
+_FIELD_PATTERN = r"(?:^|\s)(JobId|JobName|ArrayJobId|ArrayTaskId|JobState|Reason|ExitCode)=(\S*)"
 
 
 def parse_scontrol_jobs(text: str) -> list[dict[str, str]]:
@@ -353,7 +363,7 @@ def parse_scontrol_jobs(text: str) -> list[dict[str, str]]:
     records = []
     for line in text.splitlines():
         fields: dict[str, str] = {}
-        for name, value in _FIELD_RE.findall(line):
+        for name, value in re.findall(_FIELD_PATTERN, line):
             fields.setdefault(name, value)
         if "JobId" in fields:
             records.append(fields)
@@ -400,7 +410,7 @@ def query_array(array_id: str, job_id: str) -> dict[int, SlurmState]:
     done = run_slurm(["scontrol", "show", "job", "-o", array_id], check=False)
     if done.returncode == 0:
         return array_task_states(parse_scontrol_jobs(done.stdout), job_id)
-    if not _INVALID_ID_RE.search(done.stderr):
+    if not _invalid_job_id(done.stderr):
         raise SlurmCommandError(f"`scontrol show job {array_id}` failed: {done.stderr.strip()}")
     if accounting_enabled():
         done = run_slurm(["sacct", "-n", "-P", "-X", "-j", array_id,
@@ -617,7 +627,7 @@ def _squeue_states(array_id: str, final_id: str,
     done = run_slurm(["squeue", "-h", "-t", "all", "-j", f"{array_id},{final_id}",
                       "-o", "%F|%i|%T|%r|%j"], check=False)
     if done.returncode != 0:
-        if _INVALID_ID_RE.search(done.stderr):
+        if _invalid_job_id(done.stderr):
             return [], None
         raise SlurmCommandError(f"`squeue` failed: {done.stderr.strip()}")
     array: list[SlurmState] = []
@@ -771,14 +781,30 @@ def run_array_task(share_dir: str, job_id: str, task: int) -> int:
         if summary.first_error:
             if records.write_status(store, job_id, Record.FAILED, summary.first_error):
                 _cancel_other_tasks(task, job.n_tasks)
+                _cancel_final_job(job_id)
         return 0  # else the final job records the end: only it knows no task failed
     paths = store.paths(job_id)
     names = store.listdir(paths.tasks)
     if len(JobPaths.task_indexes(names, RESULT_SUFFIX, job.n_tasks)) == job.n_tasks:
         entries = store.job_entries(job_id)
         if entries is not None and "canceled" not in entries and "deleting" not in entries:
-            records.write_status(store, job_id, Record.FINISHED)
+            if records.write_status(store, job_id, Record.FINISHED):
+                _cancel_final_job(job_id)
     return 0
+
+
+def _cancel_final_job(job_id: str) -> None:
+    """The end is recorded: the final job, still pending behind this task, has nothing to do.
+
+    Cancelling it spares the cluster a job launch per rxjobs job (it shows as
+    CANCELLED in Slurm's records).  Only while it is pending: a final job that
+    already runs is left to see the record and exit.  Best effort.
+    """
+    try:
+        run_slurm(["scancel", "--quiet", "--state=PENDING", f"--user={os.getuid()}",
+                   f"--name={final_job_name(job_id)}"], check=False)
+    except SlurmUnreachableError:
+        pass
 
 
 def _cancel_other_tasks(task: int, n_tasks: int) -> None:
@@ -835,23 +861,44 @@ def _options_from_env() -> dict[str, Any] | None:
     return json.loads(text) if text else None
 
 
+_USAGE = """usage: python -m rxjobs.engines.slurm task JOB_ID --share-dir DIR [--task K]
+       python -m rxjobs.engines.slurm finish JOB_ID --share-dir DIR --array ARRAY_ID
+
+rxjobs on Slurm: run one array task of a job (K: default $SLURM_ARRAY_TASK_ID), or
+record how a job ended (its final job).  Started by the batch scripts RxSlurm submits."""
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """``[what, job_id, --option value...]`` as a dict (no argparse: it costs every task's start).
+
+    Raises
+    ------
+    SystemExit
+        With the usage, for anything else.
+    """
+    options = {"task": ("--share-dir",), "finish": ("--share-dir", "--array")}
+    if len(argv) < 2 or argv[0] not in options or argv[1].startswith("-"):
+        raise SystemExit(_USAGE)
+    parsed = {"what": argv[0], "job_id": argv[1]}
+    allowed = set(options[argv[0]]) | ({"--task"} if argv[0] == "task" else set())
+    rest = argv[2:]
+    if len(rest) % 2:
+        raise SystemExit(_USAGE)
+    for name, value in zip(rest[::2], rest[1::2], strict=True):
+        if name not in allowed:
+            raise SystemExit(f"unknown option {name}\n{_USAGE}")
+        parsed[name[2:]] = value
+    if any(name[2:] not in parsed for name in options[argv[0]]):
+        raise SystemExit(_USAGE)
+    return parsed
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.slurm",
-                                     description="rxjobs on Slurm: a job's array task or final job")
-    sub = parser.add_subparsers(dest="what", required=True)
-    task = sub.add_parser("task", help="run the array task $SLURM_ARRAY_TASK_ID of a job")
-    task.add_argument("job_id")
-    task.add_argument("--share-dir", required=True)
-    task.add_argument("--task", type=int, help="default: $SLURM_ARRAY_TASK_ID")
-    final = sub.add_parser("finish", help="record how a job ended")
-    final.add_argument("job_id")
-    final.add_argument("--share-dir", required=True)
-    final.add_argument("--array", required=True)
-    args = parser.parse_args(argv)
-    if args.what == "task":
-        index = args.task if args.task is not None else int(os.environ["SLURM_ARRAY_TASK_ID"])
-        return run_array_task(args.share_dir, args.job_id, index)
-    return finish_job(args.share_dir, args.job_id, args.array)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args["what"] == "task":
+        index = int(args.get("task") or os.environ["SLURM_ARRAY_TASK_ID"])
+        return run_array_task(args["share-dir"], args["job_id"], index)
+    return finish_job(args["share-dir"], args["job_id"], args["array"])
 
 
 if __name__ == "__main__":
