@@ -82,6 +82,14 @@ def _started(gate: str) -> dict[int, int]:
     return found
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie has: slurmstepd reaps it a moment later)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 # -- the cluster ------------------------------------------------------------------------
 
 
@@ -216,9 +224,11 @@ def test_an_array_task_cancelled_from_outside_fails_the_job_with_slurms_reason(m
                                                                                 share_path, gate):
     job = rx_exec(wait_for_file, args=[{"path": gate, "value": i} for i in range(3)],
                   task_chunk_size=1, compute_context=make_context(wait=False))
-    wait_until(lambda: len(_started(gate)) == 3, what="3 tasks to run")
+    started = wait_until(lambda: _started(gate) if len(_started(gate)) == 3 else None,
+                         what="3 tasks to run")
     array = _handle(share_path, job.job_id)["array"]
     subprocess.run(["scancel", f"{array}_1"], check=True, timeout=30)  # an admin's scancel
+    wait_until(lambda: _gone(started[1]), what="the cancelled task to stop")
     Path(gate).touch()
     assert rx_wait_for_job(job, timeout=120) is S.FAILED
     reason = job_status(job.store, job.job_id).reason
@@ -248,8 +258,7 @@ def test_a_requeued_task_runs_again_without_duplicating_results(make_context, sh
     array = _handle(share_path, job.job_id)["array"]
     subprocess.run(["scontrol", "requeue", f"{array}_0"], check=True, timeout=30)  # as preemption does
     requeued_at = time.time()
-    wait_until(lambda: not psutil.pid_exists(first[0]) or psutil.Process(first[0]).status() == "zombie",
-               what="the requeued task to stop")
+    wait_until(lambda: _gone(first[0]), what="the requeued task to stop")
     Path(f"{gate}.started-0").unlink()
 
     def rerun_started() -> bool:
@@ -334,6 +343,7 @@ def test_cleanup_removes_slurms_output_files_with_the_job(make_context, share_pa
     store = open_store(share_path)
     tasks = store.paths(job.job_id).tasks
     assert {"0.slurm.log", "1.slurm.log"} <= set(store.listdir(tasks))
+    assert os.stat(f"{tasks}/0.slurm.log").st_mode & 0o777 == 0o600
     assert rx_get_job_results(job) == [0, 1, 4, 9]
     wait_until(lambda: not _squeue("-n", f"{job.job_id},{job.job_id}-end"), what="Slurm jobs to end")
     left = [os.path.join(root, name) for root, dirs, files in os.walk(share_path)

@@ -515,8 +515,9 @@ class SlurmEngine:
             return Probe.ALIVE
         if view == "started":
             return Probe.STARTED
-        if view in ("ended", "unknown"):
-            _record_slurm_end(handle, final, unknown=view == "unknown")
+        # The final job ended, or Slurm forgot the job: if nothing recorded the end
+        # (the status.json the core read before probing said nothing), say why here.
+        _record_slurm_end(handle, final, unknown=view == "unknown")
         return Probe.GONE
 
     def cancel(self, handle: Handle) -> bool:
@@ -677,7 +678,10 @@ def _record_slurm_end(handle: Handle, final: SlurmState | None, unknown: bool) -
         if reason is None:  # every task wrote its result: the end just went unrecorded
             records.write_status(store, job_id, Record.FINISHED)
             return
-        if final is not None and final.ended and final.state != "COMPLETED":
+        if final is not None and final.state == "COMPLETED":
+            reason += (f"; the final job ran but could not record the end: check that every node "
+                       f"mounts the share dir {store.url}")
+        elif final is not None and final.ended:
             reason += f"; the final job ended {final.state} before recording it"
         records.write_status(store, job_id, Record.FAILED, reason)
     except Exception:
@@ -729,6 +733,9 @@ def _job_environment(options: dict[str, Any] | None) -> dict[str, str]:
     env.pop(OPTIONS_ENV, None)
     if options:
         env[OPTIONS_ENV] = json.dumps(options)
+    # The job's umask (sbatch keeps one already set): the Slurm logs slurmstepd
+    # creates in the job directory are 0600, like every other file there.
+    env["SLURM_UMASK"] = "0077"
     return env
 
 
