@@ -470,7 +470,9 @@ class SlurmEngine:
         paths = store.paths(job.job_id)
         env = _job_environment(job.share_dir_options)
         python = cc.python or sys.executable
-        common = ["sbatch", "--parsable", "--export=ALL", f"--chdir={store.root}"]
+        # Tasks run in the submitter's working directory, as sbatch's own default and
+        # as the local engine's workers do (relative paths mean the same thing).
+        common = ["sbatch", "--parsable", "--export=ALL", f"--chdir={os.getcwd()}"]
         for option, value in (("--partition", cc.partition), ("--account", cc.account),
                               ("--qos", cc.qos)):
             if value:
