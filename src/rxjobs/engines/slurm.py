@@ -1,6 +1,6 @@
 """The Slurm engine: a job is one Slurm job array plus a final job that records its end.
 
-``submit`` writes nothing but two ``sbatch`` calls:
+``submit`` makes two ``sbatch`` calls (the job's directory is already written):
 
 * a **job array** named after the rxjobs job id, one array task per rxjobs
   task (chunk), ``max_parallel`` as its ``%N`` throttle.  Each array task runs
@@ -9,8 +9,9 @@
   for ``$SLURM_ARRAY_TASK_ID``.  Slurm's own stdout/stderr of a task go to
   ``tasks/<k>.slurm.log`` inside the job's directory, so cleanup removes
   every trace.  The task whose result completes the job records it FINISHED
-  (no waiting for the final job); with ``continue_on_failure=False`` the first
-  run that raises records the job FAILED and cancels the other tasks.
+  (no waiting for the final job) and cancels the final job, still pending
+  behind it, so that it is never launched; with ``continue_on_failure=False``
+  the first run that raises records the job FAILED and cancels the other tasks.
 * a **final job** ``<job_id>-end`` with ``--dependency=afterany:<array>``: it
   runs whatever way the tasks ended and, unless the end is already recorded,
   records FINISHED, or FAILED with Slurm's reason for each task that left no
