@@ -231,16 +231,22 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
     # -- tear down ------------------------------------------------------------------------
 
     def job_processes(self) -> list[psutil.Process]:
-        """Every live process started under this cluster (slurmstepd and the jobs' processes)."""
-        conf = str(self.conf)
+        """Every live process started under this cluster (slurmstepd and the jobs' processes).
+
+        They are found by ``SLURM_CONF`` in their environment, read from
+        ``/proc/<pid>/environ`` as bytes: slurmstepd writes its title over the
+        start of that memory, and psutil's parsed ``environ()`` is then empty.
+        """
+        needle = f"SLURM_CONF={self.conf}".encode()
         found = []
         for proc in psutil.process_iter(["pid", "status"]):
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
             try:
-                if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
-                    continue
-                if proc.environ().get("SLURM_CONF") == conf:
-                    found.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        found.append(proc)
+            except OSError:
                 continue
         return found
 
@@ -254,13 +260,31 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(leftovers, timeout=10)
+        _wait_ended(leftovers, timeout=10)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
         self._saved_env = {}
+
+
+def _wait_ended(procs: list[psutil.Process], timeout: float) -> None:
+    """Wait until ``procs`` are gone or zombies (orphans whose reaping is init's business);
+    ``kill -0`` alone would count a zombie as alive."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive:
+            return
+        procs = alive
+        time.sleep(0.05)
 
 
 def _stop(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
