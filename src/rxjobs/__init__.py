@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "RxRemoteJobStatus": "status",
     "RxRunError": "errors",
     "RxRunWarning": "api",
+    "RxSlurm": "contexts",
     "RxSpark": "contexts",
     "RxUnsupportedContextError": "errors",
     "UntrustedShareDirError": "errors",
@@ -103,6 +104,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxInTeradata,
         RxLocalParallel,
         RxLocalSeq,
+        RxSlurm,
         RxSpark,
     )
     from .errors import (  # noqa: F401
