@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # whole API, and `import rxjobs` stays cheap.
 _EXPORTS: dict[str, str] = {
     "CleanupEntry": "cleanup",
+    "CleanupOutcome": "cleanup",
     "CleanupReport": "cleanup",
     "EngineNotInstalledError": "errors",
     "IncompleteResultsError": "errors",
@@ -36,8 +37,9 @@ _EXPORTS: dict[str, str] = {
     "RxRemoteJobStatus": "status",
     "RxRunError": "errors",
     "RxRunWarning": "api",
+    "RxSlurm": "contexts",
     "RxSpark": "contexts",
-    "RxUnsupportedContextError": "contexts",
+    "RxUnsupportedContextError": "errors",
     "UntrustedShareDirError": "errors",
     "get_job": "api",
     "list_jobs": "api",
@@ -95,7 +97,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         rx_spark_disconnect,
         rx_wait_for_job,
     )
-    from .cleanup import CleanupEntry, CleanupReport, RxCleanupWarning  # noqa: F401
+    from .cleanup import CleanupEntry, CleanupOutcome, CleanupReport, RxCleanupWarning  # noqa: F401
     from .contexts import (  # noqa: F401
         RxComputeContext,
         RxDask,
@@ -103,8 +105,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxInTeradata,
         RxLocalParallel,
         RxLocalSeq,
+        RxSlurm,
         RxSpark,
-        RxUnsupportedContextError,
     )
     from .errors import (  # noqa: F401
         EngineNotInstalledError,
@@ -114,6 +116,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         JobNotFinishedError,
         JobNotFoundError,
         RxRunError,
+        RxUnsupportedContextError,
         UntrustedShareDirError,
     )
     from .runner import run_rng  # noqa: F401
