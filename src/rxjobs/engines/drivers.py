@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,33 @@ _START_TIMEOUT_S = 120.0
 # The share dir's storage options reach a driver (and the processes below it)
 # through this environment variable: never on a command line, which `ps` shows.
 OPTIONS_ENV = "RXJOBS_SHARE_DIR_OPTIONS"
+# The private directory of rxjobs' long-lived helper servers (the fork server, the
+# persistent Spark servers): their sockets and records, never anything of a job.
+RUNTIME_DIR_ENV = "RXJOBS_RUNTIME_DIR"
+
+
+def runtime_dir() -> str:
+    """The private directory of rxjobs' servers' sockets and records (created 0700; checked).
+
+    ``$RXJOBS_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/rxjobs``, else
+    ``<tmp>/rxjobs-<uid>``.  Every file in it is named ``<server>-<key>.<kind>``
+    (``forkserver-…``, ``spark-…``) and belongs to a server this user started,
+    so that a tool can find what it holds and whose it is.
+    """
+    base = os.environ.get(RUNTIME_DIR_ENV)
+    if not base:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        base = (os.path.join(xdg, "rxjobs") if xdg
+                else os.path.join(tempfile.gettempdir(), f"rxjobs-{os.geteuid()}"))
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    st = os.lstat(base)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise PermissionError(
+            f"{base} must be a directory of your own that only you can access (a real directory, "
+            f"mode 0700): rxjobs' fork server and persistent Spark servers keep their sockets there. "
+            f"Run `chmod 700 {base}`, or point ${RUNTIME_DIR_ENV} at another directory"
+        )
+    return base
 
 
 def share_dir_options_from_env() -> dict[str, Any] | None:
@@ -166,8 +194,11 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    # As in a fresh interpreter: a write to a closed pipe (a killed pool worker's)
+    # raises BrokenPipeError instead of killing the driver silently.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setproctitle(title)
     me = psutil.Process()

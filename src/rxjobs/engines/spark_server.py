@@ -47,10 +47,8 @@ import os
 import select
 import signal
 import socket
-import stat
 import struct
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -65,6 +63,7 @@ from .drivers import (
     find_driver,
     kill_now,
     on_this_host,
+    runtime_dir,
     share_dir_options_from_env,
     start_detached,
     wait_gone,
@@ -84,7 +83,6 @@ from .spark_session import (
     stop_spark,
 )
 
-RUNTIME_DIR_ENV = "RXJOBS_RUNTIME_DIR"
 # The compute context reaches the server in this variable (JSON), never on its command line.
 CONTEXT_ENV = "RXJOBS_SPARK_CONTEXT"
 
@@ -105,24 +103,6 @@ class ServerError(RuntimeError):
 
 
 # -- where a server is ------------------------------------------------------------------
-
-
-def runtime_dir() -> str:
-    """The private directory of the servers' sockets and records (created 0700; checked)."""
-    base = os.environ.get(RUNTIME_DIR_ENV)
-    if not base:
-        xdg = os.environ.get("XDG_RUNTIME_DIR")
-        base = (os.path.join(xdg, "rxjobs") if xdg
-                else os.path.join(tempfile.gettempdir(), f"rxjobs-{os.geteuid()}"))
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    st = os.lstat(base)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise PermissionError(
-            f"{base} must be a directory of your own that only you can access (a real directory, "
-            f"mode 0700): the persistent Spark server's socket lives there. Run `chmod 700 {base}`, "
-            f"or point ${RUNTIME_DIR_ENV} at another directory"
-        )
-    return base
 
 
 def server_key(context: Any) -> str:
