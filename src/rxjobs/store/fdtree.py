@@ -44,17 +44,23 @@ def read_file_at(dir_fd: int, name: str, limit: int | None = None) -> tuple[byte
     Never follows a symlink, never opens a fifo or device for a blocking
     read; with ``limit``, a larger file raises ValueError instead of being read.
     """
-    try:
-        fd = os.open(name, OPEN_FILE, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise ValueError(f"{name} is a symlink, not a regular file") from None
-        raise
+    fd = open_file_at(dir_fd, name)
     try:
         st = os.fstat(fd)
         return read_open_file(fd, st, name, limit), st
     finally:
         os.close(fd)
+
+
+def open_file_at(dir_fd: int, name: str) -> int:
+    """Open ``name`` in ``dir_fd`` for reading: never through a symlink (ValueError),
+    never blocking on a fifo.  The caller checks what it is with ``fstat``."""
+    try:
+        return os.open(name, OPEN_FILE, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise ValueError(f"{name} is a symlink, not a regular file") from None
+        raise
 
 
 def read_open_file(fd: int, st: os.stat_result, name: str, limit: int | None) -> bytes:

@@ -14,7 +14,6 @@ locks are ``flock``s on a fixed set of stripe files in ``.locks/``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import functools
 import json
@@ -49,6 +48,7 @@ from .fdtree import (
     is_dir_at,
     list_at,
     open_dir_at,
+    open_file_at,
     read_file_at,
     read_open_file,
     remove_tree_at,
@@ -355,12 +355,9 @@ class LocalStore(Store):
                 if not trust:
                     _check_trusted(os.fstat(fd), where, me)
             try:
-                file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                                  dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise UntrustedShareDirError(f"{path} is a symlink: refused") from None
-                raise
+                file_fd = open_file_at(fd, parts[-1])
+            except ValueError:
+                raise UntrustedShareDirError(f"{path} is a symlink: refused") from None
             try:
                 st = os.fstat(file_fd)
                 if not trust:
