@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="repetitions of each benchmark (default: its own)")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--jobs", type=_sizes, metavar="N[,N...]",
-                        help="jobs of the cleanup, growth, listing and S3 benchmarks; cleanup and growth run each "
-                        "size of a list, the others the first (default: each benchmark's own, "
+                        help="jobs of the cleanup, growth, listing and S3 benchmarks; cleanup and "
+                        "growth run each size of a list, the others the first (default: each "
+                        "benchmark's own, "
                         "e.g. 2000,10000 for cleanup)")
     parser.add_argument("--full", action="store_true",
                         help="growth benchmark over 1,000, 10,000 and 100,000 jobs (slow)")
