@@ -191,6 +191,7 @@ def plot(results: list[SizeResult], path: Path) -> None:
     for op in ("du -s", *READ_OPS, "cleanup"):
         ax.plot(sizes, [r.per_job_us(op) for r in results], marker="o", label=op)
     ax.set_xscale("log")
+    ax.set_yscale("log")  # cleanup's unlinks and du -s's stats differ tenfold
     ax.set_xlabel("jobs in the share dir")
     ax.set_ylabel("µs per job (median)")
     ax.set_title("rxjobs: time per job as the share dir grows (flat = linear)")
