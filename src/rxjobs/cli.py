@@ -300,7 +300,7 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
                  until: datetime | None, as_json: bool) -> None:
     """List the jobs of the share dir, oldest first."""
     store = share.store()
-    found = listing.list_jobs(store, start=since, end=until, states=states or None)
+    found = listing.list_jobs(store, start=since, end=until, states=states or None, sizes=True)
     rows = [listing.summarize(store, job) for job in found]
     if as_json:
         _print_json([row.to_json() for row in rows])

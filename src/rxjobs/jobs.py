@@ -48,7 +48,7 @@ from .records import (
 from .runner import Payload, load_task_result
 from .runtime import driver_log_file, is_held, take_driver_log
 from .status import Derived, JobFacts, Probe, Record, RxRemoteJobStatus, derive_status
-from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
+from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, JobSnapshot, Store
 from .times import parse_timestamp, utc_now_iso
 from .waiting import CLOCK, Clock, poll
 
@@ -163,17 +163,17 @@ def foreign_owner(store: Store, job_id: str) -> int | None:
     return owner if owner is not None and owner != os.geteuid() else None
 
 
-def _gather(store: Store, job_id: str) -> tuple[JobFacts, JobRecord | None, StatusRecord,
-                                                frozenset[str]]:
+def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
+            ) -> tuple[JobFacts, JobRecord | None, StatusRecord, frozenset[str]]:
     # One look at the job directory's names gives presence and markers (one
-    # listing request on an object store).
-    entries = store.job_entries(job_id)
+    # listing request on an object store); a snapshot holds it, and the records.
+    entries = snapshot.entries if snapshot is not None else store.job_entries(job_id)
     if entries is None or "deleting" in entries:
         return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
     canceled = "canceled" in entries
-    status = read_status_record(store, job_id)
+    status = read_status_record(store, job_id, snapshot)
     try:
-        job = read_job_record(store, job_id)
+        job = read_job_record(store, job_id, snapshot=snapshot)
     except JobNotFoundError:
         return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
     except ValueError:
@@ -182,7 +182,10 @@ def _gather(store: Store, job_id: str) -> tuple[JobFacts, JobRecord | None, Stat
                      record=status.state, record_reason=status.reason)
     if canceled or status.state in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:
         return facts, job, status, entries
-    owner = foreign_owner(store, job_id)
+    if snapshot is not None:
+        owner = snapshot.owner if snapshot.owner is not None and snapshot.owner != os.geteuid() else None
+    else:
+        owner = foreign_owner(store, job_id)
     if owner is not None:
         return replace(facts, foreign_owner=owner), job, status, entries
     try:
@@ -203,9 +206,13 @@ def gather_facts(store: Store, job_id: str) -> JobFacts:
     return _gather(store, job_id)[0]
 
 
-def look_at_job(store: Store, job_id: str) -> JobLook:
-    """Derive a job's state (docs/design.md#job-states) and keep the records read on the way."""
-    facts, record, status, entries = _gather(store, job_id)
+def look_at_job(store: Store, job_id: str, snapshot: JobSnapshot | None = None) -> JobLook:
+    """Derive a job's state (docs/design.md#job-states) and keep the records read on the way.
+
+    With ``snapshot`` (:meth:`~rxjobs.store.Store.snapshot` of the job, just
+    taken), its names and records are used instead of reading them again.
+    """
+    facts, record, status, entries = _gather(store, job_id, snapshot)
     derived = derive_status(facts)
     if derived.status is RxRemoteJobStatus.FAILED and derived.reason.startswith(
         ("driver lost", "submission did not complete")

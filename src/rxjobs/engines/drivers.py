@@ -33,8 +33,6 @@ _START_TIMEOUT_S = 120.0
 # The share dir's storage options reach a driver (and the processes below it)
 # through this environment variable: never on a command line, which `ps` shows.
 OPTIONS_ENV = "RXJOBS_SHARE_DIR_OPTIONS"
-
-
 def share_dir_options_from_env() -> dict[str, Any] | None:
     """The storage options a driver was started with (None if none were given)."""
     text = os.environ.get(OPTIONS_ENV)
@@ -181,8 +179,11 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    # As in a fresh interpreter: a write to a closed pipe (a killed pool worker's)
+    # raises BrokenPipeError instead of killing the driver silently.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setproctitle(title)
     me = psutil.Process()

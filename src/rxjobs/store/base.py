@@ -177,6 +177,37 @@ def plain_name(name: str, where: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class JobSnapshot:
+    """One look at a job directory: its names, owner, size and the records read through it.
+
+    What a survey needs of every job (``rxjobs du``, ``list``, a cleanup dry
+    run), gathered in one visit: on a local share dir the job directory is
+    opened once (fd-relative, no symlink followed), its names and sizes come
+    from one ``scandir`` walk, and the records are read through that
+    descriptor.
+    """
+
+    #: Names directly in the job directory, temporary files left out.
+    entries: frozenset[str]
+    #: The uid owning the job directory (None where storage has no owners).
+    owner: int | None
+    #: Files and bytes under the job directory (None if not asked for).
+    usage: Usage | None
+    #: Each record asked for that the directory holds: its bytes, or the error reading it.
+    records: Mapping[str, bytes | Exception]
+
+    def record(self, name: str) -> bytes:
+        """The bytes of record ``name``; FileNotFoundError if the directory has none,
+        the reading's own error (ValueError, OSError) if it could not be read."""
+        found = self.records.get(name)
+        if found is None:
+            raise FileNotFoundError(f"{name} is not there")
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
 def loads_record(data: bytes, where: str) -> Any:
     """Parse a JSON record read from a share dir; ValueError unless it is sane JSON.
 
@@ -184,7 +215,10 @@ def loads_record(data: bytes, where: str) -> Any:
     :data:`MAX_RECORD_DEPTH` (a 1 MiB run of ``[`` would exhaust the parser's
     recursion), and a record that is not UTF-8 JSON says where it came from.
     """
-    if len(data) > 256 and _nesting_depth(data) > MAX_RECORD_DEPTH:
+    # Nesting needs an opening bracket per level: a record with few of them (every
+    # record rxjobs writes) is bounded by two counts in C, without a scan in Python.
+    if (len(data) > 256 and data.count(b"[") + data.count(b"{") > MAX_RECORD_DEPTH
+            and _nesting_depth(data) > MAX_RECORD_DEPTH):
         raise ValueError(f"{where} nests deeper than {MAX_RECORD_DEPTH} levels: not an rxjobs record")
     try:
         # Records are UTF-8 (ASCII, in fact): decoding first spares json's
@@ -345,6 +379,38 @@ class Store(ABC):
     @abstractmethod
     def owner_uid(self, job_id: str) -> int | None:
         """The uid owning a job directory (None where storage has no owners, or it is gone)."""
+
+    def snapshot(self, job_id: str, records: tuple[str, ...] = ("job.json", "status.json"),
+                 sizes: bool = True) -> JobSnapshot | None:
+        """One look at a job directory (see :class:`JobSnapshot`); None when there is none.
+
+        Parameters
+        ----------
+        job_id
+            The job (already validated).
+        records
+            Names of the records to read, when the directory holds them
+            (each at most :data:`MAX_RECORD_BYTES`).
+        sizes
+            Also count the files and bytes under the directory.
+
+        This generic form asks the other primitives; a store that can do it in
+        one visit overrides it.
+        """
+        entries = self.job_entries(job_id)
+        if entries is None:
+            return None
+        paths = self.paths(job_id, validated=True)
+        found: dict[str, bytes | Exception] = {}
+        for name in records:
+            if name in entries:
+                try:
+                    found[name] = self.read_bytes(f"{paths.dir}/{name}", limit=MAX_RECORD_BYTES)
+                except FileNotFoundError:
+                    continue
+                except (OSError, ValueError) as exc:
+                    found[name] = exc
+        return JobSnapshot(entries, self.owner_uid(job_id), self.usage(job_id) if sizes else None, found)
 
     @abstractmethod
     def detach_job(self, job_id: str) -> str:

@@ -219,3 +219,50 @@ def usage_at(dir_fd: int, name: str) -> tuple[int, int]:
     finally:
         os.close(fd)
     return files, size
+
+
+def snapshot_at(fd: int, records: tuple[str, ...], limit: int, sizes: bool,
+                ) -> tuple[list[str], int, int, int, dict[str, bytes | Exception]]:
+    """One visit of the open directory ``fd``: its names, owner, usage and some records.
+
+    Returns the names directly in it, its owner (``fstat``), the files and
+    bytes under it (with ``sizes``; else 0, 0: one ``fstatat`` per entry, no
+    symlink followed, subdirectories walked through descriptors), and each of
+    ``records`` it holds, read through ``fd`` (at most ``limit`` bytes; the
+    error instead when it cannot be read: a symlink, a fifo, too big).
+    """
+    owner = os.fstat(fd).st_uid
+    files = size = 0
+    names = []
+    # A descriptor of its own for the listing (a shared one would share its read
+    # position), open until the entries' lstat (DirEntry.stat goes through it).
+    listing = os.open(".", OPEN_DIR, dir_fd=fd)
+    try:
+        with os.scandir(listing) as it:
+            for entry in it:
+                names.append(entry.name)
+                if not sizes:
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        n, b = usage_at(fd, entry.name)
+                    else:
+                        n, b = 1, entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+                files += n
+                size += b
+    finally:
+        os.close(listing)
+    read: dict[str, bytes | Exception] = {}
+    present = set(names)
+    for name in records:
+        if name not in present:
+            continue
+        try:
+            read[name] = read_file_at(fd, name, limit)[0]
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            read[name] = exc
+    return names, owner, files, size, read

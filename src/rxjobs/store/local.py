@@ -39,6 +39,7 @@ from .base import (
     SHARE_FORMAT,
     TMP_MARK,
     TRASH,
+    JobSnapshot,
     Store,
     TempFile,
     TopEntry,
@@ -55,6 +56,7 @@ from .fdtree import (
     read_file_at,
     read_open_file,
     remove_tree_at,
+    snapshot_at,
     subdirs_at,
     usage_at,
 )
@@ -435,6 +437,30 @@ class LocalStore(Store):
         if root is None:
             return Usage()
         return Usage(*usage_at(root, job_id))
+
+    def snapshot(self, job_id: str, records: tuple[str, ...] = ("job.json", "status.json"),
+                 sizes: bool = True) -> JobSnapshot | None:
+        """One visit of the job directory: opened once from the share dir's descriptor
+        (``O_NOFOLLOW``), owner from its ``fstat``, names and sizes from one ``scandir``
+        walk below it, records read through it (see :func:`~.fdtree.snapshot_at`)."""
+        root = self._root()
+        if root is None:
+            return None
+        try:
+            fd = open_dir_at(root, job_id)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except PermissionError:  # there but unreadable: the primitives say what they can
+            return super().snapshot(job_id, records, sizes)
+        try:
+            found = snapshot_at(fd, records, MAX_RECORD_BYTES, sizes)
+        except PermissionError:
+            return super().snapshot(job_id, records, sizes)
+        finally:
+            os.close(fd)
+        names, owner, files, size, read = found
+        return JobSnapshot(frozenset(n for n in names if TMP_MARK not in n), owner,
+                           Usage(files, size) if sizes else None, read)
 
     def owner_uid(self, job_id: str) -> int | None:
         validate_job_id(job_id)
