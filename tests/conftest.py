@@ -91,7 +91,7 @@ def store_url(request, tmp_path, monkeypatch) -> str:
 def _private_runtime_dir(tmp_path_factory):
     """The fork server (and other rxjobs servers) of this test session live in a runtime
     dir of its own, and are stopped when the session ends."""
-    from rxjobs.engines.drivers import RUNTIME_DIR_ENV
+    from rxjobs.runtime import RUNTIME_DIR_ENV
 
     saved = os.environ.get(RUNTIME_DIR_ENV)
     runtime = tmp_path_factory.mktemp("runtime")

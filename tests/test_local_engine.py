@@ -229,7 +229,7 @@ def test_fork_server_forks_a_threaded_callers_driver_and_can_be_found_and_stoppe
     the server's child either), naming the job, inheriting nothing of the caller; the
     server is listed, named in `ps`, and stopped with its socket and record removed."""
     from rxjobs.engines import forkserver
-    from rxjobs.engines.drivers import runtime_dir
+    from rxjobs.runtime import runtime_dir
 
     forkserver.stop_servers()
     proc = subprocess.Popen([sys.executable, "-c", _WAITING_CALLER, share_path, "thread"],
