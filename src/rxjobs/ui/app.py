@@ -10,6 +10,7 @@ cleanup are POSTs that need the CSRF token when a browser sends them.
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .. import __version__, jobs
+from .. import jobs
 from ..errors import JobNotFoundError, NotAShareDirError, UnsafeShareDirError
 from ..ids import is_job_id
 from ..store import Store, open_store
@@ -36,6 +37,15 @@ from .preview import preview_results
 from .security import CSRF_FIELD, AccessMiddleware, Secrets, check_csrf, refused, wants_json
 
 HERE = Path(__file__).parent
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("rxjobs")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
 T = TypeVar("T")
 
 NOTICES = {  # what a redirect after an action says; keys only, so no text is reflected
@@ -119,7 +129,7 @@ def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.update(share_dir=share.url, csrf_token=secrets_.csrf_token, csrf_field=CSRF_FIELD,
-                       version=__version__, now=utc_now(), nav=context.get("nav", ""))
+                       version=_version(), now=utc_now(), nav=context.get("nav", ""))
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     def error(request: Request, status: int, message: str) -> Response:
