@@ -30,6 +30,7 @@ from starlette.templating import Jinja2Templates
 from .. import jobs
 from ..errors import JobNotFoundError, NotAShareDirError, UnsafeShareDirError
 from ..ids import is_job_id
+from ..retention import RetentionPolicy
 from ..store import Store, open_store
 from ..times import utc_now
 from . import views
@@ -332,10 +333,11 @@ def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str
                         return views.cleanup_json(plan.report, store, True, force)
                     report = views.run_cleanup(store, ids, force, confirmed_forced=ids)
                     return views.cleanup_json(report, store, False, force)
-                states = keys.pop("states", None) or keys.pop("state", None) or []
-                if isinstance(states, str):
-                    states = [states]
-                plan = views.plan_policy(store, views.policy_from_params({**keys, "force": force}, states))
+                try:
+                    policy = RetentionPolicy.from_mapping({**keys, "force": force})
+                except ValueError as exc:
+                    raise views.BadQuery(str(exc)) from None
+                plan = views.plan_policy(store, policy)
                 if dry_run:
                     return views.cleanup_json(plan.report, store, True, force, plan)
                 report = views.run_cleanup(store, plan.would_remove, force,
