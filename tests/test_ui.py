@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from factory import KINDS, make_job
 from rxjobs.cli import cli
 from rxjobs.records import JobRecord
 from rxjobs.store import open_store
+
+from factory import KINDS, make_job
 
 if os.environ.get("CI"):  # in CI a missing install is a failure, never a skip
     import starlette  # noqa: F401
@@ -315,7 +316,7 @@ def test_cleanup_preview_then_confirm_removes_exactly_those(client, csrf, seeded
     preview = client.get("/cleanup?" + "&".join(f"job_id={i}" for i in named))
     assert preview.status_code == 200
     freed = sum(store.usage(i).bytes for i in gone)
-    assert f'id="would-count">3<' in preview.text
+    assert 'id="would-count">3<' in preview.text
     assert f'data-bytes="{freed}"' in preview.text
     assert "never retrieved" in preview.text
     form = {"csrf_token": csrf, "job_id": gone, "kept": [made["unretrieved"][0]]}

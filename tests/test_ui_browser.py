@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from factory import make_job
 from rxjobs import RxLocalParallel, rx_exec
 from rxjobs.store import open_store
 from test_ui import HOSTILE, make_hostile_job
+
+from factory import make_job
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -176,7 +177,8 @@ def test_jobs_appear_filter_and_page(page, share, server):
     page.click("#filters button[type=submit]")
     page.wait_for_url(re.compile(r"state=failed"))
     assert sorted(job_ids_on(page)) == sorted(made["failed"])
-    assert set(page.eval_on_selector_all("#job-rows .state", "els => els.map(e => e.textContent)")) == {"failed"}
+    states = page.eval_on_selector_all("#job-rows .state", "els => els.map(e => e.textContent)")
+    assert set(states) == {"failed"}
     page.goto(f"{base}/jobs?per_page=5")
     first = job_ids_on(page)
     assert len(first) == 5
