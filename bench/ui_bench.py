@@ -26,11 +26,40 @@ import urllib.request
 from datetime import timedelta, timezone
 from pathlib import Path
 
+from rxjobs import RxComputeContext
+from rxjobs.ids import job_id_time
+from rxjobs.records import JobRecord
+from rxjobs.store import open_store
+
 from .cleanup_bench import machine_summary, verdict, write_docs
-from .listing_bench import clone_spread, make_templates, spaced_job_ids
+from .listing_bench import make_templates, spaced_job_ids
 
 TARGET_RATIO = 2.0
 TARGET_RSS_MB = 200.0
+
+
+def clone_spread(templates: list[Path], share: Path, job_ids: list[str]) -> None:
+    """Copy the template jobs round-robin under ``job_ids``, each with its own job.json.
+
+    (``listing_bench.clone_spread`` reads the templates through a store of the
+    new share dir, which the store now refuses: they lie outside it.)
+    """
+    import dataclasses
+    import json
+    import shutil
+
+    store = open_store(str(share))
+    store.ensure_root()
+    records = [JobRecord.from_json(json.loads((t / "job.json").read_text())) for t in templates]
+    context = dataclasses.replace(RxComputeContext.from_dict(records[0].context),
+                                  share_dir=store.url).to_dict()
+    for i, job_id in enumerate(job_ids):
+        template, record = templates[i % len(templates)], records[i % len(templates)]
+        shutil.copytree(template, share / job_id, symlinks=True)
+        created = job_id_time(job_id)
+        clone = dataclasses.replace(record, job_id=job_id, context=context,
+                                    created=created.isoformat() if created else record.created)
+        store.write_json(store.paths(job_id).job_json, clone.to_json())
 
 
 def start_server(share: Path) -> tuple[subprocess.Popen, str, str]:

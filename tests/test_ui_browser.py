@@ -235,7 +235,7 @@ def test_cancel_a_running_job(page, share, server):
     cc = RxLocalParallel(num_workers=1, wait=False, share_dir=path)
     job = rx_exec(print_steps, n=[0, 1], pause=[60, 60], task_chunk_size=1, compute_context=cc)
     page.goto(f"{base}/jobs/{job.job_id}")
-    wait_for(lambda: page.reload() or page.inner_text("#job-state") == "running", 30, "the job to run")
+    wait_for(lambda: (page.reload(), page.inner_text("#job-state") == "running")[1], 30, "the job to run")
     shot(page, "job-before-cancel")
     page.click("#cancel-button")
     page.wait_for_url(re.compile(r"notice=canceled"))
