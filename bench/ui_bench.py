@@ -46,6 +46,7 @@ def clone_spread(templates: list[Path], share: Path, job_ids: list[str]) -> None
     """
     import dataclasses
     import json
+    import os
     import shutil
 
     store = open_store(str(share))
@@ -55,7 +56,8 @@ def clone_spread(templates: list[Path], share: Path, job_ids: list[str]) -> None
                                   share_dir=store.url).to_dict()
     for i, job_id in enumerate(job_ids):
         template, record = templates[i % len(templates)], records[i % len(templates)]
-        shutil.copytree(template, share / job_id, symlinks=True)
+        # Hard links: the clones' files are never written (job.json is replaced by a rename).
+        shutil.copytree(template, share / job_id, symlinks=True, copy_function=os.link)
         created = job_id_time(job_id)
         clone = dataclasses.replace(record, job_id=job_id, context=context,
                                     created=created.isoformat() if created else record.created)
@@ -141,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             for fn, times in ([(first_page, page_times), (cli_list, list_times)][::1 if i % 2 == 0 else -1]):
                 times.append(fn(share))
+        page, listed = statistics.median(page_times), statistics.median(list_times)
+        print(f"{args.jobs} jobs: first page {page:.3f} s, rxjobs list --json {listed:.3f} s, "
+              f"ratio {page / listed:.3f}", flush=True)
         big = work_path / "big"
         clone_spread(templates, big, spaced_job_ids(args.rss_jobs, end))
         proc, base, token = start_server(big)
