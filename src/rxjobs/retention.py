@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import jobs
-from .cleanup import Action, Decision, decide_cleanup
+from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, Decision, decide_cleanup
 from .durations import format_duration, parse_size, to_timedelta
 from .ids import job_id_time
 from .status import RxRemoteJobStatus
@@ -316,3 +316,43 @@ def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
     chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return [job for found in pool.map(look_at_chunk, chunks) for job in found]
+
+
+def preview_cleanup(store: Store, policy: RetentionPolicy, now: datetime | None = None,
+                    surveyed: Sequence[SurveyedJob] | None = None) -> tuple[Selection, CleanupReport]:
+    """What a cleanup by ``policy`` would do now, removing nothing (a dry run).
+
+    Parameters
+    ----------
+    store
+        The share dir.
+    policy
+        The retention policy (an empty one: every job, as ``cleanup --all``).
+    now
+        The moment ages and expiry are judged at (default: now).
+    surveyed
+        A survey of the share dir already made (default: one is made, with sizes).
+
+    Returns
+    -------
+    tuple
+        The selection, and a report with an entry per picked job, oldest first:
+        ``would remove`` with the files and bytes that frees, or ``kept`` with
+        the cleanup rules' reason.  A cleanup that follows re-checks every rule.
+    """
+    now = now or utc_now()
+    if surveyed is None:
+        surveyed = survey_jobs(store, now, sizes=True)
+    selection = select_jobs(surveyed, policy, now)
+    by_id = {job.job_id: job for job in surveyed}
+    report = CleanupReport()
+    for job_id in selection.job_ids:
+        job = by_id[job_id]
+        decision = job.decision(policy.force)
+        removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
+        report.entries.append(CleanupEntry(
+            job_id, store.url, job.status.value,
+            CleanupOutcome.WOULD_REMOVE if removable else CleanupOutcome.KEPT, decision.reason,
+            files=job.files if removable else 0, bytes=job.bytes if removable else 0,
+            expired=job.expired))
+    return selection, report
