@@ -51,6 +51,7 @@ from .retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs, s
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
+from .sweep import UserCleanup, sweep_cleanup, sweep_usage
 from .times import parse_age, parse_time, time_ago, utc_now
 from .usage import disk_usage
 from .waiting import poll
@@ -168,6 +169,11 @@ def _state_option(help_text: str) -> _Decorator:
 
 def _json_option(help_text: str = "Print JSON for scripts.") -> _Decorator:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def _all_users_option(help_text: str) -> _Decorator:
+    return click.option("--all-users", "all_users", metavar="ROOT",
+                        type=click.Path(file_okay=False, path_type=str), help=help_text)
 
 
 # -- printing ----------------------------------------------------------------------------
@@ -622,11 +628,17 @@ def _surveyed_entry(store: Store, job: SurveyedJob, force: bool) -> CleanupEntry
 @_retention_options
 @click.option("--dry-run", is_flag=True,
               help="Say exactly which jobs would be removed and the bytes that frees; remove nothing.")
+@_all_users_option("Apply the policy to every user's share dir under ROOT, each as its owner "
+                   "(root only).")
+@click.option("--in-total", is_flag=True,
+              help="With --all-users: --max-total-size bounds all the share dirs together, "
+                   "not each one.")
 @_json_option("Print the cleanup report as JSON.")
 @click.pass_context
 def cleanup(ctx: click.Context, job_ids: tuple[str, ...], all_jobs: bool, states: tuple[str, ...],
             older_than: timedelta | None, max_total_size: int | None, keep_last: int | None,
-            policy_file: str | None, force: bool, dry_run: bool, as_json: bool) -> None:
+            policy_file: str | None, force: bool, dry_run: bool, all_users: str | None,
+            in_total: bool, as_json: bool) -> None:
     """Remove the artifacts of jobs, following the cleanup rules.
 
     Name jobs, or choose among all the jobs of the share dir with --all and
@@ -636,8 +648,22 @@ def cleanup(ctx: click.Context, job_ids: tuple[str, ...], all_jobs: bool, states
     expires_after has passed is removed without it.  Exit 1 if a job named
     by id was kept or not found, if removing a job failed, or if the share dir
     is still over --max-total-size.
+
+    With --all-users ROOT (root only), the same rules and options apply to
+    every share dir under ROOT (ROOT itself, ROOT/USER, ROOT/GROUP/USER),
+    each cleaned up by a process acting as the share dir's owner, with a
+    report per user.
     """
     chooses = any(v is not None for v in (older_than, max_total_size, keep_last, policy_file))
+    if all_users is not None:
+        if job_ids:
+            raise click.UsageError("--all-users applies a policy to every share dir under ROOT; "
+                                   "do not name jobs with it")
+        policy = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
+        _cleanup_all_users(ctx, all_users, policy, dry_run, in_total, as_json)
+        return
+    if in_total:
+        raise click.UsageError("--in-total goes with --all-users")
     if job_ids and all_jobs:
         raise click.UsageError("give job ids or --all, not both")
     if job_ids and any(v is not None for v in (max_total_size, keep_last, policy_file)):
@@ -757,6 +783,50 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
                    f"({_plural(report.files_freed, 'file')})")
 
 
+def _cleanup_all_users(ctx: click.Context, root: str, policy: RetentionPolicy, dry_run: bool,
+                       in_total: bool, as_json: bool) -> None:
+    def show(user: UserCleanup) -> None:
+        if as_json:
+            return
+        click.echo(f"== {user.user} (uid {user.uid}): {user.share_dir}")
+        if user.error is not None:
+            _error(f"{user.share_dir} ({user.user}): {user.error}")
+            return
+        assert user.run is not None
+        why = user.run.why
+        for entry in user.run.report:
+            click.echo("  " + _cleanup_line(entry, why.get(entry.job_id, "")),
+                       err=entry.outcome is CleanupOutcome.ERROR)
+        for message in user.warnings:
+            _warning(f"{user.user}: {message}")
+        report = user.run.report
+        gone = [e for e in report if e.outcome in (CleanupOutcome.REMOVED, CleanupOutcome.WOULD_REMOVE)]
+        kept = ", ".join(f"{n} {why}" for why, n in user.kept.items())
+        click.echo(f"  {user.user}: {_plural(len(gone), 'job')} {'would be ' if dry_run else ''}removed "
+                   f"({human_bytes(sum(e.bytes for e in gone))}), "
+                   f"{sum(user.kept.values())} kept" + (f" ({kept})" if kept else ""))
+
+    sweep = sweep_cleanup(root, policy, dry_run=dry_run, in_total=in_total, on_user=show)
+    if as_json:
+        _print_json(sweep.to_json())
+    else:
+        for skipped in sweep.skipped:
+            click.echo(f"left alone {skipped.path}: {skipped.reason}")
+        data = sweep.to_json()
+        verb = "would be removed" if dry_run else "removed"
+        freed = data["bytes_would_free"] if dry_run else data["bytes_freed"]
+        click.echo(f"{_plural(len(sweep.users), 'share dir')} under {sweep.root}: "
+                   f"{_plural(data['would_remove'] if dry_run else data['removed'], 'job')} {verb}, "
+                   f"{data['kept']} kept; {human_bytes(freed)} {'would be ' if dry_run else ''}freed"
+                   + (f"; {len(sweep.failed)} share dirs could not be cleaned up" if sweep.failed else ""))
+    if sweep.still_over:
+        _warning(f"{'all share dirs together are' if in_total else 'some share dirs are'} still over "
+                 "--max-total-size: the rest is held by jobs the cleanup rules keep; their owners "
+                 "must collect their results, or pass --force")
+    if sweep.failed or sweep.entries(CleanupOutcome.ERROR) or (sweep.still_over and not dry_run):
+        ctx.exit(1)
+
+
 # -- du ----------------------------------------------------------------------------------
 
 
@@ -764,18 +834,24 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
               help="How many of the largest jobs to show.")
 @_retention_options
+@_all_users_option("Show who uses what: every user's share dir under ROOT, each surveyed as "
+                   "its owner (root only).")
 @_json_option()
 @click.pass_obj
 def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta | None,
        max_total_size: int | None, keep_last: int | None, policy_file: str | None, force: bool,
-       as_json: bool) -> None:
+       all_users: str | None, as_json: bool) -> None:
     """Show disk use: per job, per state, the largest jobs, and what each policy would free.
 
     The policies shown are the cleanup rules alone (cleanup --all), with
     --force, the jobs whose expires_after has passed, and the policy given
     by the retention options or --policy, if any.  Nothing is removed.
+    With --all-users ROOT: per user, over every share dir under ROOT.
     """
     asked = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
+    if all_users is not None:
+        _du_all_users(all_users, asked, top, as_json)
+        return
     report = disk_usage(share.store(), asked, top)
     if as_json:
         _print_json(report.to_json())
@@ -823,6 +899,31 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
         policy_table.add_row(Text(estimate.policy), Text(str(estimate.jobs)),
                              Text(human_bytes(estimate.bytes)))
     console.print(policy_table)
+
+
+def _du_all_users(root: str, policy: RetentionPolicy, top: int, as_json: bool) -> None:
+    sweep = sweep_usage(root, policy, top)
+    data = sweep.to_json()
+    if as_json:
+        _print_json(data)
+        return
+    table = _table()
+    for column in ("user", "share dirs", "jobs", "files", "size", "cleanup would free", "kept"):
+        table.add_column(column, justify="left" if column == "user" else "right", no_wrap=True)
+    for user, sums in data["by_user"].items():
+        table.add_row(Text(user), Text(str(sums["share_dirs"])), Text(str(sums["jobs"])),
+                      Text(str(sums["files"])), Text(human_bytes(sums["bytes"])),
+                      Text(human_bytes(sums["freeable_bytes"])), Text(human_bytes(sums["kept_bytes"])))
+    console = _console()
+    console.print(table)
+    for failed in (u for u in sweep.users if u.error is not None):
+        _error(f"{failed.share_dir} ({failed.user}): {failed.error}")
+    for skipped in sweep.skipped:
+        click.echo(f"left alone {skipped.path}: {skipped.reason}")
+    totals = data["totals"]
+    console.print(Text(f"{_plural(totals['share_dirs'], 'share dir')} under {sweep.root}: "
+                       f"{human_bytes(totals['bytes'])} in {_plural(totals['jobs'], 'job')}; cleanup "
+                       f"would free {human_bytes(totals['freeable_bytes'])}"), soft_wrap=True)
 
 
 # -- adopt -----------------------------------------------------------------------------
