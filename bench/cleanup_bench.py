@@ -45,6 +45,7 @@ from pathlib import Path
 
 import rxjobs
 from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_cleanup_jobs, rx_exec, rx_get_jobs, rx_wait_for_job
+from rxjobs.contexts import RxComputeContext
 from rxjobs.ids import job_id_time, new_job_id
 from rxjobs.records import JobRecord
 from rxjobs.store import open_store
@@ -95,9 +96,11 @@ def clone_jobs(template: Path, share: Path, job_ids: list[str]) -> None:
     """
     store = open_store(str(share))
     store.ensure_root()
-    record = JobRecord.from_json(store.read_json(str(template / "job.json")))
+    # The template is another share dir: read its record through its own store.
+    template_store = open_store(str(template.parent))
+    record = JobRecord.from_json(template_store.read_json(str(template / "job.json")))
     # The context names the share dir: rx_get_jobs lists only jobs of the asked context.
-    context = dataclasses.replace(record.compute_context(), share_dir=store.url).to_dict()
+    context = dataclasses.replace(RxComputeContext.from_dict(record.context), share_dir=store.url).to_dict()
     dirs = sorted(str(p.relative_to(template)) for p in template.rglob("*") if p.is_dir())
     files = {str(p.relative_to(template)): p.read_bytes() for p in template.rglob("*")
              if p.is_file() and p.name != "job.json"}
