@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # whole API, and `import rxjobs` stays cheap.
 _EXPORTS: dict[str, str] = {
     "CleanupEntry": "cleanup",
+    "CleanupOutcome": "cleanup",
     "CleanupReport": "cleanup",
     "EngineNotInstalledError": "errors",
     "IncompleteResultsError": "errors",
@@ -37,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "RxRunError": "errors",
     "RxRunWarning": "api",
     "RxSpark": "contexts",
-    "RxUnsupportedContextError": "contexts",
+    "RxUnsupportedContextError": "errors",
     "UntrustedShareDirError": "errors",
     "get_job": "api",
     "list_jobs": "api",
@@ -94,7 +95,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         rx_spark_disconnect,
         rx_wait_for_job,
     )
-    from .cleanup import CleanupEntry, CleanupReport, RxCleanupWarning  # noqa: F401
+    from .cleanup import CleanupEntry, CleanupOutcome, CleanupReport, RxCleanupWarning  # noqa: F401
     from .contexts import (  # noqa: F401
         RxComputeContext,
         RxDask,
@@ -103,7 +104,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxLocalParallel,
         RxLocalSeq,
         RxSpark,
-        RxUnsupportedContextError,
     )
     from .errors import (  # noqa: F401
         EngineNotInstalledError,
@@ -113,6 +113,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         JobNotFinishedError,
         JobNotFoundError,
         RxRunError,
+        RxUnsupportedContextError,
         UntrustedShareDirError,
     )
     from .status import RxRemoteJobStatus  # noqa: F401

@@ -16,15 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from . import jobs, listing
-from .arguments import build_runs, choose_chunk_size
+from .arguments import build_runs
 from .cleanup import CleanupReport, cleanup_jobs
 from .contexts import RxComputeContext, RxLocalSeq
-from .durations import format_duration, to_timedelta
 from .engines import get_engine
-from .errors import JobFailedError, JobNotFoundError
+from .errors import JobFailedError
 from .ids import validate_job_id
-from .records import mark_retrieved, read_job_record
-from .runner import Payload, load_task_result
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
@@ -246,27 +243,21 @@ def rx_exec(
     if cc.engine is None:
         return _run_in_process(function, runs, continue_on_failure, callback)
 
-    console = getattr(cc, "console_output", False) if console_output is None else console_output
-    cleanup = getattr(cc, "auto_cleanup", True) if auto_cleanup is None else auto_cleanup
-    expiry = getattr(cc, "expires_after", None) if expires_after is None else expires_after
-    expiry = to_timedelta(expiry, "expires_after") if expiry is not None else None
-    chunk = choose_chunk_size(len(runs), get_engine(cc.engine).parallelism(cc), task_chunk_size)
-    payload = Payload(function, runs, chunk, bool(continue_on_failure))
-    options = {"continue_on_failure": bool(continue_on_failure), "console_output": bool(console),
-               "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": cc.waits,
-               "expires_after": format_duration(expiry) if expiry is not None else None}
+    payload, options = jobs.prepare_job(cc, function, runs, task_chunk_size, continue_on_failure,
+                                        console_output, auto_cleanup, expires_after)
+    console, cleanup = options["console_output"], options["auto_cleanup"]
     store = open_store(cc.job_share_dir(), cc.job_share_dir_options())
     job = RxRemoteJob(cc, jobs.submit_job(store, cc, payload, options))
     if not cc.waits:
         return job
     try:
-        _wait_with_callback(store, job.job_id, callback)
+        jobs.wait_with_callback(store, job.job_id, callback)
     except BaseException:  # KeyboardInterrupt included: do not leave the job running
         jobs.cancel_job(store, job.job_id)
         raise
     derived = jobs.job_status(store, job.job_id)
     if derived.status is RxRemoteJobStatus.FAILED:
-        error = _first_run_error(store, job.job_id)
+        error = jobs.first_run_error(store, job.job_id)
         if console:
             _print_output(store, job.job_id)
         if cleanup:
@@ -289,7 +280,7 @@ def _run_in_process(function: Callable[..., Any], runs: list[dict[str, Any]],
         except Exception as exc:
             if not continue_on_failure:
                 raise
-            exc.remote_traceback = traceback.format_exc()  # same shape as a remote failure
+            exc.remote_traceback = traceback.format_exc()  # type: ignore[attr-defined]  # as a remote failure
             value = exc
             failed.append(i)
         results.append(value)
@@ -297,44 +288,6 @@ def _run_in_process(function: Callable[..., Any], runs: list[dict[str, Any]],
             callback(value)
     _warn_failed_runs("", failed, len(runs))
     return results
-
-
-def _wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any] | None) -> None:
-    """Wait until the job ends, calling ``callback`` on each run's value as its task lands."""
-    seen: set[int] = set()
-    n_tasks = read_job_record(store, job_id).n_tasks
-
-    def check() -> RxRemoteJobStatus | None:
-        if callback is not None:
-            for task in range(n_tasks):
-                if task in seen or not store.exists(store.paths(job_id).result(task)):
-                    continue
-                seen.add(task)
-                for value in load_task_result(store, job_id, task).values:
-                    callback(value)
-        status = jobs.job_status(store, job_id).status
-        return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
-
-    with jobs.job_sleep(store, job_id) as sleep:
-        poll(check, first_delay=0.02, max_delay=0.5, sleep=sleep)
-    if callback is not None and jobs.job_status(store, job_id).status is RxRemoteJobStatus.FINISHED:
-        check()  # tasks that landed between the last look and the end
-
-
-def _first_run_error(store: Store, job_id: str) -> BaseException | None:
-    try:
-        n_tasks = read_job_record(store, job_id).n_tasks
-    except Exception:
-        return None
-    for task in range(n_tasks):
-        try:
-            result = load_task_result(store, job_id, task)
-        except Exception:
-            continue
-        for offset, value in enumerate(result.values):
-            if result.first_run + offset in result.failed and isinstance(value, BaseException):
-                return value
-    return None
 
 
 def _warn_failed_runs(job_id: str, failed: list[int], n_runs: int) -> None:
@@ -349,10 +302,13 @@ def _warn_failed_runs(job_id: str, failed: list[int], n_runs: int) -> None:
     )
 
 
-def _print_output(store: Store, job_id: str) -> None:
-    text = jobs.read_output(store, job_id)
+def _write_output(text: str) -> None:
     if text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _print_output(store: Store, job_id: str) -> None:
+    _write_output(jobs.read_output(store, job_id))
 
 
 # -- the job functions -------------------------------------------------------------------
@@ -487,24 +443,8 @@ def rx_get_job_results(
         As their names say; nothing is deleted.
     """
     job = _job(job_info)
-    store = job.store
-    with store.lock(job.job_id):
-        record = read_job_record(store, job.job_id)
-        results = jobs.read_results(store, job.job_id)
-        options = record.options
-        console = options.get("console_output", False) if console_output is None else console_output
-        cleanup = options.get("auto_cleanup", True) if auto_cleanup is None else auto_cleanup
-        if console:
-            _print_output(store, job.job_id)
-        if cleanup:
-            # Removed only after the complete read; a crash before this line leaves
-            # the job intact and un-retrieved, so nothing is lost.
-            try:
-                store.remove_job(job.job_id)
-            except JobNotFoundError:
-                pass  # another cleanup removed it after our read
-        else:
-            mark_retrieved(store, job.job_id)
+    results = jobs.collect_results(job.store, job.job_id, console_output, auto_cleanup,
+                                   show=_write_output)
     _warn_failed_runs(job.job_id, results.failed, len(results.values))
     return results.values
 
@@ -631,7 +571,8 @@ def rx_spark_connect(
                  extra_spark_config=extra_spark_config, app_name=app_name,
                  share_dir_options=share_dir_options, expires_after=expires_after,
                  persistent_run=True, idle_timeout=idle_timeout)
-    return get_engine("spark").connect(cc, reset=reset)
+    spark: Any = get_engine("spark")  # the Spark engine offers connect/disconnect beyond the protocol
+    return spark.connect(cc, reset=reset)
 
 
 def rx_spark_disconnect(compute_context: RxComputeContext | None = None) -> bool:
@@ -658,7 +599,8 @@ def rx_spark_disconnect(compute_context: RxComputeContext | None = None) -> bool
     cc = _context(compute_context)
     if not isinstance(cc, RxSpark):
         raise TypeError(f"rx_spark_disconnect takes an RxSpark compute context, not {cc.kind}")
-    stopped = get_engine("spark").disconnect(cc)
+    spark: Any = get_engine("spark")
+    stopped = spark.disconnect(cc)
     if _current_context == cc:
         rx_set_compute_context(RxLocalSeq())
     return stopped

@@ -222,7 +222,7 @@ def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool, now: datet
         entry, decision, detached = _clean_one_locked(store, job_id, force, dry_run, now)
     if detached is None:
         return entry, decision, None
-    entry.outcome = "removed"
+    entry.outcome = CleanupOutcome.REMOVED
     if helpers is not None and store.is_local:
         return entry, decision, helpers.submit(store, detached)
     usage = store.delete_detached(detached)
@@ -238,7 +238,7 @@ def _finish_entry(entry: CleanupEntry, deleted: Future | None,
     try:
         usage = helpers.result(deleted)
     except Exception as exc:  # the job is in the trash; the next cleanup finishes it
-        return CleanupEntry(entry.job_id, entry.share_dir, "undetermined", "error",
+        return CleanupEntry(entry.job_id, entry.share_dir, "undetermined", CleanupOutcome.ERROR,
                             f"{type(exc).__name__}: {exc}")
     entry.files, entry.bytes = usage.files, usage.bytes
     return entry
@@ -255,33 +255,36 @@ def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
     if owner is not None and owner != os.geteuid():
         decision = Decision(Action.KEEP, f"owned by another user (uid {owner}): never removed",
                             warn=True)
-        return CleanupEntry(job_id, store.url, "undetermined", "kept", decision.reason), decision, None
+        entry = CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.KEPT, decision.reason)
+        return entry, decision, None
     look = jobs.look_at_job(store, job_id)
     derived = look.derived
     if look.record is None and derived.status is not RxRemoteJobStatus.MISSING:
         decision = Decision(Action.KEEP, f"not a job: {derived.reason}; debris is never removed by "
                             "cleanup (see `rxjobs doctor`)", warn=True)
-        return CleanupEntry(job_id, store.url, derived.status.value, "kept", decision.reason), decision, None
+        entry = CleanupEntry(job_id, store.url, derived.status.value, CleanupOutcome.KEPT,
+                             decision.reason)
+        return entry, decision, None
     retrieved = derived.status is RxRemoteJobStatus.FINISHED and look.retrieved
     expired = jobs.is_expired(store, look, now)
     decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason, expired=expired)
-    entry = CleanupEntry(job_id, store.url, derived.status.value, "kept", decision.reason,
+    entry = CleanupEntry(job_id, store.url, derived.status.value, CleanupOutcome.KEPT, decision.reason,
                          expired=expired)
     if decision.action is Action.NOTHING:
-        entry.outcome = "missing"
+        entry.outcome = CleanupOutcome.MISSING
         return entry, decision, None
     if decision.action is Action.KEEP:
         return entry, decision, None
     if dry_run:
         usage = store.usage(job_id)
-        entry.outcome, entry.files, entry.bytes = "would remove", usage.files, usage.bytes
+        entry.outcome, entry.files, entry.bytes = CleanupOutcome.WOULD_REMOVE, usage.files, usage.bytes
         return entry, decision, None
     if decision.action is Action.CANCEL_AND_REMOVE:
         jobs.stop_on_engine(store, job_id)
     try:
         return entry, decision, store.detach_job(job_id)
     except JobNotFoundError:
-        entry.outcome, entry.reason = "missing", "already removed (by another cleanup?)"
+        entry.outcome, entry.reason = CleanupOutcome.MISSING, "already removed (by another cleanup?)"
         return entry, decision, None
 
 
@@ -327,7 +330,7 @@ def cleanup_jobs(
         try:
             return _clean_one(store, job_id, force, dry_run, now, helpers)
         except Exception as exc:  # one job's problem never stops the others
-            entry = CleanupEntry(job_id, store.url, "undetermined", "error",
+            entry = CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
                                  f"{type(exc).__name__}: {exc}")
             return entry, None, None
 
@@ -341,10 +344,10 @@ def cleanup_jobs(
             report.entries.append(entry)
             if verbose:
                 echo(_verbose_line(entry))
-            if decision is not None and decision.warn and entry.outcome == "kept":
+            if decision is not None and decision.warn and entry.outcome == CleanupOutcome.KEPT:
                 warnings.warn(RxCleanupWarning(f"job {entry.job_id} kept: {entry.reason}",
                                                entry.job_id), stacklevel=3)
-            elif entry.outcome == "error":
+            elif entry.outcome == CleanupOutcome.ERROR:
                 warnings.warn(RxCleanupWarning(f"job {entry.job_id} not cleaned up: {entry.reason}",
                                                entry.job_id), stacklevel=3)
     return report
@@ -365,10 +368,10 @@ def _start_delete_workers(targets: list[tuple[Store, str]], threads: int) -> Del
 
 def _verbose_line(entry: CleanupEntry) -> str:
     where = f"{entry.share_dir}/{entry.job_id}"
-    if entry.outcome == "removed":
+    if entry.outcome == CleanupOutcome.REMOVED:
         return f"removed {where} ({entry.status}; {entry.files} files, {entry.bytes} bytes)"
-    if entry.outcome == "would remove":
+    if entry.outcome == CleanupOutcome.WOULD_REMOVE:
         return f"would remove {where} ({entry.status}; {entry.files} files, {entry.bytes} bytes)"
-    if entry.outcome == "missing":
+    if entry.outcome == CleanupOutcome.MISSING:
         return f"nothing to do for {where}: {entry.reason}"
     return f"kept {where}: {entry.reason}"

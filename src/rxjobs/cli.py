@@ -34,7 +34,6 @@ from rich.text import Text
 
 from . import __version__, api, jobs, listing
 from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
-from .contexts import RxUnsupportedContextError
 from .durations import parse_size
 from .engines import EngineNotInstalledError
 from .errors import (
@@ -43,6 +42,7 @@ from .errors import (
     JobFailedError,
     JobNotFinishedError,
     JobNotFoundError,
+    RxUnsupportedContextError,
 )
 from .ids import validate_job_id
 from .options import REDACTED, has_redacted_value, storage_options
@@ -749,7 +749,7 @@ def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: boo
     if size and not as_json:
         verb = "would hold" if dry_run else "holds"
         click.echo(f"share dir {verb} {human_bytes(size['bytes_after'])} "
-                   f"(--max-total-size {human_bytes(policy.max_total_size)})")
+                   f"(--max-total-size {human_bytes(size['max_total_size'])})")
     if still_over:
         kept = sum(1 for e in report if e.outcome is CleanupOutcome.KEPT)
         _warning(f"the share dir {'would stay' if dry_run else 'is still'} over --max-total-size: "

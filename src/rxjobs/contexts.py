@@ -17,13 +17,9 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .durations import format_duration, to_timedelta
-from .errors import EngineNotInstalledError
+from .errors import EngineNotInstalledError, RxUnsupportedContextError
 from .options import StorageOptions, storage_options
 from .sharedir import default_share_dir, is_process_local, normalize_share_dir
-
-
-class RxUnsupportedContextError(NotImplementedError):
-    """A RevoScaleR compute context that rxjobs does not provide."""
 
 
 @dataclass(frozen=True)

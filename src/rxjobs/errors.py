@@ -17,6 +17,7 @@ __all__ = [
     "JobNotFoundError",
     "NotAShareDirError",
     "RxRunError",
+    "RxUnsupportedContextError",
     "UnsafeShareDirError",
     "UntrustedShareDirError",
 ]
@@ -36,6 +37,10 @@ class NotAShareDirError(FileNotFoundError):
 
 class UnsafeShareDirError(PermissionError):
     """An entry of the share dir is not what rxjobs made (a symlink, another owner...)."""
+
+
+class RxUnsupportedContextError(NotImplementedError):
+    """A RevoScaleR compute context that rxjobs does not provide (RxHadoopMR, RxInTeradata)."""
 
 
 class EngineNotInstalledError(ImportError):

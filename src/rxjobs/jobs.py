@@ -19,8 +19,9 @@ from typing import Any
 import cloudpickle
 import psutil
 
+from .arguments import choose_chunk_size
 from .contexts import RxComputeContext
-from .durations import to_timedelta
+from .durations import format_duration, to_timedelta
 from .engines import SubmittedJob, get_engine
 from .errors import (
     IncompleteResultsError,
@@ -37,6 +38,7 @@ from .records import (
     StatusRecord,
     canceled_time,
     mark_canceled,
+    mark_retrieved,
     read_engine_record,
     read_job_record,
     read_status_record,
@@ -47,6 +49,7 @@ from .runner import Payload, load_task_result
 from .status import Derived, JobFacts, Probe, Record, RxRemoteJobStatus, derive_status
 from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
 from .times import parse_timestamp, utc_now_iso
+from .waiting import poll
 
 # -- submit ------------------------------------------------------------------------------
 
@@ -353,6 +356,98 @@ def tasks_done(store: Store, job_id: str) -> int:
     paths = store.paths(job_id)
     n_tasks = read_job_record(store, job_id).n_tasks
     return len(JobPaths.task_indexes(store.listdir(paths.tasks), RESULT_SUFFIX, n_tasks))
+
+
+# -- the life of a job as rx_exec runs it -------------------------------------------------
+
+
+def prepare_job(context: RxComputeContext, function: Callable[..., Any], runs: list[dict[str, Any]],
+                task_chunk_size: int | None, continue_on_failure: bool, console_output: bool | None,
+                auto_cleanup: bool | None, expires_after: Any) -> tuple[Payload, dict[str, Any]]:
+    """The payload and the ``job.json`` options of a job, the context's settings filling in
+    what the caller left as None (revoscalepy's rule for ``console_output``/``auto_cleanup``)."""
+    console = getattr(context, "console_output", False) if console_output is None else console_output
+    cleanup = getattr(context, "auto_cleanup", True) if auto_cleanup is None else auto_cleanup
+    expiry = getattr(context, "expires_after", None) if expires_after is None else expires_after
+    expiry = to_timedelta(expiry, "expires_after") if expiry is not None else None
+    if context.engine is None:
+        raise ValueError(f"{context.kind} runs in the calling process and keeps no jobs")
+    chunk = choose_chunk_size(len(runs), get_engine(context.engine).parallelism(context), task_chunk_size)
+    payload = Payload(function, runs, chunk, bool(continue_on_failure))
+    options = {"continue_on_failure": bool(continue_on_failure), "console_output": bool(console),
+               "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": context.waits,
+               "expires_after": format_duration(expiry) if expiry is not None else None}
+    return payload, options
+
+
+def collect_results(store: Store, job_id: str, console_output: bool | None = None,
+                    auto_cleanup: bool | None = None,
+                    show: Callable[[str], None] | None = None) -> Results:
+    """Read a finished job's results whole, then remove the job or mark it retrieved.
+
+    ``console_output``/``auto_cleanup`` default to the job's own options;
+    ``show`` receives the console output when it is to be shown.  The job is
+    removed only after the complete read, under its lock: a crash before
+    leaves it intact and un-retrieved, so nothing is lost.
+    """
+    with store.lock(job_id):
+        options = read_job_record(store, job_id).options
+        results = read_results(store, job_id)
+        console = options.get("console_output", False) if console_output is None else console_output
+        cleanup = options.get("auto_cleanup", True) if auto_cleanup is None else auto_cleanup
+        if console and show is not None:
+            show(read_output(store, job_id))
+        if cleanup:
+            try:
+                store.remove_job(job_id)
+            except JobNotFoundError:
+                pass  # another cleanup removed it after our read
+        else:
+            mark_retrieved(store, job_id)
+    return results
+
+
+
+def wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any] | None) -> None:
+    """Wait until the job ends, calling ``callback`` on each run's value as its task lands."""
+    seen: set[int] = set()
+    n_tasks = read_job_record(store, job_id).n_tasks
+    paths = store.paths(job_id)
+
+    def check() -> RxRemoteJobStatus | None:
+        if callback is not None:
+            for task in JobPaths.task_indexes(store.listdir(paths.tasks), RESULT_SUFFIX, n_tasks):
+                if task in seen:
+                    continue
+                seen.add(task)
+                for value in load_task_result(store, job_id, task).values:
+                    callback(value)
+        status = job_status(store, job_id).status
+        return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
+
+    with job_sleep(store, job_id) as sleep:
+        poll(check, first_delay=0.02, max_delay=0.5, sleep=sleep)
+    if callback is not None and job_status(store, job_id).status is RxRemoteJobStatus.FINISHED:
+        check()  # tasks that landed between the last look and the end
+
+
+def first_run_error(store: Store, job_id: str) -> BaseException | None:
+    """The exception of the first run that raised (for a waiting rx_exec to re-raise), if any."""
+    try:
+        n_tasks = read_job_record(store, job_id).n_tasks
+    except Exception:
+        return None
+    names = store.listdir(store.paths(job_id).tasks)
+    for task in JobPaths.task_indexes(names, RESULT_SUFFIX, n_tasks):
+        try:
+            result = load_task_result(store, job_id, task)
+        except Exception:
+            continue
+        for offset, value in enumerate(result.values):
+            if result.first_run + offset in result.failed and isinstance(value, BaseException):
+                return value
+    return None
+
 
 
 # -- cancel ------------------------------------------------------------------------------

@@ -281,12 +281,14 @@ def select_jobs(surveyed: Sequence[SurveyedJob], policy: RetentionPolicy, now: d
             picked[job.job_id] = "expired" if job.expired else (
                 "in state " + job.status.value if policy.states is not None else "every job")
     else:
-        cutoff = time_ago(policy.older_than, now) if policy.older_than is not None else None
+        older_than = policy.older_than
+        cutoff = time_ago(older_than, now) if older_than is not None else None
         for job in considered:
             if job.expired:
                 picked[job.job_id] = "expired"
-            elif cutoff is not None and job.submitted is not None and job.submitted <= cutoff:
-                picked[job.job_id] = f"older than {format_duration(policy.older_than)}"
+            elif older_than is not None and cutoff is not None and job.submitted is not None \
+                    and job.submitted <= cutoff:
+                picked[job.job_id] = f"older than {format_duration(older_than)}"
     after = total - sum(j.bytes for j in considered
                         if j.job_id in picked and j.removable(policy.force))
     if policy.max_total_size is not None:
