@@ -1,7 +1,7 @@
 """The operator's sweep (issue 16, item 2): its pure decisions, by tables, and a walk.
 
 The sweep as real users (root acting as each share dir's owner) is in
-tests/security/test_sweep.py.
+tests/security/test_operator_sweep.py.
 """
 
 from __future__ import annotations
