@@ -19,7 +19,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, api, jobs, listing
-from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
+from .cleanup import CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
 from .durations import parse_size
 from .engines import EngineNotInstalledError
 from .errors import (
@@ -47,12 +47,12 @@ from .errors import (
 from .ids import validate_job_id
 from .options import REDACTED, has_redacted_value, storage_options
 from .records import read_job_record
-from .retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs, survey_jobs
+from .retention import POLICY_BATCH, PolicyRun, RetentionPolicy, apply_policy, load_policy
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
 from .sweep import UserCleanup, sweep_cleanup, sweep_usage
-from .times import parse_age, parse_time, time_ago, utc_now
+from .times import parse_age, parse_time, time_ago
 from .usage import disk_usage
 from .waiting import poll
 
@@ -612,16 +612,6 @@ def _policy(policy_file: str | None, states: tuple[str, ...], older_than: timede
         force=True if force else None)
 
 
-def _surveyed_entry(store: Store, job: SurveyedJob, force: bool) -> CleanupEntry:
-    """What a dry run says of a surveyed job: what cleanup would do, and the bytes it frees."""
-    decision = job.decision(force)
-    removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
-    return CleanupEntry(job.job_id, store.url, job.status.value,
-                        CleanupOutcome.WOULD_REMOVE if removable else CleanupOutcome.KEPT, decision.reason,
-                        files=job.files if removable else 0, bytes=job.bytes if removable else 0,
-                        expired=job.expired)
-
-
 @cli.command()
 @click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
 @click.option("--all", "all_jobs", is_flag=True, help="Every job of the share dir.")
@@ -709,47 +699,48 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
 def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: bool,
                        as_json: bool) -> None:
     store = ctx.obj.store()
-    now = utc_now()
-    if policy.merged(force=False).is_empty():
-        # Every job, as the rules say: no survey needed first.
-        selection = None
-        targets = store.list_job_ids()
-        why: dict[str, str] = {}
-    else:
-        surveyed = survey_jobs(store, now, sizes=policy.max_total_size is not None or dry_run)
-        selection = select_jobs(surveyed, policy, now)
-        targets = selection.job_ids
-        why = {p.job_id: p.why for p in selection.picks}
-    if dry_run and selection is not None:
-        by_id = {job.job_id: job for job in surveyed}
-        report = CleanupReport([_surveyed_entry(store, by_id[job_id], policy.force)
-                                for job_id in targets])
+    console = _console()
+    why: dict[str, str] = {}
+    shown: list[Any] = []  # the progress bar and its task, once the jobs picked are known
+
+    def started(run: PolicyRun, total: int) -> None:
+        why.update(run.why)
+        if not as_json and console.is_terminal and total > POLICY_BATCH:
+            # rich redirects stdout/stderr while the bar shows: the lines print above it.
+            progress = Progress(TextColumn("cleanup"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=console, transient=True)
+            stack.enter_context(progress)
+            shown.extend([progress, progress.add_task("cleanup", total=total)])
+
+    def reported(entries: list[CleanupEntry]) -> None:
         if not as_json:
-            for entry in report:
-                click.echo(_cleanup_line(entry, why.get(entry.job_id, "")))
-    else:
-        report, other_warnings = _run_cleanup([(store, job_id) for job_id in targets], policy.force,
-                                              dry_run, quiet=as_json, now=now, why=why)
-        for message in other_warnings:
-            _warning(message)
-    still_over = False
+            for entry in entries:
+                click.echo(_cleanup_line(entry, why.get(entry.job_id, "")),
+                           err=entry.outcome is CleanupOutcome.ERROR)
+        if shown:
+            shown[0].advance(shown[1], len(entries))
+
+    with ExitStack() as stack:
+        caught = stack.enter_context(_captured_warnings())
+        run = apply_policy(store, policy, dry_run, on_start=started, on_entries=reported)
+    report = run.report
+    named = {entry.job_id for entry in report}
+    for message in (str(w.message) for w in caught if getattr(w.message, "job_id", None) not in named):
+        _warning(message)
+    still_over = run.still_over if run.picks is not None else False
     size = {}
-    if selection is not None and policy.max_total_size is not None:
-        gone = (CleanupOutcome.REMOVED, CleanupOutcome.WOULD_REMOVE)
-        freed = sum(e.bytes for e in report if e.outcome in gone)
-        after = selection.total_bytes - freed
-        still_over = after > policy.max_total_size
-        size = {"total_bytes": selection.total_bytes, "bytes_after": after,
+    if run.picks is not None and policy.max_total_size is not None:
+        size = {"total_bytes": run.total_bytes, "bytes_after": run.bytes_after,
                 "max_total_size": policy.max_total_size, "over_max_total_size": still_over}
     extra = {"policy": policy.to_json(),
-             "picked": [{"job_id": p.job_id, "why": p.why} for p in selection.picks]
-             if selection is not None else None,
-             "protected": selection.protected if selection is not None else [], **size}
+             "picked": [{"job_id": p.job_id, "why": p.why} for p in run.picks]
+             if run.picks is not None else None,
+             "protected": run.protected, **size}
     _print_cleanup_summary(report, store, dry_run, policy.force, as_json, extra=extra)
     if size and not as_json:
         verb = "would hold" if dry_run else "holds"
-        click.echo(f"share dir {verb} {human_bytes(size['bytes_after'])} "
-                   f"(--max-total-size {human_bytes(size['max_total_size'])})")
+        click.echo(f"share dir {verb} {human_bytes(run.bytes_after or 0)} "
+                   f"(--max-total-size {human_bytes(policy.max_total_size or 0)})")
     if still_over:
         kept = sum(1 for e in report if e.outcome is CleanupOutcome.KEPT)
         _warning(f"the share dir {'would stay' if dry_run else 'is still'} over --max-total-size: "

@@ -420,6 +420,7 @@ def _dry_entry(url: str, job: SurveyedJob, force: bool) -> CleanupEntry:
 
 def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
                  now: datetime | None = None, selection: Selection | None = None,
+                 on_start: Callable[[PolicyRun, int], None] | None = None,
                  on_entries: Callable[[list[CleanupEntry]], None] | None = None) -> PolicyRun:
     """Apply a retention policy to a share dir: survey, pick, then clean up what was picked.
 
@@ -439,6 +440,9 @@ def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
     selection
         Jobs already picked (by a caller that surveyed several share dirs and
         chose among them all); the policy then only gives ``force``.
+    on_start
+        Called once, before any job is cleaned up, with the run so far (what was
+        picked and why, an empty report) and the number of jobs to hand to cleanup.
     on_entries
         Called with each batch of entries as cleanup reports them (progress).
     """
@@ -455,6 +459,8 @@ def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
         measured = policy.max_total_size is not None or bool(selection.total_bytes)
         run = PolicyRun(store.url, policy, dry_run, CleanupReport(), list(selection.picks),
                         list(selection.protected), selection.total_bytes if measured else None)
+    if on_start is not None:
+        on_start(run, len(targets))
     if dry_run and surveyed:
         by_id = {job.job_id: job for job in surveyed}
         entries = [_dry_entry(store.url, by_id[job_id], policy.force) for job_id in targets]
