@@ -4,9 +4,14 @@ Every module ``bench/<name>_bench.py`` is a benchmark with a ``main(argv)``.
 ``--repeat`` and ``--write-docs`` go to each of them; the size options go to
 the benchmarks that take them (``--jobs``: cleanup, listing, S3; ``--runs``:
 local exec, Dask, Spark), so ``python -m bench --jobs 50 --runs 50 --repeat 1``
-is a quick pass over everything.  The cleanup benchmark takes several sizes
-(``--jobs 2000,10000``, its default), one table each; the listing and S3
-benchmarks take the first of them.
+is a quick pass over everything.  The cleanup and growth benchmarks take several
+sizes (``--jobs 2000,10000``), one table (cleanup) or one row (growth) each; the
+listing and S3 benchmarks take the first of them.  ``--full`` runs the growth
+benchmark over 1,000, 10,000 and 100,000 jobs (tens of minutes, about 2.5 million
+files); ``--kernel`` also times the local engine inside a real ipykernel kernel.
+Both need the ``bench`` extra (``pip install -e .[bench]``).
+
+A quiet machine's full record: ``python -m bench --full --kernel --write-docs``.
 A benchmark that cannot run here (an engine not installed, no Java) is
 reported and the others still run; the exit code is then 1.
 """
@@ -22,11 +27,13 @@ from pathlib import Path
 
 # size option -> the benchmarks that take it
 SIZE_OPTIONS = {
-    "--jobs": {"cleanup_bench", "listing_bench", "s3_bench"},
+    "--jobs": {"cleanup_bench", "growth_bench", "listing_bench", "s3_bench"},
     "--runs": {"local_exec_bench", "dask_bench", "spark_bench"},
 }
 # benchmarks that take a comma-separated list of sizes (the others get the first)
-SIZE_LISTS = {"cleanup_bench"}
+SIZE_LISTS = {"cleanup_bench", "growth_bench"}
+# flags -> the benchmarks that take them
+FLAGS = {"--full": {"growth_bench"}, "--kernel": {"local_exec_bench"}}
 
 
 def benchmark_names() -> list[str]:
@@ -42,6 +49,9 @@ def forwarded_args(name: str, args: argparse.Namespace) -> list[str]:
         argv += ["--repeat", str(args.repeat)]
     if args.write_docs:
         argv.append("--write-docs")
+    for flag, takers in FLAGS.items():
+        if getattr(args, flag.lstrip("-")) and name in takers:
+            argv.append(flag)
     for option, takers in SIZE_OPTIONS.items():
         value = getattr(args, option.lstrip("-"))
         if value is not None and name in takers:
@@ -65,9 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="repetitions of each benchmark (default: its own)")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--jobs", type=_sizes, metavar="N[,N...]",
-                        help="jobs of the cleanup, listing and S3 benchmarks; cleanup runs each "
-                        "size of a list, the others the first (default: each benchmark's own, "
+                        help="jobs of the cleanup, growth, listing and S3 benchmarks; cleanup and "
+                        "growth run each size of a list, the others the first (default: each "
+                        "benchmark's own, "
                         "e.g. 2000,10000 for cleanup)")
+    parser.add_argument("--full", action="store_true",
+                        help="growth benchmark over 1,000, 10,000 and 100,000 jobs (slow)")
+    parser.add_argument("--kernel", action="store_true",
+                        help="local exec benchmark also inside an ipykernel kernel")
     parser.add_argument("--runs", type=int, help="runs per job of the local exec, Dask and Spark "
                         "benchmarks (default: each benchmark's own)")
     args = parser.parse_args(argv)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -96,11 +97,10 @@ def clone_jobs(template: Path, share: Path, job_ids: list[str]) -> None:
     """
     store = open_store(str(share))
     store.ensure_root()
-    # The template is another share dir: read its record through its own store.
-    template_store = open_store(str(template.parent))
-    record = JobRecord.from_json(template_store.read_json(str(template / "job.json")))
+    record = JobRecord.from_json(json.loads((template / "job.json").read_bytes()))
     # The context names the share dir: rx_get_jobs lists only jobs of the asked context.
-    context = dataclasses.replace(RxComputeContext.from_dict(record.context), share_dir=store.url).to_dict()
+    submitted_with = RxComputeContext.from_dict(record.context)
+    context = dataclasses.replace(submitted_with, share_dir=store.url).to_dict()
     dirs = sorted(str(p.relative_to(template)) for p in template.rglob("*") if p.is_dir())
     files = {str(p.relative_to(template)): p.read_bytes() for p in template.rglob("*")
              if p.is_file() and p.name != "job.json"}

@@ -87,6 +87,29 @@ def store_url(request, tmp_path, monkeypatch) -> str:
             fs.rm(url, recursive=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_runtime_dir(tmp_path_factory):
+    """The fork server (and other rxjobs servers) of this test session live in a runtime
+    dir of its own, and are stopped when the session ends."""
+    from rxjobs.runtime import RUNTIME_DIR_ENV
+
+    saved = os.environ.get(RUNTIME_DIR_ENV)
+    runtime = tmp_path_factory.mktemp("runtime")
+    runtime.chmod(0o700)
+    os.environ[RUNTIME_DIR_ENV] = str(runtime)
+    try:
+        yield str(runtime)
+    finally:
+        from rxjobs.engines.forkserver import stop_servers
+
+        os.environ[RUNTIME_DIR_ENV] = str(runtime)
+        stop_servers()
+        if saved is None:
+            os.environ.pop(RUNTIME_DIR_ENV, None)
+        else:
+            os.environ[RUNTIME_DIR_ENV] = saved
+
+
 @pytest.fixture(autouse=True)
 def _reset_compute_context():
     previous = rxjobs.rx_get_compute_context()

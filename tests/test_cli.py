@@ -486,6 +486,10 @@ def test_python_m_rxjobs_demo(share):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in result.stdout
     assert "finished" in result.stdout and "missing" in result.stdout
+    assert "rng_seed=42" in result.stdout and "draws the same numbers: True" in result.stdout
+    kept = result.stdout.index("0 removed, 1 kept")  # kept, with the warning, then retrieved
+    assert "warning: job" in result.stdout[:kept] and "never retrieved" in result.stdout
+    assert kept < result.stdout.index("6. rx_get_job_results") < result.stdout.index("1 removed")
     assert open_store(share).list_job_ids() == []  # the demo cleans up after itself
 
 
@@ -497,3 +501,14 @@ def test_installed_command_error(share):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     unknown = run(*command(), "--share-dir", share, "status", UNKNOWN_ID)
     assert unknown.returncode == 1 and UNKNOWN_ID in unknown.stderr
+
+
+@pytest.mark.parametrize("option", ["secret=<redacted>", "client_kwargs={\"key\": \"<redacted>\"}",
+                                    "endpoint_url=http://<redacted>@minio:9000"])
+def test_a_redacted_placeholder_given_as_an_option_is_a_clear_error(share, option):
+    """`rxjobs -o secret=<redacted> list` once died with an AttributeError traceback."""
+    result = CliRunner().invoke(cli, ["--share-dir", share, "-o", option, "list"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exception is None or \
+        isinstance(result.exception, SystemExit)
+    assert "<redacted>" in result.stderr and "give the real value" in result.stderr

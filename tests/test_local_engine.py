@@ -224,6 +224,51 @@ def test_waiting_job_driver_is_forked_only_from_a_single_threaded_caller(share_p
     assert store.list_job_ids() == []
 
 
+def test_fork_server_forks_a_threaded_callers_driver_and_can_be_found_and_stopped(share_path):
+    """A caller with other threads gets its driver from the fork server: detached (not
+    the server's child either), naming the job, inheriting nothing of the caller; the
+    server is listed, named in `ps`, and stopped with its socket and record removed."""
+    from rxjobs.engines import forkserver
+    from rxjobs.runtime import runtime_dir
+
+    forkserver.stop_servers()
+    proc = subprocess.Popen([sys.executable, "-c", _WAITING_CALLER, share_path, "thread"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        store = open_store(share_path)
+        job_id = wait_until(lambda: (store.list_job_ids() or [None])[0], what="the job")
+        found = wait_until(lambda: store.read_json(store.paths(job_id).engine_json)["handle"]
+                           if store.exists(store.paths(job_id).engine_json) else None,
+                           what="the handle")
+        servers = forkserver.list_servers()
+        assert len(servers) == 1
+        server = psutil.Process(servers[0]["pid"])
+        assert "rxjobs fork-server" in " ".join(server.cmdline())
+        driver = psutil.Process(found["pid"])
+        assert driver.ppid() not in (proc.pid, server.pid)  # detached from both
+        assert os.getsid(driver.pid) == driver.pid
+        assert job_id in " ".join(driver.cmdline())
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == [False, False]  # nothing of the caller's
+    assert forkserver.stop_servers() == 1
+    assert forkserver.list_servers() == []
+    assert not [n for n in os.listdir(runtime_dir()) if n.startswith("forkserver-")]
+
+
+def test_fork_server_refuses_a_module_that_is_no_rxjobs_driver(share_path):
+    from rxjobs.engines import forkserver
+
+    store = open_store(share_path)
+    with pytest.raises(forkserver.ForkServerError, match="not an rxjobs driver module"):
+        forkserver.fork_driver_via_server("os", store, "rxJob_not_a_job", [])
+
+
 def test_a_forked_driver_killed_makes_the_waiting_caller_see_failed(share_path):
     caller = textwrap.dedent(f"""
         import sys

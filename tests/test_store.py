@@ -252,3 +252,34 @@ def test_purge_spares_a_trash_entry_only_while_its_remover_runs_not_a_pid_reuser
     assert sorted(store.purge_trash()) == [f"job1.{other.pid}-{start}-0badcafe",
                                            f"job3.{other.pid}-0badcafe"]
     assert os.listdir(store.trash) == []
+
+
+def test_snapshot_is_one_look_that_agrees_with_the_primitives(local_share):
+    """A job's snapshot (du, list, dry run) says what the separate reads say."""
+    store = open_store(local_share)
+    job = make_job(store, "unretrieved")
+    snap = store.snapshot(job.job_id)
+    paths = store.paths(job.job_id)
+    assert snap is not None
+    assert snap.entries == store.job_entries(job.job_id)
+    assert snap.owner == store.owner_uid(job.job_id)
+    assert snap.usage == store.usage(job.job_id)
+    assert snap.record("job.json") == store.read_bytes(paths.job_json)
+    assert snap.record("status.json") == store.read_bytes(paths.status_json)
+    assert store.snapshot(job.job_id, sizes=False).usage is None
+    assert jobs.look_at_job(store, job.job_id, snap) == jobs.look_at_job(store, job.job_id)
+    assert store.snapshot(new_job_id()) is None
+
+
+def test_snapshot_never_follows_a_symlinked_record(tmp_path):
+    store = open_store(str(tmp_path / "share"))
+    job = make_job(store, "unretrieved")
+    outside = tmp_path / "outside.json"
+    outside.write_text('{"state": "finished"}')
+    status = tmp_path / "share" / job.job_id / "status.json"
+    status.unlink()
+    status.symlink_to(outside)
+    snap = store.snapshot(job.job_id)
+    with pytest.raises(ValueError, match="symlink"):
+        snap.record("status.json")
+    assert jobs.look_at_job(store, job.job_id, snap).status is RxRemoteJobStatus.UNDETERMINED

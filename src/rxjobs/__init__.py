@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "RxRemoteJobStatus": "status",
     "RxRunError": "errors",
     "RxRunWarning": "api",
+    "RxSlurm": "contexts",
     "RxSpark": "contexts",
     "RxUnsupportedContextError": "errors",
     "UntrustedShareDirError": "errors",
@@ -55,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "rx_spark_connect": "api",
     "rx_spark_disconnect": "api",
     "rx_wait_for_job": "api",
+    "run_rng": "runner",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -103,6 +105,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxInTeradata,
         RxLocalParallel,
         RxLocalSeq,
+        RxSlurm,
         RxSpark,
     )
     from .errors import (  # noqa: F401
@@ -116,4 +119,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxUnsupportedContextError,
         UntrustedShareDirError,
     )
+    from .runner import run_rng  # noqa: F401
     from .status import RxRemoteJobStatus  # noqa: F401

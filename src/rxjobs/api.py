@@ -22,6 +22,8 @@ from .contexts import RxComputeContext, RxLocalSeq
 from .engines import get_engine
 from .errors import JobFailedError
 from .ids import validate_job_id
+from .runner import seeded_run
+from .seeds import validate_rng_seed
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
@@ -195,6 +197,7 @@ def rx_exec(
     console_output: bool | None = None,
     auto_cleanup: bool | None = None,
     expires_after: Any = None,
+    rng_seed: int | None = None,
     **kwargs: Any,
 ) -> list[Any] | RxRemoteJob:
     """Run ``function`` once per set of arguments, on the engine of the compute context.
@@ -226,6 +229,14 @@ def rx_exec(
         Retention (``"7d"``, a ``timedelta``): once the job has ended and this
         long has passed, cleanup removes it without force, un-retrieved
         results included; default the context's setting (never).
+    rng_seed
+        Reproducible parallel random numbers (RevoScaleR's ``RNGseed``): an
+        integer from 0 to 2**128 - 1.  Before each run, Python's ``random``
+        and numpy's global generator are seeded with the run's own stream,
+        derived from this seed and the run's index, and
+        :func:`rxjobs.run_rng` gives the run its own ``numpy.random.Generator``;
+        the results are the same whatever the engine, chunk size or number of
+        workers (docs/rng.md).  None (the default): runs are not seeded.
     **kwargs
         Keyword form of the arguments: a list value gives one element per run
         (``x=[1, 2, 3], y=6`` is three runs); wrap a list meant as one value
@@ -240,11 +251,13 @@ def rx_exec(
     if not callable(function):
         raise TypeError(f"function must be callable, not {type(function).__name__}")
     runs = build_runs(args, times_to_run, kwargs)
+    seed = validate_rng_seed(rng_seed)
     if cc.engine is None:
-        return _run_in_process(function, runs, continue_on_failure, callback)
+        return _run_in_process(function, runs, continue_on_failure, callback, seed)
 
     payload, options = jobs.prepare_job(cc, function, runs, task_chunk_size, continue_on_failure,
-                                        console_output, auto_cleanup, expires_after)
+                                        console_output, auto_cleanup, expires_after,
+                                        rng_seed=seed)
     console, cleanup = options["console_output"], options["auto_cleanup"]
     store = open_store(cc.job_share_dir(), cc.job_share_dir_options())
     job = RxRemoteJob(cc, jobs.submit_job(store, cc, payload, options))
@@ -271,12 +284,14 @@ def rx_exec(
 
 
 def _run_in_process(function: Callable[..., Any], runs: list[dict[str, Any]],
-                    continue_on_failure: bool, callback: Callable[[Any], Any] | None) -> list[Any]:
+                    continue_on_failure: bool, callback: Callable[[Any], Any] | None,
+                    rng_seed: int | None = None) -> list[Any]:
     results: list[Any] = []
     failed = []
     for i, run in enumerate(runs):
         try:
-            value = function(**run)
+            with seeded_run(rng_seed, i):
+                value = function(**run)
         except Exception as exc:
             if not continue_on_failure:
                 raise

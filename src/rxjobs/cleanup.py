@@ -282,10 +282,12 @@ def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
     if decision.action is Action.CANCEL_AND_REMOVE:
         jobs.stop_on_engine(store, job_id)
     try:
-        return entry, decision, store.detach_job(job_id)
+        detached = store.detach_job(job_id)
     except JobNotFoundError:
         entry.outcome, entry.reason = CleanupOutcome.MISSING, "already removed (by another cleanup?)"
         return entry, decision, None
+    jobs.drop_driver_log(store, job_id, salvage=False)  # what a killed driver left outside
+    return entry, decision, detached
 
 
 def cleanup_jobs(

@@ -34,6 +34,8 @@ from rich.text import Text
 
 from . import __version__, api, jobs, listing
 from .cleanup import CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
+from .doctor import Remedy
+from .doctor import doctor as run_doctor
 from .durations import parse_size
 from .engines import EngineNotInstalledError
 from .errors import (
@@ -272,7 +274,7 @@ def _parse_share_dir_options(pairs: Sequence[str], from_env: str | None) -> dict
 @click.version_option(__version__, prog_name="rxjobs")
 @click.pass_context
 def cli(ctx: click.Context, share_dir: str | None, share_dir_option: tuple[str, ...]) -> None:
-    """Manage rxjobs jobs: list, status, output, results, wait, cancel, cleanup, du."""
+    """Manage rxjobs jobs: list, status, output, results, wait, cancel, cleanup, du, doctor."""
     options = _parse_share_dir_options(share_dir_option, os.environ.get("RXJOBS_SHARE_DIR_OPTIONS"))
     url = normalize_share_dir(share_dir) if share_dir else default_share_dir()
     ctx.obj = ShareDir(url, options)
@@ -304,7 +306,7 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
                  until: datetime | None, as_json: bool) -> None:
     """List the jobs of the share dir, oldest first."""
     store = share.store()
-    found = listing.list_jobs(store, start=since, end=until, states=states or None)
+    found = listing.list_jobs(store, start=since, end=until, states=states or None, sizes=True)
     rows = [listing.summarize(store, job) for job in found]
     if as_json:
         _print_json([row.to_json() for row in rows])
@@ -371,11 +373,23 @@ def status(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command()
 @click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True,
+              help="Print output as tasks produce it until the job ends, like tail -f; the exit "
+                   "status is 0 if it finished, 1 otherwise.")
 @click.pass_obj
-def output(share: ShareDir, job_id: str) -> None:
-    """Print the console output of a job's finished tasks, as it is."""
-    text = api.rx_get_job_output(api.get_job(job_id, share.url, share.options))
-    click.echo(text, nl=False)
+def output(share: ShareDir, job_id: str, follow: bool) -> None:
+    """Print the console output of a job's finished tasks, as it is (--follow: as it comes)."""
+    job = api.get_job(job_id, share.url, share.options)
+    if not follow:
+        click.echo(api.rx_get_job_output(job), nl=False)
+        return
+    follower = jobs.OutputFollower(job.store, job.job_id)
+    for text in follower:
+        click.echo(text, nl=False)
+    if follower.status is not RxRemoteJobStatus.FINISHED:
+        state = follower.status.value if follower.status is not None else "unknown"
+        click.echo(f"rxjobs: job {job.job_id} ended {state}", err=True)
+        raise click.exceptions.Exit(1)
 
 
 def _jsonable(value: Any) -> Any:
@@ -936,6 +950,48 @@ def adopt(share: ShareDir, as_json: bool) -> None:
         _print_json({"share_dir": share.url, "jobs": found})
     else:
         click.echo(f"adopted {share.url}: {_plural(len(found), 'job')}")
+
+
+# -- doctor ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--fix", is_flag=True,
+              help="Remove what no job owns (crash-safely, as cleanup removes jobs).")
+@_json_option()
+@click.pass_obj
+def doctor(share: ShareDir, fix: bool, as_json: bool) -> None:
+    """Check the share dir (and the runtime dir) for what no job owns.
+
+    Reports debris (entries that are not jobs), trash left by dead cleaners,
+    temporary files of dead writers, and driver logs and Spark server files
+    of dead processes; --fix removes them.  A job is never touched.  The exit
+    status is 0 when all is clean (after --fix: when everything found was
+    removed), 1 otherwise.
+    """
+    report = run_doctor(share.store(), fix=fix)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        fixed = {f.where for f in report.fixed}
+        for finding in report.findings:
+            if finding.where in fixed:
+                state = "removed"
+            elif finding.where in report.errors:
+                state = f"not removed: {report.errors[finding.where]}"
+            elif finding.remedy is Remedy.LEAVE:
+                state = "left alone"
+            else:
+                state = "would remove (--fix)"
+            click.echo(f"{finding.kind.value}: {finding.where}: {finding.reason} [{state}]")
+        if report.clean and not report.findings:
+            click.echo(f"{share.url} is clean")
+        else:
+            left = len(report.findings) - len(report.fixed)
+            click.echo(f"{_plural(len(report.findings), 'finding')}, {len(report.fixed)} removed, "
+                       f"{left} left")
+    if not report.clean:
+        raise click.exceptions.Exit(1)
 
 
 # -- demo --------------------------------------------------------------------------------

@@ -335,6 +335,89 @@ class RxSpark(RxComputeContext):
         return self.master
 
 
+@dataclass(frozen=True)
+class RxSlurm(RxComputeContext):
+    """Run a job on a Slurm cluster, as one job array (see docs/slurm.md).
+
+    Parameters
+    ----------
+    partition, time_limit, mem, account, qos
+        ``sbatch --partition/--time/--mem/--account/--qos`` of every array
+        task (e.g. ``time_limit="1:00:00"``, ``mem="4G"``); None: the cluster's defaults.
+    cpus_per_task
+        ``sbatch --cpus-per-task`` of every array task.
+    max_parallel
+        At most this many array tasks run at once (the array's ``%N`` throttle);
+        None: as many as Slurm gives.
+    extra_sbatch_options
+        Any other ``sbatch`` options, e.g. ``["--constraint=skylake"]``.
+    wait, console_output, auto_cleanup, expires_after
+        As for :class:`RxLocalParallel`.
+    share_dir
+        A directory on a filesystem that every node of the cluster mounts at
+        the same path (NFS, Lustre, GPFS...); Slurm writes its job output files
+        there too, so object stores are refused.
+    python
+        The Python the nodes run; default the submitter's ``sys.executable``
+        (which must exist on the nodes, e.g. in a shared virtualenv).
+    cluster
+        The Slurm cluster's name (``ClusterName``); default the cluster this
+        machine's Slurm commands talk to.  ``rx_get_jobs`` matches jobs by it.
+    """
+
+    partition: str | None = None
+    time_limit: str | None = None
+    mem: str | None = None
+    cpus_per_task: int = 1
+    account: str | None = None
+    qos: str | None = None
+    max_parallel: int | None = None
+    extra_sbatch_options: Any = None
+    wait: bool = True
+    share_dir: str | None = None
+    console_output: bool = False
+    auto_cleanup: bool = True
+    expires_after: Any = None
+    python: str | None = None
+    cluster: str | None = None
+
+    engine: ClassVar[str | None] = "slurm"
+
+    def __post_init__(self) -> None:
+        from .slurm_client import cluster_name, require_commands
+
+        require_commands("RxSlurm")
+        for name in ("cpus_per_task", "max_parallel"):
+            value = getattr(self, name)
+            if value is None and name == "max_parallel":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        for name in ("partition", "time_limit", "mem", "account", "qos", "python", "cluster"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string or None, not {value!r}")
+        extra = self.extra_sbatch_options
+        if isinstance(extra, str):
+            extra = extra.split()
+        extra = tuple(str(option) for option in extra or ())
+        object.__setattr__(self, "extra_sbatch_options", extra or None)
+        share = _cluster_share_dir(self.share_dir, "RxSlurm")
+        if "://" in share and not share.startswith("file://"):
+            raise ValueError(
+                f"RxSlurm needs a share_dir on a filesystem that every node mounts (NFS, Lustre, "
+                f"GPFS...), not {share!r}: Slurm writes the jobs' output files there"
+            )
+        object.__setattr__(self, "share_dir", share)
+        if self.cluster is None:
+            object.__setattr__(self, "cluster", cluster_name())
+        if self.expires_after is not None:
+            object.__setattr__(self, "expires_after", to_timedelta(self.expires_after, "expires_after"))
+
+    def engine_address(self) -> str:
+        return f"slurm:{self.cluster}"
+
+
 def RxHadoopMR(*args: Any, **kwargs: Any) -> RxComputeContext:  # noqa: N802 - revoscalepy name
     """Not available: Hadoop MapReduce went with Machine Learning Server."""
     raise RxUnsupportedContextError(
@@ -357,6 +440,7 @@ _KINDS: dict[str, type[RxComputeContext]] = {
     "RxLocalParallel": RxLocalParallel,
     "RxDask": RxDask,
     "RxSpark": RxSpark,
+    "RxSlurm": RxSlurm,
 }
 
 

@@ -46,10 +46,11 @@ from .records import (
     write_job_record,
 )
 from .runner import Payload, load_task_result
+from .runtime import driver_log_file, is_held, take_driver_log
 from .status import Derived, JobFacts, Probe, Record, RxRemoteJobStatus, derive_status
-from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
+from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, JobSnapshot, Store
 from .times import parse_timestamp, utc_now_iso
-from .waiting import poll
+from .waiting import CLOCK, Clock, poll
 
 # -- submit ------------------------------------------------------------------------------
 
@@ -106,6 +107,7 @@ def submit_job(
         write_engine_record(store, job_id, EngineRecord(context.engine, handle))
     except BaseException:
         store.discard_new_job(job_id)  # nothing is left behind, even on a full disk
+        drop_driver_log(store, job_id, salvage=False)
         raise
     return job_id
 
@@ -161,17 +163,17 @@ def foreign_owner(store: Store, job_id: str) -> int | None:
     return owner if owner is not None and owner != os.geteuid() else None
 
 
-def _gather(store: Store, job_id: str) -> tuple[JobFacts, JobRecord | None, StatusRecord,
-                                                frozenset[str]]:
+def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
+            ) -> tuple[JobFacts, JobRecord | None, StatusRecord, frozenset[str]]:
     # One look at the job directory's names gives presence and markers (one
-    # listing request on an object store).
-    entries = store.job_entries(job_id)
+    # listing request on an object store); a snapshot holds it, and the records.
+    entries = snapshot.entries if snapshot is not None else store.job_entries(job_id)
     if entries is None or "deleting" in entries:
         return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
     canceled = "canceled" in entries
-    status = read_status_record(store, job_id)
+    status = read_status_record(store, job_id, snapshot)
     try:
-        job = read_job_record(store, job_id)
+        job = read_job_record(store, job_id, snapshot=snapshot)
     except JobNotFoundError:
         return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
     except ValueError:
@@ -180,7 +182,10 @@ def _gather(store: Store, job_id: str) -> tuple[JobFacts, JobRecord | None, Stat
                      record=status.state, record_reason=status.reason)
     if canceled or status.state in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:
         return facts, job, status, entries
-    owner = foreign_owner(store, job_id)
+    if snapshot is not None:
+        owner = snapshot.owner if snapshot.owner is not None and snapshot.owner != os.geteuid() else None
+    else:
+        owner = foreign_owner(store, job_id)
     if owner is not None:
         return replace(facts, foreign_owner=owner), job, status, entries
     try:
@@ -201,9 +206,13 @@ def gather_facts(store: Store, job_id: str) -> JobFacts:
     return _gather(store, job_id)[0]
 
 
-def look_at_job(store: Store, job_id: str) -> JobLook:
-    """Derive a job's state (docs/design.md#job-states) and keep the records read on the way."""
-    facts, record, status, entries = _gather(store, job_id)
+def look_at_job(store: Store, job_id: str, snapshot: JobSnapshot | None = None) -> JobLook:
+    """Derive a job's state (docs/design.md#job-states) and keep the records read on the way.
+
+    With ``snapshot`` (:meth:`~rxjobs.store.Store.snapshot` of the job, just
+    taken), its names and records are used instead of reading them again.
+    """
+    facts, record, status, entries = _gather(store, job_id, snapshot)
     derived = derive_status(facts)
     if derived.status is RxRemoteJobStatus.FAILED and derived.reason.startswith(
         ("driver lost", "submission did not complete")
@@ -286,6 +295,143 @@ def read_output(store: Store, job_id: str) -> str:
     return "".join(parts)
 
 
+# -- following output --------------------------------------------------------------------
+
+DRIVER_LOG_HEADER = "--- driver log ---\n"
+
+
+@dataclass(frozen=True)
+class FollowState:
+    """What :class:`OutputFollower` has printed so far.
+
+    Attributes
+    ----------
+    printed_tasks
+        Tasks whose output was printed (each once, whole).
+    driver_offset
+        How many characters of the driver log were printed.
+    in_driver_log
+        The last thing printed was driver log (no header needed before more).
+    """
+
+    printed_tasks: frozenset[int] = frozenset()
+    driver_offset: int = 0
+    in_driver_log: bool = False
+
+
+def next_output(state: FollowState, task_outputs: dict[int, str], driver_log: str,
+                final: bool) -> tuple[list[str], FollowState]:
+    """What to print next, from what is there now; pure (tested by a table).
+
+    Parameters
+    ----------
+    state
+        What was printed before.
+    task_outputs
+        The output of tasks whose output file is there (task -> text); those
+        printed already are skipped, the others printed in task order.
+    driver_log
+        The driver log as it is now.  Only whole lines are printed until
+        ``final`` (the job has ended), and a header goes before driver-log text
+        that follows task output (or opens the follow).
+    final
+        The job has ended: print whatever is left, a last partial line included.
+
+    Returns
+    -------
+    (chunks, state)
+        The texts to print, in order, and what has been printed then.
+    """
+    chunks = []
+    in_driver_log = state.in_driver_log
+    new_tasks = sorted(set(task_outputs) - state.printed_tasks)
+    for task in new_tasks:
+        if task_outputs[task]:
+            chunks.append(task_outputs[task])
+            in_driver_log = False
+    offset = state.driver_offset if state.driver_offset <= len(driver_log) else 0
+    fresh = driver_log[offset:]
+    if not final:
+        fresh = fresh[:fresh.rfind("\n") + 1]
+    if fresh:
+        if not in_driver_log:
+            chunks.append(DRIVER_LOG_HEADER)
+        chunks.append(fresh)
+        in_driver_log = True
+    return chunks, FollowState(state.printed_tasks | frozenset(new_tasks), offset + len(fresh),
+                               in_driver_log)
+
+
+class OutputFollower:
+    """A job's console output as it is produced, like ``tail -f``: iterate for the texts.
+
+    Each task's output is printed once its task has written it (a task's
+    output file appears when the task finishes), in task order among those
+    that appear together; the driver log as it grows (whole lines).  The
+    iteration ends when the job has ended (or was removed); :attr:`status`
+    then says how it ended.  ``rx_get_job_output`` is the one-look version.
+
+    Parameters
+    ----------
+    store, job_id
+        The job.
+    max_delay
+        The longest pause between two looks (seconds); the pauses grow to it
+        from 0.05 s, and end early when the job's engine says it may have ended.
+    clock
+        The clock that sleeps when the engine offers no early wake-up (tests
+        use a fast-forward one).
+
+    Raises
+    ------
+    JobNotFoundError
+        On iteration: no such job.
+    """
+
+    def __init__(self, store: Store, job_id: str, max_delay: float = 1.0,
+                 clock: Clock | None = None) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.max_delay = max_delay
+        self.clock = clock or CLOCK
+        self.status: RxRemoteJobStatus | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        job = read_job_record(self.store, self.job_id)
+        state = FollowState()
+        delay = 0.05
+        with job_sleep(self.store, self.job_id) as sleeper:
+            while True:
+                status = job_status(self.store, self.job_id).status
+                ended = status.is_terminal() or status is RxRemoteJobStatus.MISSING
+                chunks, state = next_output(state, self._task_outputs(job.n_tasks, state),
+                                            self._driver_log(), final=ended)
+                yield from chunks
+                if ended:
+                    self.status = status
+                    return
+                (sleeper or self.clock.sleep)(delay)
+                delay = min(self.max_delay, delay * 1.5)
+
+    def _task_outputs(self, n_tasks: int, state: FollowState) -> dict[int, str]:
+        paths = self.store.paths(self.job_id)
+        found = {}
+        for task in JobPaths.task_indexes(self.store.listdir(paths.tasks), OUTPUT_SUFFIX, n_tasks):
+            if task in state.printed_tasks:
+                continue
+            try:
+                found[task] = self.store.read_bytes(paths.output(task)).decode(errors="replace")
+            except (FileNotFoundError, ValueError):
+                continue
+        return found
+
+    def _driver_log(self) -> str:
+        try:
+            return self.store.read_bytes(self.store.paths(self.job_id).driver_log).decode(errors="replace")
+        except (FileNotFoundError, ValueError):
+            return ""
+
+
 @dataclass
 class Results:
     """A finished job's run values in run order, with the indexes of runs that raised."""
@@ -363,9 +509,11 @@ def tasks_done(store: Store, job_id: str) -> int:
 
 def prepare_job(context: RxComputeContext, function: Callable[..., Any], runs: list[dict[str, Any]],
                 task_chunk_size: int | None, continue_on_failure: bool, console_output: bool | None,
-                auto_cleanup: bool | None, expires_after: Any) -> tuple[Payload, dict[str, Any]]:
+                auto_cleanup: bool | None, expires_after: Any,
+                rng_seed: int | None = None) -> tuple[Payload, dict[str, Any]]:
     """The payload and the ``job.json`` options of a job, the context's settings filling in
-    what the caller left as None (revoscalepy's rule for ``console_output``/``auto_cleanup``)."""
+    what the caller left as None (revoscalepy's rule for ``console_output``/``auto_cleanup``);
+    ``rng_seed`` (validated) goes into both."""
     console = getattr(context, "console_output", False) if console_output is None else console_output
     cleanup = getattr(context, "auto_cleanup", True) if auto_cleanup is None else auto_cleanup
     expiry = getattr(context, "expires_after", None) if expires_after is None else expires_after
@@ -373,10 +521,11 @@ def prepare_job(context: RxComputeContext, function: Callable[..., Any], runs: l
     if context.engine is None:
         raise ValueError(f"{context.kind} runs in the calling process and keeps no jobs")
     chunk = choose_chunk_size(len(runs), get_engine(context.engine).parallelism(context), task_chunk_size)
-    payload = Payload(function, runs, chunk, bool(continue_on_failure))
+    payload = Payload(function, runs, chunk, bool(continue_on_failure), rng_seed=rng_seed)
     options = {"continue_on_failure": bool(continue_on_failure), "console_output": bool(console),
                "auto_cleanup": bool(cleanup), "task_chunk_size": chunk, "wait": context.waits,
-               "expires_after": format_duration(expiry) if expiry is not None else None}
+               "expires_after": format_duration(expiry) if expiry is not None else None,
+               "rng_seed": rng_seed}
     return payload, options
 
 
@@ -479,7 +628,10 @@ def _cancel_locked(store: Store, job_id: str) -> bool:
         return False
     paths = store.paths(job_id)
     mark_canceled(store, job_id)
-    stop_on_engine(store, job_id)
+    stopped = stop_on_engine(store, job_id)
+    # Once the driver's processes are gone, the kernel lets go of their log's lock
+    # a moment later.
+    drop_driver_log(store, job_id, salvage=True, wait=2.0 if stopped else 0.0)
     store.remove_file(paths.payload)
     for name in store.listdir(paths.tasks):
         if name.endswith(".result.pkl"):
@@ -499,6 +651,40 @@ def stop_on_engine(store: Store, job_id: str) -> bool:
         return bool(get_engine(engine.engine).cancel(engine.handle))
     except (FileNotFoundError, ValueError, OSError):
         return False
+
+
+def drop_driver_log(store: Store, job_id: str, salvage: bool, wait: float = 0.0) -> bool:
+    """Remove the log a dead driver of the job left in the runtime dir; True if there was one.
+
+    Only drivers of jobs on object stores keep such a log (see
+    :mod:`rxjobs.runtime`); a driver that ends copies it into ``driver.log``
+    and removes it itself, but one that was killed cannot.  With ``salvage``
+    (cancel), what it says is copied into the job's ``driver.log`` first.  A log
+    still held by a live driver is left to it, after up to ``wait`` seconds.
+    """
+    if store.is_local:
+        return False
+
+    def take() -> tuple[bytes | None] | None:
+        """(the log's content, or None if there is none); None while a driver holds it."""
+        try:
+            data = take_driver_log(job_id)
+            if data is None and is_held(driver_log_file(job_id)):
+                return None
+            return (data,)
+        except OSError:
+            return (None,)
+
+    taken = poll(take, timeout=wait, first_delay=0.01, max_delay=0.2) if wait else take()
+    data = taken[0] if taken is not None else None
+    if data is None:
+        return False
+    if salvage and data.strip():
+        try:
+            store.write_atomic(store.paths(job_id).driver_log, data)
+        except (OSError, ValueError):
+            pass  # the log is a convenience: the job's state does not depend on it
+    return True
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from .errors import JobNotFoundError
 from .ids import job_id_time, validate_job_id
 from .records import JobRecord, read_job_record
 from .status import RxRemoteJobStatus
-from .store import Store
+from .store import Store, Usage
 from .times import to_utc
 
 
@@ -48,6 +48,8 @@ class ListedJob(NamedTuple):
     status: RxRemoteJobStatus | None
     #: Its ``job.json``; None when that is no valid record.
     record: JobRecord | None
+    #: Its files and bytes, when the listing was asked for sizes; else None.
+    usage: Usage | None = None
 
 
 def stored_context(record: JobRecord) -> RxComputeContext | None:
@@ -75,6 +77,7 @@ def list_jobs(
     end: datetime | None = None,
     states: Iterable[RxRemoteJobStatus | str] | None = None,
     need_status: bool = True,
+    sizes: bool = False,
 ) -> Iterator[ListedJob]:
     """The jobs of a share dir that pass the filters, oldest first.
 
@@ -99,6 +102,10 @@ def list_jobs(
         Fill in every row's ``submitted`` and ``status``.  Without it they
         are worked out only where a filter needs them (else None), which
         spares each job its state's derivation.
+    sizes
+        Fill in every row's ``usage`` too.  A job whose state or size is
+        needed is visited once (:meth:`~rxjobs.store.Store.snapshot`): its
+        names, sizes and records come from that one visit.
 
     Yields
     ------
@@ -122,9 +129,15 @@ def list_jobs(
     verdicts: dict[str, tuple[RxComputeContext | None, bool, dict[str, Any] | None]] = {}
     last_context: dict[str, Any] | None = None
     last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
+    visit = need_state or sizes
     for job_id in store.list_job_ids(start, end):
+        snapshot = None
         try:
-            record = read_job_record(store, job_id, listed=True)
+            if visit:
+                snapshot = store.snapshot(job_id, sizes=sizes)
+                if snapshot is None:
+                    continue  # removed while we listed
+            record = read_job_record(store, job_id, listed=True, snapshot=snapshot)
         except (JobNotFoundError, ValueError, PermissionError):
             # Removed while we listed, not a job (no job.json naming it: debris, which
             # `rxjobs doctor` reports), or made unreadable by its owner: not listed.
@@ -160,10 +173,11 @@ def list_jobs(
             job_context = stored
         status = None
         if need_state:
-            status = jobs.job_status(store, job_id).status
+            status = jobs.look_at_job(store, job_id, snapshot).status
             if wanted is not None and status not in wanted:
                 continue
-        yield ListedJob(job_id, job_context, job_options, submitted, status, record)
+        yield ListedJob(job_id, job_context, job_options, submitted, status, record,
+                        snapshot.usage if snapshot is not None else None)
 
 
 def find_job(store: Store, job_id: str) -> ListedJob:
@@ -228,7 +242,7 @@ class JobSummary:
 def summarize(store: Store, job: ListedJob) -> JobSummary:
     """What a listing shows of ``job``: its record's function and counts, and its size now."""
     record = job.record
-    usage = store.usage(job.job_id)
+    usage = job.usage if job.usage is not None else store.usage(job.job_id)
     return JobSummary(
         job.job_id, job.status, job.submitted,
         function=record.function if record is not None else "",

@@ -22,7 +22,7 @@ from typing import Any
 from .errors import JobNotFoundError
 from .ids import validate_job_id
 from .status import Record
-from .store import Store
+from .store import JobSnapshot, Store, loads_record
 from .times import parse_timestamp, utc_now_iso
 
 FORMAT_VERSION = 1
@@ -108,7 +108,8 @@ class JobRecord:
         return parse_timestamp(self.created)
 
 
-def read_job_record(store: Store, job_id: str, listed: bool = False) -> JobRecord:
+def read_job_record(store: Store, job_id: str, listed: bool = False,
+                    snapshot: JobSnapshot | None = None) -> JobRecord:
     """Read ``job.json``: the one read a listing makes per job.
 
     Parameters
@@ -117,6 +118,9 @@ def read_job_record(store: Store, job_id: str, listed: bool = False) -> JobRecor
         The share dir and the job.
     listed
         ``job_id`` was just returned by ``store.list_job_ids()`` (not validated again).
+    snapshot
+        A look at the job directory that read ``job.json`` already
+        (:meth:`~rxjobs.store.Store.snapshot`): parsed from it, not read again.
 
     Raises
     ------
@@ -126,11 +130,15 @@ def read_job_record(store: Store, job_id: str, listed: bool = False) -> JobRecor
         The directory is there but holds no valid record naming this id: it is
         no job (debris, which cleanup never removes; ``rxjobs doctor`` reports it).
     """
-    paths = store.paths(job_id, validated=listed)
+    paths = store.paths(job_id, validated=listed or snapshot is not None)
     try:
-        record = JobRecord.from_json(store.read_json(paths.job_json))
+        if snapshot is not None:
+            data = loads_record(snapshot.record("job.json"), paths.job_json)
+        else:
+            data = store.read_json(paths.job_json)
+        record = JobRecord.from_json(data)
     except FileNotFoundError:
-        entries = store.job_entries(job_id)
+        entries = snapshot.entries if snapshot is not None else store.job_entries(job_id)
         if entries is not None and "deleting" not in entries:
             raise ValueError(f"{paths.dir} has no job.json: not a job (an incomplete "
                              "submission, or debris; see `rxjobs doctor`)") from None
@@ -196,10 +204,14 @@ ABSENT_STATUS = StatusRecord(Record.ABSENT)
 CORRUPT_STATUS = StatusRecord(Record.CORRUPT)
 
 
-def read_status_record(store: Store, job_id: str) -> StatusRecord:
-    """What ``status.json`` says (ABSENT when there is none, CORRUPT when unreadable)."""
+def read_status_record(store: Store, job_id: str, snapshot: JobSnapshot | None = None) -> StatusRecord:
+    """What ``status.json`` says (ABSENT when there is none, CORRUPT when unreadable);
+    parsed from ``snapshot`` when one read it already."""
     try:
-        data = store.read_json(store.paths(job_id).status_json)
+        if snapshot is not None:
+            data = loads_record(snapshot.record("status.json"), "status.json")
+        else:
+            data = store.read_json(store.paths(job_id).status_json)
     except FileNotFoundError:
         return ABSENT_STATUS
     except (ValueError, OSError):  # corrupt, or not a readable file

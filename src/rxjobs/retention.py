@@ -307,27 +307,38 @@ def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
     """Look at every job of a share dir once: state, markers, expiry and (if asked) size."""
     now = now or utc_now()
 
+    me = os.geteuid()
+
     def look(job_id: str) -> SurveyedJob:
         submitted = job_id_time(job_id)
-        owner = store.owner_uid(job_id)
         try:
-            seen = jobs.look_at_job(store, job_id)
+            # One visit of the job directory: names, owner, size and records at once.
+            snapshot = store.snapshot(job_id, sizes=sizes)
+            if snapshot is None:
+                return SurveyedJob(job_id, submitted, RxRemoteJobStatus.MISSING)
+            seen = jobs.look_at_job(store, job_id, snapshot)
         except Exception as exc:  # one job's problem never stops the survey
             return SurveyedJob(job_id, submitted, RxRemoteJobStatus.UNDETERMINED,
                                f"{type(exc).__name__}: {exc}")
         if submitted is None and seen.record is not None:
             submitted = seen.record.created_time
-        usage = store.usage(job_id) if sizes else None
+        usage = snapshot.usage
         return SurveyedJob(
             job_id, submitted, seen.status, seen.derived.reason,
             retrieved=seen.status is RxRemoteJobStatus.FINISHED and seen.retrieved,
             expired=jobs.is_expired(store, seen, now),
-            foreign=owner is not None and owner != os.geteuid(),
+            foreign=snapshot.owner is not None and snapshot.owner != me,
             files=usage.files if usage else 0, bytes=usage.bytes if usage else 0)
 
+    def look_at_chunk(chunk: list[str]) -> list[SurveyedJob]:
+        return [look(job_id) for job_id in chunk]
+
     ids = store.list_job_ids()
+    # Chunks, not a future per job: a future costs about as much as a job's look.
+    size = max(1, min(256, len(ids) // (4 * max(1, threads)) or 1))
+    chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(look, ids))
+        return [job for found in pool.map(look_at_chunk, chunks) for job in found]
 
 
 # -- applying a policy to one share dir ------------------------------------------------------

@@ -5,13 +5,21 @@ runs each run of the task's chunk with its console output captured, and
 writes ``tasks/<k>.out`` then ``tasks/<k>.result.pkl``, each atomically.  A
 task whose result file already exists is not run again, so an engine may
 retry a task harmlessly.  Workers write only their own task files.
+
+A job submitted with ``rng_seed`` has each run seeded before it runs
+(:func:`seeded_run`): Python's ``random`` and numpy's global generator get
+the run's own streams, derived from the seed and the run's index alone
+(:mod:`rxjobs.seeds`), and :func:`run_rng` hands the run its own
+``numpy.random.Generator``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -23,6 +31,7 @@ from typing import Any, Literal
 import cloudpickle
 
 from .errors import RxRunError
+from .seeds import NUMPY_GLOBAL_STREAM, PYTHON_RANDOM_STREAM, stream_seed, stream_words
 from .store import Store, open_store
 from .times import utc_now_iso
 
@@ -41,6 +50,7 @@ class Payload:
     task_chunk_size: int
     continue_on_failure: bool = True
     format: int = PAYLOAD_FORMAT
+    rng_seed: int | None = None  # None: runs are not seeded (payloads written before it read so)
 
     @property
     def n_tasks(self) -> int:
@@ -139,7 +149,8 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     with _captured(capture) as output:
         for index in runs:
             try:
-                value = payload.function(**payload.runs[index])
+                with seeded_run(getattr(payload, "rng_seed", None), index):
+                    value = payload.function(**payload.runs[index])
             except Exception as exc:
                 text = traceback.format_exc()
                 print(text, file=sys.stderr, end="")
@@ -158,6 +169,83 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     store.write_atomic(paths.output(task), output.getvalue())
     store.write_atomic(paths.result(task), _dumps_result(result))
     return TaskSummary(task, len(result.values), first_error=first_error)
+
+
+# -- random numbers -----------------------------------------------------------------------
+
+_run_state = threading.local()
+# Python's ``random`` and numpy's global generator are the process's: seeded runs that
+# share a process (threads of a Dask worker) take turns, so each sees its own stream.
+_seeded_lock = threading.RLock()
+_numpy_checked: list[Any] = []
+
+
+def _numpy() -> Any:
+    """numpy, imported once if it is installed, else None."""
+    if not _numpy_checked:
+        _numpy_checked.append(
+            __import__("numpy") if importlib.util.find_spec("numpy") is not None else None)
+    return _numpy_checked[0]
+
+
+@contextlib.contextmanager
+def seeded_run(rng_seed: int | None, index: int) -> Iterator[None]:
+    """Run the body as run ``index`` of a job seeded with ``rng_seed`` (None: no seeding).
+
+    Seeds Python's ``random`` and, when numpy is installed, numpy's global
+    generator with the run's own streams (:mod:`rxjobs.seeds`), makes
+    :func:`run_rng` return the run's generator, and puts the states the
+    process had back afterwards (so that ``RxLocalSeq`` leaves the caller's
+    random numbers alone).  Seeded runs of one process run one at a time.
+    """
+    if rng_seed is None:
+        yield
+        return
+    np = _numpy()
+    with _seeded_lock:
+        saved_random = random.getstate()
+        saved_numpy = np.random.get_state() if np is not None else None
+        previous = getattr(_run_state, "run", None)
+        random.seed(stream_seed(rng_seed, index, PYTHON_RANDOM_STREAM))
+        if np is not None:
+            np.random.seed(np.array(stream_words(rng_seed, index, NUMPY_GLOBAL_STREAM), dtype=np.uint32))
+        _run_state.run = (rng_seed, index, [])
+        try:
+            yield
+        finally:
+            _run_state.run = previous
+            random.setstate(saved_random)
+            if np is not None:
+                np.random.set_state(saved_numpy)
+
+
+def run_rng() -> Any:
+    """The current run's own ``numpy.random.Generator``.
+
+    Inside a run of a job submitted with ``rng_seed``, it is
+    ``numpy.random.default_rng(numpy.random.SeedSequence(rng_seed, spawn_key=(index,)))``
+    for the run's index, the same object for every call within the run, so its
+    numbers are the same whatever engine, chunk size or number of workers ran
+    the job (and equal to ``default_rng(SeedSequence(rng_seed).spawn(n_runs)[index])``).
+    Elsewhere (no ``rng_seed``, or outside a run) it is a generator seeded
+    afresh by the operating system, as ``numpy.random.default_rng()`` gives.
+
+    Raises
+    ------
+    ImportError
+        numpy is not installed.
+    """
+    try:
+        import numpy as np
+    except ImportError:
+        raise ImportError("rxjobs.run_rng() needs numpy: pip install numpy") from None
+    run = getattr(_run_state, "run", None)
+    if run is None:
+        return np.random.default_rng()
+    rng_seed, index, cache = run
+    if not cache:
+        cache.append(np.random.default_rng(np.random.SeedSequence(rng_seed, spawn_key=(index,))))
+    return cache[0]
 
 
 def _removed_meanwhile(store: Store, job_id: str) -> bool:

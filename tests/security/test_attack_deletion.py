@@ -14,7 +14,6 @@ import pytest
 from unix_users import EXCHANGE
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
-PENDING = pytest.mark.xfail(reason="issue 17 fix pending", strict=False)
 
 
 def _symlink(u, who, target, link):

@@ -17,7 +17,6 @@ import psutil
 import pytest
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
-PENDING = pytest.mark.xfail(reason="issue 17 fix pending", strict=False)
 
 
 class Listener:

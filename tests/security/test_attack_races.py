@@ -15,7 +15,6 @@ import pytest
 from unix_users import EVIL_PICKLE, EXCHANGE
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
-PENDING = pytest.mark.xfail(reason="issue 17 fix pending", strict=False)
 ITERATIONS = 200
 
 

@@ -14,6 +14,7 @@ _ENGINES: dict[str, tuple[str, str | None]] = {
     "local": ("rxjobs.engines.local", None),
     "dask": ("rxjobs.engines.dask", "dask"),
     "spark": ("rxjobs.engines.spark", "spark"),
+    "slurm": ("rxjobs.engines.slurm", None),
 }
 
 

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -26,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from ..runtime import driver_log_file, open_held
 from ..status import Probe
 from .base import Handle
 
@@ -33,8 +33,6 @@ _START_TIMEOUT_S = 120.0
 # The share dir's storage options reach a driver (and the processes below it)
 # through this environment variable: never on a command line, which `ps` shows.
 OPTIONS_ENV = "RXJOBS_SHARE_DIR_OPTIONS"
-
-
 def share_dir_options_from_env() -> dict[str, Any] | None:
     """The storage options a driver was started with (None if none were given)."""
     text = os.environ.get(OPTIONS_ENV)
@@ -50,21 +48,31 @@ def driver_log_path(store: Any, job_id: str) -> tuple[str, bool]:
     """Where a driver's stdout/stderr go, and whether that is a local copy to publish.
 
     On a local share dir it is the job's ``driver.log``.  A process cannot
-    append to an object, so on other stores the driver writes a private local
-    file and copies it into ``driver.log`` before it records how the job ended
-    (:func:`publish_driver_log`).
+    append to an object, so on other stores the driver writes
+    ``job-<job_id>.driver.log`` in the rxjobs runtime dir (:mod:`rxjobs.runtime`),
+    held by ``flock`` for as long as the driver or a process below it lives, and
+    copies it into ``driver.log`` before it records how the job ended
+    (:func:`publish_driver_log`).  Cancel and cleanup of the job remove a copy
+    its dead driver left (:func:`rxjobs.runtime.take_driver_log`).
     """
     if store.is_local:
         return store.paths(job_id).driver_log, False
-    fd, path = tempfile.mkstemp(prefix=f"rxjobs-{job_id}-", suffix=".driver.log")
-    os.close(fd)
-    return path, True
+    return driver_log_file(job_id), True
+
+
+def open_driver_log(path: str, local_copy: bool) -> int:
+    """Open a driver's log for appending: a runtime-dir copy is created held (see
+    :func:`rxjobs.runtime.open_held`), the job's own ``driver.log`` plainly."""
+    if local_copy:
+        return open_held(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def publish_driver_log(store: Any, job_id: str, local_log: str | None) -> None:
     """Copy a driver's local log into the job's ``driver.log`` (if it says anything), then
-    delete it.  Called before the final status is written, so that the copy never lands
-    in a job that a reader has already collected and removed."""
+    delete it, whatever happens.  Called before the final status is written, so that the
+    copy never lands in a job that a reader has already collected and removed; a job
+    that is gone or being removed gets no copy."""
     if not local_log:
         return
     sys.stdout.flush()
@@ -72,11 +80,16 @@ def publish_driver_log(store: Any, job_id: str, local_log: str | None) -> None:
     try:
         with open(local_log, "rb") as f:
             data = f.read()
-        if data.strip():
+        entries = store.job_entries(job_id)
+        if data.strip() and entries is not None and "deleting" not in entries:
             store.write_atomic(store.paths(job_id).driver_log, data)
-        os.unlink(local_log)
-    except OSError:
+    except (OSError, ValueError):
         pass  # the log is a convenience; the job's state does not depend on it
+    finally:
+        try:
+            os.unlink(local_log)
+        except OSError:
+            pass
 
 
 def start_driver(module: str, store: Any, job_id: str, args: list[str], engine: str,
@@ -91,7 +104,7 @@ def start_driver(module: str, store: Any, job_id: str, args: list[str], engine: 
     if local_copy:
         args = [*args, "--local-log", log_path]
     return start_detached(module, [job_id, "--share-dir", store.url, *args], log_path,
-                          what=f"{engine} driver of job {job_id}", options=options)
+                          what=f"{engine} driver of job {job_id}", options=options, hold=local_copy)
 
 
 def can_fork_driver() -> bool:
@@ -151,7 +164,7 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     from setproctitle import setproctitle
 
     os.setsid()  # own session and process group, as a started driver has
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log_fd = open_driver_log(log_path, local_log is not None)
     null_fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_fd, 0)
     os.dup2(log_fd, 1)
@@ -166,8 +179,11 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    # As in a fresh interpreter: a write to a closed pipe (a killed pool worker's)
+    # raises BrokenPipeError instead of killing the driver silently.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setproctitle(title)
     me = psutil.Process()
@@ -377,14 +393,16 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
 
 def start_detached(module: str, args: list[str], log_path: str, what: str,
                    options: dict[str, Any] | None = None,
-                   env: dict[str, str] | None = None) -> Handle:
+                   env: dict[str, str] | None = None, hold: bool = False) -> Handle:
     """Start ``python -m <module> <args>`` detached (through ``_launch``); return its handle.
 
     The process imports what the caller could import (functions pickled by
     reference), so it gets the caller's ``sys.path`` as ``PYTHONPATH``; it
     gets the share dir's storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``
     (never on a command line, which ``ps`` shows), its own session, and
-    stderr on ``log_path``; ``env`` adds variables.  Used for job drivers
+    stderr on ``log_path``; ``env`` adds variables.  With ``hold``, ``log_path`` is
+    a runtime-dir file made under ``flock`` (:func:`rxjobs.runtime.open_held`),
+    which the process and those below it hold while they live.  Used for job drivers
     (:func:`start_driver`) and for the persistent Spark server, which
     serves many jobs.
     """
@@ -396,7 +414,7 @@ def start_detached(module: str, args: list[str], log_path: str, what: str,
     if options:
         child_env[OPTIONS_ENV] = json.dumps(options)
     child_env.update(env or {})
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    fd = open_driver_log(log_path, hold)
     with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,

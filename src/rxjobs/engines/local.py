@@ -56,12 +56,23 @@ class LocalEngine:
         workers = self.parallelism(job.context)
         args = ["--workers", str(workers)]
         if job.context.waits and can_fork_driver():
-            # The caller waits for this job: fork the driver from it, with the
-            # caller's imports done, instead of starting an interpreter.
+            # The caller waits for this job and runs one thread: fork the driver from
+            # it, imports done (the function's module too), no interpreter start.
             def run(local_log: str | None) -> int:
                 return drive(store.url, job.job_id, workers, job.share_dir_options, local_log)
 
             return fork_driver(run, "rxjobs.engines.local", store, job.job_id, args)
+        from . import forkserver
+
+        if forkserver.enabled():
+            # A caller with other threads (a notebook kernel), or one that does not wait:
+            # a clean server with the driver's imports done forks the driver, with
+            # nothing of the caller's (threads, locks, memory, descriptors).
+            try:
+                return forkserver.fork_driver_via_server("rxjobs.engines.local", store, job.job_id,
+                                                         args, job.share_dir_options)
+            except forkserver.ForkServerError:
+                pass  # started as a fresh interpreter below
         return start_driver("rxjobs.engines.local", store, job.job_id, args, engine="local",
                             options=job.share_dir_options)
 
@@ -113,6 +124,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     store = open_store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
+        publish_driver_log(store, job_id, local_log)
         return 0
     # The driver never unpickles the user's function: workers do.
     record = records.read_job_record(store, job_id)
@@ -148,6 +160,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
             if store.exists(paths.canceled):
                 _kill_workers()
                 pool.shutdown(wait=False, cancel_futures=True)
+                publish_driver_log(store, job_id, local_log)
                 return 0
         if failure is not None:
             _kill_workers()

@@ -199,6 +199,7 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
     store = open_store(share_dir, options)
     paths = store.paths(job_id)
     if store.exists(paths.canceled):
+        publish_driver_log(store, job_id, local_log)
         return 0
     state = DriverState()
     signal.signal(signal.SIGTERM, state.on_sigterm)

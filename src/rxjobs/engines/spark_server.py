@@ -15,15 +15,18 @@ sends such jobs here through :class:`PersistentServerBackend`; this module
 never imports the engine.
 
 There is one server per key: the share dir, the master and every Spark
-setting.  It lives in a private runtime directory (mode 0700):
-``$RXJOBS_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/rxjobs``, else
-``<tmp>/rxjobs-<uid>``, holding for each key ``spark-<key>.json`` (the
+setting.  It lives in the private rxjobs runtime directory (mode 0700, see
+:mod:`rxjobs.runtime`, which names its files),
+holding for each key ``spark-<key>.json`` (the
 server's pid, start time and socket: the one record of where it is, written
 atomically), ``spark-<key>.sock`` (a Unix socket; only the user's processes
 may connect, which the server checks again by the peer's uid),
 ``spark-<key>.lock`` (so that one server starts per key) and
-``spark-<key>.log`` (its stdout and stderr).  The socket carries job ids and
-commands only, one JSON line each way; the payload is read from the share dir
+``spark-<key>.log`` (its stdout and stderr, held by ``flock`` while the server
+or a process below it lives).  A server that stops in order removes them all
+but the log of a Spark that could not start; those of a killed server go with
+``rx_spark_disconnect``, the next start of that key, or ``rxjobs doctor --fix``.
+The socket carries job ids and commands only, one JSON line each way; the payload is read from the share dir
 by the executors, with the store's trust checks, as for every job.
 
 A job's handle (``engine.json``) names the server (host, pid, start time, key,
@@ -40,17 +43,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import select
 import signal
 import socket
-import stat
 import struct
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -58,6 +58,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from ..runtime import RUNTIME_DIR_ENV as RUNTIME_DIR_ENV
+from ..runtime import (
+    RuntimeKind,
+    locked,
+    read_server_record,
+    remove_runtime_file,
+    scan_runtime_dir,
+)
+from ..runtime import runtime_dir as runtime_dir
+from ..runtime import server_file as _server_file
 from ..status import Probe, Record
 from .base import Handle, SubmittedJob
 from .drivers import (
@@ -84,7 +94,6 @@ from .spark_session import (
     stop_spark,
 )
 
-RUNTIME_DIR_ENV = "RXJOBS_RUNTIME_DIR"
 # The compute context reaches the server in this variable (JSON), never on its command line.
 CONTEXT_ENV = "RXJOBS_SPARK_CONTEXT"
 
@@ -105,24 +114,6 @@ class ServerError(RuntimeError):
 
 
 # -- where a server is ------------------------------------------------------------------
-
-
-def runtime_dir() -> str:
-    """The private directory of the servers' sockets and records (created 0700; checked)."""
-    base = os.environ.get(RUNTIME_DIR_ENV)
-    if not base:
-        xdg = os.environ.get("XDG_RUNTIME_DIR")
-        base = (os.path.join(xdg, "rxjobs") if xdg
-                else os.path.join(tempfile.gettempdir(), f"rxjobs-{os.geteuid()}"))
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    st = os.lstat(base)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise PermissionError(
-            f"{base} must be a directory of your own that only you can access (a real directory, "
-            f"mode 0700): the persistent Spark server's socket lives there. Run `chmod 700 {base}`, "
-            f"or point ${RUNTIME_DIR_ENV} at another directory"
-        )
-    return base
 
 
 def server_key(context: Any) -> str:
@@ -155,7 +146,7 @@ class ServerPaths:
         return cls(runtime_dir(), server_key(context))
 
     def _name(self, suffix: str) -> str:
-        return os.path.join(self.base, f"spark-{self.key}.{suffix}")
+        return _server_file(self.key, suffix, self.base)
 
     @property
     def socket(self) -> str:
@@ -175,21 +166,20 @@ class ServerPaths:
 
 
 def _read_record(paths: ServerPaths) -> dict[str, Any] | None:
-    try:
-        fd = os.open(paths.record, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_server_record(paths.record)
 
 
 def _write_record(paths: ServerPaths, record: dict[str, Any]) -> None:
     tmp = f"{paths.record}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, paths.record)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, paths.record)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _live(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
@@ -199,12 +189,15 @@ def _live(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
 @contextlib.contextmanager
 def _locked(paths: ServerPaths) -> Iterator[None]:
     """Held while a server of ``paths.key`` is looked for and started, or stopped."""
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(paths.lock):
         yield
-    finally:
-        os.close(fd)
+
+
+def _forget_dead_server(paths: ServerPaths) -> None:
+    """Remove the files a dead server of ``paths.key`` left (the caller holds the lock)."""
+    for entry in scan_runtime_dir(paths.base):
+        if entry.owner == paths.key and entry.path != paths.lock:
+            remove_runtime_file(entry)
 
 
 # -- talking to a server ----------------------------------------------------------------
@@ -245,13 +238,12 @@ def _find_or_start(context: Any, options: dict[str, Any] | None) -> dict[str, An
 
 def _start(context: Any, options: dict[str, Any] | None, paths: ServerPaths) -> dict[str, Any]:
     """Start a server (the caller holds the lock) and return its record once it answers."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(paths.log)  # the log of a server that is gone
+    _forget_dead_server(paths)  # the record, socket and log of a server that is gone
     args = [paths.key, "--share-dir", context.job_share_dir(), "--master", context.master,
             "--idle-timeout", str(int(context.idle_timeout)), "--runtime-dir", paths.base]
     handle = start_detached("rxjobs.engines.spark_server", args, paths.log,
                             what="persistent Spark server", options=options,
-                            env={CONTEXT_ENV: json.dumps(context.to_dict())})
+                            env={CONTEXT_ENV: json.dumps(context.to_dict())}, hold=True)
     record = {**handle, "key": paths.key, "socket": paths.socket, "log": paths.log,
               "share_dir": context.job_share_dir(), "master": context.master,
               "idle_timeout": int(context.idle_timeout)}
@@ -418,9 +410,7 @@ class PersistentServerBackend:
             record = _read_record(paths)
             server = find_driver(record) if record is not None and on_this_host(record) else None
             if server is None or record is None:
-                for path in (paths.record, paths.socket):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
+                _forget_dead_server(paths)
                 return False
             tree = descendants([server])
             try:
@@ -558,6 +548,8 @@ class SparkServer:
             if not job.done.is_set():
                 with contextlib.suppress(Exception):
                     record_outcome(self.store, job.job_id, Outcome("terminated"), job.stop_reason)
+        if not self.spark_error:  # a log that says why Spark could not start is kept
+            self._forget_log_and_lock()
 
     def _forget_files(self) -> None:
         """Remove the socket and the record if they are still this server's."""
@@ -568,6 +560,17 @@ class SparkServer:
         if record is not None and record.get("pid") == os.getpid():
             with contextlib.suppress(OSError):
                 os.unlink(self.paths.record)
+
+    def _forget_log_and_lock(self) -> None:
+        """Remove this server's log (if it is still the one on its stderr) and its start lock
+        (unless a starter holds it): nothing of a server that stopped in order is left."""
+        with contextlib.suppress(OSError):
+            if os.stat(self.paths.log, follow_symlinks=False).st_ino == os.fstat(2).st_ino:
+                os.unlink(self.paths.log)
+        for entry in scan_runtime_dir(self.paths.base):
+            if entry.owner == self.key and entry.kind is RuntimeKind.SERVER_LOCK:
+                with contextlib.suppress(OSError):
+                    remove_runtime_file(entry)
 
     # -- requests ------------------------------------------------------------------------
 

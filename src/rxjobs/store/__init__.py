@@ -22,13 +22,18 @@ from .base import (
     RESULT_SUFFIX,
     TRASH,
     JobPaths,
+    JobSnapshot,
     Store,
+    TempFile,
+    TopEntry,
+    TrashEntry,
     Usage,
     loads_record,
 )
 
 __all__ = ["LOCKS", "MARKER", "MAX_RECORD_BYTES", "OUTPUT_SUFFIX", "RESERVED", "RESULT_SUFFIX",
-           "TRASH", "JobPaths", "Store", "Usage", "loads_record", "open_store"]
+           "TRASH", "JobPaths", "JobSnapshot", "Store", "TempFile", "TopEntry", "TrashEntry", "Usage",
+           "loads_record", "open_store"]
 
 
 def open_store(share_dir: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> Store:

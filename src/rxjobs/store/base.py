@@ -118,6 +118,96 @@ class Usage:
         return Usage(self.files + other.files, self.bytes + other.bytes)
 
 
+@dataclass(frozen=True)
+class TopEntry:
+    """An entry at the top of a share dir, as ``rxjobs doctor`` sees it (reserved ones left out).
+
+    Attributes
+    ----------
+    name
+        Its name.
+    kind
+        ``"directory"``, ``"file"``, ``"symlink"`` or ``"other"`` (a fifo, a socket...).
+    is_job
+        It is a job: a directory holding a ``job.json`` that parses and names it.
+        None when that cannot be told (its owner made it unreadable).
+    owner_uid
+        Its owner (None where storage has no owners).
+    mtime
+        When it last changed (POSIX seconds; for an object-store prefix, its newest key).
+    """
+
+    name: str
+    kind: str
+    is_job: bool | None
+    owner_uid: int | None
+    mtime: float | None
+
+
+@dataclass(frozen=True)
+class TrashEntry:
+    """A removal that began and has not finished: an entry of ``.trash/`` (local share dirs)
+    or a job marked ``deleting`` (object stores).
+
+    ``remover_alive`` is None when the remover cannot be told from here (another host).
+    """
+
+    name: str
+    remover_alive: bool | None
+    mine: bool
+    mtime: float | None
+
+
+@dataclass(frozen=True)
+class TempFile:
+    """A temporary file (``<name>.tmp-<pid>-<hex>``) of a write that did not finish.
+
+    ``writer_alive`` is whether a process of that pid runs on this machine.
+    """
+
+    path: str
+    writer_alive: bool
+    mtime: float | None
+
+
+def plain_name(name: str, where: str) -> str:
+    """``name`` if it is one plain, non-reserved entry name of a share dir; ValueError otherwise."""
+    if not name or "/" in name or "\0" in name or name in (".", "..") or name in RESERVED:
+        raise ValueError(f"{name!r} is not an entry of share dir {where} that may be removed")
+    return name
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """One look at a job directory: its names, owner, size and the records read through it.
+
+    What a survey needs of every job (``rxjobs du``, ``list``, a cleanup dry
+    run), gathered in one visit: on a local share dir the job directory is
+    opened once (fd-relative, no symlink followed), its names and sizes come
+    from one ``scandir`` walk, and the records are read through that
+    descriptor.
+    """
+
+    #: Names directly in the job directory, temporary files left out.
+    entries: frozenset[str]
+    #: The uid owning the job directory (None where storage has no owners).
+    owner: int | None
+    #: Files and bytes under the job directory (None if not asked for).
+    usage: Usage | None
+    #: Each record asked for that the directory holds: its bytes, or the error reading it.
+    records: Mapping[str, bytes | Exception]
+
+    def record(self, name: str) -> bytes:
+        """The bytes of record ``name``; FileNotFoundError if the directory has none,
+        the reading's own error (ValueError, OSError) if it could not be read."""
+        found = self.records.get(name)
+        if found is None:
+            raise FileNotFoundError(f"{name} is not there")
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
 def loads_record(data: bytes, where: str) -> Any:
     """Parse a JSON record read from a share dir; ValueError unless it is sane JSON.
 
@@ -125,7 +215,10 @@ def loads_record(data: bytes, where: str) -> Any:
     :data:`MAX_RECORD_DEPTH` (a 1 MiB run of ``[`` would exhaust the parser's
     recursion), and a record that is not UTF-8 JSON says where it came from.
     """
-    if len(data) > 256 and _nesting_depth(data) > MAX_RECORD_DEPTH:
+    # Nesting needs an opening bracket per level: a record with few of them (every
+    # record rxjobs writes) is bounded by two counts in C, without a scan in Python.
+    if (len(data) > 256 and data.count(b"[") + data.count(b"{") > MAX_RECORD_DEPTH
+            and _nesting_depth(data) > MAX_RECORD_DEPTH):
         raise ValueError(f"{where} nests deeper than {MAX_RECORD_DEPTH} levels: not an rxjobs record")
     try:
         # Records are UTF-8 (ASCII, in fact): decoding first spares json's
@@ -287,6 +380,38 @@ class Store(ABC):
     def owner_uid(self, job_id: str) -> int | None:
         """The uid owning a job directory (None where storage has no owners, or it is gone)."""
 
+    def snapshot(self, job_id: str, records: tuple[str, ...] = ("job.json", "status.json"),
+                 sizes: bool = True) -> JobSnapshot | None:
+        """One look at a job directory (see :class:`JobSnapshot`); None when there is none.
+
+        Parameters
+        ----------
+        job_id
+            The job (already validated).
+        records
+            Names of the records to read, when the directory holds them
+            (each at most :data:`MAX_RECORD_BYTES`).
+        sizes
+            Also count the files and bytes under the directory.
+
+        This generic form asks the other primitives; a store that can do it in
+        one visit overrides it.
+        """
+        entries = self.job_entries(job_id)
+        if entries is None:
+            return None
+        paths = self.paths(job_id, validated=True)
+        found: dict[str, bytes | Exception] = {}
+        for name in records:
+            if name in entries:
+                try:
+                    found[name] = self.read_bytes(f"{paths.dir}/{name}", limit=MAX_RECORD_BYTES)
+                except FileNotFoundError:
+                    continue
+                except (OSError, ValueError) as exc:
+                    found[name] = exc
+        return JobSnapshot(entries, self.owner_uid(job_id), self.usage(job_id) if sizes else None, found)
+
     @abstractmethod
     def detach_job(self, job_id: str) -> str:
         """First half of a removal: from here on the job reads as missing.
@@ -312,6 +437,40 @@ class Store(ABC):
     @abstractmethod
     def lock(self, job_id: str) -> contextlib.AbstractContextManager[None]:
         """Hold the job's lock across processes (decisions and removals of one job)."""
+
+    # -- what rxjobs doctor looks at -------------------------------------------------------
+
+    @abstractmethod
+    def top_entries(self) -> list[TopEntry]:
+        """Every entry at the top of the share dir but the reserved ones, jobs included."""
+
+    @abstractmethod
+    def trash_entries(self) -> list[TrashEntry]:
+        """Removals that began and have not finished, with whether their remover lives."""
+
+    @abstractmethod
+    def temp_files(self) -> list[TempFile]:
+        """Temporary files of unfinished writes, at the top and in the caller's jobs."""
+
+    @abstractmethod
+    def remove_debris(self, name: str) -> Usage:
+        """Remove a top-level entry that is not a job, as crash-safely as a job is removed.
+
+        Raises
+        ------
+        ValueError
+            ``name`` is reserved, not a plain name, or turned out to be a job
+            (it is then left as it was).
+        """
+
+    @abstractmethod
+    def remove_trash_entry(self, name: str) -> Usage:
+        """Finish a removal that began (an entry of :meth:`trash_entries`) if its
+        remover is dead; what was freed."""
+
+    @abstractmethod
+    def remove_temp_file(self, path: str) -> bool:
+        """Remove a temporary file of :meth:`temp_files`; False if it was not there."""
 
     # -- built on them -----------------------------------------------------------------
 

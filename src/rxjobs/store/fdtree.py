@@ -44,17 +44,23 @@ def read_file_at(dir_fd: int, name: str, limit: int | None = None) -> tuple[byte
     Never follows a symlink, never opens a fifo or device for a blocking
     read; with ``limit``, a larger file raises ValueError instead of being read.
     """
-    try:
-        fd = os.open(name, OPEN_FILE, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise ValueError(f"{name} is a symlink, not a regular file") from None
-        raise
+    fd = open_file_at(dir_fd, name)
     try:
         st = os.fstat(fd)
         return read_open_file(fd, st, name, limit), st
     finally:
         os.close(fd)
+
+
+def open_file_at(dir_fd: int, name: str) -> int:
+    """Open ``name`` in ``dir_fd`` for reading: never through a symlink (ValueError),
+    never blocking on a fifo.  The caller checks what it is with ``fstat``."""
+    try:
+        return os.open(name, OPEN_FILE, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise ValueError(f"{name} is a symlink, not a regular file") from None
+        raise
 
 
 def read_open_file(fd: int, st: os.stat_result, name: str, limit: int | None) -> bytes:
@@ -213,3 +219,50 @@ def usage_at(dir_fd: int, name: str) -> tuple[int, int]:
     finally:
         os.close(fd)
     return files, size
+
+
+def snapshot_at(fd: int, records: tuple[str, ...], limit: int, sizes: bool,
+                ) -> tuple[list[str], int, int, int, dict[str, bytes | Exception]]:
+    """One visit of the open directory ``fd``: its names, owner, usage and some records.
+
+    Returns the names directly in it, its owner (``fstat``), the files and
+    bytes under it (with ``sizes``; else 0, 0: one ``fstatat`` per entry, no
+    symlink followed, subdirectories walked through descriptors), and each of
+    ``records`` it holds, read through ``fd`` (at most ``limit`` bytes; the
+    error instead when it cannot be read: a symlink, a fifo, too big).
+    """
+    owner = os.fstat(fd).st_uid
+    files = size = 0
+    names = []
+    # A descriptor of its own for the listing (a shared one would share its read
+    # position), open until the entries' lstat (DirEntry.stat goes through it).
+    listing = os.open(".", OPEN_DIR, dir_fd=fd)
+    try:
+        with os.scandir(listing) as it:
+            for entry in it:
+                names.append(entry.name)
+                if not sizes:
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        n, b = usage_at(fd, entry.name)
+                    else:
+                        n, b = 1, entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+                files += n
+                size += b
+    finally:
+        os.close(listing)
+    read: dict[str, bytes | Exception] = {}
+    present = set(names)
+    for name in records:
+        if name not in present:
+            continue
+        try:
+            read[name] = read_file_at(fd, name, limit)[0]
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            read[name] = exc
+    return names, owner, files, size, read

@@ -14,7 +14,6 @@ locks are ``flock``s on a fixed set of stripe files in ``.locks/``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import functools
 import json
@@ -40,17 +39,24 @@ from .base import (
     SHARE_FORMAT,
     TMP_MARK,
     TRASH,
+    JobSnapshot,
     Store,
+    TempFile,
+    TopEntry,
+    TrashEntry,
     Usage,
     loads_record,
+    plain_name,
 )
 from .fdtree import (
     is_dir_at,
     list_at,
     open_dir_at,
+    open_file_at,
     read_file_at,
     read_open_file,
     remove_tree_at,
+    snapshot_at,
     subdirs_at,
     usage_at,
 )
@@ -363,12 +369,9 @@ class LocalStore(Store):
                 if not trust:
                     _check_trusted(os.fstat(fd), where, me)
             try:
-                file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                                  dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise UntrustedShareDirError(f"{path} is a symlink: refused") from None
-                raise
+                file_fd = open_file_at(fd, parts[-1])
+            except ValueError:
+                raise UntrustedShareDirError(f"{path} is a symlink: refused") from None
             try:
                 st = os.fstat(file_fd)
                 if not trust:
@@ -444,6 +447,30 @@ class LocalStore(Store):
         if root is None:
             return Usage()
         return Usage(*usage_at(root, job_id))
+
+    def snapshot(self, job_id: str, records: tuple[str, ...] = ("job.json", "status.json"),
+                 sizes: bool = True) -> JobSnapshot | None:
+        """One visit of the job directory: opened once from the share dir's descriptor
+        (``O_NOFOLLOW``), owner from its ``fstat``, names and sizes from one ``scandir``
+        walk below it, records read through it (see :func:`~.fdtree.snapshot_at`)."""
+        root = self._root()
+        if root is None:
+            return None
+        try:
+            fd = open_dir_at(root, job_id)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except PermissionError:  # there but unreadable: the primitives say what they can
+            return super().snapshot(job_id, records, sizes)
+        try:
+            found = snapshot_at(fd, records, MAX_RECORD_BYTES, sizes)
+        except PermissionError:
+            return super().snapshot(job_id, records, sizes)
+        finally:
+            os.close(fd)
+        names, owner, files, size, read = found
+        return JobSnapshot(frozenset(n for n in names if TMP_MARK not in n), owner,
+                           Usage(files, size) if sizes else None, read)
 
     def owner_uid(self, job_id: str) -> int | None:
         validate_job_id(job_id)
@@ -569,6 +596,154 @@ class LocalStore(Store):
             yield
         finally:
             os.close(fd)
+
+
+    # -- what rxjobs doctor looks at -----------------------------------------------------
+
+    def top_entries(self) -> list[TopEntry]:
+        root = self._root()
+        if root is None:
+            return []
+        found = []
+        for name in sorted(list_at(root)):
+            if name in RESERVED:
+                continue
+            try:
+                st = os.stat(name, dir_fd=root, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            kind = ("directory" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode)
+                    else "symlink" if stat.S_ISLNK(st.st_mode) else "other")
+            is_job: bool | None = False
+            if kind == "directory" and is_job_id(name):
+                is_job = _is_job_at(root, name)
+            found.append(TopEntry(name, kind, is_job, st.st_uid, st.st_mtime))
+        return found
+
+    def trash_entries(self) -> list[TrashEntry]:
+        if self._root() is None:
+            return []
+        found = []
+        me = os.geteuid()
+        with self._reserved_dir(TRASH, create=False) as trash:
+            if trash is None:
+                return []
+            for name in sorted(list_at(trash)):
+                try:
+                    st = os.stat(name, dir_fd=trash, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                found.append(TrashEntry(name, _remover_alive(name), st.st_uid == me, st.st_mtime))
+        return found
+
+    def temp_files(self) -> list[TempFile]:
+        root = self._root()
+        if root is None:
+            return []
+        found = _temp_files_at(root, self.root)
+        me = os.geteuid()
+        for name in subdirs_at(root):
+            if not is_job_id(name):
+                continue
+            try:
+                fd = open_dir_at(root, name)
+            except OSError:
+                continue
+            try:
+                if os.fstat(fd).st_uid != me:
+                    continue  # another member's job: theirs to sweep
+                found += _temp_files_at(fd, f"{self.root}/{name}")
+                try:
+                    tasks = open_dir_at(fd, "tasks")
+                except OSError:
+                    continue
+                try:
+                    found += _temp_files_at(tasks, f"{self.root}/{name}/tasks")
+                finally:
+                    os.close(tasks)
+            finally:
+                os.close(fd)
+        return found
+
+    def remove_debris(self, name: str) -> Usage:
+        """Rename a top-level entry that is not a job into ``.trash/``, then delete it there
+        (fd-relative, never following a symlink), as a job is removed."""
+        plain_name(name, self.url)
+        root = self._root_or_missing()
+        target = f"{name}.{_process_mark()}-{secrets.token_hex(4)}"
+        with self._reserved_dir(TRASH, create=True) as trash:
+            assert trash is not None
+            os.rename(name, target, src_dir_fd=root, dst_dir_fd=trash)
+            st = os.stat(target, dir_fd=trash, follow_symlinks=False)
+            if st.st_uid != os.geteuid() or (stat.S_ISDIR(st.st_mode) and is_job_id(name)
+                                              and _is_job_at(trash, target) is not False):
+                os.rename(target, name, src_dir_fd=trash, dst_dir_fd=root)  # put it back
+                raise ValueError(f"{self.root}/{name} is a job or not yours: left alone")
+            return Usage(*remove_tree_at(trash, target))
+
+    def remove_trash_entry(self, name: str) -> Usage:
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"{name!r} is not an entry of {self.trash}")
+        with self._reserved_dir(TRASH, create=False) as trash:
+            if trash is None or _remover_alive(name):
+                return Usage()
+            try:
+                if os.stat(name, dir_fd=trash, follow_symlinks=False).st_uid != os.geteuid():
+                    return Usage()  # another member's, in a team share dir: theirs to purge
+            except FileNotFoundError:
+                return Usage()
+            return Usage(*remove_tree_at(trash, name))
+
+    def remove_temp_file(self, path: str) -> bool:
+        if TMP_MARK not in os.path.basename(path):
+            raise ValueError(f"{path} is not a temporary file")
+        return self.remove_file(path)
+
+
+def _temp_files_at(dir_fd: int, where: str) -> list[TempFile]:
+    found = []
+    for name in list_at(dir_fd):
+        m = _TMP_RE.search(name)
+        if not m:
+            continue
+        try:
+            mtime: float | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        except OSError:
+            mtime = None
+        found.append(TempFile(f"{where}/{name}", _process_running(int(m.group(1)), None), mtime))
+    return found
+
+
+_TMP_RE = re.compile(re.escape(TMP_MARK) + r"(\d+)-[0-9a-f]+\Z")
+
+
+def _remover_alive(name: str) -> bool:
+    """Whether the process that moved ``name`` into the trash still runs (not us)."""
+    owner = _trash_owner(name)
+    return owner is not None and owner[0] != os.getpid() and _process_running(*owner)
+
+
+def _is_job_at(root: int, name: str) -> bool | None:
+    """Whether ``name`` is a job (a directory whose ``job.json`` names it); None if that
+    cannot be told because its owner made it unreadable."""
+    try:
+        fd = open_dir_at(root, name)
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    try:
+        data, _ = read_file_at(fd, "job.json", MAX_RECORD_BYTES)
+        record = loads_record(data, f"{name}/job.json")
+    except PermissionError:
+        return None
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+    return isinstance(record, dict) and record.get("job_id") == name
 
 
 def durable() -> bool:

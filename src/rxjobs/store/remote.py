@@ -13,14 +13,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
+
+import psutil
 
 from ..errors import JobNotFoundError, NotAShareDirError
 from ..ids import is_job_id, validate_job_id
 from ..sharedir import OBJECT_STORE_PROTOCOLS
 from ..times import utc_now_iso
-from .base import MARKER, RESERVED, SHARE_FORMAT, TMP_MARK, Store, Usage
+from .base import (
+    MARKER,
+    RESERVED,
+    SHARE_FORMAT,
+    TMP_MARK,
+    Store,
+    TempFile,
+    TopEntry,
+    TrashEntry,
+    Usage,
+    plain_name,
+)
 
 
 class FsspecStore(Store):
@@ -198,7 +213,7 @@ class FsspecStore(Store):
         missing, and this caller is its one remover.  The token is the job id."""
         paths = self.paths(job_id)
         try:
-            self.write_exclusive(paths.deleting)
+            self.write_exclusive(paths.deleting, _remover_identity())
         except FileExistsError:
             raise JobNotFoundError(f"job {job_id} is already being removed from {self.url}") from None
         rest = [k for k in self._objects(paths.dir) if k != paths.deleting]
@@ -227,16 +242,20 @@ class FsspecStore(Store):
         of a force-removed job) put a file meanwhile.
         """
         paths = self.paths(job_id)
+        self._finish_removal_at(paths.dir)
+
+    def _finish_removal_at(self, folder: str) -> None:
+        marker = f"{folder}/deleting"
         for _ in range(5):
-            rest = sorted(k for k in self._objects(paths.dir) if k != paths.deleting)
+            rest = sorted(k for k in self._objects(folder) if k != marker)
             if not rest:
                 if self.is_object_store:
-                    self.remove_file(paths.deleting)
+                    self.remove_file(marker)
                 else:  # empty directories are left: remove them with the marker
-                    self._remove_tree(paths.dir)
+                    self._remove_tree(folder)
                 return
             self.fs.rm(rest)
-        raise OSError(f"could not empty {paths.dir}: objects keep appearing in it")
+        raise OSError(f"could not empty {folder}: objects keep appearing in it")
 
     def _remove_tree(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -268,3 +287,104 @@ class FsspecStore(Store):
         removals, and readers check it before and after reading."""
         validate_job_id(job_id)
         yield
+
+    # -- what rxjobs doctor looks at -----------------------------------------------------
+
+    def top_entries(self) -> list[TopEntry]:
+        try:
+            listed = self.fs.ls(self.root, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        for info in listed:
+            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if name in RESERVED or not name:
+                continue
+            if info.get("type") == "directory":
+                path = f"{self.root}/{name}"
+                is_job = is_job_id(name) and self._names_itself(name)
+                try:
+                    keys = self.fs.find(path, detail=True)
+                except FileNotFoundError:
+                    keys = {}
+                times = [t for t in (_mtime(i) for i in keys.values()) if t is not None]
+                found.append(TopEntry(name, "directory", is_job, None, max(times) if times else None))
+            else:
+                found.append(TopEntry(name, "file", False, None, _mtime(info)))
+        return sorted(found, key=lambda e: e.name)
+
+    def trash_entries(self) -> list[TrashEntry]:
+        depth = self.root.count("/") + 2
+        found = []
+        for key, info in sorted(self.fs.find(self.root, detail=True).items()):
+            if not key.endswith("/deleting") or key.count("/") != depth:
+                continue
+            name = key[len(self.root) + 1:].split("/", 1)[0]
+            try:
+                remover = json.loads(self.read_bytes(key, limit=4096) or b"null")
+            except (OSError, ValueError):
+                remover = None
+            found.append(TrashEntry(name, _alive(remover), True, _mtime(info)))
+        return found
+
+    def temp_files(self) -> list[TempFile]:
+        return []  # a put is whole: there are no temporary files
+
+    def remove_debris(self, name: str) -> Usage:
+        """A key is deleted at once; a prefix is marked ``deleting`` exclusively, then its
+        keys are deleted, the marker last, as a job is removed."""
+        plain_name(name, self.url)
+        path = f"{self.root}/{name}"
+        if self.fs.isfile(path):
+            size = int(self.fs.info(path).get("size") or 0)
+            return Usage(1, size) if self.remove_file(path) else Usage()
+        if self._names_itself(name):
+            raise ValueError(f"{path} is a job: left alone")
+        self.write_exclusive(f"{path}/deleting", _remover_identity())
+        found = self._objects(path)
+        found.pop(f"{path}/deleting", None)
+        self._finish_removal_at(path)
+        return Usage(len(found), sum(found.values()))
+
+    def remove_trash_entry(self, name: str) -> Usage:
+        plain_name(name, self.url)
+        path = f"{self.root}/{name}"
+        found = self._objects(path)
+        found.pop(f"{path}/deleting", None)
+        self._finish_removal_at(path)
+        return Usage(len(found), sum(found.values()))
+
+    def remove_temp_file(self, path: str) -> bool:
+        return False
+
+
+def _remover_identity() -> bytes:
+    """What a ``deleting`` marker says of its writer: host, pid and start time."""
+    me = psutil.Process()
+    return json.dumps({"host": socket.gethostname(), "pid": me.pid,
+                       "create_time": me.create_time()}).encode()
+
+
+def _alive(remover: Any) -> bool | None:
+    """Whether the writer of a ``deleting`` marker runs (None: unknown, another host or an
+    empty marker from an older rxjobs)."""
+    if not isinstance(remover, dict) or remover.get("host") != socket.gethostname():
+        return None
+    try:
+        proc = psutil.Process(int(remover["pid"]))
+        return abs(proc.create_time() - float(remover["create_time"])) <= 0.05
+    except (psutil.NoSuchProcess, KeyError, TypeError, ValueError):
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """A listing entry's modification time (POSIX seconds), whatever the backend calls it."""
+    for field in ("LastModified", "last_modified", "mtime", "created"):
+        value = info.get(field)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None

@@ -1,0 +1,504 @@
+"""The fork server: a clean process that forks local job drivers on request.
+
+Starting a driver as a fresh interpreter costs 60 ms of interpreter start and
+imports; forking the caller is fast but is only safe from a single-threaded
+caller, and a notebook kernel never is one.  The fork server gives both: a
+single-threaded process, started once per user and rxjobs installation
+(``python -m rxjobs.engines.forkserver serve``), with the driver's imports
+done, that forks a driver for each request it gets on a Unix socket.
+
+A driver forked by the server is the same detached driver a fresh
+interpreter would be:
+
+- it runs in its own session, with stdin on ``/dev/null`` and stdout/stderr
+  on the job's driver log, its parent the init process (the server forks an
+  intermediate child that forks the driver and exits), so it outlives the
+  caller and the server;
+- its command line is ``python -m rxjobs.engines.local <job_id> --share-dir
+  …`` (``setproctitle``), so ``ps`` names the job;
+- its handle is its pid and start time, probed, awaited (pidfd) and stopped
+  as any driver's; a killed driver makes the job FAILED;
+- it inherits nothing of the caller: no memory, thread, lock or descriptor.
+  It gets what a fresh interpreter would be given, sent in the request: the
+  caller's environment (the storage options in ``$RXJOBS_SHARE_DIR_OPTIONS``,
+  never on a command line), ``sys.path``, working directory and umask.  Of
+  the server it keeps only the imported modules: every descriptor is closed.
+
+The server accepts requests only from processes of its own user
+(``SO_PEERCRED``) and only for ``rxjobs.engines.*`` driver modules.  Its
+socket and record live in the private runtime directory
+(:func:`~rxjobs.runtime.runtime_dir`) as ``forkserver-<key>.sock``
+and ``forkserver-<key>.json``, where the key names the Python and the rxjobs
+files it was started from (a changed rxjobs gets a new server).  It exits,
+removing both, after ``$RXJOBS_FORK_SERVER_IDLE_S`` seconds without a request
+(default 1800), on SIGTERM, or when its socket is removed.  ``python -m
+rxjobs.engines.forkserver list`` shows the live servers, ``stop`` stops them;
+``$RXJOBS_FORK_SERVER=0`` turns the fork server off (drivers are then
+started as fresh interpreters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..runtime import runtime_dir
+from .base import Handle
+from .drivers import OPTIONS_ENV, driver_log_path, find_driver
+
+ENABLE_ENV = "RXJOBS_FORK_SERVER"
+IDLE_ENV = "RXJOBS_FORK_SERVER_IDLE_S"
+_DEFAULT_IDLE_S = 1800.0
+_MAX_REQUEST = 1 << 20
+_REQUEST_TIMEOUT_S = 10.0
+_START_TIMEOUT_S = 60.0
+_REPLY_TIMEOUT_S = 30.0
+# What a driver imports, imported once by the server so that no driver pays for it.
+_PRELOAD = ("rxjobs.engines.local", "rxjobs.runner", "rxjobs.records", "rxjobs.store",
+            "rxjobs.store.local", "cloudpickle", "concurrent.futures.process", "multiprocessing",
+            "setproctitle", "psutil")
+_PREFIX = "forkserver-"
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not be reached or started, or refused a request."""
+
+
+def enabled() -> bool:
+    """Whether drivers may be forked by the fork server (``$RXJOBS_FORK_SERVER`` not 0)."""
+    return os.environ.get(ENABLE_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
+
+
+_key_cache: str | None = None
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def server_key() -> str:
+    """One server per Python and per version of the rxjobs files it would preload."""
+    global _key_cache
+    if _key_cache is None:
+        package = _PACKAGE
+        stamps = []
+        for folder, _dirs, files in os.walk(package):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(folder, name))
+                    stamps.append((name, st.st_mtime_ns, st.st_size))
+        text = json.dumps([sys.executable, sys.prefix, sys.version, package, sorted(stamps)])
+        _key_cache = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _key_cache
+
+
+def socket_path(base: str, key: str) -> str:
+    return os.path.join(base, f"{_PREFIX}{key}.sock")
+
+
+def record_path(base: str, key: str) -> str:
+    return os.path.join(base, f"{_PREFIX}{key}.json")
+
+
+# -- the caller's side ---------------------------------------------------------------------
+
+
+def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str],
+                           options: dict[str, Any] | None = None) -> Handle:
+    """Have the fork server start ``module``'s driver for ``job_id``; return its handle.
+
+    The driver is what :func:`rxjobs.engines.drivers.start_driver` would
+    start, forked from the fork server (started first if none is running).
+
+    Raises
+    ------
+    ForkServerError
+        The server could not be reached or started, or the driver did not
+        start (the caller may then start the driver as a fresh interpreter).
+    """
+    log_path, local_copy = driver_log_path(store, job_id)
+    argv = [job_id, "--share-dir", store.url, *args]
+    if local_copy:
+        argv += ["--local-log", log_path]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p or os.getcwd() for p in sys.path))
+    env.pop(OPTIONS_ENV, None)
+    if options:
+        env[OPTIONS_ENV] = json.dumps(options)
+    umask = os.umask(0o077)
+    os.umask(umask)
+    message = {"module": module, "argv": argv, "log": log_path, "env": env, "cwd": os.getcwd(),
+               "sys_path": list(sys.path), "umask": umask}
+    try:
+        with _connect_or_start() as conn:
+            _send(conn, message)
+            conn.settimeout(_REPLY_TIMEOUT_S)
+            reply = _receive(conn)
+    except (OSError, ValueError) as exc:
+        raise ForkServerError(f"the fork server could not start the driver of job {job_id}: "
+                              f"{exc}") from exc
+    if "error" in reply:
+        raise ForkServerError(f"the fork server could not start the driver of job {job_id}: "
+                              f"{reply['error']}")
+    try:
+        return {"host": socket.gethostname(), "pid": int(reply["pid"]),
+                "create_time": float(reply["create_time"])}
+    except (KeyError, TypeError, ValueError):
+        raise ForkServerError(f"the driver of job {job_id} did not start; see {log_path}") from None
+
+
+@contextlib.contextmanager
+def _connect_or_start() -> Iterator[socket.socket]:
+    base = runtime_dir()
+    key = server_key()
+    path = socket_path(base, key)
+    try:
+        conn = _connect(path)
+    except OSError:
+        with _locked(base):
+            try:
+                conn = _connect(path)  # another caller started it meanwhile
+            except OSError:
+                _start_server(base, key)
+                conn = _connect(path)
+    with conn:
+        yield conn
+
+
+def _connect(path: str) -> socket.socket:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(_REQUEST_TIMEOUT_S)
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def _locked(base: str) -> Iterator[None]:
+    """Held while a fork server is looked for and started (a lock on the runtime dir)."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _start_server(base: str, key: str) -> None:
+    """Start a detached fork server and wait until it listens (the lock is held)."""
+    path = socket_path(base, key)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a dead server's socket (nobody answered on it)
+    # A server of this Python and rxjobs installation with another key runs rxjobs
+    # files since changed: it would be idle from now on, so it goes now.
+    stop_servers(lambda record: record.get("python") == sys.executable
+                 and record.get("package") == _PACKAGE and record.get("key") != key, timeout=0)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p or os.getcwd() for p in sys.path))
+    env.pop(OPTIONS_ENV, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rxjobs.engines.forkserver", "serve", "--runtime-dir", base,
+         "--key", key],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+        env=env, start_new_session=True, close_fds=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise ForkServerError("the fork server did not start in time") from None
+    if b"ready" not in out:
+        raise ForkServerError("the fork server did not start: "
+                              + (err.decode(errors="replace").strip().splitlines() or ["no reason"])[-1])
+
+
+def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+    data = json.dumps(message).encode()
+    conn.sendall(struct.pack("!I", len(data)) + data)
+
+
+def _receive(conn: socket.socket) -> dict[str, Any]:
+    size = struct.unpack("!I", _read_exactly(conn, 4))[0]
+    if size > _MAX_REQUEST:
+        raise ValueError("message too long")
+    message = json.loads(_read_exactly(conn, size))
+    if not isinstance(message, dict):
+        raise ValueError("not a message")
+    return message
+
+
+def _read_exactly(conn: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = conn.recv(size)
+        if not chunk:
+            raise ConnectionError("the connection closed early")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+# -- finding and stopping servers ------------------------------------------------------------
+
+
+def list_servers() -> list[dict[str, Any]]:
+    """The records of this user's live fork servers (pid, start time, socket, key, started)."""
+    base = runtime_dir()
+    found = []
+    for name in sorted(os.listdir(base)):
+        if not (name.startswith(_PREFIX) and name.endswith(".json")):
+            continue
+        try:
+            fd = os.open(os.path.join(base, name), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and find_driver(record) is not None:
+            found.append(record)
+    return found
+
+
+def stop_servers(which: Callable[[dict[str, Any]], bool] | None = None,
+                 timeout: float = 5.0) -> int:
+    """Stop this user's fork servers (their drivers run on); return how many were stopped.
+
+    Parameters
+    ----------
+    which
+        Stop only the servers whose record this returns True for (default: all).
+    timeout
+        How long to wait for each to exit.
+    """
+    stopped = 0
+    for record in list_servers():
+        if which is not None and not which(record):
+            continue
+        proc = find_driver(record)
+        if proc is None or proc.uids().real != os.geteuid():
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            proc.terminate()
+            stopped += 1
+        if timeout > 0:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout)
+    return stopped
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+def serve(base: str, key: str, idle_timeout: float) -> int:
+    """Detach, listen on ``forkserver-<key>.sock`` and fork a driver per request."""
+    if os.fork() > 0:  # the starter's child exits: the server is nobody's child
+        os._exit(0)
+    os.setsid()
+    for name in _PRELOAD:
+        importlib.import_module(name)
+    import psutil
+    from setproctitle import setproctitle
+
+    path, record = socket_path(base, key), record_path(base, key)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    listener.bind(tmp)
+    os.chmod(tmp, 0o600)
+    listener.listen(128)
+    os.rename(tmp, path)
+    inode = os.stat(path).st_ino
+    me = psutil.Process()
+    info = {"pid": me.pid, "create_time": me.create_time(), "host": socket.gethostname(),
+            "socket": path, "key": key, "python": sys.executable, "package": _PACKAGE,
+            "started": time.time(),
+            "idle_timeout_s": idle_timeout}
+    tmp_record = f"{record}.{os.getpid()}.tmp"
+    fd = os.open(tmp_record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+    os.rename(tmp_record, record)
+    setproctitle(f"rxjobs fork-server {key} (uid {os.geteuid()}, {path})")
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.chdir("/")
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    null = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    os.close(null)
+    last = time.monotonic()
+    try:
+        while True:
+            readable, _, _ = select.select([listener], [], [], min(60.0, idle_timeout))
+            if not readable:
+                if time.monotonic() - last >= idle_timeout or not _still_ours(path, inode):
+                    return 0
+                continue
+            last = time.monotonic()
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                _handle(listener, conn)
+    except _Stop:
+        return 0
+    finally:
+        with contextlib.suppress(OSError):
+            if _still_ours(path, inode):
+                os.unlink(path)
+        with contextlib.suppress(OSError, ValueError):
+            with open(record) as f:
+                if json.load(f).get("pid") == info["pid"]:  # not a newer server's record
+                    os.unlink(record)
+
+
+def _still_ours(path: str, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
+def _handle(listener: socket.socket, conn: socket.socket) -> None:
+    """Check and read one request, fork its driver (through a child that exits at once)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    try:
+        if uid != os.geteuid():
+            raise ValueError(f"requests are accepted from uid {os.geteuid()} only")
+        conn.settimeout(_REQUEST_TIMEOUT_S)
+        request = _receive(conn)
+        module = request.get("module")
+        if not isinstance(module, str) or not module.startswith("rxjobs.engines."):
+            raise ValueError(f"not an rxjobs driver module: {module!r}")
+        argv = request.get("argv")
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv must be a list of strings")
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            _send(conn, {"error": str(exc)})
+        return
+    child = os.fork()
+    if child == 0:  # the server's child: fork the driver, then exit at once
+        code = 1
+        try:
+            listener.close()
+            code = 0 if os.fork() > 0 else _run_driver(request, conn)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.waitpid(child, 0)
+
+
+def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
+    """In the driver: become what a fresh interpreter would be, report, then drive the job."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    # As in a fresh interpreter: a write to a closed pipe (a killed pool worker's)
+    # raises BrokenPipeError instead of killing the driver silently.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setsid()  # own session and process group: cancel signals the whole group
+    try:
+        os.umask(int(request["umask"]))
+        os.chdir(request["cwd"])
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
+                         0o600)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+    reply_fd = conn.fileno()
+    os.closerange(3, reply_fd)  # nothing of the server's stays open but the reply
+    os.closerange(reply_fd + 1, _max_fd())
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})
+    sys.path[:] = [str(p) for p in request["sys_path"]]
+    module, argv = str(request["module"]), list(request["argv"])
+    sys.argv = [sys.executable, "-m", module, *argv]
+    import psutil
+    from setproctitle import setproctitle
+
+    setproctitle(" ".join(sys.argv))
+    me = psutil.Process()
+    _send(conn, {"pid": me.pid, "create_time": me.create_time()})
+    conn.close()
+    try:
+        code = int(importlib.import_module(module).main(argv, detached=True) or 0)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.forkserver",
+                                     description="rxjobs' fork server of local job drivers")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run a fork server (started by rx_exec)")
+    serve_cmd.add_argument("--runtime-dir", required=True)
+    serve_cmd.add_argument("--key", required=True)
+    commands.add_parser("list", help="print this user's live fork servers, one JSON per line")
+    commands.add_parser("stop", help="stop this user's fork servers (running jobs go on)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        idle = float(os.environ.get(IDLE_ENV) or _DEFAULT_IDLE_S)
+        return serve(args.runtime_dir, args.key, max(1.0, idle))
+    if args.command == "list":
+        for record in list_servers():
+            print(json.dumps(record))
+        return 0
+    print(f"stopped {stop_servers()} fork server(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
