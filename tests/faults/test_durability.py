@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from rxjobs.engines import forkserver
+from rxjobs.runtime import RUNTIME_DIR_ENV
 from rxjobs.store import open_store
 from rxjobs.store.local import FSYNC_ENV
 
@@ -91,7 +93,10 @@ def record(tmp_path: Path, share: Path, env_extra: dict[str, str] | None = None)
     """Run LIFE under strace; each process's calls in order, by pid."""
     prefix = tmp_path / "trace"
     env = {key: value for key, value in os.environ.items() if key != FSYNC_ENV}
-    env.update({"PYTHONPATH": str(SRC), **(env_extra or {})})
+    # A fork server of the run's own (a non-waiting job's driver is forked by one), traced with
+    # it, that exits a second after its last request so that strace ends.
+    env.update({"PYTHONPATH": str(SRC), RUNTIME_DIR_ENV: str(tmp_path / "runtime"),
+                forkserver.IDLE_ENV: "1", **(env_extra or {})})
     done = subprocess.run([_strace(), "-ff", "-y", "-s", "256", "-e", "trace=file,desc,fsync",
                            "-o", str(prefix), sys.executable, "-c", textwrap.dedent(LIFE), str(share)],
                           capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)

@@ -44,7 +44,9 @@ from rxjobs import (
     rx_get_job_results,
     rx_get_job_status,
 )
+from rxjobs.engines import forkserver
 from rxjobs.retention import RetentionPolicy, apply_policy
+from rxjobs.runtime import RUNTIME_DIR_ENV
 from rxjobs.store import open_store
 
 N_JOBS = int(os.environ.get("RXJOBS_LOAD_JOBS", "500"))
@@ -161,8 +163,12 @@ def _outcome(path):
     return value
 
 
-def test_submitters_a_cleaner_and_a_reader_lose_nothing(tmp_path, capsys):
+def test_submitters_a_cleaner_and_a_reader_lose_nothing(tmp_path, capsys, monkeypatch):
     share = str(tmp_path / "share")
+    # The submitters' drivers are forked by a fork server of the test's own, which exits
+    # a few seconds after the last submit.
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(tmp_path / "runtime"))
+    monkeypatch.setenv(forkserver.IDLE_ENV, "5")
     open_store(share).ensure_root()
     ctx = multiprocessing.get_context("fork")
     ids = ctx.Queue()
