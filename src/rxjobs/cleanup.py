@@ -186,6 +186,20 @@ class CleanupReport:
             "jobs": [asdict(e) for e in self.entries],
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CleanupReport:
+        """The report :meth:`to_json` gave (e.g. sent back by a sweep's child process).
+
+        Raises
+        ------
+        ValueError
+            ``data`` is not such a report.
+        """
+        try:
+            return cls([CleanupEntry(**entry) for entry in data["jobs"]])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a cleanup report: {exc}") from None
+
     def __str__(self) -> str:
         return (f"{len(self.removed)} removed, {len(self.kept)} kept, "
                 f"{self.files_freed} files and {self.bytes_freed} bytes freed")

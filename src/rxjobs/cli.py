@@ -19,7 +19,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, api, jobs, listing
-from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
+from .cleanup import CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
 from .doctor import Remedy
 from .doctor import doctor as run_doctor
 from .durations import parse_size
@@ -49,11 +49,12 @@ from .errors import (
 from .ids import validate_job_id
 from .options import REDACTED, has_redacted_value, storage_options
 from .records import read_job_record
-from .retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs, survey_jobs
+from .retention import POLICY_BATCH, PolicyRun, RetentionPolicy, apply_policy, load_policy
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
-from .times import parse_age, parse_time, time_ago, utc_now
+from .sweep import UserCleanup, sweep_cleanup, sweep_usage
+from .times import parse_age, parse_time, time_ago
 from .usage import disk_usage
 from .waiting import poll
 
@@ -170,6 +171,11 @@ def _state_option(help_text: str) -> _Decorator:
 
 def _json_option(help_text: str = "Print JSON for scripts.") -> _Decorator:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def _all_users_option(help_text: str) -> _Decorator:
+    return click.option("--all-users", "all_users", metavar="ROOT",
+                        type=click.Path(file_okay=False, path_type=str), help=help_text)
 
 
 # -- printing ----------------------------------------------------------------------------
@@ -620,27 +626,23 @@ def _policy(policy_file: str | None, states: tuple[str, ...], older_than: timede
         force=True if force else None)
 
 
-def _surveyed_entry(store: Store, job: SurveyedJob, force: bool) -> CleanupEntry:
-    """What a dry run says of a surveyed job: what cleanup would do, and the bytes it frees."""
-    decision = job.decision(force)
-    removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
-    return CleanupEntry(job.job_id, store.url, job.status.value,
-                        CleanupOutcome.WOULD_REMOVE if removable else CleanupOutcome.KEPT, decision.reason,
-                        files=job.files if removable else 0, bytes=job.bytes if removable else 0,
-                        expired=job.expired)
-
-
 @cli.command()
 @click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
 @click.option("--all", "all_jobs", is_flag=True, help="Every job of the share dir.")
 @_retention_options
 @click.option("--dry-run", is_flag=True,
               help="Say exactly which jobs would be removed and the bytes that frees; remove nothing.")
+@_all_users_option("Apply the policy to every user's share dir under ROOT, each as its owner "
+                   "(root only).")
+@click.option("--in-total", is_flag=True,
+              help="With --all-users: --max-total-size bounds all the share dirs together, "
+                   "not each one.")
 @_json_option("Print the cleanup report as JSON.")
 @click.pass_context
 def cleanup(ctx: click.Context, job_ids: tuple[str, ...], all_jobs: bool, states: tuple[str, ...],
             older_than: timedelta | None, max_total_size: int | None, keep_last: int | None,
-            policy_file: str | None, force: bool, dry_run: bool, as_json: bool) -> None:
+            policy_file: str | None, force: bool, dry_run: bool, all_users: str | None,
+            in_total: bool, as_json: bool) -> None:
     """Remove the artifacts of jobs, following the cleanup rules.
 
     Name jobs, or choose among all the jobs of the share dir with --all and
@@ -650,8 +652,22 @@ def cleanup(ctx: click.Context, job_ids: tuple[str, ...], all_jobs: bool, states
     expires_after has passed is removed without it.  Exit 1 if a job named
     by id was kept or not found, if removing a job failed, or if the share dir
     is still over --max-total-size.
+
+    With --all-users ROOT (root only), the same rules and options apply to
+    every share dir under ROOT (ROOT itself, ROOT/USER, ROOT/GROUP/USER),
+    each cleaned up by a process acting as the share dir's owner, with a
+    report per user.
     """
     chooses = any(v is not None for v in (older_than, max_total_size, keep_last, policy_file))
+    if all_users is not None:
+        if job_ids:
+            raise click.UsageError("--all-users applies a policy to every share dir under ROOT; "
+                                   "do not name jobs with it")
+        policy = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
+        _cleanup_all_users(ctx, all_users, policy, dry_run, in_total, as_json)
+        return
+    if in_total:
+        raise click.UsageError("--in-total goes with --all-users")
     if job_ids and all_jobs:
         raise click.UsageError("give job ids or --all, not both")
     if job_ids and any(v is not None for v in (max_total_size, keep_last, policy_file)):
@@ -697,47 +713,48 @@ def _cleanup_named(ctx: click.Context, job_ids: tuple[str, ...], states: tuple[s
 def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: bool,
                        as_json: bool) -> None:
     store = ctx.obj.store()
-    now = utc_now()
-    if policy.merged(force=False).is_empty():
-        # Every job, as the rules say: no survey needed first.
-        selection = None
-        targets = store.list_job_ids()
-        why: dict[str, str] = {}
-    else:
-        surveyed = survey_jobs(store, now, sizes=policy.max_total_size is not None or dry_run)
-        selection = select_jobs(surveyed, policy, now)
-        targets = selection.job_ids
-        why = {p.job_id: p.why for p in selection.picks}
-    if dry_run and selection is not None:
-        by_id = {job.job_id: job for job in surveyed}
-        report = CleanupReport([_surveyed_entry(store, by_id[job_id], policy.force)
-                                for job_id in targets])
+    console = _console()
+    why: dict[str, str] = {}
+    shown: list[Any] = []  # the progress bar and its task, once the jobs picked are known
+
+    def started(run: PolicyRun, total: int) -> None:
+        why.update(run.why)
+        if not as_json and console.is_terminal and total > POLICY_BATCH:
+            # rich redirects stdout/stderr while the bar shows: the lines print above it.
+            progress = Progress(TextColumn("cleanup"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=console, transient=True)
+            stack.enter_context(progress)
+            shown.extend([progress, progress.add_task("cleanup", total=total)])
+
+    def reported(entries: list[CleanupEntry]) -> None:
         if not as_json:
-            for entry in report:
-                click.echo(_cleanup_line(entry, why.get(entry.job_id, "")))
-    else:
-        report, other_warnings = _run_cleanup([(store, job_id) for job_id in targets], policy.force,
-                                              dry_run, quiet=as_json, now=now, why=why)
-        for message in other_warnings:
-            _warning(message)
-    still_over = False
+            for entry in entries:
+                click.echo(_cleanup_line(entry, why.get(entry.job_id, "")),
+                           err=entry.outcome is CleanupOutcome.ERROR)
+        if shown:
+            shown[0].advance(shown[1], len(entries))
+
+    with ExitStack() as stack:
+        caught = stack.enter_context(_captured_warnings())
+        run = apply_policy(store, policy, dry_run, on_start=started, on_entries=reported)
+    report = run.report
+    named = {entry.job_id for entry in report}
+    for message in (str(w.message) for w in caught if getattr(w.message, "job_id", None) not in named):
+        _warning(message)
+    still_over = run.still_over if run.picks is not None else False
     size = {}
-    if selection is not None and policy.max_total_size is not None:
-        gone = (CleanupOutcome.REMOVED, CleanupOutcome.WOULD_REMOVE)
-        freed = sum(e.bytes for e in report if e.outcome in gone)
-        after = selection.total_bytes - freed
-        still_over = after > policy.max_total_size
-        size = {"total_bytes": selection.total_bytes, "bytes_after": after,
+    if run.picks is not None and policy.max_total_size is not None:
+        size = {"total_bytes": run.total_bytes, "bytes_after": run.bytes_after,
                 "max_total_size": policy.max_total_size, "over_max_total_size": still_over}
     extra = {"policy": policy.to_json(),
-             "picked": [{"job_id": p.job_id, "why": p.why} for p in selection.picks]
-             if selection is not None else None,
-             "protected": selection.protected if selection is not None else [], **size}
+             "picked": [{"job_id": p.job_id, "why": p.why} for p in run.picks]
+             if run.picks is not None else None,
+             "protected": run.protected, **size}
     _print_cleanup_summary(report, store, dry_run, policy.force, as_json, extra=extra)
     if size and not as_json:
         verb = "would hold" if dry_run else "holds"
-        click.echo(f"share dir {verb} {human_bytes(size['bytes_after'])} "
-                   f"(--max-total-size {human_bytes(size['max_total_size'])})")
+        click.echo(f"share dir {verb} {human_bytes(run.bytes_after or 0)} "
+                   f"(--max-total-size {human_bytes(policy.max_total_size or 0)})")
     if still_over:
         kept = sum(1 for e in report if e.outcome is CleanupOutcome.KEPT)
         _warning(f"the share dir {'would stay' if dry_run else 'is still'} over --max-total-size: "
@@ -771,6 +788,50 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
                    f"({_plural(report.files_freed, 'file')})")
 
 
+def _cleanup_all_users(ctx: click.Context, root: str, policy: RetentionPolicy, dry_run: bool,
+                       in_total: bool, as_json: bool) -> None:
+    def show(user: UserCleanup) -> None:
+        if as_json:
+            return
+        click.echo(f"== {user.user} (uid {user.uid}): {user.share_dir}")
+        if user.error is not None:
+            _error(f"{user.share_dir} ({user.user}): {user.error}")
+            return
+        assert user.run is not None
+        why = user.run.why
+        for entry in user.run.report:
+            click.echo("  " + _cleanup_line(entry, why.get(entry.job_id, "")),
+                       err=entry.outcome is CleanupOutcome.ERROR)
+        for message in user.warnings:
+            _warning(f"{user.user}: {message}")
+        report = user.run.report
+        gone = [e for e in report if e.outcome in (CleanupOutcome.REMOVED, CleanupOutcome.WOULD_REMOVE)]
+        kept = ", ".join(f"{n} {why}" for why, n in user.kept.items())
+        click.echo(f"  {user.user}: {_plural(len(gone), 'job')} {'would be ' if dry_run else ''}removed "
+                   f"({human_bytes(sum(e.bytes for e in gone))}), "
+                   f"{sum(user.kept.values())} kept" + (f" ({kept})" if kept else ""))
+
+    sweep = sweep_cleanup(root, policy, dry_run=dry_run, in_total=in_total, on_user=show)
+    if as_json:
+        _print_json(sweep.to_json())
+    else:
+        for skipped in sweep.skipped:
+            click.echo(f"left alone {skipped.path}: {skipped.reason}")
+        data = sweep.to_json()
+        verb = "would be removed" if dry_run else "removed"
+        freed = data["bytes_would_free"] if dry_run else data["bytes_freed"]
+        click.echo(f"{_plural(len(sweep.users), 'share dir')} under {sweep.root}: "
+                   f"{_plural(data['would_remove'] if dry_run else data['removed'], 'job')} {verb}, "
+                   f"{data['kept']} kept; {human_bytes(freed)} {'would be ' if dry_run else ''}freed"
+                   + (f"; {len(sweep.failed)} share dirs could not be cleaned up" if sweep.failed else ""))
+    if sweep.still_over:
+        _warning(f"{'all share dirs together are' if in_total else 'some share dirs are'} still over "
+                 "--max-total-size: the rest is held by jobs the cleanup rules keep; their owners "
+                 "must collect their results, or pass --force")
+    if sweep.failed or sweep.entries(CleanupOutcome.ERROR) or (sweep.still_over and not dry_run):
+        ctx.exit(1)
+
+
 # -- du ----------------------------------------------------------------------------------
 
 
@@ -778,18 +839,24 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
               help="How many of the largest jobs to show.")
 @_retention_options
+@_all_users_option("Show who uses what: every user's share dir under ROOT, each surveyed as "
+                   "its owner (root only).")
 @_json_option()
 @click.pass_obj
 def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta | None,
        max_total_size: int | None, keep_last: int | None, policy_file: str | None, force: bool,
-       as_json: bool) -> None:
+       all_users: str | None, as_json: bool) -> None:
     """Show disk use: per job, per state, the largest jobs, and what each policy would free.
 
     The policies shown are the cleanup rules alone (cleanup --all), with
     --force, the jobs whose expires_after has passed, and the policy given
     by the retention options or --policy, if any.  Nothing is removed.
+    With --all-users ROOT: per user, over every share dir under ROOT.
     """
     asked = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
+    if all_users is not None:
+        _du_all_users(all_users, asked, top, as_json)
+        return
     report = disk_usage(share.store(), asked, top)
     if as_json:
         _print_json(report.to_json())
@@ -837,6 +904,31 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
         policy_table.add_row(Text(estimate.policy), Text(str(estimate.jobs)),
                              Text(human_bytes(estimate.bytes)))
     console.print(policy_table)
+
+
+def _du_all_users(root: str, policy: RetentionPolicy, top: int, as_json: bool) -> None:
+    sweep = sweep_usage(root, policy, top)
+    data = sweep.to_json()
+    if as_json:
+        _print_json(data)
+        return
+    table = _table()
+    for column in ("user", "share dirs", "jobs", "files", "size", "cleanup would free", "kept"):
+        table.add_column(column, justify="left" if column == "user" else "right", no_wrap=True)
+    for user, sums in data["by_user"].items():
+        table.add_row(Text(user), Text(str(sums["share_dirs"])), Text(str(sums["jobs"])),
+                      Text(str(sums["files"])), Text(human_bytes(sums["bytes"])),
+                      Text(human_bytes(sums["freeable_bytes"])), Text(human_bytes(sums["kept_bytes"])))
+    console = _console()
+    console.print(table)
+    for failed in (u for u in sweep.users if u.error is not None):
+        _error(f"{failed.share_dir} ({failed.user}): {failed.error}")
+    for skipped in sweep.skipped:
+        click.echo(f"left alone {skipped.path}: {skipped.reason}")
+    totals = data["totals"]
+    console.print(Text(f"{_plural(totals['share_dirs'], 'share dir')} under {sweep.root}: "
+                       f"{human_bytes(totals['bytes'])} in {_plural(totals['jobs'], 'job')}; cleanup "
+                       f"would free {human_bytes(totals['freeable_bytes'])}"), soft_wrap=True)
 
 
 # -- adopt -----------------------------------------------------------------------------

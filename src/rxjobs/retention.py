@@ -23,19 +23,27 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import jobs
-from .cleanup import Action, CleanupEntry, CleanupOutcome, CleanupReport, Decision, decide_cleanup
+from .cleanup import (
+    Action,
+    CleanupEntry,
+    CleanupOutcome,
+    CleanupReport,
+    Decision,
+    cleanup_jobs,
+    decide_cleanup,
+)
 from .durations import format_duration, parse_size, to_timedelta
 from .ids import job_id_time
 from .status import RxRemoteJobStatus
 from .store import Store
-from .times import time_ago, utc_now
+from .times import parse_timestamp, time_ago, utc_now
 
 POLICY_KEYS = ("older_than", "max_total_size", "keep_last", "states", "force")
 
@@ -194,6 +202,21 @@ class SurveyedJob:
     def removable(self, force: bool) -> bool:
         return self.decision(force).action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "submitted": self.submitted.isoformat() if self.submitted else None,
+                "status": self.status.value, "reason": self.reason, "retrieved": self.retrieved,
+                "expired": self.expired, "foreign": self.foreign, "files": self.files, "bytes": self.bytes}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SurveyedJob:
+        """The job :meth:`to_json` gave; ValueError if ``data`` is not one."""
+        try:
+            return cls(data["job_id"], parse_timestamp(data["submitted"]),
+                       RxRemoteJobStatus.parse(data["status"]), data["reason"], bool(data["retrieved"]),
+                       bool(data["expired"]), bool(data["foreign"]), int(data["files"]), int(data["bytes"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a surveyed job: {exc}") from None
+
 
 @dataclass(frozen=True)
 class Pick:
@@ -318,6 +341,154 @@ def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
         return [job for found in pool.map(look_at_chunk, chunks) for job in found]
 
 
+# -- applying a policy to one share dir ------------------------------------------------------
+
+# Jobs handed to cleanup per call: a caller sees progress, and a cleanup stays below the
+# size at which it would start helper processes (which re-run the interpreter).
+POLICY_BATCH = 64
+
+
+@dataclass
+class PolicyRun:
+    """What applying a retention policy to one share dir did (or, on a dry run, would do).
+
+    Parameters
+    ----------
+    share_dir
+        The share dir's URL.
+    policy
+        The policy applied.
+    dry_run
+        Nothing was removed; ``report`` says what would be.
+    report
+        One entry per picked job.
+    picks
+        The picked jobs and the rule that picked each (None: every job, no survey).
+    protected
+        The ``keep_last`` newest jobs, never picked.
+    total_bytes
+        The share dir's size before (when it was measured).
+    """
+
+    share_dir: str
+    policy: RetentionPolicy
+    dry_run: bool
+    report: CleanupReport
+    picks: list[Pick] | None = None
+    protected: list[str] = field(default_factory=list)
+    total_bytes: int | None = None
+
+    @property
+    def bytes_after(self) -> int | None:
+        """The share dir's size once the removed (or would-be removed) jobs are gone."""
+        if self.total_bytes is None:
+            return None
+        gone = (CleanupOutcome.REMOVED, CleanupOutcome.WOULD_REMOVE)
+        return self.total_bytes - sum(e.bytes for e in self.report if e.outcome in gone)
+
+    @property
+    def still_over(self) -> bool:
+        """The share dir is (or would stay) above the policy's ``max_total_size``."""
+        after = self.bytes_after
+        return self.policy.max_total_size is not None and after is not None \
+            and after > self.policy.max_total_size
+
+    @property
+    def why(self) -> dict[str, str]:
+        """The rule that picked each job, by id."""
+        return {p.job_id: p.why for p in self.picks or ()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"share_dir": self.share_dir, "policy": self.policy.to_json(), "dry_run": self.dry_run,
+                "report": self.report.to_json(),
+                "picked": [{"job_id": p.job_id, "why": p.why} for p in self.picks]
+                if self.picks is not None else None,
+                "protected": self.protected, "total_bytes": self.total_bytes}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PolicyRun:
+        """The run :meth:`to_json` gave; ValueError if ``data`` is not one."""
+        try:
+            picked = data["picked"]
+            return cls(data["share_dir"], RetentionPolicy.from_mapping(
+                           {k: v for k, v in data["policy"].items() if v is not None}),
+                       bool(data["dry_run"]), CleanupReport.from_json(data["report"]),
+                       [Pick(p["job_id"], p["why"]) for p in picked] if picked is not None else None,
+                       list(data["protected"]), data["total_bytes"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a policy run: {exc}") from None
+
+
+def _dry_entry(url: str, job: SurveyedJob, force: bool) -> CleanupEntry:
+    """What a dry run says of a surveyed job: what cleanup would do, and the bytes it frees."""
+    decision = job.decision(force)
+    removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
+    return CleanupEntry(job.job_id, url, job.status.value,
+                        CleanupOutcome.WOULD_REMOVE if removable else CleanupOutcome.KEPT, decision.reason,
+                        files=job.files if removable else 0, bytes=job.bytes if removable else 0,
+                        expired=job.expired)
+
+
+def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
+                 now: datetime | None = None, selection: Selection | None = None,
+                 on_start: Callable[[PolicyRun, int], None] | None = None,
+                 on_entries: Callable[[list[CleanupEntry]], None] | None = None) -> PolicyRun:
+    """Apply a retention policy to a share dir: survey, pick, then clean up what was picked.
+
+    The cleanup rules still decide each picked job (un-retrieved results and
+    running jobs stay without ``policy.force``).
+
+    Parameters
+    ----------
+    store
+        The share dir.
+    policy
+        What to pick (no rule at all: every job, handed to the rules without a survey).
+    dry_run
+        Remove nothing; say what would go and the bytes that frees.
+    now
+        The moment ages and expiry are judged at (default: now).
+    selection
+        Jobs already picked (by a caller that surveyed several share dirs and
+        chose among them all); the policy then only gives ``force``.
+    on_start
+        Called once, before any job is cleaned up, with the run so far (what was
+        picked and why, an empty report) and the number of jobs to hand to cleanup.
+    on_entries
+        Called with each batch of entries as cleanup reports them (progress).
+    """
+    now = now or utc_now()
+    surveyed: list[SurveyedJob] = []
+    if selection is None and not policy.merged(force=False).is_empty():
+        surveyed = survey_jobs(store, now, sizes=policy.max_total_size is not None or dry_run)
+        selection = select_jobs(surveyed, policy, now)
+    if selection is None:
+        targets = store.list_job_ids()
+        run = PolicyRun(store.url, policy, dry_run, CleanupReport())
+    else:
+        targets = selection.job_ids
+        measured = policy.max_total_size is not None or bool(selection.total_bytes)
+        run = PolicyRun(store.url, policy, dry_run, CleanupReport(), list(selection.picks),
+                        list(selection.protected), selection.total_bytes if measured else None)
+    if on_start is not None:
+        on_start(run, len(targets))
+    if dry_run and surveyed:
+        by_id = {job.job_id: job for job in surveyed}
+        entries = [_dry_entry(store.url, by_id[job_id], policy.force) for job_id in targets]
+        run.report.entries.extend(entries)
+        if on_entries is not None:
+            on_entries(entries)
+        return run
+    for i in range(0, len(targets), POLICY_BATCH):
+        # Interrupted removals are finished once, before the first batch.
+        part = cleanup_jobs([(store, job_id) for job_id in targets[i:i + POLICY_BATCH]],
+                            force=policy.force, verbose=False, dry_run=dry_run, purge=i == 0, now=now)
+        run.report.entries.extend(part.entries)
+        if on_entries is not None:
+            on_entries(part.entries)
+    return run
+
+
 def preview_cleanup(store: Store, policy: RetentionPolicy, now: datetime | None = None,
                     surveyed: Sequence[SurveyedJob] | None = None) -> tuple[Selection, CleanupReport]:
     """What a cleanup by ``policy`` would do now, removing nothing (a dry run).
@@ -345,14 +516,6 @@ def preview_cleanup(store: Store, policy: RetentionPolicy, now: datetime | None 
         surveyed = survey_jobs(store, now, sizes=True)
     selection = select_jobs(surveyed, policy, now)
     by_id = {job.job_id: job for job in surveyed}
-    report = CleanupReport()
-    for job_id in selection.job_ids:
-        job = by_id[job_id]
-        decision = job.decision(policy.force)
-        removable = decision.action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
-        report.entries.append(CleanupEntry(
-            job_id, store.url, job.status.value,
-            CleanupOutcome.WOULD_REMOVE if removable else CleanupOutcome.KEPT, decision.reason,
-            files=job.files if removable else 0, bytes=job.bytes if removable else 0,
-            expired=job.expired))
+    report = CleanupReport([_dry_entry(store.url, by_id[job_id], policy.force)
+                            for job_id in selection.job_ids])
     return selection, report

@@ -140,6 +140,26 @@ class UsageReport:
             "policies": [estimate.to_json() for estimate in self.policies],
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageReport:
+        """The report :meth:`to_json` gave (e.g. sent back by a sweep's child process).
+
+        Raises
+        ------
+        ValueError
+            ``data`` is not such a report.
+        """
+        def job(row: dict[str, Any]) -> JobUsage:
+            return JobUsage(row["job_id"], row["state"], row["files"], row["bytes"],
+                            row["cleanup"] == "remove", row["kept_because"], row["reason"], row["expired"])
+
+        try:
+            return cls(data["share_dir"], [job(row) for row in data["jobs"]],
+                       [job(row) for row in data["largest"]],
+                       [PolicyEstimate(**estimate) for estimate in data["policies"]])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a usage report: {exc}") from None
+
 
 def kept_because(job: SurveyedJob) -> str:
     """Why a cleanup without force keeps ``job``, in a word or two."""

@@ -62,6 +62,8 @@ from .fdtree import (
 )
 
 TRUST_ENV = "RXJOBS_TRUST_SHARE_DIR"
+# "0" turns fsync off (a scratch share dir: a power loss may lose or tear what was written).
+FSYNC_ENV = "RXJOBS_FSYNC"
 _STICKY = stat.S_ISVTX
 
 
@@ -161,6 +163,7 @@ class LocalStore(Store):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root, 0o700)
                 os.chmod(self.root, 0o700)  # whatever the umask
+                _fsync_path(parent)  # the new share dir's entry survives a power loss
         fd = self._root_or_missing()
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise PermissionError(f"share dir {self.url} is not writable; "
@@ -295,6 +298,8 @@ class LocalStore(Store):
         return 0o640 if self._shared_mode() else 0o600
 
     def _write_at(self, dir_fd: int, name: str, data: bytes, exclusive: bool = False) -> None:
+        """Write a whole file durably: its data reaches the disk before the rename that
+        publishes it, and its directory entry right after (docs/reliability.md)."""
         target = name if exclusive else f"{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      self._file_mode(), dir_fd=dir_fd)
@@ -303,10 +308,13 @@ class LocalStore(Store):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
+                if durable():
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             if not exclusive:
                 os.replace(target, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            fsync_dir(dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(target, dir_fd=dir_fd)
@@ -321,6 +329,8 @@ class LocalStore(Store):
             except FileExistsError:
                 if not exist_ok or not is_dir_at(fd, name):
                     raise
+                return
+            fsync_dir(fd)  # a job directory (or its tasks/) survives with what is written into it
 
     def write_atomic(self, path: str, data: bytes) -> None:
         with self._parent(path, write=True) as (fd, name):
@@ -491,6 +501,10 @@ class LocalStore(Store):
                 os.rename(job_id, target, src_dir_fd=root, dst_dir_fd=trash)
             except FileNotFoundError:
                 raise JobNotFoundError(self.not_found(job_id)) from None
+            # Durable before a file of the job is deleted: a power loss then leaves the
+            # job whole in its place, or in the trash, never half-deleted in its place.
+            fsync_dir(trash)
+            fsync_dir(root)
             owner = os.stat(target, dir_fd=trash, follow_symlinks=False).st_uid
             if owner != os.geteuid():  # swapped in after the caller's checks: put it back
                 os.rename(target, job_id, src_dir_fd=trash, dst_dir_fd=root)
@@ -732,6 +746,27 @@ def _is_job_at(root: int, name: str) -> bool | None:
     return isinstance(record, dict) and record.get("job_id") == name
 
 
+def durable() -> bool:
+    """Whether writes are fsynced (the default; ``RXJOBS_FSYNC=0`` turns it off)."""
+    return os.environ.get(FSYNC_ENV, "1").strip() != "0"
+
+
+def fsync_dir(dir_fd: int) -> None:
+    """Make the entries of the open directory ``dir_fd`` durable (unless fsync is off)."""
+    if durable():
+        os.fsync(dir_fd)
+
+
+def _fsync_path(path: str) -> None:
+    if not durable():
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _unmarked_message(url: str, names: list[str]) -> str:
     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
     return (f"{url} is not an rxjobs share dir: it has no {MARKER} marker and holds other things "
@@ -825,4 +860,4 @@ def _process_running(pid: int, start: int | None) -> bool:
     return start is None or abs(round(created * 100) - start) <= 5
 
 
-__all__ = ["LocalStore", "TRUST_ENV"]
+__all__ = ["FSYNC_ENV", "TRUST_ENV", "LocalStore", "durable", "fsync_dir"]
