@@ -439,3 +439,15 @@ def test_share_dirs_nodes_cannot_mount_are_refused(tmp_path):
         RxSlurm(share_dir="memory://share", cluster="any")
     with pytest.raises(ValueError, match="max_parallel"):
         RxSlurm(share_dir=str(tmp_path), cluster="any", max_parallel=0)
+
+
+# -- reproducible random numbers (issue 14) -------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_rng_seed_gives_the_draws_of_every_other_engine(make_context, chunk):
+    """The matrix of tests/test_rng.py, on Slurm: the same draws whatever the chunks."""
+    from test_rng import N_RUNS, SEED, draws, reference
+
+    assert rx_exec(draws, x=list(range(N_RUNS)), rng_seed=SEED, task_chunk_size=chunk,
+                   compute_context=make_context(wait=True)) == reference()
