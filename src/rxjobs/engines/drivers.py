@@ -173,7 +173,7 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     os.close(log_fd)
     # Nothing of the caller's stays open here (its sockets, pipes, listening ports).
     os.closerange(3, reply_fd)
-    os.closerange(reply_fd + 1, _max_fd())
+    os.closerange(reply_fd + 1, max_fd())
     # The caller's stream objects may not write to fds 1 and 2 at all (a
     # notebook's, pytest's): the driver gets plain ones on its log.
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
@@ -199,7 +199,8 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     return code
 
 
-def _max_fd() -> int:
+def max_fd() -> int:
+    """The highest file descriptor number a process may have (to close all above some)."""
     try:
         return os.sysconf("SC_OPEN_MAX")
     except (ValueError, OSError):

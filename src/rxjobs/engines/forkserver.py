@@ -59,7 +59,7 @@ from typing import Any
 
 from ..runtime import runtime_dir
 from .base import Handle
-from .drivers import OPTIONS_ENV, driver_log_path, find_driver
+from .drivers import OPTIONS_ENV, driver_log_path, find_driver, max_fd
 
 ENABLE_ENV = "RXJOBS_FORK_SERVER"
 IDLE_ENV = "RXJOBS_FORK_SERVER_IDLE_S"
@@ -444,7 +444,7 @@ def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
     os.close(log_fd)
     reply_fd = conn.fileno()
     os.closerange(3, reply_fd)  # nothing of the server's stays open but the reply
-    os.closerange(reply_fd + 1, _max_fd())
+    os.closerange(reply_fd + 1, max_fd())
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -470,13 +470,6 @@ def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return code
-
-
-def _max_fd() -> int:
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (ValueError, OSError):
-        return 65536
 
 
 def main(argv: list[str] | None = None) -> int:

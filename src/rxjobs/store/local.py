@@ -372,9 +372,6 @@ class LocalStore(Store):
             for fd in opened:
                 os.close(fd)
 
-    def read_json(self, path: str) -> Any:
-        return loads_record(self.read_bytes(path, limit=MAX_RECORD_BYTES), path)
-
     def read_trusted(self, path: str) -> bytes:
         trust = os.environ.get(TRUST_ENV) == "1"
         me = os.geteuid()
