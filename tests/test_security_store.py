@@ -242,3 +242,14 @@ def test_writes_go_only_into_the_callers_own_jobs(tmp_path):
     with pytest.raises(UnsafeShareDirError):
         store.remove_file(store.paths(made.job_id).payload)
     assert os.path.exists(store.paths(made.job_id).payload)
+
+
+def test_a_share_dir_whose_marker_is_being_written_is_not_refused(tmp_path):
+    """Another process making the share dir publishes its marker from a temporary name."""
+    share = tmp_path / "new"
+    share.mkdir()
+    (share / f"{MARKER}.tmp-4242-0badcafe").write_text("{}")
+    assert open_store(str(share)).list_job_ids() == []
+    (share / "Documents").mkdir()
+    with pytest.raises(NotAShareDirError):
+        open_store(str(share)).list_job_ids()

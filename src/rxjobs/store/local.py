@@ -135,7 +135,9 @@ class LocalStore(Store):
         try:
             data, _ = read_file_at(fd, MARKER, limit=4096)
         except FileNotFoundError:
-            names = [n for n in list_at(fd) if n not in RESERVED]
+            # Reserved entries, and a write in progress (the marker itself being written
+            # by a process that is making this share dir), do not make it another's dir.
+            names = [n for n in list_at(fd) if n not in RESERVED and TMP_MARK not in n]
             if names:
                 raise NotAShareDirError(_unmarked_message(self.url, names)) from None
             return  # an empty directory: a share dir yet to be used
