@@ -93,7 +93,8 @@ def clone_spread(templates: list[Path], share: Path, job_ids: list[str]) -> None
 
     store = open_store(str(share))
     store.ensure_root()
-    records = [JobRecord.from_json(store.read_json(str(t / "job.json"))) for t in templates]
+    # The templates are outside the share dir: read as plain files, not through its store.
+    records = [JobRecord.from_json(json.loads((t / "job.json").read_bytes())) for t in templates]
     submitted_with = RxComputeContext.from_dict(records[0].context)
     context = dataclasses.replace(submitted_with, share_dir=store.url).to_dict()
     for i, job_id in enumerate(job_ids):

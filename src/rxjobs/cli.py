@@ -274,7 +274,7 @@ def _parse_share_dir_options(pairs: Sequence[str], from_env: str | None) -> dict
 @click.version_option(__version__, prog_name="rxjobs")
 @click.pass_context
 def cli(ctx: click.Context, share_dir: str | None, share_dir_option: tuple[str, ...]) -> None:
-    """Manage rxjobs jobs: list, status, output, results, wait, cancel, cleanup, du, doctor."""
+    """Manage rxjobs jobs: list, status, output, results, wait, cancel, cleanup, du, doctor, ui."""
     options = _parse_share_dir_options(share_dir_option, os.environ.get("RXJOBS_SHARE_DIR_OPTIONS"))
     url = normalize_share_dir(share_dir) if share_dir else default_share_dir()
     ctx.obj = ShareDir(url, options)
@@ -992,6 +992,38 @@ def doctor(share: ShareDir, fix: bool, as_json: bool) -> None:
                        f"{left} left")
     if not report.clean:
         raise click.exceptions.Exit(1)
+# -- ui ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on; anything but loopback also needs --allow-remote.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="The port to listen on (0: a free one).")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --host other than loopback (the token is still required; no TLS).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the URL.")
+@click.pass_obj
+def ui(share: ShareDir, host: str, port: int, allow_remote: bool, no_browser: bool) -> None:
+    """Serve a web page of the share dir's jobs, their output and disk use, with safe cleanup.
+
+    Prints the page's URL, which carries a secret token, and serves until
+    Ctrl-C.  Needs the ui extra: pip install "rxjobs[ui]".  See docs/ui.md.
+    """
+    from .ui import INSTALL_HINT, missing_dependencies
+
+    missing = missing_dependencies()
+    if missing:
+        raise CliError(f"the web page needs {', '.join(missing)}: {INSTALL_HINT}")
+    from .ui.security import is_loopback
+    from .ui.server import serve
+
+    if not is_loopback(host) and not allow_remote:
+        raise click.UsageError(f"--host {host} lets other machines reach the page: add --allow-remote "
+                               "if you mean it (the token is still required)")
+    share.store().list_job_ids()  # a wrong --share-dir fails here, in one line, not in the page
+    serve(share.url, share.options, host=host, port=port, allow_remote=allow_remote,
+          open_browser=not no_browser, echo=click.echo)
 
 
 # -- demo --------------------------------------------------------------------------------

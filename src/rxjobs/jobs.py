@@ -497,6 +497,47 @@ def read_results(store: Store, job_id: str) -> Results:
     return Results(values, failed)
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """One run's outcome as its task's result file holds it: a value, or the exception it raised."""
+
+    run: int
+    value: Any
+    failed: bool
+
+
+def peek_results(store: Store, job_id: str, max_runs: int) -> tuple[list[RunOutcome], int]:
+    """The first ``max_runs`` run outcomes whose task results are on disk, in run order.
+
+    A look, not a collection: nothing is marked ``retrieved`` or removed, the
+    job may still be running (only the tasks done so far are read), and the
+    results are unpickled only through the trust check of
+    :func:`~rxjobs.runner.load_task_result` (``UntrustedShareDirError``
+    otherwise).  Reading stops at the task that reaches ``max_runs``.
+
+    Returns
+    -------
+    tuple
+        The outcomes, and how many runs the job has in all (``n_runs``).
+    """
+    job = read_job_record(store, job_id)
+    paths = store.paths(job_id)
+    outcomes: list[RunOutcome] = []
+    for task in JobPaths.task_indexes(store.listdir(paths.tasks), RESULT_SUFFIX, job.n_tasks):
+        if len(outcomes) >= max_runs:
+            break
+        try:
+            result = load_task_result(store, job_id, task)
+        except FileNotFoundError:
+            continue
+        failed = set(result.failed)
+        for i, value in enumerate(result.values):
+            run = result.first_run + i
+            outcomes.append(RunOutcome(run, value, run in failed))
+    outcomes.sort(key=lambda outcome: outcome.run)
+    return outcomes[:max_runs], job.n_runs
+
+
 def tasks_done(store: Store, job_id: str) -> int:
     """How many tasks of a job have written their result file."""
     paths = store.paths(job_id)

@@ -61,6 +61,14 @@ def stored_context(record: JobRecord) -> RxComputeContext | None:
         return None
 
 
+def submit_time(job_id: str, record: JobRecord | None) -> datetime | None:
+    """When a job was submitted (UTC): from its time-ordered id, else its record's ``created``."""
+    submitted = job_id_time(job_id)
+    if submitted is None and record is not None:
+        submitted = record.created_time
+    return submitted
+
+
 def _utc(value: datetime | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -78,6 +86,7 @@ def list_jobs(
     states: Iterable[RxRemoteJobStatus | str] | None = None,
     need_status: bool = True,
     sizes: bool = False,
+    job_ids: Iterable[str] | None = None,
 ) -> Iterator[ListedJob]:
     """The jobs of a share dir that pass the filters, oldest first.
 
@@ -106,6 +115,11 @@ def list_jobs(
         Fill in every row's ``usage`` too.  A job whose state or size is
         needed is visited once (:meth:`~rxjobs.store.Store.snapshot`): its
         names, sizes and records come from that one visit.
+    job_ids
+        Look only at these jobs, in this order, instead of listing the
+        share dir (each id is validated first).  A view that shows one page
+        of a big share dir lists the ids by name (:meth:`Store.list_job_ids`),
+        slices them, and derives the state of the page's jobs alone.
 
     Yields
     ------
@@ -130,7 +144,9 @@ def list_jobs(
     last_context: dict[str, Any] | None = None
     last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
     visit = need_state or sizes
-    for job_id in store.list_job_ids(start, end):
+    ids = (store.list_job_ids(start, end) if job_ids is None
+           else (validate_job_id(job_id) for job_id in job_ids))
+    for job_id in ids:
         snapshot = None
         try:
             if visit:
@@ -144,9 +160,7 @@ def list_jobs(
             continue
         submitted = None
         if need_time:
-            submitted = job_id_time(job_id)
-            if submitted is None:
-                submitted = record.created_time
+            submitted = submit_time(job_id, record)
             if windowed and (submitted is None or (start is not None and submitted < start)
                              or (end is not None and submitted > end)):
                 continue
@@ -202,9 +216,7 @@ def find_job(store: Store, job_id: str) -> ListedJob:
     if context is None:
         context = RxLocalSeq()
     options = store.options or None
-    submitted = job_id_time(job_id)
-    if submitted is None and record is not None:
-        submitted = record.created_time
+    submitted = submit_time(job_id, record)
     return ListedJob(job_id, context, options if options is not None else context.job_share_dir_options(),
                      submitted, None, record)
 

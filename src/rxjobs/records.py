@@ -14,6 +14,7 @@ the job services.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -230,15 +231,34 @@ def write_status(store: Store, job_id: str, state: Record, reason: str = "",
     """
     if state not in (Record.RUNNING, Record.FINISHED, Record.FAILED):
         raise ValueError(f"a driver records running, finished or failed, not {state.value}")
+    path = store.paths(job_id).status_json
     current = read_status_record(store, job_id)
     if current.is_final:
         return False
-    now = utc_now_iso()
-    record = StatusRecord(state, reason, started=current.started or now, updated=now,
-                          ended=now if state in (Record.FINISHED, Record.FAILED) else None,
-                          details={**current.details, **(details or {})})
-    store.write_json(store.paths(job_id).status_json, record.to_json())
+    if current.state is Record.ABSENT and state is Record.RUNNING:
+        # The first record is created exclusively: a task that saw no record must not
+        # overwrite a FAILED record another task wrote meanwhile (Dask tasks race so).
+        try:
+            store.write_exclusive(path, _status_json(_next_status(current, state, reason, details)))
+            return True
+        except FileExistsError:
+            current = read_status_record(store, job_id)
+            if current.is_final:
+                return False
+    store.write_atomic(path, _status_json(_next_status(current, state, reason, details)))
     return True
+
+
+def _next_status(current: StatusRecord, state: Record, reason: str,
+                 details: dict[str, Any] | None) -> StatusRecord:
+    now = utc_now_iso()
+    return StatusRecord(state, reason, started=current.started or now, updated=now,
+                        ended=now if state in (Record.FINISHED, Record.FAILED) else None,
+                        details={**current.details, **(details or {})})
+
+
+def _status_json(record: StatusRecord) -> bytes:
+    return json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
 
 
 @dataclass(frozen=True)

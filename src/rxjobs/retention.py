@@ -487,3 +487,35 @@ def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
         if on_entries is not None:
             on_entries(part.entries)
     return run
+
+
+def preview_cleanup(store: Store, policy: RetentionPolicy, now: datetime | None = None,
+                    surveyed: Sequence[SurveyedJob] | None = None) -> tuple[Selection, CleanupReport]:
+    """What a cleanup by ``policy`` would do now, removing nothing (a dry run).
+
+    Parameters
+    ----------
+    store
+        The share dir.
+    policy
+        The retention policy (an empty one: every job, as ``cleanup --all``).
+    now
+        The moment ages and expiry are judged at (default: now).
+    surveyed
+        A survey of the share dir already made (default: one is made, with sizes).
+
+    Returns
+    -------
+    tuple
+        The selection, and a report with an entry per picked job, oldest first:
+        ``would remove`` with the files and bytes that frees, or ``kept`` with
+        the cleanup rules' reason.  A cleanup that follows re-checks every rule.
+    """
+    now = now or utc_now()
+    if surveyed is None:
+        surveyed = survey_jobs(store, now, sizes=True)
+    selection = select_jobs(surveyed, policy, now)
+    by_id = {job.job_id: job for job in surveyed}
+    report = CleanupReport([_dry_entry(store.url, by_id[job_id], policy.force)
+                            for job_id in selection.job_ids])
+    return selection, report

@@ -127,7 +127,10 @@ def commit_points(calls_by_pid: dict[int, list[Call]], share: str) -> dict[str, 
         for c in calls:
             if not c.ok:
                 continue
-            if c.name in ("rename", "renameat", "renameat2") and len(c.fds) >= 2 and len(c.strings) >= 2:
+            # A file is published by a rename (atomic write) or a hard link (exclusive write:
+            # the share-dir marker, the first status record, deleting markers).
+            if c.name in ("rename", "renameat", "renameat2", "link", "linkat") and len(c.fds) >= 2 \
+                    and len(c.strings) >= 2:
                 src_dir, dst_dir = c.fd_path(0), c.fd_path(1)
                 old, new = c.strings[0], c.strings[1]
                 if not src_dir.startswith(share):
@@ -142,7 +145,7 @@ def commit_points(calls_by_pid: dict[int, list[Call]], share: str) -> dict[str, 
                 elif ".tmp-" in old:
                     problems = []
                     if not _fsynced_before(calls, c.index, f"{src_dir}/{old}"):
-                        problems.append(f"{new}: its data is not fsynced before the rename")
+                        problems.append(f"{new}: its data is not fsynced before it is published")
                     if not _fsynced_after(calls, c.index, dst_dir):
                         problems.append(f"{new}: its directory is not fsynced after the rename")
                     kind = "tasks/*" if dst_dir.endswith("/tasks") else new
@@ -150,15 +153,6 @@ def commit_points(calls_by_pid: dict[int, list[Call]], share: str) -> dict[str, 
         for c in calls:
             if not c.ok:
                 continue
-            if (c.name == "openat" and c.retpath and "O_EXCL" in c.args and c.fds
-                    and c.fd_path().startswith(share) and c.strings[:1] in ([".rxjobs-share"], ["canceled"])):
-                name = c.strings[0]
-                problems = []
-                if not _fsynced_after(calls, c.index, c.retpath):
-                    problems.append(f"{name}: the file is not fsynced")
-                if not _fsynced_after(calls, c.index, c.fd_path()):
-                    problems.append(f"{name}: its directory is not fsynced")
-                found[name].append("; ".join(problems))
             if c.name == "mkdirat" and c.fds and c.fd_path().startswith(share) and c.strings:
                 name = c.strings[0]
                 if name in (".trash", ".locks"):

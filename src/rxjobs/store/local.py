@@ -299,8 +299,13 @@ class LocalStore(Store):
 
     def _write_at(self, dir_fd: int, name: str, data: bytes, exclusive: bool = False) -> None:
         """Write a whole file durably: its data reaches the disk before the rename that
-        publishes it, and its directory entry right after (docs/reliability.md)."""
-        target = name if exclusive else f"{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        publishes it, and its directory entry right after (docs/reliability.md).
+
+        With ``exclusive`` the file is published by a hard link instead of a
+        rename, which fails if ``name`` exists: exactly one writer wins, and no
+        reader ever sees the file half-written.
+        """
+        target = f"{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      self._file_mode(), dir_fd=dir_fd)
         try:
@@ -312,12 +317,15 @@ class LocalStore(Store):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if not exclusive:
+            if exclusive:
+                os.link(target, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.unlink(target, dir_fd=dir_fd)
+            else:
                 os.replace(target, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             fsync_dir(dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(target, dir_fd=dir_fd)
+                os.unlink(target, dir_fd=dir_fd)  # only ever our temporary name
             raise
 
     # -- the basic operations ---------------------------------------------------------

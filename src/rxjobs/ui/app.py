@@ -1,0 +1,398 @@
+"""The web application: routes, templates and JSON endpoints over the job services.
+
+:func:`create_app` builds a Starlette application for one share dir.  Pages
+are rendered on the server with Jinja2 (autoescaping on: everything read from
+a share dir is hostile), and a little JavaScript of our own (``static/``)
+refreshes them.  The JSON endpoints return what the CLI's ``--json``
+prints; docs/ui.md lists them.  A GET never changes anything; cancel and
+cleanup are POSTs that need the CSRF token when a browser sends them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import jinja2
+from rich.filesize import decimal as human_bytes
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from .. import jobs
+from ..errors import JobNotFoundError, NotAShareDirError, UnsafeShareDirError
+from ..ids import is_job_id
+from ..retention import RetentionPolicy
+from ..store import Store, open_store
+from ..times import utc_now
+from . import views
+from .preview import preview_results
+from .security import CSRF_FIELD, AccessMiddleware, Secrets, check_csrf, refused, wants_json
+
+HERE = Path(__file__).parent
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("rxjobs")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+T = TypeVar("T")
+
+NOTICES = {  # what a redirect after an action says; keys only, so no text is reflected
+    "canceled": "The job was canceled.",
+    "not-canceled": "The job had already ended: nothing to cancel.",
+}
+
+
+def ago(when: datetime | None, now: datetime | None = None) -> str:
+    """``when`` as "3 h ago" (coarse, for a table)."""
+    if when is None:
+        return ""
+    seconds = ((now or utc_now()) - when).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def local_time(when: datetime | None) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S") if when is not None else ""
+
+
+def iso(when: datetime | None) -> str:
+    return when.isoformat() if when is not None else ""
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(bytes=lambda n: human_bytes(int(n or 0)), ago=ago, local_time=local_time, iso=iso)
+    return Jinja2Templates(env=env)
+
+
+class ShareDirApp:
+    """The share dir a server shows, opened afresh for each request."""
+
+    def __init__(self, share_dir: str, options: dict[str, Any] | None) -> None:
+        self.url = open_store(share_dir, options).url
+        self.options = options
+
+    async def run(self, work: Callable[[Store], T]) -> T:
+        """Run ``work(store)`` in a worker thread (the services block on the disk)."""
+
+        def call() -> T:
+            store = open_store(self.url, self.options)
+            try:
+                return work(store)
+            finally:
+                close = getattr(store, "close", None)
+                if close is not None:
+                    close()
+
+        return await run_in_threadpool(call)
+
+
+def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str = "",
+               port: int = 0, allowed_hosts: set[str] | None = None) -> Starlette:
+    """The web page of one share dir.
+
+    Parameters
+    ----------
+    share_dir
+        The share dir (path or fsspec URL).
+    options
+        Its fsspec storage options.
+    token
+        The secret every request must carry (see :mod:`rxjobs.ui.security`).
+    port
+        The port served on (names the cookie).
+    allowed_hosts
+        The names a request's ``Host`` may give (None: any).
+    """
+    if not token:
+        raise ValueError("the web page needs a secret token")
+    share = ShareDirApp(share_dir, options)
+    secrets_ = Secrets(token, port)
+    templates = _templates()
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        context.update(share_dir=share.url, csrf_token=secrets_.csrf_token, csrf_field=CSRF_FIELD,
+                       version=_version(), now=utc_now(), nav=context.get("nav", ""))
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def error(request: Request, status: int, message: str) -> Response:
+        if wants_json(request):
+            return JSONResponse({"error": message}, status_code=status)
+        return page(request, "error.html", status, message=message, title=f"Error {status}")
+
+    def not_found(request: Request, job_id: str) -> Response:
+        return error(request, 404, f"no job {job_id!r} in {share.url}")
+
+    async def guarded(request: Request, handler: Callable[[], Any]) -> Response:
+        try:
+            return await handler()
+        except views.BadQuery as exc:
+            return error(request, 400, str(exc))
+        except (NotAShareDirError, UnsafeShareDirError, PermissionError) as exc:
+            return error(request, 403, str(exc))
+        except JobNotFoundError as exc:
+            return error(request, 404, str(exc))
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def jobs_html(request: Request) -> Response:
+        async def handler() -> Response:
+            query = views.JobsQuery.from_params(request.query_params)
+            result = await share.run(lambda store: views.jobs_page(store, query))
+            fragment = request.headers.get("x-fragment") == "rows"
+            return page(request, "_rows.html" if fragment else "jobs.html", result=result,
+                        query=query, states=views.STATES, sorts=views.SORTS, nav="jobs",
+                        url_for_query=lambda **changes: "/jobs?" + urlencode(query.params(**changes)))
+        return await guarded(request, handler)
+
+    async def jobs_json(request: Request) -> Response:
+        async def handler() -> Response:
+            query = views.JobsQuery.from_params(request.query_params)
+            result = await share.run(lambda store: views.jobs_page(store, query))
+            return JSONResponse([row.to_json() for row in result.rows], headers={
+                "X-Total-Count": str(result.total), "X-Page": str(query.page),
+                "X-Per-Page": str(query.per_page)})
+        return await guarded(request, handler)
+
+    async def status_json(request: Request) -> Response:
+        async def handler() -> Response:
+            ids = request.query_params.getlist("job_id")
+            if not ids:
+                raise views.BadQuery("name jobs: /api/status?job_id=ID&job_id=ID...")
+            if len(ids) > views.MAX_PER_PAGE:
+                raise views.BadQuery(f"at most {views.MAX_PER_PAGE} jobs at a time")
+
+            def look(store: Store) -> list[dict[str, str]]:
+                rows = []
+                for job_id in ids:
+                    if not is_job_id(job_id):
+                        rows.append({"job_id": job_id, "state": "missing", "reason": "invalid job id"})
+                        continue
+                    derived = jobs.job_status(store, job_id)
+                    reason = derived.reason
+                    if derived.status.value == "missing":
+                        reason = f"not found in share dir {store.url}"
+                    rows.append({"job_id": job_id, "state": derived.status.value, "reason": reason})
+                return rows
+            return JSONResponse(await share.run(look))
+        return await guarded(request, handler)
+
+    # -- one job -------------------------------------------------------------------------
+
+    async def job_html(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return not_found(request, job_id)
+
+        async def handler() -> Response:
+            detail = await share.run(lambda store: views.job_detail(store, job_id))
+            if detail is None:
+                return not_found(request, job_id)
+            output, cut = await share.run(lambda store: views.output_tail(jobs.read_output(store, job_id)))
+            preview = None
+            if views.is_on(request.query_params.get("preview")):
+                preview = await run_in_threadpool(preview_results, share.url, share.options, job_id)
+            notice = NOTICES.get(request.query_params.get("notice", ""))
+            return page(request, "job.html", job=detail, output=output, output_cut=cut,
+                        preview=preview, notice=notice, nav="jobs")
+        return await guarded(request, handler)
+
+    async def output_text(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return not_found(request, job_id)
+
+        async def handler() -> Response:
+            text = await share.run(lambda store: jobs.read_output(store, job_id))
+            return PlainTextResponse(text)
+        return await guarded(request, handler)
+
+    async def preview_json(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return not_found(request, job_id)
+        found = await share.run(lambda store: store.is_job_dir(job_id))
+        if not found:
+            return not_found(request, job_id)
+        answer = await run_in_threadpool(preview_results, share.url, share.options, job_id)
+        return JSONResponse(answer, status_code=200 if "error" not in answer else 409)
+
+    async def cancel(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        form = await request.form()
+        refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
+        if refusal is not None:
+            return refusal
+        if not is_job_id(job_id):
+            return not_found(request, job_id)
+
+        async def handler() -> Response:
+            canceled = await share.run(lambda store: jobs.cancel_job(store, job_id))
+            state = await share.run(lambda store: jobs.job_status(store, job_id).status.value)
+            if request.url.path.startswith("/api/"):
+                return JSONResponse({"job_id": job_id, "canceled": canceled, "state": state})
+            notice = "canceled" if canceled else "not-canceled"
+            return RedirectResponse(f"/jobs/{job_id}?notice={notice}", status_code=303)
+        return await guarded(request, handler)
+
+    # -- disk use and cleanup ------------------------------------------------------------------
+
+    async def usage_html(request: Request) -> Response:
+        async def handler() -> Response:
+            params = request.query_params
+            policy = views.policy_from_params(params, params.getlist("state"))
+            top = views.int_param(params, "top", 10, 0, 1000)
+            view = await share.run(lambda store: views.usage_view(store, policy, top))
+            if request.url.path.startswith("/api/"):
+                return JSONResponse(view.report.to_json())
+            return page(request, "usage.html", view=view, params=params, states=views.STATES,
+                        policy_query=urlencode([(k, v) for k, v in params.multi_items()
+                                                if k != "top"]), nav="usage")
+        return await guarded(request, handler)
+
+    async def cleanup_preview(request: Request) -> Response:
+        async def handler() -> Response:
+            params = request.query_params
+            plan = await share.run(lambda store: _plan(store, params, params.getlist("job_id"),
+                                                       params.getlist("state")))
+            return page(request, "cleanup.html", plan=plan, done=None, left=None, nav="usage")
+        return await guarded(request, handler)
+
+    async def cleanup_confirm(request: Request) -> Response:
+        form = await request.form()
+        refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
+        if refusal is not None:
+            return refusal
+
+        async def handler() -> Response:
+            ids = [_text(v) or "" for v in form.getlist("job_id")]
+            force = views.is_on(form.get("force"))
+            forced = [_text(v) or "" for v in form.getlist("forced")]
+            if force and not views.is_on(form.get("confirm_force")):
+                return error(request, 400, "cleaning up with force needs the confirmation box ticked: "
+                                           "it deletes what the preview says will be lost")
+            kept = [_text(v) or "" for v in form.getlist("kept")]
+            if not all(is_job_id(i) for i in ids + kept + forced):
+                raise views.BadQuery("invalid job id in the cleanup")
+            try:
+                report = await share.run(lambda store: views.run_cleanup(store, ids, force, forced))
+            except views.PlanChanged as exc:
+                return error(request, 409, str(exc))
+            # The jobs the preview said it keeps: say again why, as they are now.
+            left = (await share.run(lambda store: views.plan_named(store, kept, False).report)
+                    if kept else None)
+            return page(request, "cleanup.html", plan=None, done=report, left=left, nav="usage")
+        return await guarded(request, handler)
+
+    async def cleanup_json(request: Request) -> Response:
+        refusal = check_csrf(request, None)
+        if refusal is not None:
+            return refusal
+
+        async def handler() -> Response:
+            try:
+                body = await request.json()
+            except ValueError:
+                raise views.BadQuery("the body must be a JSON object") from None
+            if not isinstance(body, dict):
+                raise views.BadQuery("the body must be a JSON object")
+            ids = body.get("job_ids") or []
+            if not isinstance(ids, list) or not all(isinstance(i, str) and is_job_id(i) for i in ids):
+                raise views.BadQuery("job_ids must be a list of job ids")
+            policy_keys = body.get("policy")
+            if ids and policy_keys is not None:
+                raise views.BadQuery("give job_ids or a policy, not both")
+            if not ids and not isinstance(policy_keys, dict):
+                raise views.BadQuery('name the jobs ("job_ids") or give a "policy" ({} for every job)')
+            keys: dict[str, Any] = dict(policy_keys) if isinstance(policy_keys, dict) else {}
+            dry_run = views.is_on(body.get("dry_run"))
+            force = views.is_on(body.get("force"))
+
+            def work(store: Store) -> dict[str, Any]:
+                if ids:
+                    if dry_run:
+                        plan = views.plan_named(store, ids, force)
+                        return views.cleanup_json(plan.report, store, True, force)
+                    report = views.run_cleanup(store, ids, force, confirmed_forced=ids)
+                    return views.cleanup_json(report, store, False, force)
+                try:
+                    policy = RetentionPolicy.from_mapping({**keys, "force": force})
+                except ValueError as exc:
+                    raise views.BadQuery(str(exc)) from None
+                plan = views.plan_policy(store, policy)
+                if dry_run:
+                    return views.cleanup_json(plan.report, store, True, force, plan)
+                report = views.run_cleanup(store, plan.would_remove, force,
+                                           confirmed_forced=list(plan.forced))
+                return views.cleanup_json(report, store, False, force, plan)
+            try:
+                return JSONResponse(await share.run(work))
+            except views.PlanChanged as exc:
+                return error(request, 409, str(exc))
+        return await guarded(request, handler)
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/jobs", status_code=303)
+
+    routes = [
+        Route("/", home),
+        Route("/jobs", jobs_html),
+        Route("/jobs/{job_id}", job_html),
+        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        Route("/usage", usage_html),
+        Route("/cleanup", cleanup_preview),
+        Route("/cleanup", cleanup_confirm, methods=["POST"]),
+        Route("/api/jobs", jobs_json),
+        Route("/api/status", status_json),
+        Route("/api/jobs/{job_id}/output", output_text),
+        Route("/api/jobs/{job_id}/preview", preview_json),
+        Route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        Route("/api/du", usage_html),
+        Route("/api/cleanup", cleanup_json, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+
+    async def on_404(request: Request, exc: Exception) -> Response:
+        return error(request, 404, "no such page")
+
+    async def on_405(request: Request, exc: Exception) -> Response:
+        return refused(request, 405, "method not allowed (actions are POSTs from the page's buttons)")
+
+    app = Starlette(routes=routes, exception_handlers={404: on_404, 405: on_405})
+    app.state.secrets = secrets_
+    app.add_middleware(AccessMiddleware, secrets_=secrets_, allowed_hosts=allowed_hosts)
+    return app
+
+
+def _text(value: Any) -> str | None:
+    """A form field as text (an uploaded file is no text)."""
+    return value if isinstance(value, str) else None
+
+
+def _plan(store: Store, params: Any, job_ids: list[str], states: list[str]) -> views.CleanupPlan:
+    force = views.is_on(params.get("force"))
+    if views.is_on(params.get("selected")) and not job_ids:
+        raise views.BadQuery("no jobs selected: tick the jobs to clean up on the jobs page")
+    if job_ids:
+        if not all(is_job_id(i) for i in job_ids):
+            raise views.BadQuery("invalid job id in the cleanup")
+        return views.plan_named(store, job_ids, force)
+    return views.plan_policy(store, views.policy_from_params(params, states))

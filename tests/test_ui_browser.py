@@ -1,0 +1,311 @@
+"""The web page in a real browser: Debian's headless Chromium driven by Playwright.
+
+One server (``rxjobs ui`` in a subprocess, on a free loopback port) over a
+seeded share dir, and one browser with a fresh profile, for the module; both
+are stopped at teardown, whatever happened.  Each test saves a screenshot
+under ``tests/artifacts/``.  Never ``playwright install``: the browser is
+Debian's ``chromium`` (``.ci/install-system-deps``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rxjobs import RxLocalParallel, rx_exec
+from rxjobs.store import open_store
+from test_ui import HOSTILE, make_hostile_job
+
+from factory import make_job
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+if os.environ.get("CI"):  # in CI a missing browser or driver is a failure, never a skip
+    import playwright.sync_api  # noqa: F401
+    import starlette  # noqa: F401
+    assert os.path.exists(CHROMIUM), "install Debian's chromium (.ci/install-system-deps)"
+pytest.importorskip("starlette", reason='the web page needs: pip install "rxjobs[ui]"')
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need: pip install playwright")
+expect = sync_api.expect
+if not os.path.exists(CHROMIUM):
+    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def print_steps(n: int, pause: float) -> int:
+    """A job's run: says which step it is at, then works for a while."""
+    print(f"step {n} done")
+    deadline = time.monotonic() + pause
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return n
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def share(tmp_path_factory):
+    """A share dir with jobs in every terminal state and a hostile one."""
+    path = str(tmp_path_factory.mktemp("ui-browser") / "share")
+    store = open_store(path)
+    made = {kind: [make_job(store, kind, extra_bytes=500 * (i + 1)).job_id for i in range(3)]
+            for kind in ("retrieved", "failed", "canceled", "unretrieved")}
+    made["hostile"] = [make_hostile_job(store)]
+    yield path, made
+    from conftest import kill_processes_mentioning
+
+    kill_processes_mentioning(path)
+
+
+@pytest.fixture(scope="module")
+def server(share):
+    """``rxjobs ui`` on a free loopback port; yields (base URL, token). Stopped at teardown."""
+    path, _ = share
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "rxjobs", "--share-dir", path, "ui", "--no-browser",
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)
+            if match:
+                url = match.group(1), match.group(2)
+        assert url is not None, "the server printed no URL"
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    """A headless Chromium with a fresh profile; closed at teardown."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    manager = sync_api.sync_playwright().start()
+    try:
+        context = manager.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1280, "height": 900})
+        try:
+            context.set_default_timeout(15000)
+            yield context
+        finally:
+            context.close()
+    finally:
+        manager.stop()
+
+
+@pytest.fixture
+def page(browser_context, server):
+    """A tab that has been let in with the token (the cookie is set)."""
+    base, token = server
+    tab = browser_context.new_page()
+    dialogs = []
+    tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    tab.goto(f"{base}/jobs?token={token}")
+    tab.dialogs = dialogs
+    try:
+        yield tab
+    finally:
+        tab.close()
+
+
+def shot(tab, name: str) -> None:
+    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def job_ids_on(tab) -> list[str]:
+    return tab.eval_on_selector_all("#job-rows tr[data-job-id]", "rows => rows.map(r => r.dataset.jobId)")
+
+
+def test_without_the_token_the_page_is_refused(browser_context, server):
+    base, _ = server
+    stranger = browser_context.browser.new_context() if browser_context.browser else None
+    tab = (stranger or browser_context).new_page()
+    try:
+        if stranger is None:
+            browser_context.clear_cookies()
+        response = tab.goto(f"{base}/jobs")
+        assert response.status == 403
+        assert "token" in tab.content()
+        shot(tab, "refused")
+    finally:
+        tab.close()
+        if stranger is not None:
+            stranger.close()
+
+
+def test_jobs_appear_filter_and_page(page, share, server):
+    path, made = share
+    base, _ = server
+    assert page.url == f"{base}/jobs"  # the token left the address bar
+    ids = job_ids_on(page)
+    expected = {i for ids_ in made.values() for i in ids_}
+    assert expected <= set(ids)
+    shot(page, "jobs")
+    page.check("input[name=state][value=failed]")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url(re.compile(r"state=failed"))
+    assert sorted(job_ids_on(page)) == sorted(made["failed"])
+    states = page.eval_on_selector_all("#job-rows .state", "els => els.map(e => e.textContent)")
+    assert set(states) == {"failed"}
+    page.goto(f"{base}/jobs?per_page=5")
+    first = job_ids_on(page)
+    assert len(first) == 5
+    page.click("#next-page")
+    page.wait_for_url(re.compile(r"page=2"))
+    second = job_ids_on(page)
+    assert second and not set(first) & set(second)
+    assert "page 2 of" in page.inner_text("#page-of")
+    shot(page, "jobs-page-2")
+
+
+def test_hostile_text_renders_as_text(page, share, server):
+    _, made = share
+    base, _ = server
+    hostile = made["hostile"][0]
+    page.goto(f"{base}/jobs/{hostile}")
+    assert page.inner_text("#job-function") == f"evil.{HOSTILE}"
+    assert HOSTILE in page.inner_text("#output")
+    assert page.dialogs == []
+    assert page.evaluate("document.querySelectorAll('main script').length") == 0
+    page.goto(f"{base}/jobs?q=evil")
+    assert HOSTILE in page.inner_text("#job-rows")
+    assert page.dialogs == []
+    shot(page, "hostile")
+
+
+def test_running_job_output_grows_live_and_states_update(page, share, server):
+    path, _ = share
+    base, _ = server
+    cc = RxLocalParallel(num_workers=1, wait=False, share_dir=path)
+    job = rx_exec(print_steps, n=list(range(6)), pause=[1.0] * 6, task_chunk_size=1, compute_context=cc)
+    page.goto(f"{base}/jobs/{job.job_id}")
+    page.evaluate("window.__notReloaded = true")
+    expect(page.locator("#output")).to_contain_text("step 1 done", timeout=30000)
+    early = page.inner_text("#output")
+    expect(page.locator("#output")).to_contain_text("step 3 done", timeout=30000)
+    assert page.evaluate("window.__notReloaded") is True  # grown in place, no reload
+    later = page.inner_text("#output")
+    assert len(later) > len(early) and "step 3 done" not in early
+    assert page.inner_text("#job-state") == "running"
+    shot(page, "job-running")
+    # The jobs table follows the job without a reload.
+    page.goto(f"{base}/jobs?q={job.job_id}")
+    page.evaluate("window.__notReloaded = true")
+    expect(page.locator(f"tr[data-job-id='{job.job_id}']")).to_have_attribute(
+        "data-state", "finished", timeout=30000)
+    assert page.evaluate("window.__notReloaded") is True
+    shot(page, "jobs-live")
+
+
+def test_cancel_a_running_job(page, share, server):
+    path, _ = share
+    base, _ = server
+    cc = RxLocalParallel(num_workers=1, wait=False, share_dir=path)
+    job = rx_exec(print_steps, n=[0, 1], pause=[60, 60], task_chunk_size=1, compute_context=cc)
+    page.goto(f"{base}/jobs/{job.job_id}")
+    wait_for(lambda: (page.reload(), page.inner_text("#job-state") == "running")[1], 30, "the job to run")
+    shot(page, "job-before-cancel")
+    page.click("#cancel-button")
+    page.wait_for_url(re.compile(r"notice=canceled"))
+    assert page.inner_text("#job-state") == "canceled"
+    assert "canceled" in page.inner_text(".notice")
+    shot(page, "job-canceled")
+
+
+def test_cleanup_preview_then_confirm(page, share, server):
+    path, made = share
+    base, _ = server
+    store = open_store(path)
+    chosen = [made["retrieved"][0], made["failed"][0], made["canceled"][0], made["unretrieved"][0]]
+    gone = chosen[:3]
+    freed = sum(store.usage(i).bytes for i in gone)
+    page.goto(f"{base}/jobs?q=factory&per_page=100")
+    for job_id in chosen:
+        page.check(f"input[name=job_id][value='{job_id}']")
+    page.click("#cleanup-selected")
+    page.wait_for_url(re.compile(r"/cleanup\?"))
+    assert page.inner_text("#would-count") == "3"
+    assert page.get_attribute("#would-bytes", "data-bytes") == str(freed)
+    assert page.inner_text("#kept-count") == "1"
+    assert "never retrieved" in page.inner_text("#plan")
+    shot(page, "cleanup-preview")
+    assert all(store.is_job_dir(i) for i in chosen)  # a preview removes nothing
+    page.click("#confirm-button")
+    page.wait_for_selector("#done-summary")
+    assert page.inner_text("#removed-count") == "3"
+    warning = page.inner_text("#kept-warning")
+    assert made["unretrieved"][0] in warning and "never retrieved" in warning
+    shot(page, "cleanup-done")
+    assert [store.is_job_dir(i) for i in chosen] == [False, False, False, True]
+    page.goto(f"{base}/jobs?per_page=1000")
+    shown = set(job_ids_on(page))
+    assert not set(gone) & shown and made["unretrieved"][0] in shown
+
+
+def test_force_needs_a_confirmation_that_says_what_is_lost(page, share, server):
+    path, made = share
+    base, _ = server
+    job_id = made["unretrieved"][1]
+    page.goto(f"{base}/jobs/{job_id}")
+    page.click("text=Clean up with force…")
+    page.wait_for_selector("#force-warning")
+    assert "never retrieved, are deleted" in page.inner_text("#force-warning")
+    shot(page, "cleanup-force")
+    page.click("#confirm-button")  # the box is not ticked: the browser does not send the form
+    assert page.query_selector("#done-summary") is None
+    assert open_store(path).is_job_dir(job_id)
+    page.check("#confirm-force")
+    page.click("#confirm-button")
+    page.wait_for_selector("#done-summary")
+    assert page.inner_text("#removed-count") == "1"
+    assert not open_store(path).is_job_dir(job_id)
+
+
+def test_disk_use_page(page, server):
+    base, _ = server
+    page.goto(f"{base}/usage")
+    assert page.query_selector_all("#by-state rect.fill")
+    assert page.query_selector_all("#by-age rect.fill")
+    assert "cleanup --all" in page.inner_text("#policies")
+    page.fill("input[name=older_than]", "0s")
+    page.fill("input[name=keep_last]", "2")
+    page.click("#policy-form button[type=submit]:not([formaction])")
+    page.wait_for_url(re.compile(r"older_than=0s"))
+    assert "cleanup --older-than 0s --keep-last 2" in page.inner_text("#policies")
+    shot(page, "usage")
+    page.click("#preview-cleanup")
+    page.wait_for_selector("#plan-summary")
+    assert "--keep-last 2" in page.inner_text("#plan-summary")
+    shot(page, "usage-policy-preview")
