@@ -164,21 +164,7 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     from setproctitle import setproctitle
 
     os.setsid()  # own session and process group, as a started driver has
-    log_fd = open_driver_log(log_path, local_log is not None)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null_fd, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(null_fd)
-    os.close(log_fd)
-    # Nothing of the caller's stays open here (its sockets, pipes, listening ports).
-    os.closerange(3, reply_fd)
-    os.closerange(reply_fd + 1, max_fd())
-    # The caller's stream objects may not write to fds 1 and 2 at all (a
-    # notebook's, pytest's): the driver gets plain ones on its log.
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    take_stdio(open_driver_log(log_path, local_log is not None), reply_fd)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     # As in a fresh interpreter: a write to a closed pipe (a killed pool worker's)
@@ -197,6 +183,28 @@ def _forked_driver(run: Callable[[str | None], int], title: str, local_log: str 
     sys.stdout.flush()
     sys.stderr.flush()
     return code
+
+
+def take_stdio(log_fd: int, keep_fd: int) -> None:
+    """Make a forked process a driver of its own: stdin from /dev/null, stdout and stderr
+    on ``log_fd`` (closed here), every other descriptor closed but ``keep_fd``.
+
+    Nothing of the process it was forked from stays open (its sockets, pipes,
+    listening ports), and the ``sys`` streams are plain ones on the new fds:
+    the forking process's stream objects (a notebook's, pytest's) may not
+    write to fds 1 and 2 at all.
+    """
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, max_fd())
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
 def max_fd() -> int:

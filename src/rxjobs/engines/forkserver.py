@@ -59,7 +59,7 @@ from typing import Any
 
 from ..runtime import runtime_dir
 from .base import Handle
-from .drivers import OPTIONS_ENV, driver_log_path, find_driver, max_fd
+from .drivers import OPTIONS_ENV, driver_log_path, find_driver, take_stdio
 
 ENABLE_ENV = "RXJOBS_FORK_SERVER"
 IDLE_ENV = "RXJOBS_FORK_SERVER_IDLE_S"
@@ -436,18 +436,7 @@ def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
     except (OSError, KeyError, TypeError, ValueError) as exc:
         _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null_fd, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(null_fd)
-    os.close(log_fd)
-    reply_fd = conn.fileno()
-    os.closerange(3, reply_fd)  # nothing of the server's stays open but the reply
-    os.closerange(reply_fd + 1, max_fd())
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    take_stdio(log_fd, conn.fileno())  # nothing of the server's stays open but the reply
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})
     sys.path[:] = [str(p) for p in request["sys_path"]]
