@@ -24,7 +24,7 @@ from .errors import JobNotFoundError
 from .ids import job_id_time, validate_job_id
 from .records import JobRecord, read_job_record
 from .status import RxRemoteJobStatus
-from .store import Store, Usage
+from .store import JobSnapshot, Store, Usage
 from .times import to_utc
 
 
@@ -143,16 +143,21 @@ def list_jobs(
     verdicts: dict[str, tuple[RxComputeContext | None, bool, dict[str, Any] | None]] = {}
     last_context: dict[str, Any] | None = None
     last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
-    visit = need_state or sizes
     ids = (store.list_job_ids(start, end) if job_ids is None
            else (validate_job_id(job_id) for job_id in job_ids))
-    for job_id in ids:
-        snapshot = None
+    # A job is visited once (its names, records and sizes in one look) when its state
+    # or size is needed, or when the store reads many jobs faster together.
+    looks: Iterable[tuple[str, JobSnapshot | None]]
+    if need_state or sizes:
+        looks = store.snapshots(ids, sizes=sizes)
+    elif store.reads_in_bulk:
+        looks = store.snapshots(ids, records=("job.json",), sizes=False)
+    else:
+        looks = ((job_id, None) for job_id in ids)
+    for job_id, snapshot in looks:
         try:
-            if visit:
-                snapshot = store.snapshot(job_id, sizes=sizes)
-                if snapshot is None:
-                    continue  # removed while we listed
+            if snapshot is None and (need_state or sizes or store.reads_in_bulk):
+                continue  # removed while we listed
             record = read_job_record(store, job_id, listed=True, snapshot=snapshot)
         except (JobNotFoundError, ValueError, PermissionError):
             # Removed while we listed, not a job (no job.json naming it: debris, which

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -287,6 +287,9 @@ class Store(ABC):
     is_local: bool = False
     is_object_store: bool = False
     atomic_rename: bool = False
+    #: Many jobs are read faster together than one by one (:meth:`snapshots`): an
+    #: object store lists the whole share dir once and reads records in parallel.
+    reads_in_bulk: bool = False
 
     def __init__(self, share_dir: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = normalize_share_dir(share_dir)
@@ -411,6 +414,19 @@ class Store(ABC):
                 except (OSError, ValueError) as exc:
                     found[name] = exc
         return JobSnapshot(entries, self.owner_uid(job_id), self.usage(job_id) if sizes else None, found)
+
+    def snapshots(self, job_ids: Iterable[str], records: tuple[str, ...] = ("job.json", "status.json"),
+                  sizes: bool = True) -> Iterator[tuple[str, JobSnapshot | None]]:
+        """:meth:`snapshot` of each job, in the order given, as ``(job_id, snapshot)``.
+
+        The one way a survey of many jobs (listing, ``du``, a dry run) looks
+        at them: a store that can take many snapshots faster together (one
+        listing of the share dir, parallel reads, several threads) overrides
+        it.  ``job_ids`` are already validated.  Consumed lazily: a caller
+        that stops early leaves the rest unread.
+        """
+        for job_id in job_ids:
+            yield job_id, self.snapshot(job_id, records, sizes)
 
     @abstractmethod
     def detach_job(self, job_id: str) -> str:
