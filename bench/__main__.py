@@ -19,11 +19,15 @@ reported and the others still run; the exit code is then 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import pkgutil
+import re
 import sys
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 # size option -> the benchmarks that take it
 SIZE_OPTIONS = {
@@ -87,23 +91,65 @@ def main(argv: list[str] | None = None) -> int:
                         "benchmarks (default: each benchmark's own)")
     args = parser.parse_args(argv)
     failed = []
+    verdicts: dict[str, list[str]] = {}
     for name in args.only or names:
         print(f"== bench.{name}", flush=True)
+        tee = VerdictTee(sys.stdout)
         try:
             module = importlib.import_module(f"{__package__ or 'bench'}.{name}")
-            status = module.main(forwarded_args(name, args))
+            with contextlib.redirect_stdout(tee):
+                status = module.main(forwarded_args(name, args))
         except (Exception, SystemExit) as exc:
+            verdicts[name] = tee.verdicts
             if isinstance(exc, SystemExit) and exc.code in (0, None):
                 continue
             traceback.print_exc()
             print(f"== bench.{name} did not run to its end: {type(exc).__name__}: {exc}", flush=True)
             failed.append(name)
             continue
+        verdicts[name] = tee.verdicts
         if status:
             failed.append(name)
-    if failed:
-        print(f"benchmarks that did not complete: {', '.join(failed)}")
+    print(summary(verdicts, failed), flush=True)
     return 1 if failed else 0
+
+
+VERDICT = re.compile(r"\b(PASS|MISS)\b")
+
+
+class VerdictTee(io.TextIOBase):
+    """Writes through to ``stream`` and keeps the lines that give a target's verdict."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.verdicts: list[str] = []
+        self._line = ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self._line += text
+        *lines, self._line = self._line.split("\n")
+        # The report's own lines, not the Markdown written into the docs.
+        self.verdicts += [line.strip() for line in lines
+                          if VERDICT.search(line) and not line.lstrip().startswith(("-", "*", "|", "#"))]
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def summary(verdicts: dict[str, list[str]], failed: list[str]) -> str:
+    """Every target's verdict line, by benchmark, and the count of each verdict."""
+    lines = ["== summary: every target, PASS or MISS"]
+    for name, found in verdicts.items():
+        lines += [f"{name}: {line}" for line in found]
+        if not found and name not in failed:
+            lines.append(f"{name}: (no target)")
+    every = [line for found in verdicts.values() for line in found]
+    lines.append(f"{sum('PASS' in v for v in every)} PASS, {sum('MISS' in v for v in every)} MISS")
+    if failed:
+        lines.append(f"benchmarks that did not complete: {', '.join(failed)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ both see the same machine.  Prints the medians and their ratio.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shutil
 import statistics
@@ -21,7 +22,7 @@ import time
 from rxjobs.store import open_store
 from rxjobs.store.local import FSYNC_ENV
 
-from .cleanup_bench import machine_summary
+from .cleanup_bench import machine_summary, write_docs
 
 
 def _time_writes(store, n: int) -> list[float]:
@@ -67,17 +68,37 @@ def run(n: int, rounds: int, tmpdir: str | None) -> dict[str, dict[str, list[flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fsync_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100, help="operations per round and setting (default 100)")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (default 4)")
+    parser.add_argument("--rounds", "--repeat", type=int, default=4,
+                        help="alternating rounds (default 4); --repeat is the same, for python -m bench")
     parser.add_argument("--tmpdir", default=None, help="where to make the share dirs (default: system tmp)")
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
     if min(args.n, args.rounds) < 1:
         parser.error("--n and --rounds must be at least 1")
     print(machine_summary())
     times = run(args.n, args.rounds, args.tmpdir)
-    print(f"{args.n} x {args.rounds} operations each, median ms   fsync (default)   RXJOBS_FSYNC=0   ratio")
+    lines = [f"{args.n} x {args.rounds} operations each, median ms   fsync (default)   "
+             "RXJOBS_FSYNC=0   ratio"]
     for what, label in (("write", "write_atomic of a small record"), ("remove", "remove_job of a small job")):
         on, off = statistics.median(times[what]["1"]) * 1e3, statistics.median(times[what]["0"]) * 1e3
-        print(f"{label:<44} {on:10.2f}   {off:14.2f}   {on / off:5.1f}x")
+        lines.append(f"{label:<44} {on:10.2f}   {off:14.2f}   {on / off:5.1f}x")
+    table = "\n".join(lines)
+    print(table)
+    if args.write_docs:
+        write_docs(f"""## The cost of one commit point, with and without fsync
+
+`python -m bench.fsync_bench --n {args.n} --rounds {args.rounds}`, alternating `RXJOBS_FSYNC=1`
+(the default) and `RXJOBS_FSYNC=0` in rounds of the same run. Reported, no target: the
+price of durability (docs/reliability.md).
+
+- Date: {datetime.date.today().isoformat()}
+- Machine: {machine_summary()}
+
+```
+{table}
+```
+""", name="fsync_bench")
+        print("wrote docs/benchmarks.md")
     return 0
 
 
