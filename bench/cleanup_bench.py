@@ -1,4 +1,4 @@
-"""Cleanup of many finished jobs with force, against ``rm -rf`` of the same directories.
+"""Cleanup of many finished jobs with force, against parallel ``rm -rf`` of the same directories.
 
 One real small job runs on the local engine (``RxLocalParallel(wait=False)``,
 one task per run), so that its directory holds exactly what the engine writes:
@@ -11,13 +11,17 @@ contender, and each repetition measures, in an order that rotates:
   the whole user-visible cost (listing, status derivation, removal);
 * rxjobs removal only: ``Store.remove_job`` of every id in 8 threads, the
   part of the above that deletes files (rename into ``.trash/``, walk, unlink);
-* the baseline: one single-threaded ``rm -rf <share dir>``;
-* for reference, no target: ``rm -rf`` in 8 processes at once, each given
+* one single-threaded ``rm -rf <share dir>``, for information;
+* the baseline, the floor: ``rm -rf`` in 8 processes at once, each given
   every 8th job directory: what parallel deletion of the same files costs
-  on this machine with no bookkeeping at all.
+  on this machine with no bookkeeping at all.  What bounds a cleanup is the
+  disk (how many deletions it serves at once, how long each waits), which
+  differs from machine to machine and from minute to minute; this floor,
+  timed in the same run, moves with it, where a single ``rm -rf`` does not.
 
 ``--jobs`` takes one size or several (``--jobs 2000,10000``); each size is a
-run of its own with its own table.  Building the clones is not timed (the
+run of its own with its own table; ``--contenders`` times only some of
+them (``rxjobs,rm-parallel`` for a quicker judgment of the target).  Building the clones is not timed (the
 first clone is written from memory, the others copied with ``cp -a``); the
 page cache cannot be dropped, so every contender works on freshly written
 (cached) directories, ``sync`` runs before each timing, and the medians of
@@ -51,7 +55,7 @@ from rxjobs.ids import job_id_time, new_job_id
 from rxjobs.records import JobRecord
 from rxjobs.store import open_store
 
-TARGET_RATIO = 0.5
+TARGET_RATIO = 1.2  # rxjobs / 8 parallel rm -rf (issue 15): within 20 % of the floor
 DEFAULT_SIZES = (2000, 10000)
 PARALLEL_RM = 8  # processes of the reference contender, as many as cleanup's threads
 RUNS_PER_JOB = 10  # one task per run: 5 job files + 2 per task = 25 files per job
@@ -191,6 +195,7 @@ def time_parallel_rm(share: Path, n_jobs: int) -> Timing:
     return Timing(t1 - t0)
 
 
+BASELINE = "rm-parallel"
 CONTENDERS: dict[str, Callable[[Path, int], Timing]] = {
     "rxjobs": time_rxjobs,
     "remove-only": time_remove_only,
@@ -217,34 +222,49 @@ class Result:
     def files(self) -> int:
         return self.n_jobs * self.files_per_job
 
+    def has(self, name: str) -> bool:
+        return bool(self.seconds.get(name))
+
+    def ratio_to(self, name: str, of: str = "rxjobs") -> float | None:
+        """Median of ``of`` over median of ``name`` (None when either was not timed)."""
+        if not (self.has(name) and self.has(of)):
+            return None
+        return self.median(of) / self.median(name)
+
     @property
-    def ratio(self) -> float:
-        return self.median("rxjobs") / self.median("rm")
+    def ratio(self) -> float | None:
+        """The target's ratio: rxjobs over the floor, 8 parallel ``rm -rf``."""
+        return self.ratio_to(BASELINE)
 
     @property
     def verdict(self) -> str:
-        return "PASS" if self.ratio <= TARGET_RATIO else "MISS"
+        ratio = self.ratio
+        if ratio is None:
+            return "not judged"
+        return "PASS" if ratio <= TARGET_RATIO else "MISS"
 
 
-def run(n_jobs: int, repeat: int, tmpdir: str | None = None, echo: Callable[[str], None] = print) -> Result:
+def run(n_jobs: int, repeat: int, tmpdir: str | None = None, echo: Callable[[str], None] = print,
+        contenders: tuple[str, ...] = tuple(CONTENDERS)) -> Result:
     """Build, time and tear down ``repeat`` times; return every timing."""
     workdir = Path(tempfile.mkdtemp(prefix="rxjobs-cleanup-bench-", dir=tmpdir))
     try:
         template = make_template(workdir)
         files_per_job = count_files(template)
-        seconds: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+        names = [name for name in CONTENDERS if name in contenders]
+        seconds: dict[str, list[float]] = {name: [] for name in names}
         listing: list[float] = []
-        names = list(CONTENDERS)
         for rep in range(repeat):
             echo(f"repetition {rep + 1}/{repeat}: building {len(names)} share dirs of "
                  f"{n_jobs} jobs x {files_per_job} files ...")
             shares = {name: workdir / f"rep{rep}-{name}" for name in names}
             # Clone once for rxjobs (job.json must name that share dir, or rx_get_jobs
             # would not list the jobs), then copy that tree for the other contenders.
-            clone_jobs(template, shares["rxjobs"], unique_job_ids(n_jobs))
+            first = workdir / f"rep{rep}-rxjobs"
+            clone_jobs(template, first, unique_job_ids(n_jobs))
             for name in names:
-                if name != "rxjobs":
-                    copy_tree(shares["rxjobs"], shares[name])
+                if shares[name] != first:
+                    copy_tree(first, shares[name])
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
                 os.sync()
@@ -253,7 +273,7 @@ def run(n_jobs: int, repeat: int, tmpdir: str | None = None, echo: Callable[[str
                 if timing.listing is not None:
                     listing.append(timing.listing)
                 echo(f"  {name:<12} {timing.seconds:8.3f} s")
-            for share in shares.values():
+            for share in [*shares.values(), first]:
                 shutil.rmtree(share, ignore_errors=True)
         return Result(n_jobs, files_per_job, repeat, seconds, listing)
     finally:
@@ -262,11 +282,11 @@ def run(n_jobs: int, repeat: int, tmpdir: str | None = None, echo: Callable[[str
 
 def format_table(result: Result) -> str:
     rows = [
-        ("rxjobs: rx_get_jobs + rx_cleanup_jobs(force=True)", result.seconds["rxjobs"]),
+        ("rxjobs: rx_get_jobs + rx_cleanup_jobs(force=True)", result.seconds.get("rxjobs")),
         ("  of which rx_get_jobs (listing)", result.listing),
-        ("rxjobs: Store.remove_job only, 8 threads", result.seconds["remove-only"]),
-        ("baseline: rm -rf (1 thread)", result.seconds["rm"]),
-        (f"reference: {PARALLEL_RM} x rm -rf in parallel", result.seconds["rm-parallel"]),
+        ("rxjobs: Store.remove_job only, 8 threads", result.seconds.get("remove-only")),
+        (f"baseline: {PARALLEL_RM} x rm -rf in parallel", result.seconds.get("rm-parallel")),
+        ("information: rm -rf (1 process)", result.seconds.get("rm")),
     ]
     lines = [
         f"cleanup of {result.n_jobs} finished jobs x {result.files_per_job} files "
@@ -274,17 +294,28 @@ def format_table(result: Result) -> str:
         f"{'':52} {'median s':>9} {'min s':>8} {'max s':>8}",
     ]
     for label, values in rows:
-        lines.append(f"{label:52} {statistics.median(values):9.3f} {min(values):8.3f} {max(values):8.3f}")
-    pairs = zip(result.seconds["rxjobs"], result.seconds["rm"], strict=True)
-    per_rep = " ".join(f"{a / b:.2f}x" for a, b in pairs)
-    lines.append(f"ratio rxjobs / rm -rf in each repetition: {per_rep}")
-    lines.append(
-        f"ratio rxjobs / rm -rf (medians): {result.ratio:.2f}x   (removal only: "
-        f"{result.median('remove-only') / result.median('rm'):.2f}x)   "
-        f"target <= {TARGET_RATIO}x: {result.verdict}"
-    )
-    lines.append(f"reference: {PARALLEL_RM} parallel rm -rf / rm -rf: "
-                 f"{result.median('rm-parallel') / result.median('rm'):.2f}x")
+        if values:
+            lines.append(f"{label:52} {statistics.median(values):9.3f} {min(values):8.3f} "
+                         f"{max(values):8.3f}")
+    for name, label in ((BASELINE, f"{PARALLEL_RM} parallel rm -rf"), ("rm", "rm -rf")):
+        if result.has(name) and result.has("rxjobs"):
+            pairs = zip(result.seconds["rxjobs"], result.seconds[name], strict=True)
+            lines.append(f"ratio rxjobs / {label} in each repetition: "
+                         + " ".join(f"{a / b:.2f}x" for a, b in pairs))
+    ratio = result.ratio
+    if ratio is not None:
+        removal = result.ratio_to(BASELINE, of="remove-only")
+        lines.append(
+            f"ratio rxjobs / {PARALLEL_RM} parallel rm -rf (medians): {ratio:.2f}x"
+            + (f"   (removal only: {removal:.2f}x)" if removal is not None else "")
+            + f"   target <= {TARGET_RATIO}x: {result.verdict}")
+    to_rm = result.ratio_to("rm")
+    if to_rm is not None:
+        lines.append(f"information: rxjobs / rm -rf (medians): {to_rm:.2f}x   "
+                     "(the 0.5x target of before, which depends on the disk)")
+    floor = result.ratio_to("rm", of=BASELINE)
+    if floor is not None:
+        lines.append(f"information: {PARALLEL_RM} parallel rm -rf / rm -rf: {floor:.2f}x")
     return "\n".join(lines)
 
 
@@ -322,28 +353,41 @@ def _nproc() -> str:
         return str(os.cpu_count())
 
 
-def docs_section(results: list[Result], tables: list[str]) -> str:
+def _seconds(r: Result, name: str) -> str:
+    return f"{r.median(name):.3f} s" if r.has(name) else "not timed"
+
+
+def _times(ratio: float | None) -> str:
+    return f"{ratio:.2f}×" if ratio is not None else "not timed"
+
+
+def docs_section(results: list[Result], tables: list[str], contenders: tuple[str, ...] = ()) -> str:
     today = dt.date.today().isoformat()
     sizes = ",".join(str(r.n_jobs) for r in results)
     first = results[0]
+    chosen = f" --contenders {','.join(contenders)}" if contenders else ""
     summary = "\n".join(
-        f"- {r.n_jobs} jobs: rxjobs median {r.median('rxjobs'):.3f} s (of which listing "
-        f"{statistics.median(r.listing):.3f} s), removal only {r.median('remove-only'):.3f} s, "
-        f"`rm -rf` {r.median('rm'):.3f} s, {PARALLEL_RM} parallel `rm -rf` {r.median('rm-parallel'):.3f} s; "
-        f"**ratio rxjobs / rm -rf: {r.ratio:.2f}× — {r.verdict}** (target ≤ {TARGET_RATIO}×)"
+        f"- {r.n_jobs} jobs: rxjobs median {_seconds(r, 'rxjobs')} (of which listing "
+        f"{statistics.median(r.listing):.3f} s), removal only {_seconds(r, 'remove-only')}, "
+        f"{PARALLEL_RM} parallel `rm -rf` {_seconds(r, BASELINE)}, `rm -rf` {_seconds(r, 'rm')}; "
+        f"**ratio rxjobs / {PARALLEL_RM} parallel `rm -rf`: {_times(r.ratio)} — {r.verdict}** "
+        f"(target ≤ {TARGET_RATIO}×); rxjobs / `rm -rf`: {_times(r.ratio_to('rm'))}"
         for r in results)
     body = "\n\n".join(f"```\n{table}\n```" for table in tables)
-    return f"""## Cleanup of finished jobs vs `rm -rf`
+    return f"""## Cleanup of finished jobs vs parallel `rm -rf`
 
-`python -m bench.cleanup_bench --jobs {sizes} --repeat {first.repeat}` —
+`python -m bench.cleanup_bench --jobs {sizes} --repeat {first.repeat}{chosen}` —
 finished local-engine jobs of {first.files_per_job} files each, removed with
 `rx_cleanup_jobs(rx_get_jobs(cc, verbose=False), force=True, verbose=False)`
-(listing and status derivation included: what a user pays), against one
-single-threaded `rm -rf` of an identical share dir, measured in the same run;
-{PARALLEL_RM} `rm -rf` processes in parallel on a third copy, for reference.
+(listing and status derivation included: what a user pays), against the same
+directories removed by {PARALLEL_RM} `rm -rf` processes in parallel, measured in the
+same run: the floor of deletion on the machine's disk at that moment.  One
+single-threaded `rm -rf` is timed too, for information (its ratio depends on
+how many deletions the disk serves at once: 0.48× on one machine, 0.59–0.66×
+on another, for the same code).
 Medians of {first.repeat} repetitions; the order of the contenders rotates, every tree is
 freshly written (page cache warm for all) and `sync`ed before its timing.
-Target: rxjobs ≤ {TARGET_RATIO}× `rm -rf`.
+Target (issue 15): rxjobs ≤ {TARGET_RATIO}× {PARALLEL_RM} parallel `rm -rf`, with fsync on.
 
 - Date: {today}
 - Machine: {machine_summary()}
@@ -382,18 +426,24 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {','.join(map(str, DEFAULT_SIZES))})")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions, medians reported (default 3)")
     parser.add_argument("--tmpdir", default=None, help="where to build the share dirs (default: system tmp)")
+    parser.add_argument("--contenders", type=_contenders, default=tuple(CONTENDERS),
+                        metavar="NAME[,NAME...]",
+                        help=f"which to time (default all: {','.join(CONTENDERS)})")
     parser.add_argument("--write-docs", action="store_true", help=f"update {DOCS_PATH.name}")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if "rxjobs" not in args.contenders:
+        parser.error("--contenders must include rxjobs")
     print(machine_summary())
     results, tables = [], []
     for n_jobs in args.jobs:
-        results.append(run(n_jobs, args.repeat, args.tmpdir))
+        results.append(run(n_jobs, args.repeat, args.tmpdir, contenders=args.contenders))
         tables.append(format_table(results[-1]))
         print(tables[-1], flush=True)
     if args.write_docs:
-        write_docs(docs_section(results, tables))
+        chosen = () if args.contenders == tuple(CONTENDERS) else args.contenders
+        write_docs(docs_section(results, tables, chosen))
         print(f"wrote {DOCS_PATH}")
     return 0
 
@@ -407,6 +457,16 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError("every size must be at least 1")
     return sizes
+
+
+def _contenders(text: str) -> tuple[str, ...]:
+    """``"rxjobs,rm-parallel"`` -> those names, each one of :data:`CONTENDERS`."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in CONTENDERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"contenders are among {', '.join(CONTENDERS)}; "
+                                         f"not {', '.join(unknown) or text!r}")
+    return names
 
 
 if __name__ == "__main__":

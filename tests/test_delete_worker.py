@@ -34,6 +34,13 @@ def test_a_big_cleanup_deletes_in_helpers_and_reports_what_they_freed(store, mon
         return submit(self, st, path)
 
     monkeypatch.setattr(DeleteWorkers, "submit", spy)
+    started = DeleteWorkers.__init__
+
+    def started_helpers(self, processes, threads):  # entries go to helpers only once they are up
+        started(self, processes, threads)
+        assert self.wait_started(timeout=60)
+
+    monkeypatch.setattr(DeleteWorkers, "__init__", started_helpers)
     monkeypatch.setattr(cleanup, "HELPER_PROCESSES_FROM_JOBS", 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     report = cleanup_jobs([(store, m.job_id) for m in made], force=True, verbose=False, threads=4)
@@ -59,6 +66,37 @@ def test_an_entry_is_deleted_here_when_the_helper_has_died(store):
 def test_a_helper_deletes_nothing_outside_the_trash(store):
     made = make_job(store, "failed")
     with DeleteWorkers(processes=1, threads=2) as workers:
+        assert workers.wait_started(timeout=60)
         with pytest.raises(OSError, match="not an entry of"):
             workers.delete(store, store.paths(made.job_id).dir)
     assert store.list_job_ids() == [made.job_id]
+
+
+def test_entries_are_deleted_here_until_a_helper_has_started(store, monkeypatch):
+    """Deletion bounds a cleanup: it starts with the first job, not when the helpers are up."""
+    made = [make_job(store, "failed") for _ in range(3)]
+    before = [store.usage(m.job_id) for m in made]
+    entries = [store.detach_job(m.job_id) for m in made]
+    with DeleteWorkers(processes=1, threads=2) as workers:
+        (helper,) = workers._helpers
+        monkeypatch.setattr(helper.ready, "is_set", lambda: False)  # as if still starting
+        here = [workers.submit(store, entry) for entry in entries]
+        assert all(future.done() for future in here)  # deleted by the submitting thread
+        assert [workers.result(future) for future in here] == before
+    assert store.listdir(store.trash) == []
+
+
+def test_a_started_helper_takes_the_entries(store, monkeypatch):
+    made = make_job(store, "failed")
+    usage = store.usage(made.job_id)
+    entry = store.detach_job(made.job_id)
+    sent = []
+    with DeleteWorkers(processes=1, threads=2) as workers:
+        assert workers.wait_started(timeout=60)
+        (helper,) = workers._helpers
+        send = helper.submit
+        monkeypatch.setattr(helper, "submit", lambda share_dir, path: (sent.append(path),
+                                                                       send(share_dir, path))[1])
+        assert workers.result(workers.submit(store, entry)) == usage
+    assert sent == [entry]
+    assert store.listdir(store.trash) == []

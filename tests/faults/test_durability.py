@@ -204,3 +204,73 @@ def test_the_switch(tmp_path, monkeypatch, value, fsyncs):
     monkeypatch.setattr(os, "fsync", lambda fd: (seen.append(fd), real(fd))[1])
     make_job(store, "retrieved")
     assert bool(seen) is fsyncs
+
+
+BIG_CLEANUP = """
+import os, sys
+from rxjobs import cleanup
+from rxjobs.store import open_store
+
+cleanup.HELPER_PROCESSES_FROM_JOBS = 1  # delete in helper processes, as a big cleanup does
+os.sched_getaffinity = lambda pid: {0, 1}
+store = open_store(sys.argv[1])
+ids = store.list_job_ids()
+report = cleanup.cleanup_jobs([(store, job_id) for job_id in ids], verbose=False, threads=8)
+assert [e.outcome.value for e in report] == ["removed"] * len(ids), report
+"""
+
+# `1764612345.123456 renameat(...) = 0 <0.000021>` (strace -ttt -T)
+TIMED = re.compile(r"^(?P<at>\d+\.\d+) (?P<call>.*) <(?P<took>\d+\.\d+)>$")
+
+
+def test_a_jobs_files_are_deleted_only_after_its_rename_into_the_trash_is_durable(tmp_path):
+    """Many jobs cleaned up by 8 threads, deleted by helper processes: the renames share
+    their fsyncs (a group commit), so the check is by time across every thread and
+    process: for each job, an fsync of ``.trash/`` and one of the share dir that began
+    after its rename ended, and ended before the first deletion of one of its files."""
+    share = tmp_path / "share"
+    store = open_store(str(share))
+    jobs = [make_job(store, "failed").job_id for _ in range(40)]
+    prefix = tmp_path / "trace"
+    env = {key: value for key, value in os.environ.items() if key != FSYNC_ENV}
+    env["PYTHONPATH"] = str(SRC)
+    done = subprocess.run([_strace(), "-ff", "-ttt", "-T", "-y", "-s", "256",
+                           "-e", "trace=file,desc,fsync", "-o", str(prefix), sys.executable, "-c",
+                           textwrap.dedent(BIG_CLEANUP), str(share)],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    renamed: dict[str, tuple[str, float]] = {}  # job -> (trash entry, when the rename ended)
+    syncs: dict[str, list[tuple[float, float]]] = defaultdict(list)  # dir -> (began, ended)
+    deletions: dict[str, float] = {}  # trash entry -> first deletion in it began
+    pids = set()
+    trash = f"{share}/.trash"
+    for trace in tmp_path.glob("trace.*"):
+        for line in trace.read_text(errors="replace").splitlines():
+            timed = TIMED.match(line)
+            m = CALL.match(timed["call"]) if timed else None
+            if not (timed and m) or m["ret"].startswith("-"):
+                continue
+            began, ended = float(timed["at"]), float(timed["at"]) + float(timed["took"])
+            call = Call(0, m["name"], m["args"], m["ret"], m["retpath"])
+            if call.name.startswith("rename") and len(call.fds) >= 2 and call.fd_path(1) == trash:
+                renamed[call.strings[0]] = (call.strings[1], ended)
+                pids.add(trace.suffix)
+            elif call.name == "fsync" and call.fds:
+                syncs[call.fd_path()].append((began, ended))
+            elif call.name in ("unlink", "unlinkat", "rmdir") and call.fds:
+                where = call.fd_path()
+                if where.startswith(f"{trash}/"):
+                    entry = where[len(trash) + 1:].split("/")[0]
+                    deletions[entry] = min(began, deletions.get(entry, began))
+    assert sorted(renamed) == sorted(jobs)
+    assert len(pids) > 1, "the renames were not made by several threads"
+    problems = []
+    for job_id, (entry, rename_ended) in renamed.items():
+        first_delete = deletions.get(entry)
+        assert first_delete is not None, f"no deletion seen in {entry}"
+        for where in (trash, str(share)):
+            if not any(rename_ended <= began and ended <= first_delete for began, ended in syncs[where]):
+                problems.append(f"{job_id}: no fsync of {where} between its rename and its first deletion")
+    assert not problems, problems
+    print(f"\n{len(jobs)} jobs renamed by {len(pids)} threads, {len(syncs[trash])} fsyncs of .trash/ "
+          f"and {len(syncs[str(share)])} of the share dir")

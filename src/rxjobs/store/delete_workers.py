@@ -10,10 +10,14 @@ then hands the trash entry to one of a few helper processes
 (``python -m rxjobs.store.delete_workers``), waiting for the files and bytes it
 deleted.  If a helper cannot start or dies, the caller deletes what is left
 itself; an entry a dead helper left half-deleted is then counted only for
-what remained.
+what remained.  Until a helper has started (a Python interpreter and its
+imports: 0.1 s on a quiet machine, a second on a loaded one), the entries
+are deleted by the threads that submit them, so that deletion, which bounds
+a cleanup, starts with the first job and not when the helpers are up.
 
-The protocol is JSON lines: the parent writes ``[share_dir, path]``, the
-helper answers ``[path, files, bytes]``, or ``[path, null, "error"]``.  A
+The protocol is JSON lines: the helper first says ``["ready"]``; then the
+parent writes ``[share_dir, path]``, the helper answers ``[path, files,
+bytes]``, or ``[path, null, "error"]``.  A
 helper deletes only entries of its share dir's trash
 (:meth:`rxjobs.store.Store.delete_detached` checks), never follows a
 symlink, and exits when its input closes.
@@ -26,6 +30,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -55,6 +60,7 @@ class _Helper:
         self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._gone = False
+        self.ready = threading.Event()  # the helper has started and reads entries
         self._reader = threading.Thread(target=self._read, name="rxjobs-delete-reader", daemon=True)
         self._reader.start()
 
@@ -76,7 +82,11 @@ class _Helper:
     def _read(self) -> None:
         try:
             for line in self._stdout:
-                path, files, info = json.loads(line)
+                answer = json.loads(line)
+                if answer == ["ready"]:
+                    self.ready.set()
+                    continue
+                path, files, info = answer
                 with self._lock:
                     future = self._pending.pop(path, None)
                 if future is None:
@@ -132,11 +142,12 @@ class DeleteWorkers:
     def submit(self, store: Store, path: str) -> Future:
         """Have a helper delete the trash entry ``path`` of ``store``; read it with :meth:`result`.
 
-        Deleted here at once when no helper can take it.
+        Deleted here at once when no helper can take it, or none has started yet.
         """
         with self._lock:
             helpers = self._helpers[self._next:] + self._helpers[:self._next]
             self._next = (self._next + 1) % max(1, len(self._helpers))
+        helpers = [helper for helper in helpers if helper.ready.is_set()]
         for helper in helpers:
             try:
                 future = helper.submit(store.url, path)
@@ -148,6 +159,15 @@ class DeleteWorkers:
         future = Future()
         future.set_result(store.delete_detached(path))
         return future
+
+    def wait_started(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every helper to start; whether they all have.
+
+        Nothing needs to wait (entries are deleted here meanwhile); a test
+        that must see a helper at work does.
+        """
+        deadline = time.monotonic() + timeout
+        return all(helper.ready.wait(max(0.0, deadline - time.monotonic())) for helper in self._helpers)
 
     def result(self, future: Future) -> Usage:
         """The files and bytes a submitted entry held, once deleted (here, if its helper died)."""
@@ -199,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(json.dumps(answer) + "\n")
             sys.stdout.flush()
 
+    from . import local  # noqa: F401  (imported before saying ready, not on the first entry)
+
+    sys.stdout.write(json.dumps(["ready"]) + "\n")
+    sys.stdout.flush()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for line in sys.stdin:
             share_dir, path = json.loads(line)

@@ -21,8 +21,9 @@ import os
 import re
 import secrets
 import stat
+import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psutil
@@ -526,8 +527,8 @@ class LocalStore(Store):
                 raise JobNotFoundError(self.not_found(job_id)) from None
             # Durable before a file of the job is deleted: a power loss then leaves the
             # job whole in its place, or in the trash, never half-deleted in its place.
-            fsync_dir(trash)
-            fsync_dir(root)
+            # Threads detaching jobs of this share dir at once share the two fsyncs.
+            trash_syncs(root, trash).wait_durable(lambda: _fsync_both(trash, root))
             owner = os.stat(target, dir_fd=trash, follow_symlinks=False).st_uid
             if owner != os.geteuid():  # swapped in after the caller's checks: put it back
                 os.rename(target, job_id, src_dir_fd=trash, dst_dir_fd=root)
@@ -573,7 +574,12 @@ class LocalStore(Store):
         with self._reserved_dir(TRASH, create=False) as trash:
             if trash is None:
                 return []
-            for name in list_at(trash):
+            names = list_at(trash)
+            if names:
+                # A remover killed between its rename and its fsyncs leaves an entry whose
+                # rename may not be on disk yet: make it so before deleting a file of it.
+                _fsync_both(trash, self._root_or_missing())
+            for name in names:
                 owner = _trash_owner(name)
                 if owner is not None and owner[0] != os.getpid() and _process_running(*owner):
                     continue  # another cleanup is deleting it right now
@@ -778,6 +784,89 @@ def fsync_dir(dir_fd: int) -> None:
     """Make the entries of the open directory ``dir_fd`` durable (unless fsync is off)."""
     if durable():
         os.fsync(dir_fd)
+
+
+def _fsync_both(trash: int, root: int) -> None:
+    fsync_dir(trash)
+    fsync_dir(root)
+
+
+class GroupSync:
+    """Group commit: one fsync made durable what several threads did before it began.
+
+    A thread that has made a change (a rename into ``.trash/``) calls
+    :meth:`wait_durable` with the fsync that makes it durable; it returns once
+    an fsync that *began after* the call has ended, whichever thread made it.
+    One thread syncs at a time; those that arrive meanwhile wait for the next
+    round, which one of them makes for all.  A cleanup's threads so share one
+    pair of directory fsyncs per round instead of making a pair each: every
+    fsync is a disk flush, which the deletions running alongside wait behind.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._begun = 0  # rounds begun
+        self._done = 0  # rounds ended: every change made before round k began is durable
+        self._syncing = False
+
+    def wait_durable(self, fsync: Callable[[], None]) -> None:
+        """Return when what the caller did before calling is durable.
+
+        Raises what ``fsync`` raised, in the thread that ran it; the threads
+        waiting on that round then sync again themselves.
+        """
+        with self._cond:
+            need = self._begun + 1  # a round begun from now on covers the caller's change
+            while self._done < need:
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._syncing = True
+                self._begun += 1
+                round_ = self._begun
+                ok = False
+                self._cond.release()
+                try:
+                    fsync()
+                    ok = True
+                finally:
+                    self._cond.acquire()
+                    self._syncing = False
+                    if ok:
+                        self._done = round_
+                    self._cond.notify_all()
+
+
+_GROUP_SYNCS: dict[tuple[int, int, int], GroupSync] = {}
+_GROUP_SYNCS_LOCK = threading.Lock()
+
+
+def _forget_group_syncs() -> None:
+    # A child forked while a thread of its parent was syncing would wait forever on a
+    # round no thread of its own makes: it starts with none.
+    global _GROUP_SYNCS_LOCK
+    _GROUP_SYNCS.clear()
+    _GROUP_SYNCS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_group_syncs)
+
+
+def trash_syncs(root: int, trash: int) -> GroupSync:
+    """The group commit of renames from the share dir ``root`` into its ``trash``.
+
+    Keyed by the two directories' inodes, so that every store object of one
+    share dir in this process (a cleanup's jobs may each bring their own)
+    shares it; an fsync of another descriptor of the same directory covers
+    the same entries.
+    """
+    root_st, trash_st = os.fstat(root), os.fstat(trash)
+    key = (root_st.st_dev, root_st.st_ino, trash_st.st_ino)
+    with _GROUP_SYNCS_LOCK:
+        found = _GROUP_SYNCS.get(key)
+        if found is None:
+            found = _GROUP_SYNCS[key] = GroupSync()
+        return found
 
 
 def _fsync_path(path: str) -> None:
