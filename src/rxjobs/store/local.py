@@ -22,7 +22,7 @@ import re
 import secrets
 import stat
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import psutil
@@ -479,6 +479,22 @@ class LocalStore(Store):
         root = self._root()
         if root is None:
             return None
+        return self._snapshot_at(root, job_id, records, sizes)
+
+    def snapshots(self, job_ids: Iterable[str], records: tuple[str, ...] = ("job.json", "status.json"),
+                  sizes: bool = True) -> Iterator[tuple[str, JobSnapshot | None]]:
+        """:meth:`snapshot` of each job, one after the other, from the share dir's descriptor.
+
+        In this thread, on purpose: a snapshot is a few dozen short system calls
+        with Python between them, and threads sharing the GIL made the walk of a
+        share dir slower, not faster (docs/benchmarks.md, growth).
+        """
+        root = self._root()
+        for job_id in job_ids:
+            yield job_id, None if root is None else self._snapshot_at(root, job_id, records, sizes)
+
+    def _snapshot_at(self, root: int, job_id: str, records: tuple[str, ...],
+                     sizes: bool) -> JobSnapshot | None:
         try:
             fd = open_dir_at(root, job_id)
         except (FileNotFoundError, NotADirectoryError):
