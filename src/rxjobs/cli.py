@@ -214,17 +214,21 @@ def _print_json(data: Any) -> None:
 
 
 def _json_lines(data: Any, indent: str = "") -> Iterator[str]:
-    """Chunks of the JSON of ``data``: a list (or a dict's list) one item per line."""
+    """Chunks of the JSON of ``data``: a list (or a dict's list) one item per line.
+
+    An iterator is written as a list, each item encoded as it is taken.
+    """
     inner = indent + "  "
     if isinstance(data, dict) and data:
         yield "{\n"
         last = len(data) - 1
         for i, (key, value) in enumerate(data.items()):
             yield f"{inner}{json.dumps(str(key))}: "
-            yield from _json_lines(value, inner) if isinstance(value, list) else (json.dumps(value),)
+            yield from (_json_lines(value, inner) if isinstance(value, (list, Iterator))
+                        else (json.dumps(value),))
             yield ",\n" if i < last else "\n"
         yield f"{indent}}}"
-    elif isinstance(data, list):
+    elif isinstance(data, (list, Iterator)):
         yield from _json_list_lines(data, indent)
     else:
         yield json.dumps(data)
@@ -906,7 +910,7 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
         return
     report = disk_usage(share.store(), asked, top)
     if as_json:
-        _print_json(report.to_json())
+        _print_json(report.to_json(lazy=True))
         return
     console = _console()
     if report.jobs:

@@ -229,7 +229,7 @@ def find_job(store: Store, job_id: str) -> ListedJob:
 # -- what `rxjobs list` shows of a job -----------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: `rxjobs list` holds one per job until it prints
 class JobSummary:
     """A job as a listing shows it: id, state, submit time, function, runs and size."""
 
