@@ -126,8 +126,15 @@ class SizeResult:
         return self.median(op) / self.median("du -s")
 
 
-def measure(template: Path, workdir: Path, jobs: int, repeat: int) -> SizeResult:
+def build(template: Path, workdir: Path, jobs: int) -> Path:
+    """The share dir of ``jobs`` clones in ``workdir``: built, or kept from a ``--build-only`` run."""
     share = workdir / f"share-{jobs}"
+    if share.is_dir():
+        found = sum(1 for entry in os.scandir(share) if entry.is_dir() and not entry.name.startswith("."))
+        if found == jobs:
+            print(f"reusing the {jobs} jobs in {share}", flush=True)
+            return share
+        shutil.rmtree(share)
     print(f"building {jobs} jobs in {share} ...", flush=True)
     # A scratch share dir: no fsync per record while building (2.5 million files at
     # --full); one sync below before anything is timed.
@@ -140,6 +147,10 @@ def measure(template: Path, workdir: Path, jobs: int, repeat: int) -> SizeResult
             del os.environ[FSYNC_ENV]
         else:
             os.environ[FSYNC_ENV] = saved
+    return share
+
+
+def measure(share: Path, jobs: int, repeat: int) -> SizeResult:
     time.sleep(1.1)  # every job older than the dry run's 1s
     subprocess.run(["sync"], check=False)
     files = sum(len(names) for _, _, names in os.walk(share))
@@ -245,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(about 2.5 million files; tens of minutes)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the reads (default 3)")
     parser.add_argument("--tmpdir", help="where to build the share dirs (default: the system's)")
+    parser.add_argument("--workdir", type=Path, help="build the share dirs here and keep them until "
+                        "measured (default: a temporary directory); a share dir of the right size "
+                        "already there is reused")
+    parser.add_argument("--build-only", action="store_true", help="with --workdir: build the share "
+                        "dirs and stop (building 100,000 jobs takes longer than measuring them)")
     parser.add_argument("--plot", type=Path, help=f"write the growth plot (default with --write-docs: "
                         f"{PLOT_PATH.relative_to(PLOT_PATH.parent.parent)})")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
@@ -256,13 +272,25 @@ def main(argv: list[str] | None = None) -> int:
     sizes = FULL_SIZES if args.full else (tuple(int(s) for s in text.split(",")) if text else DEFAULT_SIZES)
     if min(sizes) < 1 or args.repeat < 1:
         parser.error("sizes and --repeat must be at least 1")
+    if args.build_only and args.workdir is None:
+        parser.error("--build-only goes with --workdir")
     print(machine_summary())
     results = []
-    with tempfile.TemporaryDirectory(prefix="rxjobs-growth-bench-", dir=args.tmpdir) as work:
-        workdir = Path(work)
-        template = make_template(workdir)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is not None:
+            workdir = args.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="rxjobs-growth-bench-", dir=args.tmpdir)))
+        made = sorted((workdir / "template").glob("rxJob_*"))
+        template = made[0] if made else make_template(workdir)
         for jobs in sorted(sizes):
-            results.append(measure(template, workdir, jobs, args.repeat))
+            share = build(template, workdir, jobs)
+            if not args.build_only:
+                results.append(measure(share, jobs, args.repeat))
+    if args.build_only:
+        return 0
     table = format_table(results, args.repeat)
     print(table)
     plot_path = args.plot or (PLOT_PATH if args.write_docs else None)
