@@ -46,8 +46,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from rxjobs.store import open_store
 from rxjobs.store.local import FSYNC_ENV
 
 from .cleanup_bench import clone_jobs, machine_summary, make_template, unique_job_ids, verdict, write_docs
@@ -64,6 +66,7 @@ CLI_ARGS = {
     "dry-run": ["cleanup", "--all", "--older-than", "1s", "--dry-run", "--json"],
     "cleanup": ["cleanup", "--all", "--force", "--json"],
 }
+BUILDERS = 6  # processes that build a share dir (not timed)
 PLOT_PATH = Path(__file__).resolve().parent.parent / "docs" / "growth.png"
 
 
@@ -141,7 +144,15 @@ def build(template: Path, workdir: Path, jobs: int) -> Path:
     saved = os.environ.get(FSYNC_ENV)
     os.environ[FSYNC_ENV] = "0"
     try:
-        clone_jobs(template, share, unique_job_ids(jobs))
+        open_store(str(share)).ensure_root()
+        ids = unique_job_ids(jobs)
+        # Creating a file waits on the filesystem's journal far more than on a CPU: a
+        # few builders side by side make the 2.5 million files of --full several times
+        # faster.
+        parts = [ids[i::BUILDERS] for i in range(BUILDERS)]
+        with ProcessPoolExecutor(BUILDERS) as pool:
+            for done in pool.map(clone_jobs, [template] * BUILDERS, [share] * BUILDERS, parts):
+                assert done is None
     finally:
         if saved is None:
             del os.environ[FSYNC_ENV]
