@@ -14,7 +14,6 @@ locks are ``flock``s on a fixed set of stripe files in ``.locks/``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import json
@@ -509,8 +508,11 @@ class LocalStore(Store):
         with size_helper.SizeHelper(root, job_ids) as helper:
             for job_id in job_ids:
                 snapshot = self._snapshot_at(root, job_id, records, sizes=False)
-                counted = Usage(*helper.next())  # the helper's count of this job, taken in order
-                yield job_id, None if snapshot is None else dataclasses.replace(snapshot, usage=counted)
+                counted = helper.next()  # this job's files and bytes (taken for every job, in order)
+                if snapshot is not None:
+                    snapshot = JobSnapshot(snapshot.entries, snapshot.owner, Usage(*counted),
+                                           snapshot.records)
+                yield job_id, snapshot
 
     def _snapshot_at(self, root: int, job_id: str, records: tuple[str, ...],
                      sizes: bool) -> JobSnapshot | None:
