@@ -120,7 +120,7 @@ class SizeResult:
     rss_mb: dict[str, float]
 
     def median(self, op: str) -> float:
-        return statistics.median(self.times[op])
+        return statistics.median(self.times[op]) if self.times[op] else float("nan")
 
     def per_job_us(self, op: str) -> float:
         return self.median(op) / self.jobs * 1e6
@@ -161,7 +161,7 @@ def build(template: Path, workdir: Path, jobs: int) -> Path:
     return share
 
 
-def measure(share: Path, jobs: int, repeat: int) -> SizeResult:
+def measure(share: Path, jobs: int, repeat: int, cleanup: bool = True) -> SizeResult:
     time.sleep(1.1)  # every job older than the dry run's 1s
     subprocess.run(["sync"], check=False)
     files = sum(len(names) for _, _, names in os.walk(share))
@@ -175,10 +175,16 @@ def measure(share: Path, jobs: int, repeat: int) -> SizeResult:
             seconds, peak = run_child(op, share)
             times[op].append(seconds)
             rss[op] = max(rss.get(op, 0.0), peak)
-        print(f"  round {i + 1}: " + ", ".join(f"{op} {times[op][-1]:.3f}s" for op in ops), flush=True)
+        print(f"  round {i + 1}: " + ", ".join(f"{op} {times[op][-1]:.3f}s ({rss[op]:.0f} MB)"
+                                                for op in ops), flush=True)
+    if not cleanup:
+        print(f"  no forced cleanup at {jobs} jobs (--cleanup-up-to); {share} is left to remove",
+              flush=True)
+        return SizeResult(jobs, files, times, rss)
     seconds, peak = run_child("cleanup", share)
     times["cleanup"].append(seconds)
     rss["cleanup"] = peak
+    print(f"  cleanup {seconds:.3f}s ({peak:.0f} MB)", flush=True)
     left = [n for n in os.listdir(share) if not n.startswith(".")]
     if left:
         raise RuntimeError(f"the forced cleanup left {len(left)} jobs in {share}")
@@ -186,8 +192,10 @@ def measure(share: Path, jobs: int, repeat: int) -> SizeResult:
     return SizeResult(jobs, files, times, rss)
 
 
-def growth(results: list[SizeResult], op: str) -> float:
-    return results[-1].per_job_us(op) / results[0].per_job_us(op)
+def growth(results: list[SizeResult], op: str) -> tuple[float, SizeResult]:
+    """Time per job at the largest size ``op`` was timed at, over that at the smallest."""
+    timed = [r for r in results if r.times[op]]
+    return timed[-1].per_job_us(op) / timed[0].per_job_us(op), timed[-1]
 
 
 def format_table(results: list[SizeResult], repeat: int) -> str:
@@ -204,9 +212,10 @@ def format_table(results: list[SizeResult], repeat: int) -> str:
                      f"{verdict(worst <= TARGET_DU_RATIO)}")
     if len(results) > 1:
         for op in (*READ_OPS, "cleanup"):
-            g = growth(results, op)
-            lines.append(f"{op}: time per job at {results[-1].jobs} / at {results[0].jobs}: {g:.2f}x   "
-                         f"target <= {TARGET_GROWTH}x: {verdict(g <= TARGET_GROWTH)}")
+            g, last = growth(results, op)
+            lines.append(f"{op}: time per job at {last.jobs} / at {results[0].jobs}: {g:.2f}x   "
+                         f"target <= {TARGET_GROWTH}x: {verdict(g <= TARGET_GROWTH)}"
+                         + ("" if last is results[-1] else f"   (not timed at {results[-1].jobs})"))
     last = results[-1]
     for op in ("list", "du"):
         lines.append(f"{op}: peak RSS at {last.jobs} jobs {last.rss_mb[op]:.0f} MB   target <= "
@@ -221,9 +230,9 @@ def plot(results: list[SizeResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    sizes = [r.jobs for r in results]
     for op in ("du -s", *READ_OPS, "cleanup"):
-        ax.plot(sizes, [r.per_job_us(op) for r in results], marker="o", label=op)
+        timed = [r for r in results if r.times[op]]
+        ax.plot([r.jobs for r in timed], [r.per_job_us(op) for r in timed], marker="o", label=op)
     ax.set_xscale("log")
     ax.set_yscale("log")  # cleanup's unlinks and du -s's stats differ tenfold
     ax.set_xlabel("jobs in the share dir")
@@ -270,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="build the share dirs here and keep them until "
                         "measured (default: a temporary directory); a share dir of the right size "
                         "already there is reused")
+    parser.add_argument("--cleanup-up-to", type=int, metavar="N", help="time the forced cleanup "
+                        "only at sizes up to N jobs (a larger share dir is left in --workdir)")
     parser.add_argument("--build-only", action="store_true", help="with --workdir: build the share "
                         "dirs and stop (building 100,000 jobs takes longer than measuring them)")
     parser.add_argument("--plot", type=Path, help=f"write the growth plot (default with --write-docs: "
@@ -299,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         for jobs in sorted(sizes):
             share = build(template, workdir, jobs)
             if not args.build_only:
-                results.append(measure(share, jobs, args.repeat))
+                results.append(measure(share, jobs, args.repeat,
+                                       cleanup=args.cleanup_up_to is None or jobs <= args.cleanup_up_to))
     if args.build_only:
         return 0
     table = format_table(results, args.repeat)
@@ -310,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {plot_path}")
     if args.write_docs:
         shown = "--full" if args.full else f"--sizes {','.join(str(s) for s in sizes)}"
+        if args.cleanup_up_to is not None:
+            shown += f" --cleanup-up-to {args.cleanup_up_to}"
         write_docs(docs_section(results, table, f"{shown} --repeat {args.repeat}",
                                 plot_path.name if plot_path is not None and len(results) > 1 else None),
                    name="growth_bench")
