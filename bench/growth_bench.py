@@ -46,7 +46,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from rxjobs.store import open_store
+from rxjobs.store.local import FSYNC_ENV
 
 from .cleanup_bench import clone_jobs, machine_summary, make_template, unique_job_ids, verdict, write_docs
 
@@ -62,6 +66,7 @@ CLI_ARGS = {
     "dry-run": ["cleanup", "--all", "--older-than", "1s", "--dry-run", "--json"],
     "cleanup": ["cleanup", "--all", "--force", "--json"],
 }
+BUILDERS = 6  # processes that build a share dir (not timed)
 PLOT_PATH = Path(__file__).resolve().parent.parent / "docs" / "growth.png"
 
 
@@ -115,7 +120,7 @@ class SizeResult:
     rss_mb: dict[str, float]
 
     def median(self, op: str) -> float:
-        return statistics.median(self.times[op])
+        return statistics.median(self.times[op]) if self.times[op] else float("nan")
 
     def per_job_us(self, op: str) -> float:
         return self.median(op) / self.jobs * 1e6
@@ -124,10 +129,39 @@ class SizeResult:
         return self.median(op) / self.median("du -s")
 
 
-def measure(template: Path, workdir: Path, jobs: int, repeat: int) -> SizeResult:
+def build(template: Path, workdir: Path, jobs: int) -> Path:
+    """The share dir of ``jobs`` clones in ``workdir``: built, or kept from a ``--build-only`` run."""
     share = workdir / f"share-{jobs}"
+    if share.is_dir():
+        found = sum(1 for entry in os.scandir(share) if entry.is_dir() and not entry.name.startswith("."))
+        if found == jobs:
+            print(f"reusing the {jobs} jobs in {share}", flush=True)
+            return share
+        shutil.rmtree(share)
     print(f"building {jobs} jobs in {share} ...", flush=True)
-    clone_jobs(template, share, unique_job_ids(jobs))
+    # A scratch share dir: no fsync per record while building (2.5 million files at
+    # --full); one sync below before anything is timed.
+    saved = os.environ.get(FSYNC_ENV)
+    os.environ[FSYNC_ENV] = "0"
+    try:
+        open_store(str(share)).ensure_root()
+        ids = unique_job_ids(jobs)
+        # Creating a file waits on the filesystem's journal far more than on a CPU: a
+        # few builders side by side make the 2.5 million files of --full several times
+        # faster.
+        parts = [ids[i::BUILDERS] for i in range(BUILDERS)]
+        with ProcessPoolExecutor(BUILDERS) as pool:
+            for done in pool.map(clone_jobs, [template] * BUILDERS, [share] * BUILDERS, parts):
+                assert done is None
+    finally:
+        if saved is None:
+            del os.environ[FSYNC_ENV]
+        else:
+            os.environ[FSYNC_ENV] = saved
+    return share
+
+
+def measure(share: Path, jobs: int, repeat: int, cleanup: bool = True) -> SizeResult:
     time.sleep(1.1)  # every job older than the dry run's 1s
     subprocess.run(["sync"], check=False)
     files = sum(len(names) for _, _, names in os.walk(share))
@@ -135,16 +169,25 @@ def measure(template: Path, workdir: Path, jobs: int, repeat: int) -> SizeResult
     times: dict[str, list[float]] = {op: [] for op in (*ops, "cleanup")}
     rss: dict[str, float] = {}
     run_child("du -s", share)  # warm the page cache and the interpreter's files
+    # du -s reads no file: without this the first timed op would read every record from
+    # the disk (at 100,000 jobs on a busy machine, `list` took 3x the warm dry run so).
+    run_child("list", share)
     for i in range(repeat):
         order = ops[i % len(ops):] + ops[:i % len(ops)]
         for op in order:
             seconds, peak = run_child(op, share)
             times[op].append(seconds)
             rss[op] = max(rss.get(op, 0.0), peak)
-        print(f"  round {i + 1}: " + ", ".join(f"{op} {times[op][-1]:.3f}s" for op in ops), flush=True)
+        print(f"  round {i + 1}: " + ", ".join(f"{op} {times[op][-1]:.3f}s ({rss[op]:.0f} MB)"
+                                                for op in ops), flush=True)
+    if not cleanup:
+        print(f"  no forced cleanup at {jobs} jobs (--cleanup-up-to); {share} is left to remove",
+              flush=True)
+        return SizeResult(jobs, files, times, rss)
     seconds, peak = run_child("cleanup", share)
     times["cleanup"].append(seconds)
     rss["cleanup"] = peak
+    print(f"  cleanup {seconds:.3f}s ({peak:.0f} MB)", flush=True)
     left = [n for n in os.listdir(share) if not n.startswith(".")]
     if left:
         raise RuntimeError(f"the forced cleanup left {len(left)} jobs in {share}")
@@ -152,8 +195,10 @@ def measure(template: Path, workdir: Path, jobs: int, repeat: int) -> SizeResult
     return SizeResult(jobs, files, times, rss)
 
 
-def growth(results: list[SizeResult], op: str) -> float:
-    return results[-1].per_job_us(op) / results[0].per_job_us(op)
+def growth(results: list[SizeResult], op: str) -> tuple[float, SizeResult]:
+    """Time per job at the largest size ``op`` was timed at, over that at the smallest."""
+    timed = [r for r in results if r.times[op]]
+    return timed[-1].per_job_us(op) / timed[0].per_job_us(op), timed[-1]
 
 
 def format_table(results: list[SizeResult], repeat: int) -> str:
@@ -170,9 +215,10 @@ def format_table(results: list[SizeResult], repeat: int) -> str:
                      f"{verdict(worst <= TARGET_DU_RATIO)}")
     if len(results) > 1:
         for op in (*READ_OPS, "cleanup"):
-            g = growth(results, op)
-            lines.append(f"{op}: time per job at {results[-1].jobs} / at {results[0].jobs}: {g:.2f}x   "
-                         f"target <= {TARGET_GROWTH}x: {verdict(g <= TARGET_GROWTH)}")
+            g, last = growth(results, op)
+            lines.append(f"{op}: time per job at {last.jobs} / at {results[0].jobs}: {g:.2f}x   "
+                         f"target <= {TARGET_GROWTH}x: {verdict(g <= TARGET_GROWTH)}"
+                         + ("" if last is results[-1] else f"   (not timed at {results[-1].jobs})"))
     last = results[-1]
     for op in ("list", "du"):
         lines.append(f"{op}: peak RSS at {last.jobs} jobs {last.rss_mb[op]:.0f} MB   target <= "
@@ -187,9 +233,9 @@ def plot(results: list[SizeResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    sizes = [r.jobs for r in results]
     for op in ("du -s", *READ_OPS, "cleanup"):
-        ax.plot(sizes, [r.per_job_us(op) for r in results], marker="o", label=op)
+        timed = [r for r in results if r.times[op]]
+        ax.plot([r.jobs for r in timed], [r.per_job_us(op) for r in timed], marker="o", label=op)
     ax.set_xscale("log")
     ax.set_yscale("log")  # cleanup's unlinks and du -s's stats differ tenfold
     ax.set_xlabel("jobs in the share dir")
@@ -233,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
                         "(about 2.5 million files; tens of minutes)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the reads (default 3)")
     parser.add_argument("--tmpdir", help="where to build the share dirs (default: the system's)")
+    parser.add_argument("--workdir", type=Path, help="build the share dirs here and keep them until "
+                        "measured (default: a temporary directory); a share dir of the right size "
+                        "already there is reused")
+    parser.add_argument("--cleanup-up-to", type=int, metavar="N", help="time the forced cleanup "
+                        "only at sizes up to N jobs (a larger share dir is left in --workdir)")
+    parser.add_argument("--build-only", action="store_true", help="with --workdir: build the share "
+                        "dirs and stop (building 100,000 jobs takes longer than measuring them)")
     parser.add_argument("--plot", type=Path, help=f"write the growth plot (default with --write-docs: "
                         f"{PLOT_PATH.relative_to(PLOT_PATH.parent.parent)})")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
@@ -244,13 +297,26 @@ def main(argv: list[str] | None = None) -> int:
     sizes = FULL_SIZES if args.full else (tuple(int(s) for s in text.split(",")) if text else DEFAULT_SIZES)
     if min(sizes) < 1 or args.repeat < 1:
         parser.error("sizes and --repeat must be at least 1")
+    if args.build_only and args.workdir is None:
+        parser.error("--build-only goes with --workdir")
     print(machine_summary())
     results = []
-    with tempfile.TemporaryDirectory(prefix="rxjobs-growth-bench-", dir=args.tmpdir) as work:
-        workdir = Path(work)
-        template = make_template(workdir)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is not None:
+            workdir = args.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="rxjobs-growth-bench-", dir=args.tmpdir)))
+        made = sorted((workdir / "template").glob("rxJob_*"))
+        template = made[0] if made else make_template(workdir)
         for jobs in sorted(sizes):
-            results.append(measure(template, workdir, jobs, args.repeat))
+            share = build(template, workdir, jobs)
+            if not args.build_only:
+                results.append(measure(share, jobs, args.repeat,
+                                       cleanup=args.cleanup_up_to is None or jobs <= args.cleanup_up_to))
+    if args.build_only:
+        return 0
     table = format_table(results, args.repeat)
     print(table)
     plot_path = args.plot or (PLOT_PATH if args.write_docs else None)
@@ -259,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {plot_path}")
     if args.write_docs:
         shown = "--full" if args.full else f"--sizes {','.join(str(s) for s in sizes)}"
+        if args.cleanup_up_to is not None:
+            shown += f" --cleanup-up-to {args.cleanup_up_to}"
         write_docs(docs_section(results, table, f"{shown} --repeat {args.repeat}",
                                 plot_path.name if plot_path is not None and len(results) > 1 else None),
                    name="growth_bench")

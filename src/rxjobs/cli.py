@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -197,8 +197,57 @@ def _state_text(state: str) -> Text:
     return Text(state, style=_STATE_STYLES.get(state, ""))
 
 
+# Rows written per echo when a long JSON list is printed.
+_JSON_ROWS_PER_WRITE = 512
+
+
 def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
+    """Print ``data`` as JSON, its top-level entries and list items one per line.
+
+    ``indent`` would send ``json.dumps`` through its pure-Python encoder, a
+    third of ``rxjobs du --json``'s time on a big share dir; each line here is
+    encoded by the C encoder, and a long list is written as it is encoded.
+    """
+    for text in _json_lines(data):
+        click.echo(text, nl=False)
+    click.echo()
+
+
+def _json_lines(data: Any, indent: str = "") -> Iterator[str]:
+    """Chunks of the JSON of ``data``: a list (or a dict's list) one item per line.
+
+    An iterator is written as a list, each item encoded as it is taken.
+    """
+    inner = indent + "  "
+    if isinstance(data, dict) and data:
+        yield "{\n"
+        last = len(data) - 1
+        for i, (key, value) in enumerate(data.items()):
+            yield f"{inner}{json.dumps(str(key))}: "
+            yield from (_json_lines(value, inner) if isinstance(value, (list, Iterator))
+                        else (json.dumps(value),))
+            yield ",\n" if i < last else "\n"
+        yield f"{indent}}}"
+    elif isinstance(data, (list, Iterator)):
+        yield from _json_list_lines(data, indent)
+    else:
+        yield json.dumps(data)
+
+
+def _json_list_lines(items: Iterable[Any], indent: str = "") -> Iterator[str]:
+    """Chunks of the JSON list of ``items``, one item per line, encoded as they come."""
+    chunk: list[str] = []
+    lead = f"[\n{indent}  "
+    for item in items:
+        chunk.append(lead + json.dumps(item))
+        lead = f",\n{indent}  "
+        if len(chunk) >= _JSON_ROWS_PER_WRITE:
+            yield "".join(chunk)
+            chunk = []
+    if lead.startswith("["):
+        yield "[]"
+    else:
+        yield "".join(chunk) + f"\n{indent}]"
 
 
 def _local_time(when: datetime | None) -> str:
@@ -309,7 +358,9 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
     found = listing.list_jobs(store, start=since, end=until, states=states or None, sizes=True)
     rows = [listing.summarize(store, job) for job in found]
     if as_json:
-        _print_json([row.to_json() for row in rows])
+        for text in _json_list_lines(row.to_json() for row in rows):
+            click.echo(text, nl=False)
+        click.echo()
         return
     console = _console()
     if not rows:
@@ -859,7 +910,7 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
         return
     report = disk_usage(share.store(), asked, top)
     if as_json:
-        _print_json(report.to_json())
+        _print_json(report.to_json(lazy=True))
         return
     console = _console()
     if report.jobs:

@@ -164,7 +164,13 @@ def foreign_owner(store: Store, job_id: str) -> int | None:
 
 
 def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
-            ) -> tuple[JobFacts, JobRecord | None, StatusRecord, frozenset[str]]:
+            record: JobRecord | None = None, probe: bool = True,
+            ) -> tuple[JobFacts, JobRecord | None, StatusRecord, frozenset[str]] | None:
+    """The facts a job's state is derived from, and the records read on the way.
+
+    ``record``: its ``job.json``, already read and checked by the caller.
+    Without ``probe``, None when the facts would need the engine asked.
+    """
     # One look at the job directory's names gives presence and markers (one
     # listing request on an object store); a snapshot holds it, and the records.
     entries = snapshot.entries if snapshot is not None else store.job_entries(job_id)
@@ -172,14 +178,18 @@ def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
         return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
     canceled = "canceled" in entries
     status = read_status_record(store, job_id, snapshot)
-    try:
-        job = read_job_record(store, job_id, snapshot=snapshot)
-    except JobNotFoundError:
-        return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
-    except ValueError:
-        job = None
+    job = record
+    if job is None:
+        try:
+            job = read_job_record(store, job_id, snapshot=snapshot)
+        except JobNotFoundError:
+            return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
+        except ValueError:
+            job = None
     facts = JobFacts(present=True, job_record_ok=job is not None, canceled=canceled,
                      record=status.state, record_reason=status.reason)
+    # A job that has ended (or cannot be told apart from debris) is settled by its
+    # files alone: no engine is asked, no process looked up.
     if canceled or status.state in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:
         return facts, job, status, entries
     if snapshot is not None:
@@ -188,6 +198,8 @@ def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
         owner = foreign_owner(store, job_id)
     if owner is not None:
         return replace(facts, foreign_owner=owner), job, status, entries
+    if not probe:
+        return None
     try:
         engine = read_engine_record(store, job_id)
     except FileNotFoundError:
@@ -195,31 +207,57 @@ def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
     except (ValueError, OSError):
         return replace(facts, probe=Probe.UNREACHABLE), job, status, entries
     try:
-        probe = get_engine(engine.engine).probe(engine.handle)
+        found = get_engine(engine.engine).probe(engine.handle)
     except Exception:
-        probe = Probe.UNREACHABLE
-    return replace(facts, probe=probe), job, status, entries
+        found = Probe.UNREACHABLE
+    return replace(facts, probe=found), job, status, entries
 
 
 def gather_facts(store: Store, job_id: str) -> JobFacts:
     """Read everything the state of a job is derived from, probing its engine once."""
-    return _gather(store, job_id)[0]
+    gathered = _gather(store, job_id)
+    assert gathered is not None  # with probe=True there is always an answer
+    return gathered[0]
 
 
-def look_at_job(store: Store, job_id: str, snapshot: JobSnapshot | None = None) -> JobLook:
+def look_at_job(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
+                record: JobRecord | None = None) -> JobLook:
     """Derive a job's state (docs/design.md#job-states) and keep the records read on the way.
 
     With ``snapshot`` (:meth:`~rxjobs.store.Store.snapshot` of the job, just
-    taken), its names and records are used instead of reading them again.
+    taken), its names and records are used instead of reading them again;
+    with ``record`` (its ``job.json``, read by the caller from that snapshot),
+    that is not parsed again.
     """
-    facts, record, status, entries = _gather(store, job_id, snapshot)
+    gathered = _gather(store, job_id, snapshot, record)
+    assert gathered is not None
+    return _derive(store, job_id, *gathered)
+
+
+def settled_look(store: Store, job_id: str, snapshot: JobSnapshot,
+                 record: JobRecord | None = None) -> JobLook | None:
+    """:func:`look_at_job` from ``snapshot`` alone, or None when the engine must be asked.
+
+    A survey derives every job that has ended (or is gone, canceled, broken,
+    another user's) at the cost of parsing its records, and leaves the few
+    still running to :func:`look_at_job`, whose engine probes may wait on
+    the network and so are worth running side by side.
+    """
+    gathered = _gather(store, job_id, snapshot, record, probe=False)
+    return None if gathered is None else _derive(store, job_id, *gathered)
+
+
+def _derive(store: Store, job_id: str, facts: JobFacts, record: JobRecord | None, status: StatusRecord,
+            entries: frozenset[str]) -> JobLook:
     derived = derive_status(facts)
     if derived.status is RxRemoteJobStatus.FAILED and derived.reason.startswith(
         ("driver lost", "submission did not complete")
     ):
         # The driver may have written its final record and exited between our
         # reading status.json and probing it: look once more before saying lost.
-        facts, record, status, entries = _gather(store, job_id)
+        gathered = _gather(store, job_id)
+        assert gathered is not None
+        facts, record, status, entries = gathered
         derived = derive_status(facts)
     return JobLook(derived, record, status, entries)
 

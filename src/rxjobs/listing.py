@@ -192,7 +192,7 @@ def list_jobs(
             job_context = stored
         status = None
         if need_state:
-            status = jobs.look_at_job(store, job_id, snapshot).status
+            status = jobs.look_at_job(store, job_id, snapshot, record).status
             if wanted is not None and status not in wanted:
                 continue
         yield ListedJob(job_id, job_context, job_options, submitted, status, record,
@@ -229,7 +229,7 @@ def find_job(store: Store, job_id: str) -> ListedJob:
 # -- what `rxjobs list` shows of a job -----------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: `rxjobs list` holds one per job until it prints
 class JobSummary:
     """A job as a listing shows it: id, state, submit time, function, runs and size."""
 

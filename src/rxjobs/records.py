@@ -194,7 +194,12 @@ class StatusRecord:
                 raise ValueError("fields of the wrong type")
         except (KeyError, TypeError, ValueError, AttributeError):
             return CORRUPT_STATUS
-        return cls(state, reason, started=times[0], updated=times[1], ended=times[2], details=details)
+        # As JobRecord.from_json: not cls(...), whose frozen __init__ sets each field
+        # through object.__setattr__ (a survey reads one of these per job).
+        record = object.__new__(cls)
+        record.__dict__.update(state=state, reason=reason, started=times[0], updated=times[1],
+                               ended=times[2], details=details)
+        return record
 
     @property
     def is_final(self) -> bool:

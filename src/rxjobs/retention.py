@@ -21,6 +21,7 @@ What a policy picks:
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +43,7 @@ from .cleanup import (
 from .durations import format_duration, parse_size, to_timedelta
 from .ids import job_id_time
 from .status import RxRemoteJobStatus
-from .store import Store
+from .store import JobSnapshot, Store
 from .times import parse_timestamp, time_ago, utc_now
 
 POLICY_KEYS = ("older_than", "max_total_size", "keep_last", "states", "force")
@@ -179,7 +180,13 @@ def load_policy(path: str | os.PathLike[str]) -> RetentionPolicy:
 # -- the survey (I/O) and the selection (pure) ----------------------------------------------
 
 
-@dataclass(frozen=True)
+_FOREIGN = Decision(Action.KEEP, "owned by another user: never removed", warn=True)
+# The rules are a pure function of a few values that most jobs share (a report of
+# 100,000 jobs asks them half a million times): each distinct case is decided once.
+_decide = functools.lru_cache(maxsize=4096)(decide_cleanup)
+
+
+@dataclass(frozen=True, slots=True)  # slots: a survey of a big share dir holds 100,000
 class SurveyedJob:
     """What a retention run knows about one job of the share dir."""
 
@@ -196,8 +203,8 @@ class SurveyedJob:
     def decision(self, force: bool) -> Decision:
         """What cleanup would do to this job (the rules of docs/design.md#cleanup-rules)."""
         if self.foreign:
-            return Decision(Action.KEEP, "owned by another user: never removed", warn=True)
-        return decide_cleanup(self.status, self.retrieved, force, why=self.reason, expired=self.expired)
+            return _FOREIGN
+        return _decide(self.status, self.retrieved, force, self.reason, self.expired)
 
     def removable(self, force: bool) -> bool:
         return self.decision(force).action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
@@ -304,41 +311,74 @@ def select_jobs(surveyed: Sequence[SurveyedJob], policy: RetentionPolicy, now: d
 
 def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
                 threads: int = 8) -> list[SurveyedJob]:
-    """Look at every job of a share dir once: state, markers, expiry and (if asked) size."""
+    """Look at every job of a share dir once: state, markers, expiry and (if asked) size.
+
+    Every job is visited once through :meth:`Store.snapshots` (the store
+    chooses how: one job after another on a local disk, in bulk on an object
+    store).  A job whose state follows from what that visit read (it ended,
+    was canceled, is broken or another user's) is derived at once; the jobs
+    still running, whose engines must be asked, are looked at afterwards in
+    up to ``threads`` threads (a probe may wait on the network).  One job's
+    problem never stops the survey: it is ``undetermined``, with the error.
+    """
     now = now or utc_now()
-
     me = os.geteuid()
-
-    def look(job_id: str) -> SurveyedJob:
-        submitted = job_id_time(job_id)
-        try:
-            # One visit of the job directory: names, owner, size and records at once.
-            snapshot = store.snapshot(job_id, sizes=sizes)
-            if snapshot is None:
-                return SurveyedJob(job_id, submitted, RxRemoteJobStatus.MISSING)
-            seen = jobs.look_at_job(store, job_id, snapshot)
-        except Exception as exc:  # one job's problem never stops the survey
-            return SurveyedJob(job_id, submitted, RxRemoteJobStatus.UNDETERMINED,
-                               f"{type(exc).__name__}: {exc}")
-        if submitted is None and seen.record is not None:
-            submitted = seen.record.created_time
-        usage = snapshot.usage
-        return SurveyedJob(
-            job_id, submitted, seen.status, seen.derived.reason,
-            retrieved=seen.status is RxRemoteJobStatus.FINISHED and seen.retrieved,
-            expired=jobs.is_expired(store, seen, now),
-            foreign=snapshot.owner is not None and snapshot.owner != me,
-            files=usage.files if usage else 0, bytes=usage.bytes if usage else 0)
-
-    def look_at_chunk(chunk: list[str]) -> list[SurveyedJob]:
-        return [look(job_id) for job_id in chunk]
-
     ids = store.list_job_ids()
-    # Chunks, not a future per job: a future costs about as much as a job's look.
-    size = max(1, min(256, len(ids) // (4 * max(1, threads)) or 1))
-    chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return [job for found in pool.map(look_at_chunk, chunks) for job in found]
+    found: list[SurveyedJob | None] = []
+    running: list[tuple[int, str, JobSnapshot]] = []
+    done = 0
+    looks = store.snapshots(ids, sizes=sizes)
+    while done < len(ids):
+        try:
+            for job_id, snapshot in looks:
+                done += 1
+                if snapshot is None:
+                    found.append(SurveyedJob(job_id, job_id_time(job_id), RxRemoteJobStatus.MISSING))
+                    continue
+                try:
+                    seen = jobs.settled_look(store, job_id, snapshot)
+                    if seen is None:
+                        running.append((len(found), job_id, snapshot))
+                    found.append(None if seen is None else _surveyed(store, job_id, snapshot, seen, now, me))
+                except Exception as exc:
+                    found.append(_undetermined(job_id, exc))
+        except Exception as exc:  # the visit of ids[done] failed: the others go on
+            found.append(_undetermined(ids[done], exc))
+            done += 1
+            looks = store.snapshots(ids[done:], sizes=sizes)
+
+    def look(job: tuple[int, str, JobSnapshot]) -> SurveyedJob:
+        _, job_id, snapshot = job
+        try:
+            return _surveyed(store, job_id, snapshot, jobs.look_at_job(store, job_id, snapshot), now, me)
+        except Exception as exc:
+            return _undetermined(job_id, exc)
+
+    if running:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(running)))) as pool:
+            for (i, _, _), job in zip(running, pool.map(look, running), strict=True):
+                found[i] = job
+    return [job for job in found if job is not None]
+
+
+def _undetermined(job_id: str, exc: Exception) -> SurveyedJob:
+    return SurveyedJob(job_id, job_id_time(job_id), RxRemoteJobStatus.UNDETERMINED,
+                       f"{type(exc).__name__}: {exc}")
+
+
+def _surveyed(store: Store, job_id: str, snapshot: JobSnapshot, seen: jobs.JobLook, now: datetime,
+              me: int) -> SurveyedJob:
+    """What a survey keeps of a job it looked at."""
+    submitted = job_id_time(job_id)
+    if submitted is None and seen.record is not None:
+        submitted = seen.record.created_time
+    usage = snapshot.usage
+    return SurveyedJob(
+        job_id, submitted, seen.status, seen.derived.reason,
+        retrieved=seen.status is RxRemoteJobStatus.FINISHED and seen.retrieved,
+        expired=jobs.is_expired(store, seen, now),
+        foreign=snapshot.owner is not None and snapshot.owner != me,
+        files=usage.files if usage else 0, bytes=usage.bytes if usage else 0)
 
 
 # -- applying a policy to one share dir ------------------------------------------------------

@@ -20,7 +20,7 @@ from .store import Store
 from .times import utc_now
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a report holds one per job (100,000 in a big share dir)
 class JobUsage:
     """One job's disk use, and what a cleanup without force would do to it."""
 
@@ -122,11 +122,17 @@ class UsageReport:
             sums.bytes += job.bytes
         return states
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON of ``rxjobs du --json``."""
+    def to_json(self, lazy: bool = False) -> dict[str, Any]:
+        """The JSON of ``rxjobs du --json``.
+
+        With ``lazy``, ``jobs`` is an iterator that makes each job's object as
+        it is taken: a printer that writes them one by one never holds them
+        all (100,000 dicts of a big share dir).
+        """
+        rows = (job.to_json() for job in self.jobs)
         return {
             "share_dir": self.share_dir,
-            "jobs": [job.to_json() for job in self.jobs],
+            "jobs": rows if lazy else list(rows),
             "totals": {
                 "jobs": len(self.jobs),
                 "files": self.files,

@@ -225,6 +225,8 @@ def snapshot_at(fd: int, records: tuple[str, ...], limit: int, sizes: bool,
                 ) -> tuple[list[str], int, int, int, dict[str, bytes | Exception]]:
     """One visit of the open directory ``fd``: its names, owner, usage and some records.
 
+    ``fd`` must be the caller's own descriptor, used by no other thread meanwhile.
+
     Returns the names directly in it, its owner (``fstat``), the files and
     bytes under it (with ``sizes``; else 0, 0: one ``fstatat`` per entry, no
     symlink followed, subdirectories walked through descriptors), and each of
@@ -234,26 +236,22 @@ def snapshot_at(fd: int, records: tuple[str, ...], limit: int, sizes: bool,
     owner = os.fstat(fd).st_uid
     files = size = 0
     names = []
-    # A descriptor of its own for the listing (a shared one would share its read
-    # position), open until the entries' lstat (DirEntry.stat goes through it).
-    listing = os.open(".", OPEN_DIR, dir_fd=fd)
-    try:
-        with os.scandir(listing) as it:
-            for entry in it:
-                names.append(entry.name)
-                if not sizes:
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        n, b = usage_at(fd, entry.name)
-                    else:
-                        n, b = 1, entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
-                files += n
-                size += b
-    finally:
-        os.close(listing)
+    # ``fd`` is the caller's own (it shares no read position with another thread), so
+    # it is listed as it is: scandir reads a duplicate of it and rewinds it when done.
+    with os.scandir(fd) as it:
+        for entry in it:
+            names.append(entry.name)
+            if not sizes:
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    n, b = usage_at(fd, entry.name)
+                else:
+                    n, b = 1, entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+            files += n
+            size += b
     read: dict[str, bytes | Exception] = {}
     present = set(names)
     for name in records:
