@@ -122,6 +122,7 @@ def build_share(share: str, options: dict, template: dict[str, bytes], job_ids: 
     from rxjobs.store import open_store
 
     store = open_store(share, options)
+    store.ensure_root()  # a share dir carries its marker; commands refuse a prefix without it
     record = json.loads(template["job.json"])
     files = {}
     for job_id in job_ids:
@@ -191,7 +192,7 @@ class Results:
 def run(n_jobs: int, repeat: int, echo: Callable[[str], None] = print) -> Results:
     import fsspec
 
-    from rxjobs.store import open_store
+    from rxjobs.store import MARKER, open_store
 
     from .cleanup_bench import unique_job_ids
 
@@ -213,7 +214,9 @@ def run(n_jobs: int, repeat: int, echo: Callable[[str], None] = print) -> Result
                 started = time.perf_counter()
                 CONTENDERS[name](share, options, job_ids)
                 elapsed = time.perf_counter() - started
-                if open_store(share, options).fs.find(share.split("://", 1)[1]):
+                left = [k for k in open_store(share, options).fs.find(share.split("://", 1)[1])
+                        if not k.endswith(f"/{MARKER}")]
+                if left:
                     raise RuntimeError(f"{name} left objects behind in {share}")
                 results.times[name].append(elapsed)
                 echo(f"  repetition {rep + 1}/{repeat}: {name:<8} {elapsed:7.3f} s")
