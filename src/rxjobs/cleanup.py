@@ -404,11 +404,14 @@ def _clean_in_bulk(targets: list[tuple[Store, str]], force: bool, dry_run: bool,
     job is removed, and counted, once.
     """
     results: dict[int, tuple[CleanupEntry, Decision | None, Future | None]] = {}
-    by_store: dict[str, tuple[Store, list[int]]] = {}
+    by_store: dict[str, list[int]] = {}
+    stores: dict[str, Store] = {}
     for index, (store, _) in enumerate(targets):
         if store.removes_in_bulk:
-            by_store.setdefault(store.url, (store, []))[1].append(index)
-    for store, indexes in by_store.values():
+            by_store.setdefault(store.url, []).append(index)
+            stores[store.url] = store  # the instance that purged the share dir (the last one)
+    for url, indexes in by_store.items():
+        store = stores[url]
         for start in range(0, len(indexes), BULK_BATCH):
             batch = indexes[start:start + BULK_BATCH]
             job_ids = [targets[i][1] for i in batch]

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import socket
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -43,6 +46,9 @@ from .base import (
 )
 
 T = TypeVar("T")
+#: What a listing says of a key: its size, and its version (ETag and modification time;
+#: "" when the filesystem gives none).
+Listed = tuple[int, str]
 
 # A survey or removal of at least this many jobs (and at least an eighth of the jobs
 # the share dir held at its last listing, when known) lists the whole share dir once
@@ -54,8 +60,8 @@ CONCURRENT_REQUESTS = 64
 # Records of this many jobs are read before their snapshots are handed out: what is
 # held at once stays bounded, and a caller that stops early leaves the rest unread.
 SNAPSHOT_CHUNK = 1000
-# DeleteObjects takes at most this many keys.
-DELETE_BATCH = 1000
+# purge_trash's listing serves the survey that follows it if no older than this.
+REUSE_LISTING_S = 10.0
 
 
 class FsspecStore(Store):
@@ -93,6 +99,11 @@ class FsspecStore(Store):
         # delete_detached_jobs (which lists again if a token is not here).
         self._detached: dict[str, dict[str, int]] = {}
         self._detached_lock = threading.Lock()
+        # The last listing purge_trash made, for the next survey (see purge_trash).
+        self._recent: tuple[float, dict[str, dict[str, Listed]]] | None = None
+        # Which filesystem records are cached for (RecordCache): protocol and options, hashed.
+        self._cache_scope = hashlib.sha256(json.dumps(
+            [protocol, self.options], sort_keys=True, default=str).encode()).hexdigest()
 
     # -- the share dir itself ---------------------------------------------------------
 
@@ -273,20 +284,23 @@ class FsspecStore(Store):
             return False
         return self._top_count is None or n_jobs * 8 >= self._top_count
 
-    def _job_keys(self, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """Every key of each job, as ``{path inside the job: size}`` ({} for no keys).
+    def _job_keys(self, job_ids: Sequence[str], recent: bool = False) -> dict[str, dict[str, Listed]]:
+        """Every key of each job, as ``{path inside the job: (size, version)}`` ({} for none).
 
         One paginated listing of the whole share dir for many jobs, else one
-        listing per job's prefix, all at once.
+        listing per job's prefix, all at once.  With ``recent`` (a survey, not
+        a removal), the listing :meth:`purge_trash` just made serves, once.
         """
         prefix = self.root + "/"
-        found: dict[str, dict[str, int]] = {job_id: {} for job_id in job_ids}
+        found: dict[str, dict[str, Listed]] = {job_id: {} for job_id in job_ids}
         if self._lists_whole_share_dir(len(found)):
-            for key, size in self._objects(self.root).items():
-                job_id, sep, rel = key[len(prefix):].partition("/")
-                keys = found.get(job_id) if sep and rel else None
-                if keys is not None:
-                    keys[rel] = size
+            kept, self._recent = self._recent, None
+            if recent and kept is not None and time.monotonic() - kept[0] <= REUSE_LISTING_S:
+                by_job = kept[1]
+            else:
+                by_job = self._listing_by_job()
+            for job_id, keys in found.items():
+                keys.update(by_job.get(job_id, {}))
             return found
         dirs = [f"{prefix}{job_id}" for job_id in found]
         fs = self.fs
@@ -298,20 +312,41 @@ class FsspecStore(Store):
             if isinstance(listed, Exception):
                 raise listed
             inside = folder + "/"
-            found[job_id] = {key[len(inside):]: int(info.get("size") or 0)
-                             for key, info in listed.items()
+            found[job_id] = {key[len(inside):]: _listed(info) for key, info in listed.items()
                              if key.startswith(inside) and len(key) > len(inside)
                              and info.get("type", "file") != "directory"}
         return found
 
-    def _read_records(self, paths: Sequence[str], limit: int) -> list[bytes | Exception]:
+    def _listing_by_job(self) -> dict[str, dict[str, Listed]]:
+        """One paginated listing of the whole share dir, grouped by the job (top name) holding each key."""
+        prefix = self.root + "/"
+        by_job: dict[str, dict[str, Listed]] = {}
+        try:
+            listed = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            return by_job
+        for key, info in listed.items():
+            job_id, sep, rel = key[len(prefix):].partition("/")
+            if sep and rel and info.get("type", "file") != "directory":
+                by_job.setdefault(job_id, {})[rel] = _listed(info)
+        return by_job
+
+    def _read_records(self, wanted: Sequence[tuple[str, Listed]], limit: int) -> list[bytes | Exception]:
         """Read each record (at most ``limit`` bytes), concurrently, as :meth:`read_bytes`
-        would: its bytes or the error reading it; FileNotFoundError for an absent one."""
+        would: its bytes or the error reading it; FileNotFoundError for an absent one.
+
+        ``wanted`` pairs each path with what the listing said of it: a record
+        read earlier whose listed version (ETag and modification time) is the
+        same is not read again (see :class:`RecordCache`).
+        """
+        cached = [RECORDS.get(self._cache_scope, path, listed) for path, listed in wanted]
+        missing = [path for (path, _), data in zip(wanted, cached, strict=True) if data is None]
         fs = self.fs
-        read = self._concurrently(lambda p: fs._cat_file(p, start=0, end=limit + 1),
-                                  lambda p: fs.cat_file(p, start=0, end=limit + 1), paths)
+        fetched = iter(self._concurrently(lambda p: fs._cat_file(p, start=0, end=limit + 1),
+                                          lambda p: fs.cat_file(p, start=0, end=limit + 1), missing))
+        read = [data if data is not None else next(fetched) for data in cached]
         outcomes: list[bytes | Exception] = []
-        for path, data in zip(paths, read, strict=True):
+        for (path, listed), data in zip(wanted, read, strict=True):
             if isinstance(data, (FileNotFoundError, IsADirectoryError)):
                 outcomes.append(data)
             elif isinstance(data, OSError):  # some backends raise a bare OSError for absent keys
@@ -321,6 +356,7 @@ class FsspecStore(Store):
             else:
                 try:
                     outcomes.append(_within(path, bytes(data), limit))
+                    RECORDS.put(self._cache_scope, path, listed, bytes(data))
                 except ValueError as exc:
                     outcomes.append(exc)
         return outcomes
@@ -342,11 +378,11 @@ class FsspecStore(Store):
         ids = list(job_ids)
         if not ids:
             return
-        keys = self._job_keys(ids)
+        keys = self._job_keys(ids, recent=True)
         for start in range(0, len(ids), SNAPSHOT_CHUNK):
             chunk = ids[start:start + SNAPSHOT_CHUNK]
             entries: dict[str, frozenset[str]] = {}
-            wanted: list[tuple[str, str, str]] = []  # job, record, path
+            wanted: list[tuple[str, str, str, Listed]] = []  # job, record, path, listed
             refused: dict[tuple[str, str], Exception] = {}
             for job_id in chunk:
                 names = frozenset(n for n in (rel.split("/", 1)[0] for rel in keys[job_id])
@@ -357,29 +393,29 @@ class FsspecStore(Store):
                 if "deleting" in names:
                     continue  # reads as missing: nothing more to read
                 for name in records:
-                    size = keys[job_id].get(name)
-                    if size is None:
+                    listed = keys[job_id].get(name)
+                    if listed is None:
                         continue  # absent, or a prefix (which no read could return)
                     path = f"{self.root}/{job_id}/{name}"
-                    if size > MAX_RECORD_BYTES:
+                    if listed[0] > MAX_RECORD_BYTES:
                         refused[job_id, name] = _too_large(path, MAX_RECORD_BYTES)
                     else:
-                        wanted.append((job_id, name, path))
-            read = self._read_records([path for _, _, path in wanted], MAX_RECORD_BYTES)
+                        wanted.append((job_id, name, path, listed))
+            read = self._read_records([(path, listed) for _, _, path, listed in wanted], MAX_RECORD_BYTES)
             found: dict[str, dict[str, bytes | Exception]] = {job_id: {} for job_id in entries}
             for (job_id, name), exc in refused.items():
                 found[job_id][name] = exc
-            for (job_id, name, _), data in zip(wanted, read, strict=True):
+            for (job_id, name, _, _), data in zip(wanted, read, strict=True):
                 if not isinstance(data, FileNotFoundError):  # removed since the listing
                     found[job_id][name] = data
             for job_id in chunk:
-                listed = entries.get(job_id)
-                if listed is None:
+                names_of = entries.get(job_id)
+                if names_of is None:
                     yield job_id, None
                     continue
                 job_keys = keys[job_id]
-                usage = Usage(len(job_keys), sum(job_keys.values())) if sizes else None
-                yield job_id, JobSnapshot(listed, None, usage,
+                usage = Usage(len(job_keys), sum(size for size, _ in job_keys.values())) if sizes else None
+                yield job_id, JobSnapshot(names_of, None, usage,
                                           {n: found[job_id][n] for n in records if n in found[job_id]})
 
     def is_job_dir(self, job_id: str) -> bool:
@@ -462,7 +498,7 @@ class FsspecStore(Store):
         gone = []
         with self._detached_lock:
             for job_id in mine:
-                rest = {rel: size for rel, size in listed[job_id].items() if rel != "deleting"}
+                rest = {rel: size for rel, (size, _) in listed[job_id].items() if rel != "deleting"}
                 if rest:
                     self._detached[job_id] = rest
                 else:
@@ -484,7 +520,7 @@ class FsspecStore(Store):
         unknown = [t for t in tokens if t not in known]
         if unknown:
             try:
-                known.update({t: {rel: size for rel, size in keys.items() if rel != "deleting"}
+                known.update({t: {rel: size for rel, (size, _) in keys.items() if rel != "deleting"}
                               for t, keys in self._job_keys(unknown).items()})
             except Exception as exc:
                 return [exc for _ in tokens]
@@ -551,15 +587,24 @@ class FsspecStore(Store):
             self.fs.rm(path, recursive=True)
 
     def purge_trash(self) -> list[str]:
-        # One listing of the whole share dir finds every ``<job>/deleting`` marker.
-        depth = self.root.count("/") + 2
-        marked = sorted({
-            key[len(self.root) + 1:].split("/", 1)[0] for key in self._objects(self.root)
-            if key.endswith("/deleting") and key.count("/") == depth
-        })
+        """Finish every removal an interrupted cleanup left: one listing of the whole
+        share dir finds every ``<job>/deleting`` marker.
+
+        On an object store that listing is kept for a few seconds
+        (:data:`REUSE_LISTING_S`), for the survey of many jobs that a cleanup
+        makes next (:meth:`snapshots`), which so does not list the share dir
+        a second time.  A listing a moment old is as good to decide on as a
+        fresh one: removals are arbitrated by the exclusive marker, written
+        after the decision either way (see ``rxjobs.cleanup``).
+        """
+        by_job = self._listing_by_job()
+        marked = sorted(job_id for job_id, keys in by_job.items() if "deleting" in keys)
         purged = [job_id for job_id in marked if is_job_id(job_id)]
         if self.is_object_store:
             self._finish_removals(purged)  # all together: one listing a round
+            for job_id in purged:
+                by_job.pop(job_id, None)
+            self._recent = (time.monotonic(), by_job)
         else:
             for job_id in purged:
                 self._finish_removal(job_id)
@@ -646,6 +691,57 @@ class FsspecStore(Store):
 
     def remove_temp_file(self, path: str) -> bool:
         return False
+
+
+def _listed(info: Mapping[str, Any]) -> Listed:
+    """A listing entry's size and version: its ETag and modification time ("" if unknown)."""
+    etag, modified = info.get("ETag") or info.get("etag"), _mtime(dict(info))
+    version = f"{etag}@{modified}" if etag and modified is not None else ""
+    return int(info.get("size") or 0), version
+
+
+class RecordCache:
+    """Records read recently, by the version their listing gave (ETag and modification time).
+
+    A cleanup right after a listing (``rx_cleanup_jobs(rx_get_jobs(cc))``)
+    reads the same ``job.json`` files: a record whose fresh listing shows the
+    same size, ETag and modification time as when it was read is the same
+    object (a put changes its modification time, and its ETag with its
+    content), so it is not read again.  Nothing is taken on trust: the
+    listing that validates an entry is always the caller's own, just made.
+    Bounded in bytes, the least recently used entries go first.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._held = 0
+        self._entries: OrderedDict[tuple[str, str, Listed], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, scope: str, path: str, listed: Listed) -> bytes | None:
+        if not listed[1]:
+            return None
+        with self._lock:
+            data = self._entries.get((scope, path, listed))
+            if data is not None:
+                self._entries.move_to_end((scope, path, listed))
+            return data
+
+    def put(self, scope: str, path: str, listed: Listed, data: bytes) -> None:
+        if not listed[1] or len(data) != listed[0] or len(data) > self.max_bytes // 16:
+            return
+        with self._lock:
+            if (scope, path, listed) in self._entries:
+                return
+            self._entries[scope, path, listed] = data
+            self._held += len(data)
+            while self._held > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._held -= len(dropped)
+
+
+# Records of this process, for all its stores; a few thousand job.json files.
+RECORDS = RecordCache(32 << 20)
 
 
 def _too_large(path: str, limit: int) -> ValueError:
