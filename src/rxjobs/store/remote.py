@@ -601,7 +601,8 @@ class FsspecStore(Store):
         marked = sorted(job_id for job_id, keys in by_job.items() if "deleting" in keys)
         purged = [job_id for job_id in marked if is_job_id(job_id)]
         if self.is_object_store:
-            self._finish_removals(purged)  # all together: one listing a round
+            if purged:
+                self._finish_removals(purged)  # all together: one listing a round
             for job_id in purged:
                 by_job.pop(job_id, None)
             self._recent = (time.monotonic(), by_job)
