@@ -298,7 +298,7 @@ class FsspecStore(Store):
             if recent and kept is not None and time.monotonic() - kept[0] <= REUSE_LISTING_S:
                 by_job = kept[1]
             else:
-                by_job = self._listing_by_job()
+                by_job = self._listing_by_job(set(found))
             for job_id, keys in found.items():
                 keys.update(by_job.get(job_id, {}))
             return found
@@ -317,8 +317,9 @@ class FsspecStore(Store):
                              and info.get("type", "file") != "directory"}
         return found
 
-    def _listing_by_job(self) -> dict[str, dict[str, Listed]]:
-        """One paginated listing of the whole share dir, grouped by the job (top name) holding each key."""
+    def _listing_by_job(self, wanted: set[str] | None = None) -> dict[str, dict[str, Listed]]:
+        """One paginated listing of the whole share dir, grouped by the job (top name) holding
+        each key; only the keys of ``wanted`` jobs are kept, if given."""
         prefix = self.root + "/"
         by_job: dict[str, dict[str, Listed]] = {}
         try:
@@ -327,7 +328,8 @@ class FsspecStore(Store):
             return by_job
         for key, info in listed.items():
             job_id, sep, rel = key[len(prefix):].partition("/")
-            if sep and rel and info.get("type", "file") != "directory":
+            if (sep and rel and info.get("type", "file") != "directory"
+                    and (wanted is None or job_id in wanted)):
                 by_job.setdefault(job_id, {})[rel] = _listed(info)
         return by_job
 
