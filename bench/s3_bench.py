@@ -15,7 +15,7 @@ in an order that rotates:
   exclusively, keys deleted in batches, markers last) against one
   ``s3fs.rm([<every job prefix>], recursive=True)`` of the same jobs, which
   lists the prefixes and deletes their keys 1000 per request.  Target ≤ 1.5×.
-* **listing** (``--list-jobs``, default 5000): ``rx_get_jobs(cc,
+* **listing** (``--list-jobs``, default 10 × ``--jobs``: 5000): ``rx_get_jobs(cc,
   verbose=False)`` against a raw ``s3fs`` ``find`` of the share dir plus a
   concurrent ``cat`` of every ``job.json`` (what any listing must at least
   read).  Target ≤ 1.5×.
@@ -386,12 +386,16 @@ what its baseline sends: a few LISTs and one ranged GET per `job.json`.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.s3_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs the cleanup removes (default 500)")
-    parser.add_argument("--list-jobs", type=int, default=5000, help="jobs the listing lists (default 5000)")
+    parser.add_argument("--list-jobs", type=int, default=None,
+                        help="jobs the listing lists (default 10 x --jobs: 5000; so that `python -m bench "
+                        "--jobs 50` stays a quick pass)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--only", action="append", choices=list(TARGETS),
                         help="measure only this target (repeatable)")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if args.list_jobs is None:
+        args.list_jobs = 10 * args.jobs
     if args.jobs < 1 or args.list_jobs < 1 or args.repeat < 1:
         parser.error("--jobs, --list-jobs and --repeat must be at least 1")
     try:

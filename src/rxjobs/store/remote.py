@@ -50,10 +50,10 @@ T = TypeVar("T")
 #: "" when the filesystem gives none).
 Listed = tuple[int, str]
 
-# A survey or removal of at least this many jobs (and at least an eighth of the jobs
-# the share dir held at its last listing, when known) lists the whole share dir once
-# (one request per 1000 keys); fewer jobs are listed prefix by prefix, concurrently,
-# so that a page of a big share dir does not list all of it.
+# A survey or removal of at least this many jobs of a share dir of unknown size lists the
+# whole of it once (one request per 1000 keys); fewer jobs are listed prefix by prefix,
+# concurrently, so that a page of a big share dir does not list all of it (see
+# FsspecStore._lists_whole_share_dir for a share dir whose size is known).
 WHOLE_LISTING_FROM_JOBS = 64
 # Requests in flight at once in a bulk operation (s3fs' connection pool caps it further).
 CONCURRENT_REQUESTS = 64
@@ -279,10 +279,16 @@ class FsspecStore(Store):
             return list(pool.map(call, paths))
 
     def _lists_whole_share_dir(self, n_jobs: int) -> bool:
-        """Whether one listing of the share dir beats listing ``n_jobs`` prefixes."""
-        if n_jobs < WHOLE_LISTING_FROM_JOBS:
-            return False
-        return self._top_count is None or n_jobs * 8 >= self._top_count
+        """Whether one listing of the share dir beats listing ``n_jobs`` prefixes.
+
+        A listing request returns 1000 keys, a job holds a few: when the share
+        dir's size is known (from a listing of it), the whole of it is listed
+        unless it holds a hundred times more jobs than asked for; when it is
+        not, only for :data:`WHOLE_LISTING_FROM_JOBS` jobs or more.
+        """
+        if self._top_count is not None:
+            return n_jobs * 100 >= self._top_count
+        return n_jobs >= WHOLE_LISTING_FROM_JOBS
 
     def _job_keys(self, job_ids: Sequence[str], recent: bool = False) -> dict[str, dict[str, Listed]]:
         """Every key of each job, as ``{path inside the job: (size, version)}`` ({} for none).
@@ -326,11 +332,14 @@ class FsspecStore(Store):
             listed = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
             return by_job
+        tops = set()
         for key, info in listed.items():
             job_id, sep, rel = key[len(prefix):].partition("/")
+            tops.add(job_id)
             if (sep and rel and info.get("type", "file") != "directory"
                     and (wanted is None or job_id in wanted)):
                 by_job.setdefault(job_id, {})[rel] = _listed(info)
+        self._top_count = len(tops)
         return by_job
 
     def _read_records(self, wanted: Sequence[tuple[str, Listed]], limit: int) -> list[bytes | Exception]:
