@@ -1,23 +1,28 @@
-"""Cleanup of many jobs on S3 against ``s3fs.rm(recursive=True)`` of the same prefixes.
+"""Cleanup and listing of many jobs on S3 against raw s3fs doing the same, on one moto server.
 
 A ``moto`` S3 server is started on loopback (``python -m moto.server``, killed
 at the end whatever happens).  One real small job runs on the local engine
 with its share dir on S3 (``RxLocalParallel(wait=False, share_dir="s3://...",
 share_dir_options={"endpoint_url": ...})``), so that its prefix holds exactly
 what the engine writes there.  Its objects are then cloned under new job ids
-into identical share dirs, one per contender (one batched upload each, not
-timed), and each repetition measures, in an order that rotates:
+into share dirs made by rxjobs (one batched upload each, not timed), and two
+targets of issue 15 are measured, each against its baseline in the same run,
+in an order that rotates:
 
-* rxjobs: ``rx_cleanup_jobs(rx_get_jobs(cc, verbose=False), force=True)``,
-  the whole user-visible cost (listing, status derivation, crash-safe removal:
-  ``deleting`` marker, one batched delete per job, the marker last);
-* rxjobs removal only: ``Store.remove_job`` of every id in 8 threads;
-* the baseline: one ``s3fs.rm(<every job prefix>, recursive=True)`` call,
-  which lists the prefixes and deletes their keys 1000 per request.
+* **cleanup** (``--jobs``, default 500): rxjobs'
+  ``rx_cleanup_jobs(rx_get_jobs(cc, verbose=False), force=True)`` (listing,
+  each job's state, the crash-safe removal: ``deleting`` markers written
+  exclusively, keys deleted in batches, markers last) against one
+  ``s3fs.rm([<every job prefix>], recursive=True)`` of the same jobs, which
+  lists the prefixes and deletes their keys 1000 per request.  Target ≤ 1.5×.
+* **listing** (``--list-jobs``, default 10 × ``--jobs``: 5000): ``rx_get_jobs(cc,
+  verbose=False)`` against a raw ``s3fs`` ``find`` of the share dir plus a
+  concurrent ``cat`` of every ``job.json`` (what any listing must at least
+  read).  Target ≤ 1.5×.
 
-Medians of the repetitions are reported, with the ratio rxjobs / baseline.
-Every request goes to the same single moto process, so the figures measure
-request counts more than S3 itself.  Nothing here asserts on time.
+Each contender's requests are counted from moto's log (LIST, GET, PUT,
+batched DELETE): on one loopback server the figures measure requests more
+than S3 itself.  Medians of the repetitions are reported.
 
 Run ``python -m bench.s3_bench --help`` from the repository root (needs
 ``pip install "rxjobs[s3]" "moto[server]"``).
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -37,8 +43,8 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +128,7 @@ def build_share(share: str, options: dict, template: dict[str, bytes], job_ids: 
     from rxjobs.store import open_store
 
     store = open_store(share, options)
+    store.ensure_root()  # a share dir carries its marker; commands refuse a prefix without it
     record = json.loads(template["job.json"])
     files = {}
     for job_id in job_ids:
@@ -147,14 +154,6 @@ def rxjobs_cleanup(share: str, options: dict, job_ids: list[str]) -> None:
         raise RuntimeError(f"rxjobs removed {len(report.removed)} of {len(job_ids)} jobs")
 
 
-def rxjobs_remove_only(share: str, options: dict, job_ids: list[str]) -> None:
-    from rxjobs.store import open_store
-
-    store = open_store(share, options)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(store.remove_job, job_ids))
-
-
 def s3fs_rm(share: str, options: dict, job_ids: list[str]) -> None:
     from rxjobs.store import open_store
 
@@ -162,23 +161,58 @@ def s3fs_rm(share: str, options: dict, job_ids: list[str]) -> None:
     store.fs.rm([f"{store.root}/{job_id}" for job_id in job_ids], recursive=True)
 
 
-CONTENDERS: dict[str, Callable[[str, dict, list[str]], None]] = {
-    "rxjobs": rxjobs_cleanup,
-    "removal": rxjobs_remove_only,
-    "baseline": s3fs_rm,
-}
-LABELS = {
-    "rxjobs": "rxjobs: rx_cleanup_jobs(rx_get_jobs(cc), force=True)",
-    "removal": "rxjobs removal only: Store.remove_job x 8 threads",
-    "baseline": "baseline: s3fs.rm([job prefixes], recursive=True)",
+def rxjobs_listing(share: str, options: dict, job_ids: list[str]) -> None:
+    from rxjobs import RxLocalParallel, rx_get_jobs
+
+    found = rx_get_jobs(RxLocalParallel(share_dir=share, share_dir_options=options), verbose=False)
+    if len(found) != len(job_ids):
+        raise RuntimeError(f"rx_get_jobs listed {len(found)} of {len(job_ids)} jobs")
+
+
+def s3fs_listing(share: str, options: dict, job_ids: list[str]) -> None:
+    """The least a listing must do: list the share dir, read every ``job.json`` (concurrently)."""
+    from rxjobs.store import MAX_RECORD_BYTES, open_store
+
+    store = open_store(share, options)
+    depth = store.root.count("/") + 2
+    records = [k for k in store.fs.find(store.root) if k.endswith("/job.json") and k.count("/") == depth]
+    # Ranged, as rxjobs reads a record: s3fs' plain cat_file asks for the size first (a HEAD).
+    read = store.fs.cat(records, on_error="return", start=0, end=MAX_RECORD_BYTES + 1)
+    if sum(1 for data in read.values() if isinstance(data, bytes)) != len(job_ids):
+        raise RuntimeError(f"s3fs read {len(read)} job.json of {len(job_ids)} jobs")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One figure of issue 15: rxjobs against its baseline, and the ratio it must reach."""
+
+    name: str
+    rxjobs: Callable[[str, dict, list[str]], None]
+    baseline: Callable[[str, dict, list[str]], None]
+    rxjobs_label: str
+    baseline_label: str
+    target: float
+    destructive: bool  # each run needs a fresh share dir
+
+
+TARGETS = {
+    "cleanup": Target("cleanup", rxjobs_cleanup, s3fs_rm,
+                      "rx_cleanup_jobs(rx_get_jobs(cc), force=True)",
+                      "s3fs.rm([job prefixes], recursive=True)", 1.5, True),
+    "listing": Target("listing", rxjobs_listing, s3fs_listing,
+                      "rx_get_jobs(cc, verbose=False)",
+                      "s3fs find + concurrent cat of each job.json", 1.5, False),
 }
 
 
 @dataclass
-class Results:
+class Figure:
+    """The timings and request counts of one target's two contenders."""
+
+    target: Target
     jobs: int
-    objects_per_job: int
-    times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CONTENDERS})
+    times: dict[str, list[float]] = field(default_factory=lambda: {"rxjobs": [], "baseline": []})
+    requests: dict[str, Counter] = field(default_factory=lambda: {"rxjobs": Counter(), "baseline": Counter()})
 
     def median(self, name: str) -> float:
         return statistics.median(self.times[name])
@@ -187,67 +221,188 @@ class Results:
     def ratio(self) -> float:
         return self.median("rxjobs") / self.median("baseline")
 
+    @property
+    def verdict(self) -> str:
+        from .cleanup_bench import verdict
 
-def run(n_jobs: int, repeat: int, echo: Callable[[str], None] = print) -> Results:
+        return verdict(self.ratio <= self.target.target)
+
+
+@dataclass
+class Results:
+    objects_per_job: int
+    figures: dict[str, Figure]
+
+
+REQUEST_LINE = re.compile(r'"(?:\x1b\[[0-9;]*m)*(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/')
+
+
+class RequestLog:
+    """Counts the requests moto served, from its log: LIST, GET, PUT, HEAD, batched DELETE."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def mark(self) -> None:
+        self.offset = self.path.stat().st_size
+
+    def since_mark(self) -> Counter:
+        with open(self.path, "rb") as log:
+            log.seek(self.offset)
+            text = log.read().decode(errors="replace")
+        counts: Counter = Counter()
+        for found in REQUEST_LINE.finditer(text):  # moto colours some lines (206, 404...)
+            method, rest = found.group(1), found.group(2)
+            if "list-type=" in rest:
+                counts["LIST"] += 1
+            elif method == "POST" and "?delete" in rest:
+                counts["DELETE(batch)"] += 1
+            elif method in ("GET", "PUT", "HEAD", "DELETE", "POST"):
+                counts[method] += 1
+        return counts
+
+
+def timed(target: Target, name: str, share: str, options: dict, job_ids: list[str],
+          requests: RequestLog) -> tuple[float, Counter]:
+    from rxjobs.store.remote import RECORDS
+
+    contender = target.rxjobs if name == "rxjobs" else target.baseline
+    # Each run starts cold: no record read by an earlier run of this process is reused
+    # (within one run, rx_cleanup_jobs does reuse what its rx_get_jobs read).
+    RECORDS.clear()
+    time.sleep(0.5)  # let moto's log catch up with the setup's requests
+    requests.mark()
+    started = time.perf_counter()
+    contender(share, options, job_ids)
+    elapsed = time.perf_counter() - started
+    time.sleep(0.5)
+    return elapsed, requests.since_mark()
+
+
+def run(n_jobs: int, list_jobs: int, repeat: int, only: list[str],
+        echo: Callable[[str], None] = print) -> Results:
     import fsspec
 
-    from rxjobs.store import open_store
+    from rxjobs.store import MARKER, open_store
 
     from .cleanup_bench import unique_job_ids
 
     os.environ.update(CREDENTIALS)
     with tempfile.TemporaryDirectory(prefix="rxjobs-s3-bench-") as tmp, MotoServer(Path(tmp)) as server:
         options = {"endpoint_url": server.endpoint}
+        requests = RequestLog(server.log)
         fs = fsspec.filesystem("s3", client_kwargs=options, skip_instance_cache=True)
         fs.mkdir(BUCKET)
         template = make_template(f"s3://{BUCKET}/template", options)
-        results = Results(n_jobs, len(template))
         echo(f"template job: {len(template)} objects ({', '.join(sorted(template))})")
-        names = list(CONTENDERS)
-        for rep in range(repeat):
-            order = names[rep % len(names):] + names[:rep % len(names)]
-            for name in order:
-                share = f"s3://{BUCKET}/{name}-{uuid.uuid4().hex[:8]}"
-                job_ids = unique_job_ids(n_jobs)
-                build_share(share, options, template, job_ids)
-                started = time.perf_counter()
-                CONTENDERS[name](share, options, job_ids)
-                elapsed = time.perf_counter() - started
-                if open_store(share, options).fs.find(share.split("://", 1)[1]):
-                    raise RuntimeError(f"{name} left objects behind in {share}")
-                results.times[name].append(elapsed)
-                echo(f"  repetition {rep + 1}/{repeat}: {name:<8} {elapsed:7.3f} s")
+        results = Results(len(template), {})
+        for key in only:
+            target = TARGETS[key]
+            jobs = n_jobs if target.destructive else list_jobs
+            figure = results.figures[key] = Figure(target, jobs)
+            shared, shared_ids = None, []
+            if not target.destructive:
+                shared = f"s3://{BUCKET}/{key}-{uuid.uuid4().hex[:8]}"
+                echo(f"{key}: building a share dir of {jobs} jobs ...")
+                shared_ids = unique_job_ids(jobs)
+                build_share(shared, options, template, shared_ids)
+            for rep in range(repeat):
+                for name in (["rxjobs", "baseline"] if rep % 2 == 0 else ["baseline", "rxjobs"]):
+                    if shared is None:
+                        share = f"s3://{BUCKET}/{key}-{name}-{uuid.uuid4().hex[:8]}"
+                        job_ids = unique_job_ids(jobs)
+                        build_share(share, options, template, job_ids)
+                    else:
+                        share, job_ids = shared, shared_ids
+                    elapsed, counted = timed(target, name, share, options, job_ids, requests)
+                    if target.destructive:
+                        left = [k for k in open_store(share, options).fs.find(share.split("://", 1)[1])
+                                if not k.endswith(f"/{MARKER}")]
+                        if left:
+                            raise RuntimeError(f"{key} {name} left {len(left)} objects behind in {share}")
+                    figure.times[name].append(elapsed)
+                    figure.requests[name] = counted  # the same every repetition, but for retries
+                    echo(f"  {key} repetition {rep + 1}/{repeat}: {name:<8} {elapsed:7.3f} s  "
+                         f"{_requests(counted)}")
         return results
 
 
-def report(r: Results) -> str:
-    def row(name: str) -> str:
-        t = r.times[name]
-        return f"{LABELS[name]:<56} {statistics.median(t):8.3f} {min(t):8.3f} {max(t):8.3f}"
+def _requests(counts: Counter) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "no requests"
 
-    per_job = {name: r.median(name) / r.jobs * 1000 for name in CONTENDERS}
-    return "\n".join([
-        f"{r.jobs} jobs of {r.objects_per_job} objects on a moto S3 server on loopback, "
-        f"{len(r.times['rxjobs'])} repetition(s)",
-        f"{'':<56} {'median s':>8} {'min s':>8} {'max s':>8}",
-        row("rxjobs"),
-        row("removal"),
-        row("baseline"),
-        f"per job: rxjobs {per_job['rxjobs']:.1f} ms, removal only {per_job['removal']:.1f} ms, "
-        f"s3fs.rm {per_job['baseline']:.1f} ms",
-        f"ratio rxjobs / s3fs.rm: {r.ratio:.2f}x   "
-        f"(removal only / s3fs.rm: {r.median('removal') / r.median('baseline'):.2f}x)",
-    ])
+
+def report(r: Results) -> str:
+    lines = []
+    for figure in r.figures.values():
+        t = figure.target
+        lines.append(f"{t.name}: {figure.jobs} jobs of {r.objects_per_job} objects, "
+                     f"{len(figure.times['rxjobs'])} repetition(s)")
+        lines.append(f"  {'':<50} {'median s':>8} {'min s':>8} {'max s':>8}  requests")
+        for name, label in (("rxjobs", t.rxjobs_label), ("baseline", t.baseline_label)):
+            times = figure.times[name]
+            lines.append(f"  {label:<50} {statistics.median(times):8.3f} {min(times):8.3f} "
+                         f"{max(times):8.3f}  {_requests(figure.requests[name])}")
+        lines.append(f"  ratio rxjobs / baseline: {figure.ratio:.2f}x   target <= {t.target}x: "
+                     f"{figure.verdict}")
+    return "\n".join(lines)
+
+
+def docs_section(r: Results, args: argparse.Namespace, table: str) -> str:
+    from .cleanup_bench import machine_summary
+
+    bullets = "\n".join(
+        f"- **{f.target.name.capitalize()}, {f.jobs} jobs: {f.ratio:.2f}× — {f.verdict}** "
+        f"(target ≤ {f.target.target}×): `{f.target.rxjobs_label}` against {f.target.baseline_label}"
+        for f in r.figures.values())
+    return f"""## Cleanup and listing on S3 (moto) vs raw s3fs
+
+`python -m bench.s3_bench --jobs {args.jobs} --list-jobs {args.list_jobs} --repeat {args.repeat}` —
+on a moto S3 server on loopback, each rxjobs figure against raw s3fs doing the least
+the same work needs, in the same run (issue 15, targets 2 and 3). Cleanup: a forced
+`rx_cleanup_jobs(rx_get_jobs(cc))` (listing, each job's state, the crash-safe removal:
+`deleting` markers written exclusively, keys deleted 1000 a request, markers last; see
+docs/storage.md) against one `s3fs.rm([prefixes], recursive=True)`. Listing:
+`rx_get_jobs(cc, verbose=False)` against `find` of the share dir plus a concurrent `cat`
+of every `job.json`. Requests are counted from moto's log.
+
+How to read them: moto answers every request from one process, and its LIST
+costs in proportion to the keys of the bucket (it filters them all), while a
+GET or a PUT costs the same whatever the bucket holds. rxjobs sends, per job
+removed, two GETs (`job.json` for the listing, `status.json` for the state;
+`job.json` is not read again by the cleanup, its listed ETag being unchanged)
+and one marker PUT, plus a few LISTs and batched DELETEs for the whole batch;
+`s3fs.rm` sends one LIST per job. So the cleanup ratio grows less than
+linearly with the number of jobs here (a 300-job run gave about 1.5×), and on
+a real S3 endpoint, where a LIST costs about what a GET costs, the request
+counts (about four times s3fs') say more than this ratio. The listing sends
+what its baseline sends: a few LISTs and one ranged GET per `job.json`.
+
+- Date: {__import__("datetime").date.today().isoformat()}
+- Machine: {machine_summary()}
+{bullets}
+
+```
+{table}
+```
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.s3_bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=500, help="jobs per share dir (default 500)")
+    parser.add_argument("--jobs", type=int, default=500, help="jobs the cleanup removes (default 500)")
+    parser.add_argument("--list-jobs", type=int, default=None,
+                        help="jobs the listing lists (default 10 x --jobs: 5000; so that `python -m bench "
+                        "--jobs 50` stays a quick pass)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--only", action="append", choices=list(TARGETS),
+                        help="measure only this target (repeatable)")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.repeat < 1:
-        parser.error("--jobs and --repeat must be at least 1")
+    if args.list_jobs is None:
+        args.list_jobs = 10 * args.jobs
+    if args.jobs < 1 or args.list_jobs < 1 or args.repeat < 1:
+        parser.error("--jobs, --list-jobs and --repeat must be at least 1")
     try:
         import moto.server  # noqa: F401
         import s3fs  # noqa: F401
@@ -260,28 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}, rxjobs {rxjobs.__version__}, "
           f"s3fs {s3fs.__version__}, moto {moto.__version__}", flush=True)
-    results = run(args.jobs, args.repeat, echo=lambda line: print(line, flush=True))
+    only = args.only or list(TARGETS)
+    results = run(args.jobs, args.list_jobs, args.repeat, only, echo=lambda line: print(line, flush=True))
     table = report(results)
     print(table)
     if args.write_docs:
-        from .cleanup_bench import machine_summary, write_docs
+        from .cleanup_bench import write_docs
 
-        write_docs(f"""## Cleanup on S3 (moto) vs `s3fs.rm`
-
-`python -m bench.s3_bench --jobs {args.jobs} --repeat {args.repeat}` — a full rxjobs cleanup
-(list, derive each job's state, crash-safe removal: `deleting` marker, one batched delete,
-re-list, marker last) against one `s3fs.rm([prefixes], recursive=True)` of the same jobs,
-on a moto S3 server on loopback, in the same run. No target is set; the ratio is the
-price of deciding per job and of crash safety (see docs/storage.md).
-
-- Date: {__import__("datetime").date.today().isoformat()}
-- Machine: {machine_summary()}
-- **Ratio rxjobs / s3fs.rm: {results.ratio:.2f}×**
-
-```
-{table}
-```
-""", name="s3_bench")
+        write_docs(docs_section(results, args, table), name="s3_bench")
         print("wrote docs/benchmarks.md")
     return 0
 

@@ -14,14 +14,15 @@ import os
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from . import jobs
 from .errors import JobNotFoundError
+from .ids import validate_job_id
 from .status import RxRemoteJobStatus
-from .store import Store
+from .store import JobSnapshot, Store
 from .store.delete_workers import DeleteWorkers
 
 # A cleanup of at least this many jobs of local share dirs deletes their files in
@@ -244,27 +245,28 @@ def _finish_entry(entry: CleanupEntry, deleted: Future | None,
     return entry
 
 
-def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
-                      now: datetime | None) -> tuple[CleanupEntry, Decision, str | None]:
-    """Decide, and remove the job or (local share dirs) move it into the trash.
+REMOVALS = (Action.REMOVE, Action.CANCEL_AND_REMOVE)
 
-    Returns the entry, the decision and the trash path left to delete (None
-    when nothing is left to delete).
+
+def _decide(store: Store, job_id: str, force: bool, now: datetime | None,
+            snapshot: JobSnapshot | None = None) -> tuple[CleanupEntry, Decision]:
+    """Look at a job (through ``snapshot`` when one was taken) and decide what cleanup does.
+
+    The entry says ``kept`` (or ``missing``) until the job is removed.
     """
-    owner = store.owner_uid(job_id)
+    owner = snapshot.owner if snapshot is not None else store.owner_uid(job_id)
     if owner is not None and owner != os.geteuid():
         decision = Decision(Action.KEEP, f"owned by another user (uid {owner}): never removed",
                             warn=True)
-        entry = CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.KEPT, decision.reason)
-        return entry, decision, None
-    look = jobs.look_at_job(store, job_id)
+        return CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.KEPT, decision.reason), decision
+    look = jobs.look_at_job(store, job_id, snapshot)
     derived = look.derived
     if look.record is None and derived.status is not RxRemoteJobStatus.MISSING:
         decision = Decision(Action.KEEP, f"not a job: {derived.reason}; debris is never removed by "
                             "cleanup (see `rxjobs doctor`)", warn=True)
         entry = CleanupEntry(job_id, store.url, derived.status.value, CleanupOutcome.KEPT,
                              decision.reason)
-        return entry, decision, None
+        return entry, decision
     retrieved = derived.status is RxRemoteJobStatus.FINISHED and look.retrieved
     expired = jobs.is_expired(store, look, now)
     decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason, expired=expired)
@@ -272,8 +274,18 @@ def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
                          expired=expired)
     if decision.action is Action.NOTHING:
         entry.outcome = CleanupOutcome.MISSING
-        return entry, decision, None
-    if decision.action is Action.KEEP:
+    return entry, decision
+
+
+def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
+                      now: datetime | None) -> tuple[CleanupEntry, Decision, str | None]:
+    """Decide, and remove the job or (local share dirs) move it into the trash.
+
+    Returns the entry, the decision and the trash path left to delete (None
+    when nothing is left to delete).
+    """
+    entry, decision = _decide(store, job_id, force, now)
+    if decision.action not in REMOVALS:
         return entry, decision, None
     if dry_run:
         usage = store.usage(job_id)
@@ -325,7 +337,11 @@ def cleanup_jobs(
             except OSError as exc:
                 warnings.warn(f"could not empty {store.trash}: {exc}", RxCleanupWarning, stacklevel=3)
 
-    helpers = _start_delete_workers(targets, threads) if not dry_run else None
+    # Stores that remove many jobs faster together (object stores) take their jobs in
+    # batches; the others, job by job below.
+    in_bulk = _clean_in_bulk(targets, force, dry_run, now, threads)
+    targets_left = [t for i, t in enumerate(targets) if i not in in_bulk]
+    helpers = _start_delete_workers(targets_left, threads) if not dry_run else None
 
     def work(target: tuple[Store, str]) -> tuple[CleanupEntry, Decision | None, Future | None]:
         store, job_id = target
@@ -341,7 +357,9 @@ def cleanup_jobs(
         if helpers is not None:
             stack.callback(helpers.close)
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, threads)))
-        for entry, decision, deleted in pool.map(work, targets):
+        one_by_one = pool.map(work, targets_left)
+        for index in range(len(targets)):
+            entry, decision, deleted = in_bulk[index] if index in in_bulk else next(one_by_one)
             entry = _finish_entry(entry, deleted, helpers)
             report.entries.append(entry)
             if verbose:
@@ -353,6 +371,144 @@ def cleanup_jobs(
                 warnings.warn(RxCleanupWarning(f"job {entry.job_id} not cleaned up: {entry.reason}",
                                                entry.job_id), stacklevel=3)
     return report
+
+
+# Jobs of a store that removes in bulk are decided, marked and deleted this many at once:
+# a listing, the markers and the deletions cover a batch; what is held stays bounded.
+BULK_BATCH = 1000
+
+
+def _clean_in_bulk(targets: list[tuple[Store, str]], force: bool, dry_run: bool,
+                   now: datetime | None, threads: int,
+                   ) -> dict[int, tuple[CleanupEntry, Decision | None, Future | None]]:
+    """Clean the jobs of stores that remove in bulk (:attr:`Store.removes_in_bulk`), a batch
+    at a time; their results by index in ``targets``.
+
+    Per batch: one bulk look (:meth:`Store.snapshots`: on S3 one listing and
+    the records read concurrently) decides every job; the ``deleting``
+    markers of the jobs to remove are written together
+    (:meth:`Store.detach_jobs`), then every key is deleted and the markers
+    last (:meth:`Store.delete_detached_jobs`).
+
+    Deciding from a look taken before the markers are written is sound for
+    the same reason it is one job at a time on an object store (which has no
+    lock): the decisions that remove are stable.  A terminal state (finished,
+    failed, canceled) never changes (status writes refuse to leave one; the
+    ``canceled`` and ``retrieved`` markers are only ever added), so a job
+    decided removable stays removable, and an expired one stays expired.  A
+    job that had not ended is kept without force whatever it becomes
+    meanwhile (nothing is done to it), and with force is canceled and removed
+    whatever it becomes.  A finished job whose results were never retrieved
+    is removed only with force or expired, never because of this window.
+    The exclusive marker still decides between concurrent removers, so each
+    job is removed, and counted, once.
+    """
+    results: dict[int, tuple[CleanupEntry, Decision | None, Future | None]] = {}
+    by_store: dict[str, list[int]] = {}
+    stores: dict[str, Store] = {}
+    for index, (store, _) in enumerate(targets):
+        if store.removes_in_bulk:
+            by_store.setdefault(store.url, []).append(index)
+            stores[store.url] = store  # the instance that purged the share dir (the last one)
+    for url, indexes in by_store.items():
+        store = stores[url]
+        for start in range(0, len(indexes), BULK_BATCH):
+            batch = indexes[start:start + BULK_BATCH]
+            job_ids = [targets[i][1] for i in batch]
+            try:
+                done = _clean_batch(store, job_ids, force, dry_run, now, threads)
+            except Exception as exc:  # the batch's markers stay: the next cleanup finishes them
+                done = [(CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
+                                      f"{type(exc).__name__}: {exc}"), None) for job_id in job_ids]
+            for index, (entry, decision) in zip(batch, done, strict=True):
+                results[index] = (entry, decision, None)
+    return results
+
+
+def _clean_batch(store: Store, job_ids: list[str], force: bool, dry_run: bool, now: datetime | None,
+                 threads: int) -> list[tuple[CleanupEntry, Decision | None]]:
+    """Decide on a batch of jobs of one store from one bulk look, then remove what the
+    rules allow together; each job's entry and decision, in order."""
+    valid: list[str] = []
+    done: dict[str, tuple[CleanupEntry, Decision | None]] = {}
+    for job_id in job_ids:
+        try:
+            valid.append(validate_job_id(job_id))
+        except ValueError as exc:
+            done[job_id] = (CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
+                                         f"ValueError: {exc}"), None)
+    looks = dict(store.snapshots(list(dict.fromkeys(valid)), sizes=True))
+
+    def decide(job_id: str) -> tuple[CleanupEntry, Decision | None]:
+        try:
+            snapshot = looks[job_id]
+            if snapshot is None:
+                decision = decide_cleanup(RxRemoteJobStatus.MISSING, False, force)
+                return CleanupEntry(job_id, store.url, RxRemoteJobStatus.MISSING.value,
+                                    CleanupOutcome.MISSING, decision.reason), decision
+            return _decide(store, job_id, force, now, snapshot)
+        except Exception as exc:  # one job's problem never stops the others
+            return CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
+                                f"{type(exc).__name__}: {exc}"), None
+
+    # Deriving a state may probe an engine (jobs that have not ended): in threads.
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        decided = dict(zip(valid, pool.map(decide, valid), strict=True))
+    done.update(decided)
+    removable = list(dict.fromkeys(
+        job_id for job_id, (entry, decision) in decided.items()
+        if decision is not None and decision.action in REMOVALS and entry.outcome is CleanupOutcome.KEPT))
+    if dry_run:
+        for job_id in removable:
+            entry, snapshot = done[job_id][0], looks[job_id]
+            usage = snapshot.usage if snapshot is not None and snapshot.usage is not None \
+                else store.usage(job_id)
+            entry.outcome, entry.files, entry.bytes = CleanupOutcome.WOULD_REMOVE, usage.files, usage.bytes
+        return _once_each(job_ids, done)
+    cancels = [job_id for job_id in removable
+               if getattr(done[job_id][1], "action", None) is Action.CANCEL_AND_REMOVE]
+    if cancels:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(cancels)))) as pool:
+            list(pool.map(lambda job_id: jobs.stop_on_engine(store, job_id), cancels))
+    detached: list[str] = []
+    tokens: list[str] = []
+    for job_id, token in zip(removable, store.detach_jobs(removable), strict=True):
+        entry = done[job_id][0]
+        if isinstance(token, JobNotFoundError):
+            entry.outcome, entry.reason = CleanupOutcome.MISSING, "already removed (by another cleanup?)"
+        elif isinstance(token, Exception):
+            entry.outcome, entry.reason = CleanupOutcome.ERROR, f"{type(token).__name__}: {token}"
+        else:
+            detached.append(job_id)
+            tokens.append(token)
+            with contextlib.suppress(OSError):
+                jobs.drop_driver_log(store, job_id, salvage=False)  # what a killed driver left outside
+    for job_id, freed in zip(detached, store.delete_detached_jobs(tokens), strict=True):
+        entry = done[job_id][0]
+        if isinstance(freed, Exception):  # detached: reads as missing; the next cleanup finishes it
+            entry.outcome, entry.status, entry.reason = (
+                CleanupOutcome.ERROR, "undetermined", f"{type(freed).__name__}: {freed}")
+        else:
+            entry.outcome, entry.files, entry.bytes = CleanupOutcome.REMOVED, freed.files, freed.bytes
+    return _once_each(job_ids, done)
+
+
+def _once_each(job_ids: list[str], done: dict[str, tuple[CleanupEntry, Decision | None]],
+               ) -> list[tuple[CleanupEntry, Decision | None]]:
+    """The results in the order of ``job_ids``; a job named again after it was removed is
+    reported missing there, as one by one it would be."""
+    results: list[tuple[CleanupEntry, Decision | None]] = []
+    seen: set[str] = set()
+    for job_id in job_ids:
+        entry, decision = done[job_id]
+        if job_id in seen:
+            entry = replace(entry)
+            if entry.outcome is CleanupOutcome.REMOVED:
+                entry.outcome, entry.files, entry.bytes = CleanupOutcome.MISSING, 0, 0
+                entry.reason = "already removed (named twice)"
+        seen.add(job_id)
+        results.append((entry, decision))
+    return results
 
 
 def _start_delete_workers(targets: list[tuple[Store, str]], threads: int) -> DeleteWorkers | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -290,6 +290,10 @@ class Store(ABC):
     #: Many jobs are read faster together than one by one (:meth:`snapshots`): an
     #: object store lists the whole share dir once and reads records in parallel.
     reads_in_bulk: bool = False
+    #: Many jobs are removed faster together (:meth:`detach_jobs`,
+    #: :meth:`delete_detached_jobs`): an object store writes the ``deleting``
+    #: markers concurrently and deletes every key in 1000-key requests.
+    removes_in_bulk: bool = False
 
     def __init__(self, share_dir: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = normalize_share_dir(share_dir)
@@ -405,7 +409,8 @@ class Store(ABC):
             return None
         paths = self.paths(job_id, validated=True)
         found: dict[str, bytes | Exception] = {}
-        for name in records:
+        # A job marked ``deleting`` reads as missing: its records are not read.
+        for name in records if "deleting" not in entries else ():
             if name in entries:
                 try:
                     found[name] = self.read_bytes(f"{paths.dir}/{name}", limit=MAX_RECORD_BYTES)
@@ -427,6 +432,35 @@ class Store(ABC):
         """
         for job_id in job_ids:
             yield job_id, self.snapshot(job_id, records, sizes)
+
+    def detach_jobs(self, job_ids: Sequence[str]) -> list[str | Exception]:
+        """:meth:`detach_job` of each job, in the order given: its token, or the exception
+        it raised (JobNotFoundError: another cleaner got it first).
+
+        A store whose removals are cheaper together (:attr:`removes_in_bulk`)
+        overrides it; crash safety is the same as one by one: once this
+        returns, each detached job reads as missing and :meth:`purge_trash`
+        finishes it if the caller dies.
+        """
+        found: list[str | Exception] = []
+        for job_id in job_ids:
+            try:
+                found.append(self.detach_job(job_id))
+            except Exception as exc:  # one job's problem never stops the others
+                found.append(exc)
+        return found
+
+    def delete_detached_jobs(self, tokens: Sequence[str]) -> list[Usage | Exception]:
+        """:meth:`delete_detached` of each token of :meth:`detach_jobs`, in the order
+        given: what it freed, or the exception it raised (the job stays detached,
+        for :meth:`purge_trash`)."""
+        freed: list[Usage | Exception] = []
+        for token in tokens:
+            try:
+                freed.append(self.delete_detached(token))
+            except Exception as exc:
+                freed.append(exc)
+        return freed
 
     @abstractmethod
     def detach_job(self, job_id: str) -> str:

@@ -11,12 +11,18 @@ the bucket's access policy says (docs/security.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
 import socket
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -26,9 +32,11 @@ from ..sharedir import OBJECT_STORE_PROTOCOLS
 from ..times import utc_now_iso
 from .base import (
     MARKER,
+    MAX_RECORD_BYTES,
     RESERVED,
     SHARE_FORMAT,
     TMP_MARK,
+    JobSnapshot,
     Store,
     TempFile,
     TopEntry,
@@ -37,9 +45,37 @@ from .base import (
     plain_name,
 )
 
+T = TypeVar("T")
+#: What a listing says of a key: its size, and its version (ETag and modification time;
+#: "" when the filesystem gives none).
+Listed = tuple[int, str]
+
+# A survey or removal of at least this many jobs of a share dir of unknown size lists the
+# whole of it once (one request per 1000 keys); fewer jobs are listed prefix by prefix,
+# concurrently, so that a page of a big share dir does not list all of it (see
+# FsspecStore._lists_whole_share_dir for a share dir whose size is known).
+WHOLE_LISTING_FROM_JOBS = 64
+# Requests in flight at once in a bulk operation (s3fs' connection pool caps it further).
+CONCURRENT_REQUESTS = 64
+# Records of this many jobs are read before their snapshots are handed out: what is
+# held at once stays bounded, and a caller that stops early leaves the rest unread.
+SNAPSHOT_CHUNK = 1000
+# purge_trash's listing serves the survey that follows it if no older than this.
+REUSE_LISTING_S = 10.0
+
 
 class FsspecStore(Store):
-    """A share dir on an fsspec filesystem other than the local disk."""
+    """A share dir on an fsspec filesystem other than the local disk.
+
+    Many jobs are looked at and removed together (:attr:`reads_in_bulk`,
+    :attr:`removes_in_bulk`): one listing of the share dir gives every job's
+    names and sizes, and reads, ``deleting`` markers and deletions of many
+    jobs go out concurrently (s3fs is asynchronous; other filesystems get a
+    few threads).
+    """
+
+    reads_in_bulk = True
+    removes_in_bulk = True
 
     def __init__(self, share_dir: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(share_dir, options)
@@ -56,6 +92,18 @@ class FsspecStore(Store):
         self.is_object_store = bool(protocols & OBJECT_STORE_PROTOCOLS)
         self.root = root.rstrip("/")
         self._checked = False
+        # How many names the share dir's top held at its last listing (None: not listed yet):
+        # tells whether a survey of some jobs should list all of it or their prefixes.
+        self._top_count: int | None = None
+        # Keys of jobs detached by detach_jobs, listed after their markers were written, for
+        # delete_detached_jobs (which lists again if a token is not here).
+        self._detached: dict[str, dict[str, int]] = {}
+        self._detached_lock = threading.Lock()
+        # The last listing purge_trash made, for the next survey (see purge_trash).
+        self._recent: tuple[float, dict[str, dict[str, Listed]]] | None = None
+        # Which filesystem records are cached for (RecordCache): protocol and options, hashed.
+        self._cache_scope = hashlib.sha256(json.dumps(
+            [protocol, self.options], sort_keys=True, default=str).encode()).hexdigest()
 
     # -- the share dir itself ---------------------------------------------------------
 
@@ -143,10 +191,7 @@ class FsspecStore(Store):
             if limit is None:
                 return bytes(self.fs.cat_file(path))
             # One ranged read (a single GET on object stores), not a size query first.
-            data = bytes(self.fs.cat_file(path, start=0, end=limit + 1))
-            if len(data) > limit:
-                raise ValueError(f"{path} is larger than the {limit} bytes allowed")
-            return data
+            return _within(path, bytes(self.fs.cat_file(path, start=0, end=limit + 1)), limit)
         except (FileNotFoundError, IsADirectoryError):
             raise
         except OSError as exc:  # some backends raise a bare OSError for absent keys
@@ -176,18 +221,213 @@ class FsspecStore(Store):
     def job_entries(self, job_id: str) -> frozenset[str] | None:
         path = self.paths(job_id).dir
         try:
-            names = [e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(path, detail=False)]
+            listed = self.fs.ls(path, detail=True)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        names = [str(e["name"]).rstrip("/") for e in listed]
+        if names == [path] and listed[0].get("type") != "directory":
+            return None  # a key named like a job, not a prefix: no job directory
         if not names and not self.fs.isdir(path):
             return None  # object stores have no empty directories: no keys, no job
-        return frozenset(n for n in names if TMP_MARK not in n)
+        return frozenset(n for n in (n.rsplit("/", 1)[-1] for n in names) if TMP_MARK not in n)
 
     def list_names(self, windowed: bool) -> list[str]:
         names = self.listdir(self.root)
+        self._top_count = len(names)
         if names:
             self._check_marked()
         return names
+
+    # -- many jobs at once ------------------------------------------------------------
+
+    def _concurrently(self, coroutine: Callable[[str], Awaitable[T]], plain: Callable[[str], T],
+                      paths: Sequence[str]) -> list[T | Exception]:
+        """Call ``coroutine`` (on an asynchronous filesystem: s3fs) or ``plain`` (elsewhere)
+        on each path, concurrently: each result, or the exception it raised, in order.
+
+        On s3fs up to :data:`CONCURRENT_REQUESTS` requests are in flight on its
+        event loop; another filesystem gets a few threads.
+        """
+        if not paths:
+            return []
+        if getattr(self.fs, "async_impl", False):
+            import fsspec.asyn
+
+            async def run_all() -> list[T | Exception]:
+                gate = asyncio.Semaphore(CONCURRENT_REQUESTS)
+
+                async def one(path: str) -> T | Exception:
+                    async with gate:
+                        try:
+                            return await coroutine(path)
+                        except Exception as exc:  # each path's outcome is its own
+                            return exc
+
+                return list(await asyncio.gather(*(one(p) for p in paths)))
+
+            return list(fsspec.asyn.sync(self.fs.loop, run_all))
+
+        def call(path: str) -> T | Exception:
+            try:
+                return plain(path)
+            except Exception as exc:
+                return exc
+
+        if len(paths) == 1:
+            return [call(paths[0])]
+        with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
+            return list(pool.map(call, paths))
+
+    def _lists_whole_share_dir(self, n_jobs: int) -> bool:
+        """Whether one listing of the share dir beats listing ``n_jobs`` prefixes.
+
+        A listing request returns 1000 keys, a job holds a few: when the share
+        dir's size is known (from a listing of it), the whole of it is listed
+        unless it holds a hundred times more jobs than asked for; when it is
+        not, only for :data:`WHOLE_LISTING_FROM_JOBS` jobs or more.
+        """
+        if self._top_count is not None:
+            return n_jobs * 100 >= self._top_count
+        return n_jobs >= WHOLE_LISTING_FROM_JOBS
+
+    def _job_keys(self, job_ids: Sequence[str], recent: bool = False) -> dict[str, dict[str, Listed]]:
+        """Every key of each job, as ``{path inside the job: (size, version)}`` ({} for none).
+
+        One paginated listing of the whole share dir for many jobs, else one
+        listing per job's prefix, all at once.  With ``recent`` (a survey, not
+        a removal), the listing :meth:`purge_trash` just made serves, once.
+        """
+        prefix = self.root + "/"
+        found: dict[str, dict[str, Listed]] = {job_id: {} for job_id in job_ids}
+        if self._lists_whole_share_dir(len(found)):
+            kept, self._recent = self._recent, None
+            if recent and kept is not None and time.monotonic() - kept[0] <= REUSE_LISTING_S:
+                by_job = kept[1]
+            else:
+                by_job = self._listing_by_job(set(found))
+            for job_id, keys in found.items():
+                keys.update(by_job.get(job_id, {}))
+            return found
+        dirs = [f"{prefix}{job_id}" for job_id in found]
+        fs = self.fs
+        listings = self._concurrently(lambda d: fs._find(d, detail=True),
+                                      lambda d: fs.find(d, detail=True), dirs)
+        for job_id, folder, listed in zip(found, dirs, listings, strict=True):
+            if isinstance(listed, FileNotFoundError):
+                continue
+            if isinstance(listed, Exception):
+                raise listed
+            inside = folder + "/"
+            found[job_id] = {key[len(inside):]: _listed(info) for key, info in listed.items()
+                             if key.startswith(inside) and len(key) > len(inside)
+                             and info.get("type", "file") != "directory"}
+        return found
+
+    def _listing_by_job(self, wanted: set[str] | None = None) -> dict[str, dict[str, Listed]]:
+        """One paginated listing of the whole share dir, grouped by the job (top name) holding
+        each key; only the keys of ``wanted`` jobs are kept, if given."""
+        prefix = self.root + "/"
+        by_job: dict[str, dict[str, Listed]] = {}
+        try:
+            listed = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            return by_job
+        tops = set()
+        for key, info in listed.items():
+            job_id, sep, rel = key[len(prefix):].partition("/")
+            tops.add(job_id)
+            if (sep and rel and info.get("type", "file") != "directory"
+                    and (wanted is None or job_id in wanted)):
+                by_job.setdefault(job_id, {})[rel] = _listed(info)
+        self._top_count = len(tops)
+        return by_job
+
+    def _read_records(self, wanted: Sequence[tuple[str, Listed]], limit: int) -> list[bytes | Exception]:
+        """Read each record (at most ``limit`` bytes), concurrently, as :meth:`read_bytes`
+        would: its bytes or the error reading it; FileNotFoundError for an absent one.
+
+        ``wanted`` pairs each path with what the listing said of it: a record
+        read earlier whose listed version (ETag and modification time) is the
+        same is not read again (see :class:`RecordCache`).
+        """
+        cached = [RECORDS.get(self._cache_scope, path, listed) for path, listed in wanted]
+        missing = [path for (path, _), data in zip(wanted, cached, strict=True) if data is None]
+        fs = self.fs
+        fetched = iter(self._concurrently(lambda p: fs._cat_file(p, start=0, end=limit + 1),
+                                          lambda p: fs.cat_file(p, start=0, end=limit + 1), missing))
+        read = [data if data is not None else next(fetched) for data in cached]
+        outcomes: list[bytes | Exception] = []
+        for (path, listed), data in zip(wanted, read, strict=True):
+            if isinstance(data, (FileNotFoundError, IsADirectoryError)):
+                outcomes.append(data)
+            elif isinstance(data, OSError):  # some backends raise a bare OSError for absent keys
+                outcomes.append(FileNotFoundError(path))
+            elif isinstance(data, Exception):
+                raise data
+            else:
+                try:
+                    outcomes.append(_within(path, bytes(data), limit))
+                    RECORDS.put(self._cache_scope, path, listed, bytes(data))
+                except ValueError as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    def snapshots(self, job_ids: Iterable[str], records: tuple[str, ...] = ("job.json", "status.json"),
+                  sizes: bool = True) -> Iterator[tuple[str, JobSnapshot | None]]:
+        """Snapshots of many jobs: one listing, records read concurrently.
+
+        Equal to :meth:`~rxjobs.store.base.Store.snapshot` of each job: names
+        and sizes come from one paginated listing of the share dir (or of each
+        job's prefix, for a few jobs), temporary names left out; a record
+        larger than :data:`MAX_RECORD_BYTES` by its listed size is refused
+        without reading it, and the others are read concurrently (one GET
+        each).  A job marked ``deleting`` has its names (so it reads as
+        missing) and no records read.  Records are read :data:`SNAPSHOT_CHUNK`
+        jobs at a time, as the caller consumes them; the listing itself holds
+        every key's size of the jobs asked for.
+        """
+        ids = list(job_ids)
+        if not ids:
+            return
+        keys = self._job_keys(ids, recent=True)
+        for start in range(0, len(ids), SNAPSHOT_CHUNK):
+            chunk = ids[start:start + SNAPSHOT_CHUNK]
+            entries: dict[str, frozenset[str]] = {}
+            wanted: list[tuple[str, str, str, Listed]] = []  # job, record, path, listed
+            refused: dict[tuple[str, str], Exception] = {}
+            for job_id in chunk:
+                names = frozenset(n for n in (rel.split("/", 1)[0] for rel in keys[job_id])
+                                  if TMP_MARK not in n)
+                if not names:
+                    continue
+                entries[job_id] = names
+                if "deleting" in names:
+                    continue  # reads as missing: nothing more to read
+                for name in records:
+                    listed = keys[job_id].get(name)
+                    if listed is None:
+                        continue  # absent, or a prefix (which no read could return)
+                    path = f"{self.root}/{job_id}/{name}"
+                    if listed[0] > MAX_RECORD_BYTES:
+                        refused[job_id, name] = _too_large(path, MAX_RECORD_BYTES)
+                    else:
+                        wanted.append((job_id, name, path, listed))
+            read = self._read_records([(path, listed) for _, _, path, listed in wanted], MAX_RECORD_BYTES)
+            found: dict[str, dict[str, bytes | Exception]] = {job_id: {} for job_id in entries}
+            for (job_id, name), exc in refused.items():
+                found[job_id][name] = exc
+            for (job_id, name, _, _), data in zip(wanted, read, strict=True):
+                if not isinstance(data, FileNotFoundError):  # removed since the listing
+                    found[job_id][name] = data
+            for job_id in chunk:
+                names_of = entries.get(job_id)
+                if names_of is None:
+                    yield job_id, None
+                    continue
+                job_keys = keys[job_id]
+                usage = Usage(len(job_keys), sum(size for size, _ in job_keys.values())) if sizes else None
+                yield job_id, JobSnapshot(names_of, None, usage,
+                                          {n: found[job_id][n] for n in records if n in found[job_id]})
 
     def is_job_dir(self, job_id: str) -> bool:
         return bool(self.fs.isdir(f"{self.root}/{job_id}"))
@@ -234,6 +474,102 @@ class FsspecStore(Store):
         self._finish_removal(token)
         return Usage(len(found), sum(found.values()))
 
+    def detach_jobs(self, job_ids: Sequence[str]) -> list[str | Exception]:
+        """Write the ``deleting`` marker of every job at once (conditional puts, concurrently),
+        then list them all once.
+
+        As :meth:`detach_job` does for one job: a marker that is already
+        there means another remover owns the job (JobNotFoundError), and a
+        job with nothing but this marker left was removed meanwhile (its
+        marker is deleted again, in one batched request; JobNotFoundError).
+        The listing is kept for :meth:`delete_detached_jobs`.
+        """
+        if not self.is_object_store:
+            return super().detach_jobs(job_ids)
+        paths = [self.paths(job_id) for job_id in job_ids]
+        identity = _remover_identity()
+        fs = self.fs
+        written = self._concurrently(lambda m: _create_async(fs, m, identity),
+                                     lambda m: self.write_exclusive(m, identity),
+                                     [p.deleting for p in paths])
+        outcome: list[str | Exception] = []
+        mine = []
+        for job_id, result in zip(job_ids, written, strict=True):
+            if isinstance(result, FileExistsError):
+                outcome.append(JobNotFoundError(f"job {job_id} is already being removed from {self.url}"))
+            elif isinstance(result, Exception):
+                outcome.append(result)
+            else:
+                mine.append(job_id)
+                outcome.append(job_id)
+        try:
+            listed = self._job_keys(mine)
+        except Exception as exc:  # the markers stay: purge_trash finishes those jobs
+            return [exc if token in mine else token for token in outcome]
+        gone = []
+        with self._detached_lock:
+            for job_id in mine:
+                rest = {rel: size for rel, (size, _) in listed[job_id].items() if rel != "deleting"}
+                if rest:
+                    self._detached[job_id] = rest
+                else:
+                    gone.append(job_id)
+        if gone:
+            self._delete_keys([self.paths(job_id, validated=True).deleting for job_id in gone])
+            outcome = [JobNotFoundError(self.not_found(t)) if isinstance(t, str) and t in gone else t
+                       for t in outcome]
+        return outcome
+
+    def delete_detached_jobs(self, tokens: Sequence[str]) -> list[Usage | Exception]:
+        """Delete every key of jobs marked ``deleting`` (1000 keys a request, a few
+        requests at once), list them again and delete what a late writer put,
+        then delete their markers, together, last."""
+        if not self.is_object_store:
+            return super().delete_detached_jobs(tokens)
+        with self._detached_lock:
+            known = {t: self._detached.pop(t) for t in tokens if t in self._detached}
+        unknown = [t for t in tokens if t not in known]
+        if unknown:
+            try:
+                known.update({t: {rel: size for rel, (size, _) in keys.items() if rel != "deleting"}
+                              for t, keys in self._job_keys(unknown).items()})
+            except Exception as exc:
+                return [exc for _ in tokens]
+        try:
+            self._delete_keys([f"{self.root}/{t}/{rel}" for t in known for rel in known[t]])
+            self._finish_removals(list(tokens))
+        except Exception as exc:  # the markers stay: purge_trash finishes these jobs
+            return [exc for _ in tokens]
+        return [Usage(len(known[t]), sum(known[t].values())) for t in tokens]
+
+    def _delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete keys in batched requests (s3fs: one DeleteObjects per 1000 keys, a few
+        at once; nothing is asked for the keys first)."""
+        if keys:
+            self.fs.rm(sorted(keys))
+
+    def _finish_removals(self, job_ids: Sequence[str]) -> None:
+        """Delete what is left of jobs marked ``deleting``, their markers last.
+
+        As :meth:`_finish_removal_at` does for one job, for all of them with
+        one listing a round: a marker goes only once a listing shows nothing
+        else in its job, so a late writer's key is never left without it.
+        """
+        pending = list(dict.fromkeys(job_ids))
+        for _ in range(5):
+            listed = self._job_keys(pending)
+            rest = [f"{self.root}/{job_id}/{rel}" for job_id in pending
+                    for rel in listed[job_id] if rel != "deleting"]
+            done = [job_id for job_id in pending if set(listed[job_id]) <= {"deleting"}]
+            self._delete_keys([f"{self.root}/{job_id}/deleting" for job_id in done
+                               if "deleting" in listed[job_id]])
+            pending = [job_id for job_id in pending if job_id not in set(done)]
+            if not pending:
+                return
+            self._delete_keys(rest)
+        raise OSError(f"could not empty {len(pending)} jobs of {self.url} ({', '.join(pending[:3])}...): "
+                      "objects keep appearing in them")
+
     def _finish_removal(self, job_id: str) -> None:
         """Delete what is left of a job marked ``deleting``, the marker last.
 
@@ -262,17 +598,28 @@ class FsspecStore(Store):
             self.fs.rm(path, recursive=True)
 
     def purge_trash(self) -> list[str]:
-        # One listing of the whole share dir finds every ``<job>/deleting`` marker.
-        depth = self.root.count("/") + 2
-        marked = sorted({
-            key[len(self.root) + 1:].split("/", 1)[0] for key in self._objects(self.root)
-            if key.endswith("/deleting") and key.count("/") == depth
-        })
-        purged = []
-        for job_id in marked:
-            if is_job_id(job_id):
+        """Finish every removal an interrupted cleanup left: one listing of the whole
+        share dir finds every ``<job>/deleting`` marker.
+
+        On an object store that listing is kept for a few seconds
+        (:data:`REUSE_LISTING_S`), for the survey of many jobs that a cleanup
+        makes next (:meth:`snapshots`), which so does not list the share dir
+        a second time.  A listing a moment old is as good to decide on as a
+        fresh one: removals are arbitrated by the exclusive marker, written
+        after the decision either way (see ``rxjobs.cleanup``).
+        """
+        by_job = self._listing_by_job()
+        marked = sorted(job_id for job_id, keys in by_job.items() if "deleting" in keys)
+        purged = [job_id for job_id in marked if is_job_id(job_id)]
+        if self.is_object_store:
+            if purged:
+                self._finish_removals(purged)  # all together: one listing a round
+            for job_id in purged:
+                by_job.pop(job_id, None)
+            self._recent = (time.monotonic(), by_job)
+        else:
+            for job_id in purged:
                 self._finish_removal(job_id)
-                purged.append(job_id)
         return purged
 
     def discard_new_job(self, job_id: str) -> None:
@@ -356,6 +703,84 @@ class FsspecStore(Store):
 
     def remove_temp_file(self, path: str) -> bool:
         return False
+
+
+def _listed(info: Mapping[str, Any]) -> Listed:
+    """A listing entry's size and version: its ETag and modification time ("" if unknown)."""
+    etag, modified = info.get("ETag") or info.get("etag"), _mtime(dict(info))
+    version = f"{etag}@{modified}" if etag and modified is not None else ""
+    return int(info.get("size") or 0), version
+
+
+class RecordCache:
+    """Records read recently, by the version their listing gave (ETag and modification time).
+
+    A cleanup right after a listing (``rx_cleanup_jobs(rx_get_jobs(cc))``)
+    reads the same ``job.json`` files: a record whose fresh listing shows the
+    same size, ETag and modification time as when it was read is the same
+    object (a put changes its modification time, and its ETag with its
+    content), so it is not read again.  Nothing is taken on trust: the
+    listing that validates an entry is always the caller's own, just made.
+    Bounded in bytes, the least recently used entries go first.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._held = 0
+        self._entries: OrderedDict[tuple[str, str, Listed], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, scope: str, path: str, listed: Listed) -> bytes | None:
+        if not listed[1]:
+            return None
+        with self._lock:
+            data = self._entries.get((scope, path, listed))
+            if data is not None:
+                self._entries.move_to_end((scope, path, listed))
+            return data
+
+    def clear(self) -> None:
+        """Forget every record (a benchmark measures a cold start so)."""
+        with self._lock:
+            self._entries.clear()
+            self._held = 0
+
+    def put(self, scope: str, path: str, listed: Listed, data: bytes) -> None:
+        if not listed[1] or len(data) != listed[0] or len(data) > self.max_bytes // 16:
+            return
+        with self._lock:
+            if (scope, path, listed) in self._entries:
+                return
+            self._entries[scope, path, listed] = data
+            self._held += len(data)
+            while self._held > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._held -= len(dropped)
+
+
+# Records of this process, for all its stores; a few thousand job.json files.
+RECORDS = RecordCache(32 << 20)
+
+
+def _too_large(path: str, limit: int) -> ValueError:
+    return ValueError(f"{path} is larger than the {limit} bytes allowed")
+
+
+def _within(path: str, data: bytes, limit: int) -> bytes:
+    """``data`` read from ``path`` (asking for ``limit + 1`` bytes), if no more than ``limit``."""
+    if len(data) > limit:
+        raise _too_large(path, limit)
+    return data
+
+
+async def _create_async(fs: Any, path: str, data: bytes) -> None:
+    """Exclusive creation on an asynchronous filesystem, as :meth:`FsspecStore.write_exclusive`."""
+    try:
+        await fs._pipe_file(path, data, mode="create")
+    except TypeError:  # a backend without exclusive creation: best effort
+        if await fs._exists(path):
+            raise FileExistsError(path) from None
+        await fs._pipe_file(path, data)
 
 
 def _remover_identity() -> bytes:
