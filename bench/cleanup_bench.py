@@ -25,7 +25,10 @@ them (``rxjobs,rm-parallel`` for a quicker judgment of the target).  Building th
 first clone is written from memory, the others copied with ``cp -a``); the
 page cache cannot be dropped, so every contender works on freshly written
 (cached) directories, ``sync`` runs before each timing, and the medians of
-the repetitions are reported.  Nothing here asserts on time.
+the repetitions are reported.  A ratio is the median of the ratios of the
+repetitions (both contenders timed on copies of one share dir within one
+repetition), which a disk whose speed drifts between repetitions moves less
+than a ratio of medians.  Nothing here asserts on time.
 
 Run ``python -m bench.cleanup_bench --help`` from the repository root.
 """
@@ -226,10 +229,17 @@ class Result:
         return bool(self.seconds.get(name))
 
     def ratio_to(self, name: str, of: str = "rxjobs") -> float | None:
-        """Median of ``of`` over median of ``name`` (None when either was not timed)."""
+        """The median over the repetitions of ``of`` / ``name`` timed in the same repetition
+        (None when either was not timed).
+
+        Paired by repetition, not a ratio of medians: each repetition times both on
+        copies of one share dir within a few seconds, while the disk's speed drifts
+        between repetitions on a shared machine (8 parallel ``rm -rf`` took 7.6 to
+        22.4 s across the repetitions of one run).
+        """
         if not (self.has(name) and self.has(of)):
             return None
-        return self.median(of) / self.median(name)
+        return statistics.median(a / b for a, b in zip(self.seconds[of], self.seconds[name], strict=True))
 
     @property
     def ratio(self) -> float | None:
@@ -306,12 +316,12 @@ def format_table(result: Result) -> str:
     if ratio is not None:
         removal = result.ratio_to(BASELINE, of="remove-only")
         lines.append(
-            f"ratio rxjobs / {PARALLEL_RM} parallel rm -rf (medians): {ratio:.2f}x"
+            f"ratio rxjobs / {PARALLEL_RM} parallel rm -rf (median of the repetitions): {ratio:.2f}x"
             + (f"   (removal only: {removal:.2f}x)" if removal is not None else "")
             + f"   target <= {TARGET_RATIO}x: {result.verdict}")
     to_rm = result.ratio_to("rm")
     if to_rm is not None:
-        lines.append(f"information: rxjobs / rm -rf (medians): {to_rm:.2f}x   "
+        lines.append(f"information: rxjobs / rm -rf (median of the repetitions): {to_rm:.2f}x   "
                      "(the 0.5x target of before, which depends on the disk)")
     floor = result.ratio_to("rm", of=BASELINE)
     if floor is not None:
@@ -385,7 +395,8 @@ same run: the floor of deletion on the machine's disk at that moment.  One
 single-threaded `rm -rf` is timed too, for information (its ratio depends on
 how many deletions the disk serves at once: 0.48× on one machine, 0.59–0.66×
 on another, for the same code).
-Medians of {first.repeat} repetitions; the order of the contenders rotates, every tree is
+Medians of {first.repeat} repetitions; a ratio is the median of the ratios of the
+repetitions. The order of the contenders rotates, every tree is
 freshly written (page cache warm for all) and `sync`ed before its timing.
 Target (issue 15): rxjobs ≤ {TARGET_RATIO}× {PARALLEL_RM} parallel `rm -rf`, with fsync on.
 
