@@ -207,18 +207,23 @@ def usage_at(dir_fd: int, name: str) -> tuple[int, int]:
         with os.scandir(fd) as it:
             entries = list(it)
         for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    n, b = usage_at(fd, entry.name)
-                else:
-                    n, b = 1, entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
+            n, b = entry_usage(fd, entry)
             files += n
             size += b
     finally:
         os.close(fd)
     return files, size
+
+
+def entry_usage(dir_fd: int, entry: os.DirEntry[str]) -> tuple[int, int]:
+    """Files and bytes of one entry of ``dir_fd``: a subdirectory walked through
+    descriptors, anything else counted as one file; (0, 0) if it cannot be looked at."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return usage_at(dir_fd, entry.name)
+        return 1, entry.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0, 0
 
 
 def snapshot_at(fd: int, records: tuple[str, ...], limit: int, sizes: bool,
@@ -243,13 +248,7 @@ def snapshot_at(fd: int, records: tuple[str, ...], limit: int, sizes: bool,
             names.append(entry.name)
             if not sizes:
                 continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    n, b = usage_at(fd, entry.name)
-                else:
-                    n, b = 1, entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
+            n, b = entry_usage(fd, entry)
             files += n
             size += b
     read: dict[str, bytes | Exception] = {}
