@@ -41,6 +41,18 @@ def test_report_json_is_unchanged():
         '"reason": "OSError: x", "files": 0, "bytes": 0, "expired": false}]}')
 
 
+def test_report_json_lazy_is_the_same_and_round_trips():
+    report = CleanupReport([CleanupEntry("a", "/s", "failed", "removed", "failed", files=2, bytes=10,
+                                         expired=True),
+                            CleanupEntry("b", "/s", "finished", "would remove", "")])
+    lazy = report.to_json(lazy=True)
+    assert not isinstance(lazy["jobs"], list)
+    assert {**lazy, "jobs": list(lazy["jobs"])} == report.to_json()
+    assert CleanupReport.from_json(report.to_json()) == report
+    # every field of an entry is in its JSON (a field added later must be too)
+    assert set(report.entries[0].to_json()) == set(CleanupEntry.__dataclass_fields__)
+
+
 def test_an_unknown_outcome_is_refused():
     with pytest.raises(ValueError, match="not a valid CleanupOutcome"):
         CleanupEntry("j", "/share", "failed", "deleted", "why")

@@ -823,7 +823,7 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
     kept = [e for e in report if e.outcome is CleanupOutcome.KEPT]
     missing = [e for e in report if e.outcome is CleanupOutcome.MISSING]
     if as_json:
-        data = report.to_json()
+        data = report.to_json(lazy=True)
         data.update(share_dir=store.url, dry_run=dry_run, force=force, skipped=list(skipped),
                     would_remove=len(would), bytes_would_free=sum(e.bytes for e in would),
                     errors=len(errors), missing=len(missing), **(extra or {}))
