@@ -134,32 +134,30 @@ def normalize_state(text: str) -> str:
             "R": "RUNNING", "CG": "COMPLETING"}.get(word, word)
 
 
+#: Why a task ended, by the Slurm state it ended in; ``{task}`` and ``{exit}`` (its exit
+#: code or signal, in words) are filled in.
+TASK_END_TEXT = {
+    "TIMEOUT": "task {task} hit its Slurm time limit (TIMEOUT); give RxSlurm(time_limit=...) more",
+    "OUT_OF_MEMORY": "task {task} ran out of memory (OUT_OF_MEMORY); give RxSlurm(mem=...) more",
+    "NODE_FAIL": "task {task} was lost with its node (NODE_FAIL)",
+    "BOOT_FAIL": "task {task} could not start: its node failed to boot (BOOT_FAIL)",
+    "CANCELLED": "task {task} was cancelled on Slurm (scancel from outside rxjobs, or an admin)",
+    "PREEMPTED": "task {task} was preempted and not requeued (PREEMPTED)",
+    "DEADLINE": "task {task} missed its Slurm deadline (DEADLINE)",
+    "FAILED": "task {task} failed on Slurm ({exit}); see tasks/{task}" + TASK_LOG_SUFFIX,
+    "COMPLETED": "task {task} ended ({exit}) without writing its result",
+}
+
+
 def describe_task_end(task: int, end: SlurmState | None) -> str:
     """Why task ``task`` left no result, in words for the user, from Slurm's record of it."""
     if end is None:
         return (f"task {task} left no result and Slurm no longer knows how it ended "
                 "(cancelled while pending, or forgotten after MinJobAge)")
-    state = end.state
-    exit_text = _exit_text(end.exit_code)
-    if state == "TIMEOUT":
-        return f"task {task} hit its Slurm time limit (TIMEOUT); give RxSlurm(time_limit=...) more"
-    if state == "OUT_OF_MEMORY":
-        return f"task {task} ran out of memory (OUT_OF_MEMORY); give RxSlurm(mem=...) more"
-    if state == "NODE_FAIL":
-        return f"task {task} was lost with its node (NODE_FAIL)"
-    if state == "BOOT_FAIL":
-        return f"task {task} could not start: its node failed to boot (BOOT_FAIL)"
-    if state == "CANCELLED":
-        return f"task {task} was cancelled on Slurm (scancel from outside rxjobs, or an admin)"
-    if state == "PREEMPTED":
-        return f"task {task} was preempted and not requeued (PREEMPTED)"
-    if state == "DEADLINE":
-        return f"task {task} missed its Slurm deadline (DEADLINE)"
-    if state == "FAILED":
-        return f"task {task} failed on Slurm ({exit_text}); see tasks/{task}{TASK_LOG_SUFFIX}"
-    if state == "COMPLETED":
-        return f"task {task} ended ({exit_text}) without writing its result"
-    return f"task {task} left no result (Slurm state {state}{', ' + end.reason if end.reason else ''})"
+    text = TASK_END_TEXT.get(end.state)
+    if text is not None:
+        return text.format(task=task, exit=_exit_text(end.exit_code))
+    return f"task {task} left no result (Slurm state {end.state}{', ' + end.reason if end.reason else ''})"
 
 
 def _exit_text(code: str) -> str:
