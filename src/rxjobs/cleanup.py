@@ -31,8 +31,8 @@ HELPER_PROCESSES_FROM_JOBS = 256
 # Deletions the helpers keep in flight together (at least ``threads``).  Each unlink on
 # the benchmark VM waits for a synchronous discard, and its disk serves more than 8 at
 # once: in paired deletion-only runs of 2,000 jobs, 2 helpers x 8 threads took 0.82x and
-# 0.86x the time of 2 x 4 (16 parallel `rm -rf` also beat 8); 2 x 12 was no faster
-# than 2 x 8, and 4 x 6 slower on 2 CPUs (docs/benchmarks.md).
+# 0.86x the time of 2 x 4 (and 24 parallel `rm -rf` beat 8 in both); 2 x 12 was no
+# faster than 2 x 8, and 4 x 6 slower on 2 CPUs (docs/benchmarks.md).
 DELETIONS_AT_ONCE = 16
 
 
