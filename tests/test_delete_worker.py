@@ -100,3 +100,24 @@ def test_a_started_helper_takes_the_entries(store, monkeypatch):
         assert workers.result(workers.submit(store, entry)) == usage
     assert sent == [entry]
     assert store.listdir(store.trash) == []
+
+
+@pytest.mark.parametrize(("threads", "in_flight"), [(8, 16), (4, 16), (32, 32)])
+def test_a_big_cleanup_keeps_more_deletions_in_flight_than_it_has_threads(store, monkeypatch,
+                                                                           threads, in_flight):
+    """Each unlink waits for the disk, which serves more than 8 at once (DELETIONS_AT_ONCE)."""
+    made = [make_job(store, "failed") for _ in range(2)]
+    started = []
+    start = DeleteWorkers.__init__
+
+    def spy(self, processes, threads):
+        started.append((processes, threads))
+        start(self, processes, threads)
+
+    monkeypatch.setattr(DeleteWorkers, "__init__", spy)
+    monkeypatch.setattr(cleanup, "HELPER_PROCESSES_FROM_JOBS", 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    report = cleanup_jobs([(store, m.job_id) for m in made], force=True, verbose=False,
+                          threads=threads)
+    assert [e.outcome for e in report] == ["removed"] * len(made)
+    assert started == [(2, in_flight // 2)]
