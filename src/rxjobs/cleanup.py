@@ -156,8 +156,8 @@ class CleanupEntry:
         super().__setattr__(name, CleanupOutcome(value) if name == "outcome" else value)
 
     def to_json(self) -> dict[str, Any]:
-        """The entry as a report's JSON gives it (``dataclasses.asdict`` copies deeply: a
-        third of a dry run's time over 100,000 jobs)."""
+        """The entry as a report's JSON gives it, built directly: ``dataclasses.asdict``
+        copies each value deeply, six times as slow for the entries of a big dry run."""
         return {"job_id": self.job_id, "share_dir": self.share_dir, "status": self.status,
                 "outcome": self.outcome.value, "reason": self.reason, "files": self.files,
                 "bytes": self.bytes, "expired": self.expired}
