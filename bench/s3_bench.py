@@ -265,12 +265,13 @@ class RequestLog:
 
 def timed(target: Target, name: str, share: str, options: dict, job_ids: list[str],
           requests: RequestLog) -> tuple[float, Counter]:
-    from rxjobs.store.remote import RECORDS
+    from rxjobs.store.remote import LISTINGS, RECORDS
 
     contender = target.rxjobs if name == "rxjobs" else target.baseline
-    # Each run starts cold: no record read by an earlier run of this process is reused
-    # (within one run, rx_cleanup_jobs does reuse what its rx_get_jobs read).
+    # Each run starts cold: no record or listing of an earlier run of this process is reused
+    # (within one run, rx_cleanup_jobs does reuse what its rx_get_jobs listed and read).
     RECORDS.clear()
+    LISTINGS.clear()
     time.sleep(0.5)  # let moto's log catch up with the setup's requests
     requests.mark()
     started = time.perf_counter()

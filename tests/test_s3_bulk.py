@@ -316,3 +316,114 @@ def test_every_record_listed_is_read_once_per_version(s3_store, monkeypatch):
     snaps = dict(s3_store.snapshots(ids, records=("job.json", "status.json"), sizes=False))
     assert sorted(reads) == ["job.json"] + ["status.json"] * 5
     assert read_job_record(s3_store, ids[0], snapshot=snaps[ids[0]]).job_id == ids[0]
+
+
+# -- a cleanup right after a listing: the listing is not made again -----------------------------
+
+
+@pytest.fixture
+def listings_made(monkeypatch) -> list[str]:
+    """The root of every whole-share-dir listing a store makes from now on; no listing
+    offered before the test is left to take."""
+    remote_store.LISTINGS.clear()
+    made: list[str] = []
+    original = remote_store.FsspecStore._listing_by_job
+
+    def counting(self, wanted=None):
+        made.append(self.root)
+        return original(self, wanted)
+
+    monkeypatch.setattr(remote_store.FsspecStore, "_listing_by_job", counting)
+    yield made
+    remote_store.LISTINGS.clear()
+
+
+@pytest.mark.parametrize("before", ["a listing just made", "no listing"])
+def test_a_cleanup_right_after_a_listing_does_not_list_the_share_dir_again(
+        s3_server, s3_store, listings_made, before):
+    """rx_cleanup_jobs(rx_get_jobs(cc)): the cleanup's first look (purge and decisions) is the
+    listing's own; after its markers it lists as always (what is left, then what a late
+    writer put)."""
+    made = make_jobs_in_bulk(s3_store, ["failed", "retrieved"] * 40, n_tasks=1)
+    ids = [job.job_id for job in made]
+    if before != "no listing":
+        assert sorted(row.job_id for row in list_jobs(s3_store, need_status=False)) == sorted(ids)
+    listings_made.clear()
+    cleaner = open_store(s3_store.url, s3_server.options)  # a store of its own, as rx_cleanup_jobs has
+    report = cleanup_jobs([(cleaner, job_id) for job_id in ids], force=True, verbose=False)
+    assert [e.outcome for e in report] == [CleanupOutcome.REMOVED] * len(ids)
+    assert _keys_by_job(s3_store) == {}
+    # purge + decisions (unless the listing serves them), after the markers, after the deletes
+    assert len(listings_made) == (2 if before == "a listing just made" else 3)
+
+
+def test_a_job_the_offered_listing_does_not_show_is_looked_at_afresh(s3_server, s3_store,
+                                                                     listings_made):
+    made = make_jobs_in_bulk(s3_store, ["failed"] * 70, n_tasks=1)
+    list(list_jobs(s3_store, need_status=False))
+    later = make_jobs_in_bulk(s3_store, ["failed", "unretrieved"], n_tasks=1)  # after the listing
+    cleaner = open_store(s3_store.url, s3_server.options)
+    report = cleanup_jobs([(cleaner, job.job_id) for job in made + later], verbose=False,
+                          force=False)
+    outcomes = {e.job_id: e.outcome for e in report}
+    assert outcomes[later[0].job_id] is CleanupOutcome.REMOVED  # not "missing": it is there
+    assert outcomes[later[1].job_id] is CleanupOutcome.KEPT  # results never retrieved
+    assert set(_keys_by_job(s3_store)) == {later[1].job_id}
+    assert read_results(s3_store, later[1].job_id).values == later[1].values
+
+
+def test_a_marker_the_offered_listing_shows_is_finished_by_the_cleanup(s3_server, s3_store,
+                                                                       listings_made):
+    made = make_jobs_in_bulk(s3_store, ["failed"] * 70, n_tasks=1)
+    dead = made[3].job_id
+    s3_store.write_exclusive(s3_store.paths(dead).deleting)  # a cleaner killed after its marker
+    list(list_jobs(s3_store, need_status=False))
+    cleaner = open_store(s3_store.url, s3_server.options)
+    listings_made.clear()
+    assert cleaner.purge_trash() == [dead]
+    # finishing it lists twice (what is left, then nothing but its marker); finding it did not
+    assert listings_made == [s3_store.root] * 2
+    assert dead not in _keys_by_job(s3_store)
+
+
+def test_a_removal_in_this_process_withdraws_the_offered_listing(s3_server, s3_store,
+                                                                 listings_made):
+    made = make_jobs_in_bulk(s3_store, ["failed"] * 70, n_tasks=1)
+    list(list_jobs(s3_store, need_status=False))
+    s3_store.delete_detached(s3_store.detach_job(made[0].job_id))
+    cleaner = open_store(s3_store.url, s3_server.options)
+    listings_made.clear()
+    report = cleanup_jobs([(cleaner, job.job_id) for job in made[1:]], force=True, verbose=False)
+    assert all(e.outcome is CleanupOutcome.REMOVED for e in report)
+    assert len(listings_made) == 3  # its own look: nothing listed before the removal is used
+
+
+def _listing(age: float = 0.0, keys: int = 10, complete: bool = True):
+    import time
+
+    return remote_store.Listing(time.monotonic() - age, {}, keys, 3, complete)
+
+
+@pytest.mark.parametrize(("offered", "taken_from", "served"), [
+    ({}, ("scope", "bucket/share"), True),
+    ({"complete": False}, ("scope", "bucket/share"), False),  # some jobs' keys left out
+    ({"keys": remote_store.OFFER_MAX_KEYS + 1}, ("scope", "bucket/share"), False),
+    ({"age": remote_store.REUSE_LISTING_S + 1}, ("scope", "bucket/share"), False),
+    ({}, ("scope", "bucket/other"), False),
+    ({}, ("other options", "bucket/share"), False),
+])
+def test_which_listing_a_cleanup_may_take(offered, taken_from, served):
+    listings = remote_store.RecentListings()
+    listings.offer("scope", "bucket/share", held := _listing(**offered))
+    assert (listings.take(*taken_from) is held) is served
+    assert listings.take("scope", "bucket/share") is None  # taken once, or dropped
+
+
+def test_an_offered_listing_is_withdrawn_by_its_own_share_dir_only():
+    listings = remote_store.RecentListings()
+    listings.offer("scope", "bucket/share", held := _listing())
+    listings.withdraw("scope", "bucket/other")
+    assert listings.take("scope", "bucket/share") is held
+    listings.offer("scope", "bucket/share", _listing())
+    listings.withdraw("scope", "bucket/share")
+    assert listings.take("scope", "bucket/share") is None

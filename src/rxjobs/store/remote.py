@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -60,8 +61,11 @@ CONCURRENT_REQUESTS = 64
 # Records of this many jobs are read before their snapshots are handed out: what is
 # held at once stays bounded, and a caller that stops early leaves the rest unread.
 SNAPSHOT_CHUNK = 1000
-# purge_trash's listing serves the survey that follows it if no older than this.
+# A listing of the whole share dir serves the cleanup that follows it if no older than this
+# (see FsspecStore.purge_trash).
 REUSE_LISTING_S = 10.0
+# A survey's listing of at most this many keys is kept for such a cleanup (about 11 MB).
+OFFER_MAX_KEYS = 50_000
 
 
 class FsspecStore(Store):
@@ -99,19 +103,23 @@ class FsspecStore(Store):
         # delete_detached_jobs (which lists again if a token is not here).
         self._detached: dict[str, dict[str, int]] = {}
         self._detached_lock = threading.Lock()
-        # The last listing purge_trash made, for the next survey (see purge_trash).
-        self._recent: tuple[float, dict[str, dict[str, Listed]]] | None = None
+        # The listing purge_trash looked at, for the survey that follows it (see purge_trash).
+        self._recent: Listing | None = None
         # Which filesystem records are cached for (RecordCache): protocol and options, hashed.
         self._cache_scope = hashlib.sha256(json.dumps(
             [protocol, self.options], sort_keys=True, default=str).encode()).hexdigest()
 
     # -- the share dir itself ---------------------------------------------------------
 
-    def _check_marked(self) -> bool:
-        """NotAShareDirError if the prefix holds things but no marker; False if it is empty."""
+    def _check_marked(self, names: list[str] | None = None) -> bool:
+        """NotAShareDirError if the prefix holds things but no marker; False if it is empty.
+
+        ``names`` are the share dir's top names if the caller just listed them.
+        """
         if self._checked:
             return True
-        names = self.listdir(self.root)
+        if names is None:
+            names = self.listdir(self.root)
         if not names:
             return False
         if MARKER not in names:
@@ -235,7 +243,7 @@ class FsspecStore(Store):
         names = self.listdir(self.root)
         self._top_count = len(names)
         if names:
-            self._check_marked()
+            self._check_marked(names)
         return names
 
     # -- many jobs at once ------------------------------------------------------------
@@ -301,12 +309,19 @@ class FsspecStore(Store):
         found: dict[str, dict[str, Listed]] = {job_id: {} for job_id in job_ids}
         if self._lists_whole_share_dir(len(found)):
             kept, self._recent = self._recent, None
-            if recent and kept is not None and time.monotonic() - kept[0] <= REUSE_LISTING_S:
-                by_job = kept[1]
-            else:
-                by_job = self._listing_by_job(set(found))
+            if recent and kept is not None and time.monotonic() - kept.started <= REUSE_LISTING_S:
+                # Jobs the kept listing does not show may be newer than it: looked at afresh.
+                unseen = [job_id for job_id in found if job_id not in kept.by_job]
+                for job_id, keys in found.items():
+                    keys.update(kept.by_job.get(job_id, {}))
+                if unseen:
+                    found.update(self._job_keys(unseen))
+                return found
+            listing = self._listing_by_job(set(found))
+            if recent and self.is_object_store:
+                LISTINGS.offer(self._cache_scope, self.root, listing)
             for job_id, keys in found.items():
-                keys.update(by_job.get(job_id, {}))
+                keys.update(listing.by_job.get(job_id, {}))
             return found
         dirs = [f"{prefix}{job_id}" for job_id in found]
         fs = self.fs
@@ -323,24 +338,29 @@ class FsspecStore(Store):
                              and info.get("type", "file") != "directory"}
         return found
 
-    def _listing_by_job(self, wanted: set[str] | None = None) -> dict[str, dict[str, Listed]]:
+    def _listing_by_job(self, wanted: set[str] | None = None) -> Listing:
         """One paginated listing of the whole share dir, grouped by the job (top name) holding
         each key; only the keys of ``wanted`` jobs are kept, if given."""
         prefix = self.root + "/"
+        started = time.monotonic()
         by_job: dict[str, dict[str, Listed]] = {}
         try:
             listed = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
-            return by_job
+            return Listing(started, by_job, 0, 0, True)
         tops = set()
+        complete = True
         for key, info in listed.items():
             job_id, sep, rel = key[len(prefix):].partition("/")
             tops.add(job_id)
-            if (sep and rel and info.get("type", "file") != "directory"
-                    and (wanted is None or job_id in wanted)):
+            if not (sep and rel and info.get("type", "file") != "directory"):
+                continue
+            if wanted is None or job_id in wanted:
                 by_job.setdefault(job_id, {})[rel] = _listed(info)
+            elif is_job_id(job_id):
+                complete = False
         self._top_count = len(tops)
-        return by_job
+        return Listing(started, by_job, len(listed), len(tops), complete)
 
     def _read_records(self, wanted: Sequence[tuple[str, Listed]], limit: int) -> list[bytes | Exception]:
         """Read each record (at most ``limit`` bytes), concurrently, as :meth:`read_bytes`
@@ -452,6 +472,7 @@ class FsspecStore(Store):
         """Write the job's ``deleting`` marker exclusively: from then on the job reads as
         missing, and this caller is its one remover.  The token is the job id."""
         paths = self.paths(job_id)
+        LISTINGS.withdraw(self._cache_scope, self.root)
         try:
             self.write_exclusive(paths.deleting, _remover_identity())
         except FileExistsError:
@@ -486,6 +507,7 @@ class FsspecStore(Store):
         """
         if not self.is_object_store:
             return super().detach_jobs(job_ids)
+        LISTINGS.withdraw(self._cache_scope, self.root)
         paths = [self.paths(job_id) for job_id in job_ids]
         identity = _remover_identity()
         fs = self.fs
@@ -604,11 +626,21 @@ class FsspecStore(Store):
         On an object store that listing is kept for a few seconds
         (:data:`REUSE_LISTING_S`), for the survey of many jobs that a cleanup
         makes next (:meth:`snapshots`), which so does not list the share dir
-        a second time.  A listing a moment old is as good to decide on as a
+        a second time.  And the listing itself may be the one a survey of this
+        process made a few seconds before (:data:`LISTINGS`: in
+        ``rx_cleanup_jobs(rx_get_jobs(cc))``, the listing of
+        ``rx_get_jobs``).  A listing a moment old is as good to decide on as a
         fresh one: removals are arbitrated by the exclusive marker, written
-        after the decision either way (see ``rxjobs.cleanup``).
+        after the decision either way (see ``rxjobs.cleanup``), and a job the
+        listing does not show is looked at afresh.  A marker left since is
+        finished by the next cleanup.
         """
-        by_job = self._listing_by_job()
+        listing = LISTINGS.take(self._cache_scope, self.root) if self.is_object_store else None
+        if listing is None:
+            listing = self._listing_by_job()
+        else:
+            self._top_count = listing.top_count
+        by_job = listing.by_job
         marked = sorted(job_id for job_id, keys in by_job.items() if "deleting" in keys)
         purged = [job_id for job_id in marked if is_job_id(job_id)]
         if self.is_object_store:
@@ -616,7 +648,7 @@ class FsspecStore(Store):
                 self._finish_removals(purged)  # all together: one listing a round
             for job_id in purged:
                 by_job.pop(job_id, None)
-            self._recent = (time.monotonic(), by_job)
+            self._recent = listing
         else:
             for job_id in purged:
                 self._finish_removal(job_id)
@@ -703,6 +735,60 @@ class FsspecStore(Store):
 
     def remove_temp_file(self, path: str) -> bool:
         return False
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One listing of a whole share dir: every key's size and version, by job."""
+
+    started: float  # time.monotonic() when the listing began
+    by_job: dict[str, dict[str, Listed]]
+    keys: int  # how many keys it held (of every job, kept or not)
+    top_count: int  # how many names the share dir's top held
+    complete: bool  # every job's keys are in by_job, not only those of the jobs asked for
+
+
+class RecentListings:
+    """The last listing of a whole share dir that a survey made, offered once to the cleanup
+    that may follow it (``rx_cleanup_jobs(rx_get_jobs(cc))``), which then does not list the
+    share dir again.
+
+    One listing is held, of at most :data:`OFFER_MAX_KEYS` keys, and only if
+    it holds every job's keys; it is taken once, and not after
+    :data:`REUSE_LISTING_S` from its start.  Removing jobs from the share
+    dir (:meth:`FsspecStore.detach_jobs`) withdraws it.
+    """
+
+    def __init__(self) -> None:
+        self._held: tuple[str, str, Listing] | None = None
+        self._lock = threading.Lock()
+
+    def offer(self, scope: str, root: str, listing: Listing) -> None:
+        with self._lock:
+            self._held = (scope, root, listing) if listing.complete and listing.keys <= OFFER_MAX_KEYS \
+                else None
+
+    def take(self, scope: str, root: str) -> Listing | None:
+        with self._lock:
+            held, self._held = self._held, None
+        if held is None or held[:2] != (scope, root) \
+                or time.monotonic() - held[2].started > REUSE_LISTING_S:
+            return None
+        return held[2]
+
+    def withdraw(self, scope: str, root: str) -> None:
+        with self._lock:
+            if self._held is not None and self._held[:2] == (scope, root):
+                self._held = None
+
+    def clear(self) -> None:
+        """Forget the held listing (a benchmark measures a cold start so)."""
+        with self._lock:
+            self._held = None
+
+
+# The listing of this process's last survey, for all its stores.
+LISTINGS = RecentListings()
 
 
 def _listed(info: Mapping[str, Any]) -> Listed:
