@@ -753,10 +753,11 @@ class RecentListings:
     that may follow it (``rx_cleanup_jobs(rx_get_jobs(cc))``), which then does not list the
     share dir again.
 
-    One listing is held, of at most :data:`OFFER_MAX_KEYS` keys, and only if
-    it holds every job's keys; it is taken once, and not after
-    :data:`REUSE_LISTING_S` from its start.  Removing jobs from the share
-    dir (:meth:`FsspecStore.detach_jobs`) withdraws it.
+    One listing is held (the last offered), of at most :data:`OFFER_MAX_KEYS`
+    keys, and only if it holds every job's keys; it is taken once, by a
+    cleanup of the same share dir reached with the same options, and not
+    after :data:`REUSE_LISTING_S` from its start.  Removing jobs from the
+    share dir (:meth:`FsspecStore.detach_jobs`) withdraws it.
     """
 
     def __init__(self) -> None:
@@ -769,12 +770,13 @@ class RecentListings:
                 else None
 
     def take(self, scope: str, root: str) -> Listing | None:
+        """The listing of this share dir if one is held and young enough, given up;
+        else None (a listing of another share dir stays held)."""
         with self._lock:
-            held, self._held = self._held, None
-        if held is None or held[:2] != (scope, root) \
-                or time.monotonic() - held[2].started > REUSE_LISTING_S:
-            return None
-        return held[2]
+            if self._held is None or self._held[:2] != (scope, root):
+                return None
+            listing, self._held = self._held[2], None
+        return listing if time.monotonic() - listing.started <= REUSE_LISTING_S else None
 
     def withdraw(self, scope: str, root: str) -> None:
         with self._lock:
