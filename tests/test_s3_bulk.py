@@ -357,6 +357,7 @@ def test_a_cleanup_right_after_a_listing_does_not_list_the_share_dir_again(
     assert len(listings_made) == (2 if before == "a listing just made" else 3)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the unretrieved job is kept, and says so
 def test_a_job_the_offered_listing_does_not_show_is_looked_at_afresh(s3_server, s3_store,
                                                                      listings_made):
     made = make_jobs_in_bulk(s3_store, ["failed"] * 70, n_tasks=1)
