@@ -195,9 +195,12 @@ def measure(share: Path, jobs: int, repeat: int, cleanup: bool = True) -> SizeRe
     return SizeResult(jobs, files, times, rss)
 
 
-def growth(results: list[SizeResult], op: str) -> tuple[float, SizeResult]:
-    """Time per job at the largest size ``op`` was timed at, over that at the smallest."""
+def growth(results: list[SizeResult], op: str) -> tuple[float, SizeResult] | None:
+    """Time per job at the largest size ``op`` was timed at, over that at the smallest;
+    None if it was timed at fewer than two sizes (``--cleanup-up-to``)."""
     timed = [r for r in results if r.times[op]]
+    if len(timed) < 2:
+        return None
     return timed[-1].per_job_us(op) / timed[0].per_job_us(op), timed[-1]
 
 
@@ -215,7 +218,11 @@ def format_table(results: list[SizeResult], repeat: int) -> str:
                      f"{verdict(worst <= TARGET_DU_RATIO)}")
     if len(results) > 1:
         for op in (*READ_OPS, "cleanup"):
-            g, last = growth(results, op)
+            found = growth(results, op)
+            if found is None:
+                lines.append(f"{op}: timed at fewer than two sizes: no growth figure")
+                continue
+            g, last = found
             lines.append(f"{op}: time per job at {last.jobs} / at {results[0].jobs}: {g:.2f}x   "
                          f"target <= {TARGET_GROWTH}x: {verdict(g <= TARGET_GROWTH)}"
                          + ("" if last is results[-1] else f"   (not timed at {results[-1].jobs})"))
