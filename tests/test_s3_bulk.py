@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -400,8 +401,6 @@ def test_a_removal_in_this_process_withdraws_the_offered_listing(s3_server, s3_s
 
 
 def _listing(age: float = 0.0, keys: int = 10, complete: bool = True):
-    import time
-
     return remote_store.Listing(time.monotonic() - age, {}, keys, 3, complete)
 
 

@@ -303,25 +303,26 @@ class FsspecStore(Store):
 
         One paginated listing of the whole share dir for many jobs, else one
         listing per job's prefix, all at once.  With ``recent`` (a survey, not
-        a removal), the listing :meth:`purge_trash` just made serves, once.
+        a removal), the listing :meth:`purge_trash` just looked at serves, once
+        (a job it does not show is looked at afresh), and a fresh listing of an
+        object store is offered to a cleanup that may follow (:data:`LISTINGS`).
         """
         prefix = self.root + "/"
         found: dict[str, dict[str, Listed]] = {job_id: {} for job_id in job_ids}
         if self._lists_whole_share_dir(len(found)):
             kept, self._recent = self._recent, None
-            if recent and kept is not None and time.monotonic() - kept.started <= REUSE_LISTING_S:
-                # Jobs the kept listing does not show may be newer than it: looked at afresh.
-                unseen = [job_id for job_id in found if job_id not in kept.by_job]
-                for job_id, keys in found.items():
-                    keys.update(kept.by_job.get(job_id, {}))
-                if unseen:
-                    found.update(self._job_keys(unseen))
-                return found
-            listing = self._listing_by_job(set(found))
-            if recent and self.is_object_store:
+            if not (recent and kept is not None and kept.young()):
+                kept = None
+            listing = kept or self._listing_by_job(set(found))
+            if kept is None and recent and self.is_object_store:
                 LISTINGS.offer(self._cache_scope, self.root, listing)
             for job_id, keys in found.items():
                 keys.update(listing.by_job.get(job_id, {}))
+            if kept is not None:
+                # Jobs the kept listing does not show may be newer than it: looked at afresh.
+                unseen = [job_id for job_id in found if job_id not in listing.by_job]
+                if unseen:
+                    found.update(self._job_keys(unseen))
             return found
         dirs = [f"{prefix}{job_id}" for job_id in found]
         fs = self.fs
@@ -747,6 +748,10 @@ class Listing:
     top_count: int  # how many names the share dir's top held
     complete: bool  # every job's keys are in by_job, not only those of the jobs asked for
 
+    def young(self) -> bool:
+        """Whether it began no more than :data:`REUSE_LISTING_S` ago: a cleanup may use it."""
+        return time.monotonic() - self.started <= REUSE_LISTING_S
+
 
 class RecentListings:
     """The last listing of a whole share dir that a survey made, offered once to the cleanup
@@ -776,7 +781,7 @@ class RecentListings:
             if self._held is None or self._held[:2] != (scope, root):
                 return None
             listing, self._held = self._held[2], None
-        return listing if time.monotonic() - listing.started <= REUSE_LISTING_S else None
+        return listing if listing.young() else None
 
     def withdraw(self, scope: str, root: str) -> None:
         with self._lock:
