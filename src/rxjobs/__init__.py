@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "CleanupOutcome": "cleanup",
     "CleanupReport": "cleanup",
     "EngineNotInstalledError": "errors",
+    "Executor": "executor",
     "IncompleteResultsError": "errors",
     "JobCanceledError": "errors",
     "JobFailedError": "errors",
@@ -119,5 +120,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         RxUnsupportedContextError,
         UntrustedShareDirError,
     )
+    from .executor import Executor  # noqa: F401
     from .runner import run_rng  # noqa: F401
     from .status import RxRemoteJobStatus  # noqa: F401

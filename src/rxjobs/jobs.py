@@ -625,14 +625,43 @@ def collect_results(store: Store, job_id: str, console_output: bool | None = Non
         cleanup = options.get("auto_cleanup", True) if auto_cleanup is None else auto_cleanup
         if console and show is not None:
             show(read_output(store, job_id))
-        if cleanup:
-            try:
-                store.remove_job(job_id)
-            except JobNotFoundError:
-                pass  # another cleanup removed it after our read
-        else:
-            mark_retrieved(store, job_id)
+        _settle_locked(store, job_id, cleanup)
     return results
+
+
+def settle_read_job(store: Store, job_id: str, remove: bool) -> None:
+    """A job whose outcome the caller has read whole: remove it, or mark it retrieved.
+
+    For callers that read the results before deciding they were delivered
+    (an :class:`rxjobs.Executor` future hands its value over only when
+    ``result()`` is called).  A job already gone is no error.
+    """
+    with store.lock(job_id):
+        if remove or store.job_entries(job_id) is not None:
+            _settle_locked(store, job_id, remove)
+
+
+def _settle_locked(store: Store, job_id: str, remove: bool) -> None:
+    if remove:
+        try:
+            store.remove_job(job_id)
+        except JobNotFoundError:
+            pass  # another cleanup removed it after our read
+    else:
+        mark_retrieved(store, job_id)
+
+
+def landed_tasks(store: Store, job_id: str, n_tasks: int) -> list[int]:
+    """The tasks of a job whose result file is there now, in task order."""
+    return JobPaths.task_indexes(store.listdir(store.paths(job_id).tasks), RESULT_SUFFIX, n_tasks)
+
+
+def task_outcomes(store: Store, job_id: str, task: int) -> list[RunOutcome]:
+    """The run outcomes of one task whose result file is there, in run order."""
+    result = load_task_result(store, job_id, task)
+    failed = set(result.failed)
+    return [RunOutcome(result.first_run + i, value, result.first_run + i in failed)
+            for i, value in enumerate(result.values)]
 
 
 
