@@ -65,7 +65,8 @@ def _check_context(compute_context: RxComputeContext | None) -> RxComputeContext
     if getattr(compute_context, "wait", False) and dataclasses.is_dataclass(compute_context):
         # An executor's caller does not block in rx_exec: its jobs are started detached
         # (they outlive the caller, whose results stay in the share dir).
-        compute_context = dataclasses.replace(compute_context, wait=False)
+        detached: Any = dataclasses.replace(compute_context, **{"wait": False})
+        compute_context = detached
     return compute_context
 
 
