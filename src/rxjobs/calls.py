@@ -44,3 +44,19 @@ class Call:
 def as_run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The run (keyword arguments of :class:`Call`) for ``fn(*args, **kwargs)``."""
     return {"args": tuple(args), "kwargs": dict(kwargs)}
+
+
+def invoke(fn: Callable[..., Any], args: tuple[Any, ...] = (),
+           kwargs: dict[str, Any] | None = None) -> Any:
+    """Run ``fn(*args, **kwargs)``: the job function when each run carries its own function.
+
+    :mod:`rxjobs.compat.submitit` batches submissions of different functions
+    into one job; the payload is pickled whole, so a function shared by many
+    runs is stored once.
+    """
+    return fn(*args, **(kwargs or {}))
+
+
+def as_invocation(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The run (keyword arguments of :func:`invoke`) for ``fn(*args, **kwargs)``."""
+    return {"fn": fn, "args": tuple(args), "kwargs": dict(kwargs)}

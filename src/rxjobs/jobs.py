@@ -656,6 +656,14 @@ def landed_tasks(store: Store, job_id: str, n_tasks: int) -> list[int]:
     return JobPaths.task_indexes(store.listdir(store.paths(job_id).tasks), RESULT_SUFFIX, n_tasks)
 
 
+def task_output(store: Store, job_id: str, task: int) -> str | None:
+    """The console output of one task (None until the task has written it)."""
+    try:
+        return store.read_bytes(store.paths(job_id).output(task)).decode(errors="replace")
+    except FileNotFoundError:
+        return None
+
+
 def task_outcomes(store: Store, job_id: str, task: int) -> list[RunOutcome]:
     """The run outcomes of one task whose result file is there, in run order."""
     result = load_task_result(store, job_id, task)
