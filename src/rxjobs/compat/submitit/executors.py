@@ -187,11 +187,13 @@ class DebugExecutor(Executor):
 
 
 def slurm_answers() -> bool:
-    """Slurm's commands are here and its controller answers (AutoExecutor then picks Slurm)."""
+    """Slurm's commands and slurm.conf are here and its controller answers (AutoExecutor then picks Slurm)."""
     from ...slurm_client import missing_commands, run_slurm
 
     if missing_commands():
         return False
+    if not os.path.exists(os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"):
+        return False  # sinfo would retry reading it for a minute before saying no
     try:
         run_slurm(["sinfo", "--noheader", "--format=%P"], timeout=10)
     except Exception:

@@ -1,0 +1,342 @@
+"""rxjobs.compat.submitit on the local engine: submitit's documentation examples, import changed.
+
+The examples are those of submitit's README and docs/examples.md, with only
+``import submitit`` changed (and, where an example sleeps for many seconds,
+shorter sleeps).  ``SLURM_CONF`` points nowhere, so ``AutoExecutor`` finds
+no Slurm answering and picks the local engine, as submitit does.  The
+parameter mapping is pure and tested by tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+import warnings
+from operator import add, truediv
+
+import pytest
+
+import rxjobs.compat.submitit as submitit
+from rxjobs import RxRemoteJobStatus, list_jobs, rx_cleanup_jobs
+from rxjobs.compat.submitit import parameters
+from rxjobs.compat.submitit.executors import share_dir_of
+
+pytestmark = pytest.mark.timeout(300)
+S = RxRemoteJobStatus
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_without_slurm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
+
+
+def jobs_in(folder: str) -> list:
+    return list_jobs(share_dir_of(folder))
+
+
+# -- the documentation's examples -------------------------------------------------------
+
+
+def test_readme_addition():
+    def add(a, b):
+        return a + b
+
+    # executor is the submission interface (logs are dumped in the folder)
+    executor = submitit.AutoExecutor(folder="log_test")
+    # set timeout in min, and partition for running the job
+    executor.update_parameters(timeout_min=1, slurm_partition="dev")
+    job = executor.submit(add, 5, 7)  # will compute add(5, 7)
+    print(job.job_id)  # ID of your job
+
+    output = job.result()  # waits for completion and returns output
+    assert output == 12  # 5 + 7 = 12...  your addition was computed in the cluster
+    assert executor.cluster == "local"
+
+
+def test_explained_example_with_percent_j_folder():
+    log_folder = "log_test/%j"
+    executor = submitit.AutoExecutor(folder=log_folder)
+    executor.update_parameters(timeout_min=4, slurm_partition="dev")
+    job = executor.submit(add, 5, 7)
+    assert job.result() == 12
+    [(found, _, _)] = jobs_in("log_test")  # %j: every job has its own directory in log_test
+    assert found.job_id == job.job_id
+    assert str(job.paths.folder).startswith(os.path.abspath("log_test"))
+
+
+def test_job_arrays_map_array():
+    executor = submitit.AutoExecutor(folder="logs/%j")
+    executor.update_parameters(timeout_min=10, slurm_array_parallelism=2)  # at most 2 jobs at a time
+    jobs = executor.map_array(add, [1, 2, 3, 4], [10, 20, 30, 40])
+    assert [job.result() for job in jobs] == [11, 22, 33, 44]
+    assert len(jobs_in("logs")) == 1  # one rxjobs job
+    assert len({job.job_id for job in jobs}) == 4 and jobs[3].job_id.endswith("_3")
+
+
+def power(x: int, exponent: int = 2) -> int:
+    return x**exponent
+
+
+def test_job_arrays_through_batch():
+    executor = submitit.AutoExecutor(folder="logs/%j")
+    jobs = []
+    with executor.batch():
+        for exponent in range(4):
+            jobs.append(executor.submit(power, 2, exponent=exponent))
+    assert [job.result() for job in jobs] == [1, 2, 4, 8]
+    assert len(jobs_in("logs")) == 1
+
+
+def test_batch_rules():
+    executor = submitit.AutoExecutor(folder="logs")
+    with executor.batch():
+        job = executor.submit(power, 2)
+        with pytest.raises(AttributeError, match="batch"):
+            _ = job.job_id
+        with pytest.raises(RuntimeError, match="update_parameters"):
+            executor.update_parameters(timeout_min=2)
+    assert job.result() == 4
+    with pytest.raises(ValueError, match="boom"):
+        with executor.batch():
+            dropped = executor.submit(power, 3)
+            raise ValueError("boom")
+    with pytest.raises(AttributeError):
+        _ = dropped.job_id  # never submitted
+    assert len(jobs_in("logs")) == 1
+
+
+def test_concurrent_jobs():
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(timeout_min=1, slurm_partition="dev")
+    jobs = [executor.submit(time.sleep, k / 10) for k in range(1, 11)]
+    num_finished = sum(job.done() for job in jobs)
+    assert 0 <= num_finished <= 10
+    outputs = [job.result() for job in jobs]
+    assert outputs == [None] * 10
+    assert all(job.done() for job in jobs)
+
+
+def slow_multiplication(x, y):
+    time.sleep(x * y / 10)
+    return x * y
+
+
+def test_asyncio():
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(timeout_min=1, slurm_partition="dev")
+
+    async def main():
+        job = executor.submit(slow_multiplication, 10, 2)
+        assert await job.async_result(poll_frequency=0.1) == 20
+        assert await job.awaitable().result(poll_frequency=0.1) == 20
+        jobs = [executor.submit(slow_multiplication, k, random.randint(1, 4)) for k in range(1, 5)]
+        results = []
+        for aws in asyncio.as_completed([j.async_result(poll_frequency=0.1) for j in jobs]):
+            results.append(await aws)
+        return sorted(results), sorted(j.result() for j in jobs)
+
+    got, expected = asyncio.run(main())
+    assert got == expected
+
+
+def test_errors():
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(timeout_min=1, slurm_partition="dev")
+    job = executor.submit(truediv, 1, 0)
+    with pytest.raises(submitit.FailedJobError, match="ZeroDivisionError") as caught:
+        job.result()  # will raise a FailedJobError stating the ZeroDivisionError with its stacktrace
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+    full_stderr = job.stderr()  # recover the full stack trace if need be
+    assert "ZeroDivisionError" in full_stderr and "Traceback" in full_stderr
+    assert isinstance(job.exception(), submitit.FailedJobError)
+    assert job.state == "FAILED"
+
+
+def test_command_function():
+    function = submitit.helpers.CommandFunction(["which", "python3"])  # commands must be provided as a list!
+    assert function().strip().endswith("python3")
+    assert submitit.helpers.CommandFunction(["echo"], verbose=False)("a", b=1).strip() == "a --b=1"
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(timeout_min=1, slurm_partition="dev")
+    job = executor.submit(submitit.helpers.CommandFunction(["echo", "from the job"], verbose=False))
+    assert job.result().strip() == "from the job"
+    failing = executor.submit(submitit.helpers.CommandFunction(["false"]))
+    with pytest.raises(submitit.FailedJobError, match="exit code 1"):
+        failing.result()
+
+
+def where_am_i():
+    job_env = submitit.JobEnvironment()
+    print(f"There are {job_env.num_tasks} in this job")
+    print(f"I'm the task #{job_env.local_rank} on the node {job_env.node}")
+    return (job_env.num_tasks, job_env.global_rank, job_env.local_rank, job_env.node)
+
+
+def test_job_environment_and_task_and_stdout():
+    executor = submitit.AutoExecutor(folder="log_test")
+    job = executor.submit(where_am_i)
+    assert job.task(0).result() == (1, 0, 0, 0)
+    assert job.results() == [(1, 0, 0, 0)]
+    assert "There are 1 in this job" in job.task(0).stdout()
+    assert job.num_tasks == 1
+    with pytest.raises(ValueError, match="task 2 does not exist"):
+        job.task(2)
+
+
+def test_multi_task_jobs_are_refused_with_a_clear_error():
+    executor = submitit.AutoExecutor(folder="log_test")
+    with pytest.raises(ValueError, match="multi-task"):
+        executor.update_parameters(tasks_per_node=3, nodes=2, timeout_min=1, slurm_partition="dev")
+
+
+def test_helpers_as_completed():
+    executor = submitit.AutoExecutor(folder="log_test")
+    jobs = [executor.submit(time.sleep, d) for d in (1.5, 0)]
+    done = list(submitit.helpers.as_completed(jobs, poll_frequency=0.1, timeout=120))
+    assert done == [jobs[1], jobs[0]]
+
+
+def test_submission_and_paths():
+    executor = submitit.AutoExecutor(folder="log_test")
+    job = executor.submit(power, 3, exponent=3)
+    submission = job.submission()
+    assert (submission.function, submission.args, submission.kwargs) == (power, (3,), {"exponent": 3})
+    assert submission.result() == 27
+    assert job.result() == 27
+    assert job.paths.result_pickle.exists() and job.paths.submitted_pickle.exists()
+
+
+# -- rxjobs' side: ordinary jobs, retrieved on read, nothing lost ------------------------
+
+
+def test_reading_marks_retrieved_and_cleanup_removes_then():
+    executor = submitit.AutoExecutor(folder="log_test")
+    jobs = executor.map_array(say, ["a", "b"])
+    assert jobs[0].result() == "a"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        [(rx, _, state)] = jobs_in("log_test")
+        assert state is S.FINISHED
+        rx_cleanup_jobs(rx, verbose=False)  # one run unread: kept
+    assert len(jobs_in("log_test")) == 1
+    assert jobs[1].result() == "b"
+    assert "said b" in jobs[1].stdout()  # still there after the result was read
+    rx_cleanup_jobs(rx, verbose=False)  # every run read: retrieved, removed without force
+    assert jobs_in("log_test") == []
+
+
+def say(text):
+    print(f"said {text}")
+    return text
+
+
+def test_cancel():
+    executor = submitit.AutoExecutor(folder="log_test")
+    job = executor.submit(time.sleep, 60)
+    job.cancel()
+    with pytest.raises(submitit.UncompletedJobError, match="canceled"):
+        job.result()
+    assert job.state == "CANCELLED"
+
+
+def test_debug_executor_runs_in_process():
+    executor = submitit.AutoExecutor(folder="log_test", cluster="debug")
+    job = executor.submit(os.getpid)
+    assert job.result() == os.getpid()
+    assert executor.map_array(add, [1], [2])[0].result() == 3
+    assert not os.path.exists("log_test")
+
+
+# -- bad input --------------------------------------------------------------------------
+
+
+def test_unknown_parameter_is_named():
+    executor = submitit.AutoExecutor(folder="log_test")
+    with pytest.raises(ValueError, match="timeout_mni"):
+        executor.update_parameters(timeout_mni=3)
+    with pytest.raises(ValueError, match="slurm_partitoin"):
+        executor.update_parameters(slurm_partitoin="dev")
+    with pytest.raises(ValueError, match="time_min"):
+        submitit.LocalExecutor("log_test").update_parameters(time_min=3)
+
+
+def test_map_array_needs_equal_lengths():
+    executor = submitit.AutoExecutor(folder="log_test")
+    with pytest.raises(ValueError, match="equal length"):
+        executor.map_array(add, [1, 2], [1])
+    assert jobs_in("log_test") == []
+
+
+def test_unpicklable_function_is_refused():
+    import threading
+
+    lock = threading.Lock()
+    executor = submitit.AutoExecutor(folder="log_test")
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        executor.submit(lambda: lock)
+    assert jobs_in("log_test") == []
+
+
+def test_only_percent_j_in_folder():
+    with pytest.raises(ValueError, match="only %j"):
+        submitit.AutoExecutor(folder="logs/%t")
+    assert share_dir_of("a/b/%j") == os.path.abspath("a/b")
+    assert share_dir_of("a/%j_x/c") == os.path.abspath("a")
+
+
+# -- the parameter mapping (pure) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({}, {}),
+    ({"timeout_min": 10}, {"time_limit": "10"}),
+    ({"timeout_min": 10, "slurm_timeout_min": 5}, {"time_limit": "5"}),
+    ({"mem_gb": 4}, {"mem": "4096M"}),
+    ({"slurm_mem": "8GB"}, {"mem": "8GB"}),
+    ({"cpus_per_task": 4}, {"cpus_per_task": 4}),
+    ({"slurm_partition": "dev", "slurm_account": "me", "slurm_qos": "low"},
+     {"partition": "dev", "account": "me", "qos": "low"}),
+    ({"slurm_array_parallelism": 2}, {"max_parallel": 2}),
+    ({"gpus_per_node": 2}, {"extra_sbatch_options": ["--gpus-per-node=2"]}),
+    ({"slurm_constraint": "skylake", "slurm_exclusive": True},
+     {"extra_sbatch_options": ["--constraint=skylake", "--exclusive"]}),
+    ({"slurm_additional_parameters": {"mail_type": "END"}}, {"extra_sbatch_options": ["--mail-type=END"]}),
+    ({"name": "x", "stderr_to_stdout": True, "local_timeout_min": 3}, {}),
+])
+def test_slurm_settings_table(params, expected):
+    parameters.check_auto("slurm", params)
+    assert parameters.slurm_settings(parameters.native_of_auto("slurm", params)) == expected
+
+
+@pytest.mark.parametrize(("cluster", "params", "bad"), [
+    ("slurm", {"timeout": 3}, "timeout"),
+    ("slurm", {"slurm_bogus": 1}, "slurm_bogus"),
+    ("local", {"lcoal_timeout_min": 1}, "lcoal_timeout_min"),
+    ("local", {"partition": "x"}, "partition"),
+])
+def test_unknown_names_table(cluster, params, bad):
+    with pytest.raises(parameters.ParameterError, match=bad):
+        parameters.check_auto(cluster, params)
+
+
+@pytest.mark.parametrize("params", [{"nodes": 2}, {"tasks_per_node": 2}, {"cpus_per_task": 0}])
+def test_bad_values_table(params):
+    with pytest.raises(parameters.ParameterError):
+        parameters.slurm_settings(parameters.native_of_auto("slurm", params))
+
+
+def test_local_prefixed_params_win_on_local():
+    native = parameters.native_of_auto("local", {"timeout_min": 1, "local_timeout_min": 2,
+                                                 "slurm_partition": "x"})
+    assert native == {"timeout_min": 2}
+
+
+def test_module_is_importable_as_submitit():
+    for name in ("AutoExecutor", "LocalExecutor", "SlurmExecutor", "DebugExecutor", "JobEnvironment",
+                 "helpers"):
+        assert hasattr(submitit, name)
+    assert sys.modules["rxjobs.compat.submitit"] is submitit
