@@ -1,0 +1,182 @@
+"""rxjobs.Executor and rxjobs.compat.submitit on the real single-node Slurm (tests/slurm_cluster.py).
+
+One cluster for the module.  The Executor is checked against the standard
+library's semantics; submitit's documentation examples run with only the
+import changed, ``AutoExecutor`` finding the cluster as submitit would.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import subprocess
+import time
+from operator import add, truediv
+from pathlib import Path
+
+import pytest
+
+import rxjobs.compat.submitit as submitit
+from rxjobs import RxSlurm, list_jobs
+from rxjobs.executor import Executor
+
+from slurm_cluster import SlurmCluster, slurm_unavailable
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slurm]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    why = slurm_unavailable()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Slurm tests: {why}")
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        from rxjobs.slurm_client import forget_unreachable
+
+        forget_unreachable()
+
+
+@pytest.fixture
+def share(tmp_path, slurm):
+    path = tmp_path / "share"
+    yield str(path)
+    _cancel_jobs_of(str(path))
+
+
+def _cancel_jobs_of(share: str) -> None:
+    """Cancel what Slurm still runs for the jobs of ``share`` (a failed test's leftovers)."""
+    from rxjobs.store import open_store
+
+    if not os.path.isdir(share):
+        return
+    store = open_store(share)
+    ids = []
+    for job_id in store.list_job_ids():
+        try:
+            handle = store.read_json(store.paths(job_id).engine_json)["handle"]
+            ids += [str(handle["array"]), str(handle["final"])]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def gate(tmp_path):
+    path = tmp_path / "gate"
+    try:
+        yield str(path)
+    finally:
+        path.touch()
+
+
+def square(x):
+    return x * x
+
+
+class NotFound(LookupError):
+    pass
+
+
+def raise_not_found():
+    raise NotFound("nothing here")
+
+
+def gated(gate, value, limit=240.0):
+    deadline = time.monotonic() + limit
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} was never opened")
+        time.sleep(0.05)
+    return value
+
+
+# -- the Executor on Slurm --------------------------------------------------------------
+
+
+def test_executor_submit_result_and_errors(share):
+    with Executor(RxSlurm(share_dir=share)) as ex:
+        futures = [ex.submit(square, i) for i in range(3)]
+        bad = ex.submit(raise_not_found)
+        assert {f for f in cf.as_completed(futures, timeout=180)} == set(futures)
+        assert [f.result() for f in futures] == [0, 1, 4]
+        with pytest.raises(NotFound) as caught:
+            bad.result(timeout=180)
+        assert "raise_not_found" in caught.value.remote_traceback
+    assert list_jobs(share) == []  # every outcome was read: nothing left
+
+
+def test_executor_wait_first_completed_and_cancel_held(share, gate):
+    with Executor(RxSlurm(share_dir=share), max_workers=2) as ex:
+        slow = ex.submit(gated, gate, "slow")
+        fast = ex.submit(square, 3)
+        held = ex.submit(square, 4)
+        assert held.cancel() and held.cancelled()
+        done, not_done = cf.wait([slow, fast], timeout=180, return_when=cf.FIRST_COMPLETED)
+        assert done == {fast} and not_done == {slow}
+        Path(gate).touch()
+        assert slow.result(timeout=180) == "slow"
+
+
+def test_executor_map_is_one_slurm_array(share):
+    with Executor(RxSlurm(share_dir=share)) as ex:
+        assert list(ex.map(add, range(20), range(20), chunksize=5)) == [2 * i for i in range(20)]
+    assert list_jobs(share) == []
+
+
+# -- submitit's examples on Slurm -------------------------------------------------------
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch, slurm):
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    _cancel_jobs_of(str(tmp_path / "log_test"))
+
+
+def test_readme_addition_on_slurm(in_tmp):
+    def add(a, b):
+        return a + b
+
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(timeout_min=1, slurm_partition="debug")
+    job = executor.submit(add, 5, 7)
+    print(job.job_id)
+    output = job.result()
+    assert output == 12
+    assert executor.cluster == "slurm"
+
+
+def test_map_array_and_batch_on_slurm(in_tmp):
+    executor = submitit.AutoExecutor(folder="log_test/%j")
+    executor.update_parameters(timeout_min=10, slurm_array_parallelism=2)
+    jobs = executor.map_array(add, [1, 2, 3, 4], [10, 20, 30, 40])
+    assert [job.result() for job in jobs] == [11, 22, 33, 44]
+    batched = []
+    with executor.batch():
+        for exponent in range(4):
+            batched.append(executor.submit(pow, 2, exponent))
+    assert [job.result() for job in batched] == [1, 2, 4, 8]
+
+
+def where_am_i():
+    env = submitit.JobEnvironment()
+    return env.cluster, env.job_id, env.num_tasks, env.global_rank
+
+
+def test_errors_and_job_environment_on_slurm(in_tmp):
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(timeout_min=1)
+    job = executor.submit(truediv, 1, 0)
+    with pytest.raises(submitit.FailedJobError, match="ZeroDivisionError"):
+        job.result()
+    assert "ZeroDivisionError" in job.stderr()
+    cluster, slurm_id, num_tasks, rank = executor.submit(where_am_i).result()
+    assert (cluster, num_tasks, rank) == ("slurm", 1, 0)
+    assert "_" in slurm_id  # an array task: <array id>_<index>
