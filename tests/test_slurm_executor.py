@@ -180,3 +180,41 @@ def test_errors_and_job_environment_on_slurm(in_tmp):
     cluster, slurm_id, num_tasks, rank = executor.submit(where_am_i).result()
     assert (cluster, num_tasks, rank) == ("slurm", 1, 0)
     assert "_" in slurm_id  # an array task: <array id>_<index>
+
+
+# -- checkpoint and requeue -------------------------------------------------------------
+
+
+class Attempts(submitit.helpers.Checkpointable):
+    """Counts its attempts; the first waits until it is signalled (and requeued)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def __call__(self, marker: str) -> int:
+        self.attempts += 1
+        Path(f"{marker}.{self.attempts}").touch()
+        if self.attempts == 1:
+            time.sleep(240)  # interrupted by the USR2 the test sends
+        return self.attempts
+
+
+@pytest.mark.timeout(600)  # Slurm holds a requeued job back before it runs again
+def test_checkpointable_is_requeued_with_its_state_on_usr2(in_tmp):
+    marker = str(in_tmp / "attempt")
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(timeout_min=10)
+    job = executor.submit(Attempts(), marker)
+    deadline = time.monotonic() + 180
+    while not os.path.exists(f"{marker}.1"):
+        assert time.monotonic() < deadline, "the first attempt never started"
+        time.sleep(0.1)
+    store = job.rx_job.store
+    array = store.read_json(store.paths(job.rx_job.job_id).engine_json)["handle"]["array"]
+    subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array}_0"], check=True, timeout=30)
+    assert job.result() == 2  # the checkpointed state (1 attempt) went on in the requeued task
+    assert os.path.exists(f"{marker}.2") and not os.path.exists(f"{marker}.3")
+    assert len(list_jobs(str(in_tmp / "log_test"))) == 1  # still one rxjobs job
+    assert job.paths.folder.joinpath("tasks", "run-0.checkpoint.pkl").exists()
+    first, second = (os.stat(f"{marker}.{i}").st_mtime for i in (1, 2))
+    print(f"requeued attempt started {second - first:.1f} s after the first")

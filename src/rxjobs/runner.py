@@ -149,7 +149,7 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     with _captured(capture) as output:
         for index in runs:
             try:
-                with seeded_run(getattr(payload, "rng_seed", None), index):
+                with seeded_run(getattr(payload, "rng_seed", None), index), _running(store, job_id, index):
                     value = payload.function(**payload.runs[index])
             except Exception as exc:
                 text = traceback.format_exc()
@@ -169,6 +169,39 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     store.write_atomic(paths.output(task), output.getvalue())
     store.write_atomic(paths.result(task), _dumps_result(result))
     return TaskSummary(task, len(result.values), first_error=first_error)
+
+
+# -- the run in progress ------------------------------------------------------------------
+
+_current = threading.local()
+
+
+@dataclass(frozen=True)
+class CurrentRun:
+    """The run this thread is executing: its job's store, the job id and the run's index."""
+
+    store: Store
+    job_id: str
+    run: int
+
+
+@contextlib.contextmanager
+def _running(store: Store, job_id: str, run: int) -> Iterator[None]:
+    previous = getattr(_current, "run", None)
+    _current.run = CurrentRun(store, job_id, run)
+    try:
+        yield
+    finally:
+        _current.run = previous
+
+
+def current_run() -> CurrentRun | None:
+    """The run the calling thread executes inside :func:`run_task` (None outside a run).
+
+    For run-side code that keeps per-run state in the job's directory (a
+    Slurm checkpoint, :mod:`rxjobs.compat.submitit.requeue`).
+    """
+    return getattr(_current, "run", None)
 
 
 # -- random numbers -----------------------------------------------------------------------

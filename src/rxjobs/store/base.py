@@ -34,6 +34,7 @@ RESERVED = frozenset({TRASH, LOCKS, MARKER})
 TMP_MARK = ".tmp-"
 RESULT_SUFFIX = ".result.pkl"
 OUTPUT_SUFFIX = ".out"
+CHECKPOINT_SUFFIX = ".checkpoint.pkl"
 MAX_RECORD_BYTES = 1 << 20  # job.json, status.json, engine.json are small; refuse giants
 MAX_RECORD_DEPTH = 32  # and nest a few levels; refuse what would exhaust the parser's recursion
 LOCK_STRIPES = 64
@@ -91,6 +92,11 @@ class JobPaths:
 
     def output(self, task: int) -> str:
         return f"{self.tasks}/{task}{OUTPUT_SUFFIX}"
+
+    def checkpoint(self, run: int) -> str:
+        """Where a run that was checkpointed before a Slurm requeue keeps the call to resume
+        with (``rxjobs.compat.submitit``; written by the run itself, read when it runs again)."""
+        return f"{self.tasks}/run-{run}{CHECKPOINT_SUFFIX}"
 
     @staticmethod
     def task_indexes(names: Iterable[str], suffix: str, n_tasks: int) -> list[int]:

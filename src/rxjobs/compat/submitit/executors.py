@@ -18,7 +18,7 @@ from ... import jobs
 from ...calls import as_invocation, invoke
 from ...contexts import RxComputeContext, RxLocalParallel, RxSlurm
 from ...store import open_store
-from . import parameters
+from . import parameters, requeue
 from .job import DebugJob, DelayedSubmission, Job, RxArray
 
 
@@ -127,11 +127,17 @@ class Executor:
         if batched:
             self._submit(batched, chunk=None)
 
+    def _context_for(self, checkpointable: bool) -> RxComputeContext:
+        """The context of a job; ``checkpointable``: one of its calls has ``checkpoint``."""
+        return self.context()
+
     def _submit(self, submitted: list[Job], chunk: int | None) -> None:
-        cc = self.context()
+        checkpointable = any(requeue.has_checkpoint(job.submission().function) for job in submitted)
+        cc = self._context_for(checkpointable)
         runs = [as_invocation(job.submission().function, job.submission().args, job.submission().kwargs)
                 for job in submitted]
-        payload, options = jobs.prepare_job(cc, invoke, runs, chunk, True, False, False, None)
+        function = requeue.run_checkpointable if checkpointable else invoke
+        payload, options = jobs.prepare_job(cc, function, runs, chunk, True, False, False, None)
         store = open_store(cc.job_share_dir(), cc.job_share_dir_options())
         job_id = jobs.submit_job(store, cc, payload, options)
         array = RxArray(store, cc, job_id, len(runs), payload.task_chunk_size)
@@ -169,6 +175,18 @@ class SlurmExecutor(Executor):
     def context(self) -> RxComputeContext:
         return RxSlurm(share_dir=self.share_dir, wait=False, auto_cleanup=False, python=self.python,
                        **self._settings(self._native()))
+
+    def _context_for(self, checkpointable: bool) -> RxComputeContext:
+        if not checkpointable:
+            return self.context()
+        settings = self._settings(self._native())
+        delay = self.parameters.get("signal_delay_s") or 90
+        # USR2 to the batch step (the task's Python itself) `delay` s before the time
+        # limit; the task checkpoints and requeues itself (see requeue.py).
+        settings["extra_sbatch_options"] = [*settings.get("extra_sbatch_options", []),
+                                            f"--signal=B:USR2@{int(delay)}", "--requeue"]
+        return RxSlurm(share_dir=self.share_dir, wait=False, auto_cleanup=False, python=self.python,
+                       **settings)
 
 
 class DebugExecutor(Executor):
