@@ -430,3 +430,14 @@ def test_an_unpicklable_function_is_refused_and_nothing_is_written(tmp_path):
 def test_executor_is_exported_lazily():
     assert rxjobs.Executor is Executor
     assert "Executor" in dir(rxjobs)
+
+
+def test_on_an_object_store_share_dir(s3_share, s3_server):
+    cc = RxLocalParallel(share_dir=s3_share, share_dir_options=s3_server.options, num_workers=1)
+    with Executor(cc) as ex:
+        futures = [ex.submit(add, i, 1) for i in range(3)]
+        assert [f.result(timeout=120) for f in futures] == [1, 2, 3]
+        assert list(ex.map(square, range(4), chunksize=2)) == [0, 1, 4, 9]
+        bad = ex.submit(raise_not_found, "key")
+        assert isinstance(bad.exception(timeout=120), NotFound)
+    assert list_jobs(s3_share, share_dir_options=s3_server.options) == []

@@ -191,26 +191,46 @@ class _Watcher:
         self.wake = threading.Event()
         self.watched: dict[str, weakref.ref[RxFuture]] = {}
         self.held: deque[_Held] = deque()
+        self.reserved = 0  # slots taken by submissions under way in callers' threads
         self.stopping = False
         self.thread: threading.Thread | None = None
 
     # -- called from the caller's threads ------------------------------------------------
 
-    def has_room(self) -> bool:
-        """A submission may go to the engine now (caller holds ``lock``)."""
-        return self.max_workers is None or (not self.held and len(self.watched) < self.max_workers)
+    def reserve(self) -> bool:
+        """Take a slot for a submission going to the engine now; False: hold it back instead.
+
+        The caller submits without holding ``lock`` (a submission takes tens of
+        milliseconds, and the watcher needs the lock meanwhile), then calls
+        :meth:`follow` or :meth:`release`.
+        """
+        with self.lock:
+            if self.max_workers is not None and (
+                self.held or len(self.watched) + self.reserved >= self.max_workers
+            ):
+                return False
+            self.reserved += 1
+            return True
+
+    def release(self) -> None:
+        """Give back a slot that :meth:`reserve` took and that no job uses (its submission failed)."""
+        with self.lock:
+            self.reserved -= 1
 
     def follow(self, future: RxFuture) -> None:
-        """Follow a submitted future's job (caller holds ``lock``)."""
+        """Follow a submitted future's job, in the slot :meth:`reserve` took."""
         assert future.job_id is not None
-        self.watched[future.job_id] = weakref.ref(future)
-        self._start()
+        with self.lock:
+            self.reserved -= 1
+            self.watched[future.job_id] = weakref.ref(future)
+            self._start()
         self.wake.set()
 
     def hold(self, held: _Held) -> None:
-        """Queue a submission until a slot is free (caller holds ``lock``)."""
-        self.held.append(held)
-        self._start()
+        """Queue a submission until a slot is free."""
+        with self.lock:
+            self.held.append(held)
+            self._start()
         self.wake.set()
 
     def stop(self) -> None:
@@ -278,7 +298,8 @@ class _Watcher:
     def _submit_held(self) -> None:
         while True:
             with self.lock:
-                if not self.held or (self.max_workers is not None and len(self.watched) >= self.max_workers):
+                full = self.max_workers is not None and len(self.watched) + self.reserved >= self.max_workers
+                if not self.held or full:
                     return
                 item = self.held.popleft()
                 if item.future.cancelled():
@@ -417,14 +438,16 @@ class Executor(concurrent.futures.Executor):
             payload, options = self._prepare(fn, [as_run(args, kwargs)], 1)
             future = RxFuture(self._store, self.compute_context, self.auto_cleanup)
             watcher = self._watcher
-            with watcher.lock:
-                if watcher.has_room():
+            if watcher.reserve():
+                try:
                     future.job_id = jobs.submit_job(self._store, self.compute_context, payload, options)
-                    watcher.follow(future)
-                    return future
+                except BaseException:
+                    watcher.release()
+                    raise
+                watcher.follow(future)
+                return future
             _check_picklable(payload)  # fail now, not when a slot frees
-            with watcher.lock:
-                watcher.hold(_Held(future, payload, options))
+            watcher.hold(_Held(future, payload, options))
             return future
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
