@@ -214,7 +214,10 @@ def docs_section(table: str, ratios: dict[str, float], runs: int, repeat: int, n
 against submitit's `LocalExecutor`; on the single-node Slurm of `tests/slurm_cluster.py`,
 `map_array(tiny, range({N_ARRAY}))` and `result()` of each against submitit's (with the
 `sacct` stand-in of the Slurm benchmark). One untimed warm-up round; medians of {repeat}
-repetitions, the order rotating. {note}
+repetitions, the order rotating. {note} Each `Executor.submit` is a whole rxjobs job
+(files written, a detached driver forked, its state derived, the job removed when read),
+where a process pool sends a message to a warm worker: the many-calls target is out of
+reach for one job per call; many small calls belong in one `Executor.map` (one job).
 
 - Date: {dt.date.today().isoformat()}
 - Machine: {machine_summary(f"submitit {submitit.__version__}")}
