@@ -31,7 +31,8 @@ STYLE = """<style>
 .rxjobs-nb th, .rxjobs-nb td { text-align: left; padding: .3rem .55rem; border-bottom: 1px solid var(--line);
   vertical-align: top; }
 .rxjobs-nb th { color: var(--muted); font-weight: 600; }
-.rxjobs-nb td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.rxjobs-nb td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.rxjobs-nb td.progress, .rxjobs-nb td.when { white-space: nowrap; }
 .rxjobs-nb code { font-size: .85rem; }
 .rxjobs-nb .state { display: inline-block; padding: .05rem .5rem; border-radius: 4px; color: #fff;
   font-size: .8rem; font-weight: 600; background: var(--missing); }
@@ -133,8 +134,8 @@ def _wrap(body: str) -> str:
 def _job_row(job: JobView) -> str:
     reason = f'<div class="reason">{escape(job.reason)}</div>' if job.reason else ""
     return (f"<tr><td><code>{escape(job.job_id)}</code></td><td>{state_badge(job.state)}{reason}</td>"
-            f"<td>{progress_bar(job.tasks_done, job.n_tasks, job.state)}</td>"
-            f"<td>{escape(job.function)}</td><td>{escape(_when(job.submitted))}</td>"
+            f'<td class="progress">{progress_bar(job.tasks_done, job.n_tasks, job.state)}</td>'
+            f'<td>{escape(job.function)}</td><td class="when">{escape(_when(job.submitted))}</td>'
             f'<td class="num">{job.files}</td><td class="num">{escape(format_bytes(job.bytes))}</td></tr>')
 
 
