@@ -287,9 +287,13 @@ def make_backend_class() -> type:
                 return
             assert isinstance(job, api.RxRemoteJob)  # a non-waiting context returns the job
             wave = _Wave(job, futures)
-            with self._lock:
-                self._waves.append(wave)
-                self.jobs_submitted.append(job.job_id)
+            try:
+                with self._lock:
+                    self._waves.append(wave)
+                    self.jobs_submitted.append(job.job_id)
+            except BaseException:  # interrupted before abort_everything could see the job
+                api.rx_cancel_job(job)
+                raise
             threading.Thread(target=self._collect, args=(wave,), name=f"rxjobs-joblib-{job.job_id}",
                              daemon=True).start()
 
