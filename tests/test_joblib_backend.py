@@ -1,7 +1,8 @@
 """The joblib backend ``rxjobs`` with real scikit-learn: the same results as loky, few jobs.
 
-Local engine here; the Dask cluster of ``test_dask_engine`` and the real
-single-node Slurm of ``slurm_cluster`` each get a module-scoped cluster below.
+Local engine first; the Dask cluster of ``test_dask_engine`` and the real
+single-node Slurm of ``slurm_cluster`` each get a module-scoped cluster below,
+and Spark runs ``local[2]``.
 """
 
 from __future__ import annotations
@@ -281,3 +282,21 @@ def test_grid_search_on_slurm_equals_loky_with_n_jobs_as_the_array_throttle(slur
     assert 1 <= len(listed) <= 4 and {job.compute_context.max_parallel for job in listed} == {2}
     assert all(job.status() is S.FINISHED for job in listed)
     rx_cleanup_jobs(listed, verbose=False)
+
+
+def test_cross_val_score_on_spark_equals_loky(tmp_path, iris, loky_results, monkeypatch):
+    if os.environ.get("CI"):
+        import pyspark  # noqa: F401
+    pytest.importorskip("pyspark")
+    from rxjobs import RxSpark
+
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    share = str(tmp_path / "share")
+    cc = RxSpark(master="local[2]", share_dir=share, extra_spark_config={
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        "spark.driver.memory": "512m"})
+    X, y = iris
+    with parallel_config(cc, n_jobs=2):
+        scores = cross_val_score(SVC(C=1.0), X, y, cv=5)
+    assert list(scores) == list(loky_results[1])
+    assert rx_get_jobs(RxSpark(master="local[2]", share_dir=share), verbose=False) == []
