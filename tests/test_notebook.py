@@ -275,3 +275,44 @@ def test_the_displays_render_in_chromium(tmp_path):
             tab.screenshot(path=str(ARTIFACTS / "notebook_displays.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_interrupting_a_search_in_the_kernel_cancels_its_jobs(kernel, tmp_path):
+    """The notebook's stop button (a kernel interrupt) during a joblib call on the rxjobs backend."""
+    pytest.importorskip("joblib")
+    from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_get_jobs
+
+    from conftest import wait_until
+
+    share, gate = str(tmp_path / "share"), str(tmp_path / "gate")
+    cc = RxLocalParallel(share_dir=share)
+    msg_id = kernel.execute(textwrap.dedent(f"""
+        import joblib, os, time
+        from rxjobs import RxLocalParallel
+        from rxjobs.joblib import parallel_config
+        def wait_gate(gate):
+            while not os.path.exists(gate):
+                time.sleep(0.05)
+            return 1
+        with parallel_config(RxLocalParallel(share_dir={share!r}), n_jobs=2):
+            joblib.Parallel()(joblib.delayed(wait_gate)({gate!r}) for _ in range(4))
+    """))
+    try:
+        wait_until(lambda: any(job.status() is RxRemoteJobStatus.RUNNING
+                               for job in rx_get_jobs(cc, verbose=False)), timeout=120,
+                   what="the search's job to run")
+        kernel.parent.interrupt_kernel()
+        errors = []
+        while True:
+            msg = kernel.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "error":
+                errors.append(msg["content"]["ename"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert errors == ["KeyboardInterrupt"]
+        listed = rx_get_jobs(cc, verbose=False)
+        assert listed and {job.status() for job in listed} == {RxRemoteJobStatus.CANCELED}
+    finally:
+        Path(gate).touch()  # never leave a worker waiting
