@@ -9,7 +9,9 @@ sizes (``--jobs 2000,10000``), one table (cleanup) or one row (growth) each; the
 listing and S3 benchmarks take the first of them.  ``--full`` runs the growth
 benchmark over 1,000, 10,000 and 100,000 jobs (tens of minutes, about 2.5 million
 files); ``--kernel`` also times the local engine inside a real ipykernel kernel.
-Both need the ``bench`` extra (``pip install -e .[bench]``).
+Both need the ``bench`` extra (``pip install -e .[bench]``).  ``joblib_bench``
+(GridSearchCV on the rxjobs joblib backend against loky and Dask's backend)
+needs scikit-learn, which the ``test`` extra installs.
 
 A quiet machine's full record: ``python -m bench --full --kernel --write-docs``.
 A benchmark that cannot run here (an engine not installed, no Java) is

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from .contexts import RxComputeContext, RxLocalSeq
 from .engines import get_engine
 from .errors import JobFailedError
 from .ids import validate_job_id
+from .progress import in_kernel, job_progress
 from .runner import seeded_run
 from .seeds import validate_rng_seed
 from .sharedir import default_share_dir, normalize_share_dir
@@ -117,6 +119,11 @@ class RxRemoteJob:
     def __repr__(self) -> str:
         return f"RxRemoteJob(job_id={self.job_id!r}, share_dir={self.share_dir!r})"
 
+    def _repr_html_(self) -> str:
+        """The job as a notebook shows it: state badge, progress, function, size (read now)."""
+        from .notebook import job_html_of
+        return job_html_of(self.store, self.job_id)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RxRemoteJob):
             return NotImplemented
@@ -173,6 +180,37 @@ class JobResults(list):
     """The list ``rx_exec`` returns in a waiting context, remembering its job."""
 
     job_info: RxRemoteJob | None = None
+
+
+class JobList(list):  # a plain list of RxRemoteJob, as revoscalepy returns
+    """The list ``rx_get_jobs`` returns: a plain list of jobs that a notebook shows as a table."""
+
+    def _repr_html_(self) -> str:
+        from .notebook import jobs_html_of
+        groups: dict[tuple[str, str], tuple[Store, list[str]]] = {}
+        for job in self:
+            key = (job.share_dir, repr(job.share_dir_options))
+            if key not in groups:
+                groups[key] = (job.store, [])
+            groups[key][1].append(job.job_id)
+        return jobs_html_of(list(groups.values()))
+
+
+@contextmanager
+def _progress_watch(store: Store, job_id: str,
+                    wanted: bool = True) -> Iterator[Callable[[RxRemoteJobStatus], None] | None]:
+    """In a notebook, a watch that redraws one progress display of the job; elsewhere None."""
+    if not wanted or not in_kernel():
+        yield None
+        return
+    from .notebook import task_progress
+    with job_progress(f"job {job_id}") as bar:
+
+        def watch(status: RxRemoteJobStatus) -> None:
+            _, done, total = task_progress(store, job_id)
+            bar.update(done, total, status.value)
+
+        yield watch
 
 
 def rx_get_job_info(obj: Any) -> RxRemoteJob | None:
@@ -264,7 +302,8 @@ def rx_exec(
     if not cc.waits:
         return job
     try:
-        jobs.wait_with_callback(store, job.job_id, callback)
+        with _progress_watch(store, job.job_id) as watch:
+            jobs.wait_with_callback(store, job.job_id, callback, watch)
     except BaseException:  # KeyboardInterrupt included: do not leave the job running
         jobs.cancel_job(store, job.job_id)
         raise
@@ -362,7 +401,7 @@ def rx_get_jobs(
     start = as_time(start_time, "start_time") if start_time is not None else None
     end = as_time(end_time, "end_time") if end_time is not None else None
     store = _store_of(cc)
-    found = []
+    found = JobList()
     for row in listing.list_jobs(store, cc, exact_match, start, end, states, need_status=verbose):
         if verbose:
             when = row.submitted.astimezone().strftime("%Y-%m-%d %H:%M:%S") if row.submitted else "?"
@@ -478,16 +517,26 @@ def rx_cancel_job(job_info: RxRemoteJob, console_output: bool | None = None) -> 
     return canceled
 
 
-def rx_wait_for_job(job_info: RxRemoteJob, timeout: float | None = None) -> RxRemoteJobStatus:
-    """Block until the job ends (or ``timeout`` seconds pass); return its state."""
+def rx_wait_for_job(job_info: RxRemoteJob, timeout: float | None = None,
+                    progress: bool = True) -> RxRemoteJobStatus:
+    """Block until the job ends (or ``timeout`` seconds pass); return its state.
+
+    In a notebook, and with ``progress``, one display shows the job's state and
+    tasks done, updated in place while it waits (docs/notebooks.md).
+    """
     job = _job(job_info)
+    store = job.store
 
-    def check() -> RxRemoteJobStatus | None:
-        status = jobs.job_status(job.store, job.job_id).status
-        return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
+    with _progress_watch(store, job.job_id, progress) as watch:
 
-    with jobs.job_sleep(job.store, job.job_id) as sleep:
-        result = poll(check, timeout=timeout, sleep=sleep)
+        def check() -> RxRemoteJobStatus | None:
+            status = jobs.job_status(store, job.job_id).status
+            if watch is not None:
+                watch(status)
+            return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
+
+        with jobs.job_sleep(store, job.job_id) as sleep:
+            result = poll(check, timeout=timeout, sleep=sleep)
     return result if result is not None else jobs.job_status(job.store, job.job_id).status
 
 

@@ -191,6 +191,12 @@ class CleanupReport:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def _repr_html_(self) -> str:
+        """The report as a notebook shows it: totals freed, and per job what was done and why."""
+        from .displays import OutcomeView, cleanup_html
+        return cleanup_html(OutcomeView(e.job_id, e.status, e.outcome.value, e.reason, e.files, e.bytes)
+                            for e in self.entries)
+
     def to_json(self, lazy: bool = False) -> dict[str, Any]:
         """The JSON of a cleanup report (``rxjobs cleanup --json``).
 

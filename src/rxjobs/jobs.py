@@ -673,8 +673,10 @@ def task_outcomes(store: Store, job_id: str, task: int) -> list[RunOutcome]:
 
 
 
-def wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any] | None) -> None:
-    """Wait until the job ends, calling ``callback`` on each run's value as its task lands."""
+def wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any] | None,
+                       watch: Callable[[RxRemoteJobStatus], None] | None = None) -> None:
+    """Wait until the job ends, calling ``callback`` on each run's value as its task lands,
+    and ``watch`` with the job's state at each look (a progress display)."""
     seen: set[int] = set()
     n_tasks = read_job_record(store, job_id).n_tasks
     paths = store.paths(job_id)
@@ -688,6 +690,8 @@ def wait_with_callback(store: Store, job_id: str, callback: Callable[[Any], Any]
                 for value in load_task_result(store, job_id, task).values:
                     callback(value)
         status = job_status(store, job_id).status
+        if watch is not None:
+            watch(status)
         return status if status.is_terminal() or status is RxRemoteJobStatus.MISSING else None
 
     with job_sleep(store, job_id) as sleep:

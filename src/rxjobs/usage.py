@@ -122,6 +122,15 @@ class UsageReport:
             sums.bytes += job.bytes
         return states
 
+    def _repr_html_(self) -> str:
+        """The report as a notebook shows it: totals, bytes per state and kept by reason, largest jobs."""
+        from .displays import UsageView, usage_html
+
+        def view(job: JobUsage) -> UsageView:
+            return UsageView(job.job_id, job.state, job.files, job.bytes,
+                             "" if job.removable else job.kept_because)
+        return usage_html(self.share_dir, [view(j) for j in self.jobs], [view(j) for j in self.largest])
+
     def to_json(self, lazy: bool = False) -> dict[str, Any]:
         """The JSON of ``rxjobs du --json``.
 

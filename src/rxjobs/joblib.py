@@ -1,0 +1,393 @@
+"""The joblib backend ``rxjobs``: scikit-learn's ``n_jobs`` on rxjobs' engines, each wave a job.
+
+::
+
+    from rxjobs.joblib import register_rxjobs
+    register_rxjobs()
+    with joblib.parallel_config(backend="rxjobs", compute_context=RxDask("tcp://...")):
+        GridSearchCV(model, grid, n_jobs=4).fit(X, y)
+
+joblib hands a backend one batch of calls at a time: first as many as its
+``pre_dispatch`` allows (``2*n_jobs``), then one more each time a batch
+completes.  Submitting each batch as a job would make thousands of jobs for a
+search, so the backend groups them: the batches that arrive together (a
+*dispatch wave*) become the runs of one rxjobs job, with at most ``n_jobs``
+tasks.  When the job ends its results are collected (and the job removed,
+by its context's ``auto_cleanup``), and each batch's callback fires; the
+batches joblib dispatches in answer form the next wave.  A search is thus a
+few jobs, each listed by ``rxjobs list`` and the web page while it lives, and
+cleaned up by the usual rules.
+
+``n_jobs`` maps onto the engine: the number of tasks a job has, the local
+pool's ``num_workers``, and Slurm's array throttle (``max_parallel``).
+Calls nested inside a batch run sequentially in their worker, so nesting
+never multiplies the processes.  An exception in the caller (a batch that
+raised, KeyboardInterrupt) makes joblib call ``abort_everything``, which
+cancels every job of the search still running.
+
+This module is named like the library it serves; it imports joblib
+absolutely, and the library is loaded only by :func:`register_rxjobs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from rxjobs import api, jobs
+from rxjobs.contexts import RxComputeContext, RxLocalParallel, RxSlurm
+from rxjobs.engines import get_engine
+from rxjobs.errors import EngineNotInstalledError
+
+BACKEND_NAME = "rxjobs"
+MIN_JOBLIB = (1, 2)  # the ``submit``/``retrieve_result_callback`` backend API
+CONFIG_JOBLIB = (1, 3)  # ``joblib.parallel_config``
+# A wave is submitted when joblib starts waiting for results (``retrieval_context``: the first
+# ``pre_dispatch`` batches are in) or when the callbacks of a finished job have dispatched
+# their successors.  Batches that neither moment covers (joblib before 1.3 has no
+# ``retrieval_context``) go after this long without another batch.
+WAVE_QUIET_S = 0.5
+# Each wave's batches are this many times as big as the last wave's.  A wave costs a job (its
+# workers start and import the caller's modules: seconds for scikit-learn), so a search of N
+# calls takes about log_64(N / pre_dispatch) + 1 jobs (2 up to ~500 calls at n_jobs=2, 3 up to
+# ~30,000), while its first wave still starts at joblib's pace.
+WAVE_GROWTH = 64
+# What the backend tells joblib its number of workers is (``effective_n_jobs``), per worker of
+# n_jobs: joblib keeps ``pre_dispatch`` (``2*n_jobs``) batches in flight and splits a search's
+# last calls into batches of one, so a wide wave is what keeps a small search to one or two
+# jobs.  The job of a wave still runs at most n_jobs tasks at once.
+WAVE_WIDTH = 8
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.4.2"`` → ``(1, 4, 2)``; a suffix such as ``rc1`` or ``.dev0`` ends the numbers."""
+    numbers = []
+    for part in version.split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) != len(part):
+            break
+    return tuple(numbers)
+
+
+def joblib_problem(version: str, need_config: bool) -> str | None:
+    """Why this joblib cannot serve (None if it can): too old for the backend API, or (with
+    ``need_config``) for ``parallel_config``."""
+    have = version_tuple(version)
+    if have < MIN_JOBLIB:
+        need = ".".join(map(str, MIN_JOBLIB))
+        return f"joblib {version} is too old for the rxjobs backend (it needs {need} or newer): " \
+               "pip install 'rxjobs[joblib]'"
+    if need_config and have < CONFIG_JOBLIB:
+        return (f"joblib {version} has no parallel_config (added in joblib 1.3): "
+                "pip install 'rxjobs[joblib]', or select the backend with "
+                "joblib.parallel_backend('rxjobs', compute_context=...)")
+    return None
+
+
+def _joblib() -> Any:
+    try:
+        import joblib
+    except ImportError as exc:
+        raise EngineNotInstalledError(
+            "the rxjobs joblib backend needs joblib: pip install 'rxjobs[joblib]'") from exc
+    return joblib
+
+
+def run_batch(batch: Callable[[], list[Any]]) -> list[Any]:
+    """What a task runs for one batch: joblib's ``BatchedCalls``, which returns its calls' values."""
+    return batch()
+
+
+def check_context(compute_context: Any) -> RxComputeContext:
+    """The compute context the backend runs on, or a clear error.
+
+    None means the current one (``rx_get_compute_context()``); a context that
+    runs in the calling process (``RxLocalSeq``) keeps no jobs and is refused.
+    """
+    cc = api.rx_get_compute_context() if compute_context is None else compute_context
+    if not isinstance(cc, RxComputeContext):
+        raise TypeError(
+            f"compute_context for the rxjobs joblib backend must be a compute context such as "
+            f"RxLocalParallel(), RxDask(address), RxSpark(master) or RxSlurm(), "
+            f"not {type(compute_context).__name__}: {compute_context!r}")
+    if cc.engine is None:
+        raise ValueError(
+            f"the rxjobs joblib backend runs jobs on an engine, and {cc.kind} has none (it runs in the "
+            "calling process): pass compute_context=RxLocalParallel(), RxDask(...), RxSpark(...) "
+            "or RxSlurm()")
+    get_engine(cc.engine)  # an engine not installed says how to install it now, not at the first batch
+    return cc
+
+
+def wave_context(cc: RxComputeContext, n_jobs: int) -> RxComputeContext:
+    """The context a wave's job is submitted with: not waiting, and ``n_jobs`` workers where the
+    context has a worker setting (the local pool, Slurm's array throttle)."""
+    changes: dict[str, Any] = {"wait": False}
+    if isinstance(cc, RxLocalParallel):
+        changes["num_workers"] = n_jobs
+    elif isinstance(cc, RxSlurm):
+        changes["max_parallel"] = n_jobs
+    return dataclasses.replace(cc, **changes)
+
+
+def _base() -> type:
+    from joblib.parallel import ParallelBackendBase
+    return ParallelBackendBase
+
+
+class _Wave:
+    """One job of the search and the futures of its batches, in run order."""
+
+    def __init__(self, job: api.RxRemoteJob, futures: list[Future[Any]]) -> None:
+        self.job, self.futures = job, futures
+
+
+def make_backend_class() -> type:
+    """The backend class, a subclass of joblib's ``ParallelBackendBase`` (built when joblib is loaded)."""
+    base = _base()
+    from joblib.parallel import SequentialBackend
+
+    class RxJobsBackend(base):  # type: ignore[valid-type, misc]
+        """Runs joblib's batches as rxjobs jobs, one job per dispatch wave."""
+
+        supports_retrieve_callback = True
+        supports_timeout = True
+        supports_return_generator = True
+        uses_threads = False
+        supports_sharedmem = False
+
+        def __init__(self, compute_context: Any = None, nesting_level: int | None = None,
+                     inner_max_num_threads: int | None = None, **backend_kwargs: Any) -> None:
+            if backend_kwargs:
+                raise TypeError(f"unknown argument(s) of the rxjobs joblib backend: "
+                                f"{', '.join(sorted(backend_kwargs))} (it takes compute_context)")
+            super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
+            self.compute_context = check_context(compute_context)
+            self.n_jobs = 1
+            self._lock = threading.Condition()
+            self._pending: list[tuple[Any, Future[Any]]] = []
+            self._waves: list[_Wave] = []
+            self._flushing = False  # a thread forms waves (it ends when the Parallel call does)
+            self._closing = False
+            self.jobs_submitted: list[str] = []  # ids of the jobs of this backend (tests read them)
+            self._batch_size = 1
+
+        # -- sizing --------------------------------------------------------------------------
+
+        def effective_n_jobs(self, n_jobs: int | None) -> int:
+            """How many batches joblib may keep in flight: a wave's width (see WAVE_WIDTH)."""
+            return self.workers(n_jobs) * WAVE_WIDTH
+
+        def workers(self, n_jobs: int | None) -> int:
+            """The tasks a wave's job runs at once: ``n_jobs``, or the engine's slots for -1."""
+            if n_jobs == 0:
+                raise ValueError("n_jobs == 0 has no meaning for joblib: use n_jobs=-1 for every worker")
+            engine = get_engine(str(self.compute_context.engine))
+            slots = max(1, int(engine.parallelism(self.compute_context)))
+            if n_jobs is None or n_jobs < 0:
+                return max(1, slots + 1 + (n_jobs if n_jobs is not None else -1))
+            return int(n_jobs)
+
+        def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: Any = None,
+                      require: Any = None, **backend_kwargs: Any) -> int:
+            if require == "sharedmem":
+                raise ValueError("the rxjobs joblib backend runs calls in other processes, so it cannot "
+                                 "share memory (require='sharedmem'): use the threading backend for "
+                                 "this call")
+            self.parallel = parallel
+            self.n_jobs = self.workers(n_jobs)
+            return self.effective_n_jobs(n_jobs)
+
+        def compute_batch_size(self) -> int:
+            return self._batch_size
+
+        def start_call(self) -> None:
+            self._batch_size = 1
+
+        def get_nested_backend(self) -> tuple[Any, int | None]:
+            # A batch's own Parallel calls run one after another in its worker: a search's
+            # n_jobs workers never each start n_jobs more.
+            return SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None
+
+        # -- waves -------------------------------------------------------------------------
+
+        def submit(self, func: Any, callback: Callable[[Any], Any] | None = None) -> Future[Any]:
+            future: Future[Any] = Future()
+            if callback is not None:
+                future.add_done_callback(callback)
+            with self._lock:
+                self._pending.append((func, future))
+                self._closing = False
+                if not self._flushing:
+                    self._flushing = True
+                    threading.Thread(target=self._flush_loop, name="rxjobs-joblib-waves", daemon=True).start()
+                self._lock.notify_all()
+            return future
+
+        def apply_async(self, func: Any, callback: Callable[[Any], Any] | None = None) -> Future[Any]:
+            return self.submit(func, callback)  # joblib before 1.3 calls this name
+
+        def retrieve_result_callback(self, out: Future[Any]) -> Any:
+            return out.result()
+
+        def retrieve_result(self, out: Future[Any], timeout: float | None = None) -> Any:
+            return out.result(timeout=timeout)
+
+        @contextlib.contextmanager
+        def retrieval_context(self) -> Iterator[None]:
+            self._flush_now()  # joblib has dispatched its first wave and now waits for it
+            yield
+
+        def _flush_now(self) -> None:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                self._submit_wave(batch)
+
+        def _flush_loop(self) -> None:
+            while True:
+                with self._lock:
+                    while not self._pending and not self._closing:
+                        self._lock.wait()
+                    if self._closing and not self._pending:
+                        self._flushing = False
+                        return
+                    count = -1
+                    while count != len(self._pending):  # until the wave stops growing
+                        count = len(self._pending)
+                        self._lock.wait(WAVE_QUIET_S)
+                    batch, self._pending = self._pending, []
+                self._submit_wave(batch)
+
+        def _submit_wave(self, batch: list[tuple[Any, Future[Any]]]) -> None:
+            futures = [future for _, future in batch if future.set_running_or_notify_cancel()]
+            funcs = [func for func, future in batch if future.running()]
+            if not funcs:
+                return
+            try:
+                cc = wave_context(self.compute_context, self.n_jobs)
+                chunk = math.ceil(len(funcs) / max(1, self.n_jobs))
+                job = api.rx_exec(run_batch, args=[{"batch": f} for f in funcs], task_chunk_size=chunk,
+                                  compute_context=cc)
+            except BaseException as exc:
+                for future in futures:
+                    future.set_exception(exc)
+                return
+            assert isinstance(job, api.RxRemoteJob)  # a non-waiting context returns the job
+            wave = _Wave(job, futures)
+            try:
+                with self._lock:
+                    self._waves.append(wave)
+                    self.jobs_submitted.append(job.job_id)
+            except BaseException:  # interrupted before abort_everything could see the job
+                api.rx_cancel_job(job)
+                raise
+            threading.Thread(target=self._collect, args=(wave,), name=f"rxjobs-joblib-{job.job_id}",
+                             daemon=True).start()
+
+        def _collect(self, wave: _Wave) -> None:
+            """Wait for a wave's job, then complete its futures (which fires joblib's callbacks)."""
+            try:
+                status = api.rx_wait_for_job(wave.job, progress=False)
+                if status.value != "finished":
+                    raise RuntimeError(f"rxjobs job {wave.job.job_id} of a joblib call ended {status.value}: "
+                                       f"{jobs.job_status(wave.job.store, wave.job.job_id).reason}")
+                results = jobs.collect_results(wave.job.store, wave.job.job_id)
+            except BaseException as exc:
+                outcome: list[tuple[bool, Any]] = [(False, exc)] * len(wave.futures)
+            else:
+                failed = set(results.failed)
+                outcome = [(i not in failed, value) for i, value in enumerate(results.values)]
+            finally:
+                with self._lock:
+                    if wave in self._waves:
+                        self._waves.remove(wave)
+                    # joblib asks for the next batch size from the callbacks fired below
+                    self._batch_size = min(self._batch_size * WAVE_GROWTH, 1 << 20)
+            for future, (ok, value) in zip(wave.futures, outcome, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value if isinstance(value, BaseException)
+                                         else RuntimeError(f"batch failed: {value!r}"))
+            self._flush_now()  # the batches joblib dispatched from those callbacks: the next wave
+
+        # -- ends --------------------------------------------------------------------------
+
+        def abort_everything(self, ensure_ready: bool = True) -> None:
+            """Cancel every job of this backend still running and drop batches not yet submitted."""
+            with self._lock:
+                pending, self._pending = self._pending, []
+                waves = list(self._waves)
+            for _, future in pending:
+                future.cancel()
+            for wave in waves:
+                try:
+                    api.rx_cancel_job(wave.job)
+                except (LookupError, PermissionError, OSError, ValueError):
+                    pass  # it ended or was removed meanwhile: nothing left running
+                for future in wave.futures:
+                    future.cancel()
+
+        def terminate(self) -> None:
+            with self._lock:
+                self._closing = True
+                self._lock.notify_all()
+
+        def stop_call(self) -> None:
+            self.terminate()
+
+    RxJobsBackend.__qualname__ = RxJobsBackend.__name__ = "RxJobsBackend"
+    return RxJobsBackend
+
+
+_registered: type | None = None
+
+
+def register_rxjobs() -> None:
+    """Register the joblib backend ``rxjobs`` (as Ray's ``register_ray`` does).
+
+    Then ``joblib.parallel_config(backend="rxjobs", compute_context=...)``
+    (or ``joblib.parallel_backend("rxjobs", compute_context=...)`` on joblib
+    before 1.3) runs joblib's work, scikit-learn's included, as rxjobs jobs.
+
+    Raises
+    ------
+    EngineNotInstalledError
+        joblib is not installed, or is too old for the backend.
+    """
+    global _registered
+    joblib = _joblib()
+    problem = joblib_problem(joblib.__version__, need_config=False)
+    if problem is not None:
+        raise EngineNotInstalledError(problem)
+    if _registered is None:
+        _registered = make_backend_class()
+    joblib.register_parallel_backend(BACKEND_NAME, _registered)
+
+
+def parallel_config(compute_context: Any = None, n_jobs: int | None = None, **kwargs: Any) -> Any:
+    """``joblib.parallel_config(backend="rxjobs", compute_context=..., n_jobs=...)``, registering
+    the backend first; a clear error when joblib is too old for ``parallel_config``."""
+    register_rxjobs()
+    joblib = _joblib()
+    problem = joblib_problem(joblib.__version__, need_config=True)
+    if problem is not None:
+        raise EngineNotInstalledError(problem)
+    if n_jobs is not None:
+        kwargs["n_jobs"] = n_jobs
+    return joblib.parallel_config(backend=BACKEND_NAME, compute_context=compute_context, **kwargs)
