@@ -206,6 +206,22 @@ def test_a_waiting_rx_exec_in_a_kernel_shows_one_display_too(kernel, tmp_path):
     assert result == "[1, 2, 3]"
 
 
+def test_executor_map_in_a_kernel_shows_one_display_counting_its_tasks(kernel, tmp_path):
+    share = str(tmp_path / "share")
+    code = ("from rxjobs import Executor, RxLocalParallel\n"
+            f"with Executor(RxLocalParallel(share_dir={share!r}, num_workers=2)) as ex:\n"
+            "    values = list(ex.map(absval, [-1, -2, -3, -4], chunksize=1))\n"
+            "print(values)")
+    out = run(kernel, code)
+    shown = of_type(out, "display_data")
+    assert len(shown) == 1, [m["msg_type"] for m in out]
+    display_id = shown[0]["content"]["transient"]["display_id"]
+    updates = of_type(out, "update_display_data")
+    assert updates and {u["content"]["transient"]["display_id"] for u in updates} == {display_id}
+    assert updates[-1]["content"]["data"]["text/plain"].endswith("finished, 4/4 tasks")
+    assert "[1, 2, 3, 4]" in "".join(m["content"].get("text", "") for m in of_type(out, "stream"))
+
+
 def test_jobs_lists_and_reports_render_as_html_in_a_kernel(kernel, tmp_path):
     share = str(tmp_path / "share")
     run(kernel, textwrap.dedent(f"""

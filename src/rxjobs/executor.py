@@ -37,6 +37,7 @@ from .calls import Call, as_run
 from .cleanup import RxCleanupWarning
 from .contexts import RxComputeContext, RxLocalParallel
 from .errors import JobCanceledError, JobFailedError, JobNotFoundError
+from .progress import Progress, job_progress
 from .runner import Payload
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
@@ -487,8 +488,7 @@ class Executor(concurrent.futures.Executor):
                 return iter(())
             payload, options = self._prepare(fn, runs, chunksize)
             job_id = jobs.submit_job(self._store, self.compute_context, payload, options)
-        return _map_results(self._store, job_id, payload.n_tasks, deadline, self.auto_cleanup,
-                            progress=None)
+        return _map_results(self._store, job_id, payload.n_tasks, deadline, self.auto_cleanup)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submissions; with ``wait``, return once every followed future is settled.
@@ -515,13 +515,21 @@ def _check_picklable(payload: Payload) -> None:
         ) from exc
 
 
-def _map_results(store: Store, job_id: str, n_tasks: int, deadline: float | None, remove_when_read: bool,
-                 progress: Callable[[int, int], None] | None) -> Iterator[Any]:
+def _map_results(store: Store, job_id: str, n_tasks: int, deadline: float | None,
+                 remove_when_read: bool) -> Iterator[Any]:
     """Yield a map job's values in run order as their tasks land (see :meth:`Executor.map`).
 
-    ``progress(tasks_done, n_tasks)``, if given, is called each time tasks land:
-    the one place a progress display hooks in.
+    In a notebook, one progress display (``progress.job_progress``) counts the tasks that
+    landed, updated in place; elsewhere it is inert.
     """
+    with job_progress(f"map {job_id}", n_tasks, "running") as bar:
+        yield from _map_values(store, job_id, n_tasks, deadline, bar)
+    jobs.settle_read_job(store, job_id, remove_when_read)
+
+
+def _map_values(store: Store, job_id: str, n_tasks: int, deadline: float | None,
+                bar: Progress) -> Iterator[Any]:
+    """The values of :func:`_map_results`, task by task, ``bar`` updated as tasks land."""
     taken: set[int] = set()
     ready: dict[int, deque[Any]] = {}
     delay = _FIRST_DELAY
@@ -533,8 +541,7 @@ def _map_results(store: Store, job_id: str, n_tasks: int, deadline: float | None
                 taken.add(t)
             if landed:
                 delay = _FIRST_DELAY
-                if progress is not None:
-                    progress(len(taken), n_tasks)
+                bar.update(len(taken), n_tasks)
                 continue
             look = jobs.look_at_job(store, job_id)
             if look.status is S.FAILED:
@@ -562,5 +569,5 @@ def _map_results(store: Store, job_id: str, n_tasks: int, deadline: float | None
                 raise value
             yield value
             del value
-    jobs.settle_read_job(store, job_id, remove_when_read)
+    bar.update(n_tasks, n_tasks, "finished")
 
