@@ -55,8 +55,9 @@ def driver_log_path(store: Any, job_id: str) -> tuple[str, bool]:
     (:func:`publish_driver_log`).  Cancel and cleanup of the job remove a copy
     its dead driver left (:func:`rxjobs.runtime.take_driver_log`).
     """
-    if store.is_local:
-        return store.paths(job_id).driver_log, False
+    in_place = store.os_path(store.paths(job_id).driver_log)
+    if in_place is not None:
+        return in_place, False
     return driver_log_file(job_id), True
 
 

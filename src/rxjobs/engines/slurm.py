@@ -306,7 +306,7 @@ class SlurmEngine:
 
         cc: Any = job.context  # an RxSlurm: its settings are read by name
         store = open_store(job.share_dir, job.share_dir_options)
-        if not store.is_local:
+        if store.os_path(store.root) is None:
             raise ValueError(f"RxSlurm needs a share dir on a filesystem every node mounts, not {store.url}")
         paths = store.paths(job.job_id)
         env = _job_environment(job.share_dir_options)
@@ -411,9 +411,10 @@ class SlurmEngine:
             paths = store.paths(handle["job_id"])
         except (KeyError, TypeError, ValueError):
             return None
-        if not store.is_local:
+        watched = [store.os_path(paths.status_json), store.os_path(paths.canceled)]
+        if None in watched:
             return None
-        return StatusFileSleeper([paths.status_json, paths.canceled])
+        return StatusFileSleeper([path for path in watched if path is not None])
 
 
 class StatusFileSleeper:
@@ -501,12 +502,11 @@ def _record_slurm_end(handle: Handle, final: SlurmState | None, unknown: bool) -
     try:
         store = open_store(handle["share_dir"])
         job_id = handle["job_id"]
-        if not store.is_local or records.read_engine_record(store, job_id).handle != handle:
+        if store.os_path(store.root) is None or records.read_engine_record(store, job_id).handle != handle:
             return
         if records.read_status_record(store, job_id).is_final:
             return
-        entries = store.job_entries(job_id)
-        if entries is None or "canceled" in entries or "deleting" in entries:
+        if store.being_removed(job_id, or_canceled=True):
             return
         if unknown:
             if not accounting_enabled():

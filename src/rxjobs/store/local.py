@@ -73,7 +73,6 @@ _STICKY = stat.S_ISVTX
 class LocalStore(Store):
     """A share dir that is a directory on this machine (or a mount of a shared filesystem)."""
 
-    is_local = True
     atomic_rename = True
     #: Let :meth:`snapshots` fork a helper that counts sizes (tests compare both ways).
     fork_size_helper = True
@@ -103,6 +102,21 @@ class LocalStore(Store):
         import fsspec
 
         return fsspec.filesystem("file")
+
+    # -- what callers may ask of the storage -------------------------------------------
+
+    def os_path(self, path: str) -> str:
+        self._parts(path)  # ValueError outside the share dir
+        return path
+
+    def caller_uid(self) -> int:
+        return os.geteuid()
+
+    def removal_where(self, name: str) -> str:
+        return f"{self.trash}/{name}"
+
+    def helpers_may_delete(self) -> bool:
+        return True
 
     # -- the share dir itself ---------------------------------------------------------
 
@@ -196,7 +210,7 @@ class LocalStore(Store):
             for name in sorted(list_at(fd)):
                 if name in RESERVED:
                     continue
-                (jobs if is_job_id(name) and _names_itself(fd, name) else debris).append(name)
+                (jobs if is_job_id(name) and _is_job_at(fd, name) is True else debris).append(name)
             if debris:
                 shown = ", ".join(debris[:10]) + (", ..." if len(debris) > 10 else "")
                 raise NotAShareDirError(
@@ -931,22 +945,6 @@ def _denied_message(url: str) -> str:
         owner = "another user"
     return (f"permission denied: share dir {url} belongs to {owner}, not to you (uid {os.geteuid()}); "
             "only its owner can list, read or clean up its jobs")
-
-
-def _names_itself(root: int, name: str) -> bool:
-    """Whether ``name`` is a directory holding a ``job.json`` that names it (a job)."""
-    try:
-        fd = open_dir_at(root, name)
-    except OSError:
-        return False
-    try:
-        data, _ = read_file_at(fd, "job.json", MAX_RECORD_BYTES)
-        record = loads_record(data, f"{name}/job.json")
-    except (OSError, ValueError):
-        return False
-    finally:
-        os.close(fd)
-    return isinstance(record, dict) and record.get("job_id") == name
 
 
 def _check_trusted(st: os.stat_result, where: str, me: int, share_dir: bool = False) -> None:
