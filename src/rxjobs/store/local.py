@@ -21,9 +21,8 @@ import os
 import re
 import secrets
 import stat
-import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -50,6 +49,7 @@ from .base import (
     loads_record,
     plain_name,
 )
+from .durability import durable, fsync_dir, fsync_pair, fsync_path, trash_syncs
 from .fdtree import (
     is_dir_at,
     list_at,
@@ -62,12 +62,9 @@ from .fdtree import (
     subdirs_at,
     usage_at,
 )
+from .trust import check_reserved, check_trusted, trusts_everyone
 
-TRUST_ENV = "RXJOBS_TRUST_SHARE_DIR"
 _NOT_NAMES = frozenset({"", ".", ".."})  # what no part of a path inside a share dir may be
-# "0" turns fsync off (a scratch share dir: a power loss may lose or tear what was written).
-FSYNC_ENV = "RXJOBS_FSYNC"
-_STICKY = stat.S_ISVTX
 
 
 class LocalStore(Store):
@@ -185,7 +182,7 @@ class LocalStore(Store):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root, 0o700)
                 os.chmod(self.root, 0o700)  # whatever the umask
-                _fsync_path(parent)  # the new share dir's entry survives a power loss
+                fsync_path(parent)  # the new share dir's entry survives a power loss
         fd = self._root_or_missing()
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise PermissionError(f"share dir {self.url} is not writable; "
@@ -267,19 +264,9 @@ class LocalStore(Store):
                 os.close(opened)
 
     def _check_reserved(self, fd: int, name: str) -> None:
-        """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made:
-        owned by the caller or the share dir's owner, and nobody else can swap entries in them."""
-        st = os.fstat(fd)
+        """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made."""
         root = self._root_stat or os.fstat(self._root_or_missing())
-        others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and not st.st_mode & _STICKY)
-        # In a team share dir any member may have made it: then it is the team's own
-        # (its group, sticky, so no member can rename another's entries).
-        team_made = bool(st.st_mode & _STICKY) and st.st_gid == root.st_gid
-        if st.st_uid not in (os.geteuid(), root.st_uid) and not team_made or others_write:
-            raise UnsafeShareDirError(
-                f"{self.url}/{name} is not what rxjobs made (owner uid {st.st_uid}, mode "
-                f"{stat.S_IMODE(st.st_mode):o}); refusing to use it. Check the share dir and remove "
-                "it if it is not yours")
+        check_reserved(os.fstat(fd), root, os.geteuid(), f"{self.url}/{name}")
 
     @contextlib.contextmanager
     def _reserved_dir(self, name: str, create: bool) -> Iterator[int | None]:
@@ -393,12 +380,12 @@ class LocalStore(Store):
                 os.close(fd)
 
     def read_trusted(self, path: str) -> bytes:
-        trust = os.environ.get(TRUST_ENV) == "1"
+        trust = trusts_everyone()
         me = os.geteuid()
         parts = self._parts(path)
         root = self._root_or_missing()
         if not trust:
-            _check_trusted(os.fstat(root), self.root, me, share_dir=True)
+            check_trusted(os.fstat(root), self.root, me, share_dir=True)
         opened: list[int] = []
         try:
             fd = root
@@ -408,7 +395,7 @@ class LocalStore(Store):
                 opened.append(fd)
                 where = f"{where}/{name}"
                 if not trust:
-                    _check_trusted(os.fstat(fd), where, me)
+                    check_trusted(os.fstat(fd), where, me)
             try:
                 file_fd = open_file_at(fd, parts[-1])
             except ValueError:
@@ -416,7 +403,7 @@ class LocalStore(Store):
             try:
                 st = os.fstat(file_fd)
                 if not trust:
-                    _check_trusted(st, path, me)
+                    check_trusted(st, path, me)
                 return read_open_file(file_fd, st, path, None)
             finally:
                 os.close(file_fd)
@@ -579,7 +566,7 @@ class LocalStore(Store):
             # Durable before a file of the job is deleted: a power loss then leaves the
             # job whole in its place, or in the trash, never half-deleted in its place.
             # Threads detaching jobs of this share dir at once share the two fsyncs.
-            trash_syncs(root, trash).wait_durable(lambda: _fsync_both(trash, root))
+            trash_syncs(root, trash).wait_durable(lambda: fsync_pair(trash, root))
             owner = os.stat(target, dir_fd=trash, follow_symlinks=False).st_uid
             if owner != os.geteuid():  # swapped in after the caller's checks: put it back
                 os.rename(target, job_id, src_dir_fd=trash, dst_dir_fd=root)
@@ -629,7 +616,7 @@ class LocalStore(Store):
             if names:
                 # A remover killed between its rename and its fsyncs leaves an entry whose
                 # rename may not be on disk yet: make it so before deleting a file of it.
-                _fsync_both(trash, self._root_or_missing())
+                fsync_pair(trash, self._root_or_missing())
             for name in names:
                 owner = _trash_owner(name)
                 if owner is not None and owner[0] != os.getpid() and _process_running(*owner):
@@ -826,110 +813,6 @@ def _is_job_at(root: int, name: str) -> bool | None:
     return isinstance(record, dict) and record.get("job_id") == name
 
 
-def durable() -> bool:
-    """Whether writes are fsynced (the default; ``RXJOBS_FSYNC=0`` turns it off)."""
-    return os.environ.get(FSYNC_ENV, "1").strip() != "0"
-
-
-def fsync_dir(dir_fd: int) -> None:
-    """Make the entries of the open directory ``dir_fd`` durable (unless fsync is off)."""
-    if durable():
-        os.fsync(dir_fd)
-
-
-def _fsync_both(trash: int, root: int) -> None:
-    fsync_dir(trash)
-    fsync_dir(root)
-
-
-class GroupSync:
-    """Group commit: one fsync made durable what several threads did before it began.
-
-    A thread that has made a change (a rename into ``.trash/``) calls
-    :meth:`wait_durable` with the fsync that makes it durable; it returns once
-    an fsync that *began after* the call has ended, whichever thread made it.
-    One thread syncs at a time; those that arrive meanwhile wait for the next
-    round, which one of them makes for all.  A cleanup's threads so share one
-    pair of directory fsyncs per round instead of making a pair each: every
-    fsync is a disk flush, which the deletions running alongside wait behind.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._begun = 0  # rounds begun
-        self._done = 0  # rounds ended: every change made before round k began is durable
-        self._syncing = False
-
-    def wait_durable(self, fsync: Callable[[], None]) -> None:
-        """Return when what the caller did before calling is durable.
-
-        Raises what ``fsync`` raised, in the thread that ran it; the threads
-        waiting on that round then sync again themselves.
-        """
-        with self._cond:
-            need = self._begun + 1  # a round begun from now on covers the caller's change
-            while self._done < need:
-                if self._syncing:
-                    self._cond.wait()
-                    continue
-                self._syncing = True
-                self._begun += 1
-                round_ = self._begun
-                ok = False
-                self._cond.release()
-                try:
-                    fsync()
-                    ok = True
-                finally:
-                    self._cond.acquire()
-                    self._syncing = False
-                    if ok:
-                        self._done = round_
-                    self._cond.notify_all()
-
-
-_GROUP_SYNCS: dict[tuple[int, int, int], GroupSync] = {}
-_GROUP_SYNCS_LOCK = threading.Lock()
-
-
-def _forget_group_syncs() -> None:
-    # A child forked while a thread of its parent was syncing would wait forever on a
-    # round no thread of its own makes: it starts with none.
-    global _GROUP_SYNCS_LOCK
-    _GROUP_SYNCS.clear()
-    _GROUP_SYNCS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_group_syncs)
-
-
-def trash_syncs(root: int, trash: int) -> GroupSync:
-    """The group commit of renames from the share dir ``root`` into its ``trash``.
-
-    Keyed by the two directories' inodes, so that every store object of one
-    share dir in this process (a cleanup's jobs may each bring their own)
-    shares it; an fsync of another descriptor of the same directory covers
-    the same entries.
-    """
-    root_st, trash_st = os.fstat(root), os.fstat(trash)
-    key = (root_st.st_dev, root_st.st_ino, trash_st.st_ino)
-    with _GROUP_SYNCS_LOCK:
-        found = _GROUP_SYNCS.get(key)
-        if found is None:
-            found = _GROUP_SYNCS[key] = GroupSync()
-        return found
-
-
-def _fsync_path(path: str) -> None:
-    if not durable():
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unmarked_message(url: str, names: list[str]) -> str:
     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
     return (f"{url} is not an rxjobs share dir: it has no {MARKER} marker and holds other things "
@@ -945,33 +828,6 @@ def _denied_message(url: str) -> str:
         owner = "another user"
     return (f"permission denied: share dir {url} belongs to {owner}, not to you (uid {os.geteuid()}); "
             "only its owner can list, read or clean up its jobs")
-
-
-def _check_trusted(st: os.stat_result, where: str, me: int, share_dir: bool = False) -> None:
-    """UntrustedShareDirError unless only ``me`` could have written what ``st`` describes.
-
-    The share dir itself may be another's (a team's) when nobody else can
-    rename entries in it: not writable by others, or sticky.
-    """
-    if share_dir:
-        if st.st_mode & 0o022 and not st.st_mode & _STICKY:
-            raise UntrustedShareDirError(
-                f"share dir {where} lets others rename its entries (mode "
-                f"{stat.S_IMODE(st.st_mode):o}, no sticky bit): another user could swap your job for "
-                f"theirs, and loading its pickles would run their code. Run `chmod go-w {where}` (or "
-                f"`chmod +t {where}` for a team share dir, mode 3770), or set {TRUST_ENV}=1 if you "
-                "trust everyone who can write it")
-        return
-    if st.st_uid != me:
-        raise UntrustedShareDirError(
-            f"{where} is owned by uid {st.st_uid}, not by you (uid {me}); loading "
-            "pickles from it could run another user's code. Use a share dir of your own, or set "
-            f"{TRUST_ENV}=1 if you trust it")
-    if st.st_mode & 0o022:
-        raise UntrustedShareDirError(
-            f"{where} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"loading pickles from it could run their code. Run `chmod go-w {where}`, or set "
-            f"{TRUST_ENV}=1 if you trust it")
 
 
 def _process_mark() -> str:
@@ -1007,4 +863,4 @@ def _process_running(pid: int, start: int | None) -> bool:
     return start is None or abs(round(created * 100) - start) <= 5
 
 
-__all__ = ["FSYNC_ENV", "TRUST_ENV", "LocalStore", "durable", "fsync_dir"]
+__all__ = ["LocalStore"]
