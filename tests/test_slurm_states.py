@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from rxjobs.engines.slurm import (
+from rxjobs.engines.slurm import _final_script, _pattern_path
+from rxjobs.engines.slurm_states import (
     SlurmState,
     _exit_text,
     _expand_indexes,
-    _final_script,
-    _pattern_path,
     array_task_states,
     describe_missing,
     describe_task_end,
@@ -138,6 +137,6 @@ def test_probe_from_states(array, final, view):
 
 def test_output_paths_escape_percent_and_the_final_script_quotes_the_job_dir():
     assert _pattern_path("/a/100%/tasks") == "/a/100%%/tasks"
-    script = _final_script("/my share/it's/rxJob_1", ["/py thon", "-m", "rxjobs.engines.slurm"])
+    script = _final_script("/my share/it's/rxJob_1", ["/py thon", "-m", "rxjobs.engines.slurm_task"])
     assert "[ -d '/my share/it'\"'\"'s/rxJob_1' ] || exit 0" in script
-    assert "exec '/py thon' -m rxjobs.engines.slurm >>" in script
+    assert "exec '/py thon' -m rxjobs.engines.slurm_task >>" in script
