@@ -6,6 +6,9 @@ make from what ``squeue``, ``scontrol`` and ``sacct`` print.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from rxjobs.engines.slurm import _final_script, _pattern_path
@@ -140,3 +143,9 @@ def test_output_paths_escape_percent_and_the_final_script_quotes_the_job_dir():
     script = _final_script("/my share/it's/rxJob_1", ["/py thon", "-m", "rxjobs.engines.slurm_task"])
     assert "[ -d '/my share/it'\"'\"'s/rxJob_1' ] || exit 0" in script
     assert "exec '/py thon' -m rxjobs.engines.slurm_task >>" in script
+
+
+def test_the_engine_module_still_runs_the_array_task_entry_point_of_arrays_queued_before_the_split():
+    done = subprocess.run([sys.executable, "-m", "rxjobs.engines.slurm"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "python -m rxjobs.engines.slurm_task task JOB_ID" in done.stderr

@@ -41,8 +41,7 @@ def run_array_task(share_dir: str, job_id: str, task: int) -> int:
     paths = store.paths(job_id)
     names = store.listdir(paths.tasks)
     if len(JobPaths.task_indexes(names, RESULT_SUFFIX, job.n_tasks)) == job.n_tasks:
-        entries = store.job_entries(job_id)
-        if entries is not None and "canceled" not in entries and "deleting" not in entries:
+        if not store.being_removed(job_id, or_canceled=True):
             if records.write_status(store, job_id, Record.FINISHED):
                 _cancel_final_job(job_id)
     return 0
@@ -89,8 +88,7 @@ def finish_job(share_dir: str, job_id: str, array_id: str) -> int:
     from ..store import open_store
 
     store = open_store(share_dir, _options_from_env())
-    entries = store.job_entries(job_id)
-    if entries is None or "canceled" in entries or "deleting" in entries:
+    if store.being_removed(job_id, or_canceled=True):
         return 0
     if records.read_status_record(store, job_id).is_final:
         return 0
