@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import re
@@ -24,8 +23,6 @@ import stat
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-
-import psutil
 
 from ..errors import JobNotFoundError, NotAShareDirError, UnsafeShareDirError, UntrustedShareDirError
 from ..ids import is_job_id, validate_job_id
@@ -62,6 +59,7 @@ from .fdtree import (
     subdirs_at,
     usage_at,
 )
+from .removers import process_mark, process_running, remover_alive
 from .trust import check_reserved, check_trusted, trusts_everyone
 
 _NOT_NAMES = frozenset({"", ".", ".."})  # what no part of a path inside a share dir may be
@@ -554,7 +552,7 @@ class LocalStore(Store):
         validate_job_id(job_id)
         root = self._root_or_missing()
         self._check_searchable(root, job_id)
-        target = f"{job_id}.{_process_mark()}-{secrets.token_hex(4)}"
+        target = f"{job_id}.{process_mark()}-{secrets.token_hex(4)}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
             try:
@@ -618,8 +616,7 @@ class LocalStore(Store):
                 # rename may not be on disk yet: make it so before deleting a file of it.
                 fsync_pair(trash, self._root_or_missing())
             for name in names:
-                owner = _trash_owner(name)
-                if owner is not None and owner[0] != os.getpid() and _process_running(*owner):
+                if remover_alive(name):
                     continue  # another cleanup is deleting it right now
                 try:
                     if os.stat(name, dir_fd=trash, follow_symlinks=False).st_uid != me:
@@ -700,7 +697,7 @@ class LocalStore(Store):
                     st = os.stat(name, dir_fd=trash, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                found.append(TrashEntry(name, _remover_alive(name), st.st_uid == me, st.st_mtime))
+                found.append(TrashEntry(name, remover_alive(name), st.st_uid == me, st.st_mtime))
         return found
 
     def temp_files(self) -> list[TempFile]:
@@ -737,7 +734,7 @@ class LocalStore(Store):
         (fd-relative, never following a symlink), as a job is removed."""
         plain_name(name, self.url)
         root = self._root_or_missing()
-        target = f"{name}.{_process_mark()}-{secrets.token_hex(4)}"
+        target = f"{name}.{process_mark()}-{secrets.token_hex(4)}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
             os.rename(name, target, src_dir_fd=root, dst_dir_fd=trash)
@@ -752,7 +749,7 @@ class LocalStore(Store):
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"{name!r} is not an entry of {self.trash}")
         with self._reserved_dir(TRASH, create=False) as trash:
-            if trash is None or _remover_alive(name):
+            if trash is None or remover_alive(name):
                 return Usage()
             try:
                 if os.stat(name, dir_fd=trash, follow_symlinks=False).st_uid != os.geteuid():
@@ -779,17 +776,11 @@ def _temp_files_at(dir_fd: int, where: str) -> list[TempFile]:
             continue
         except OSError:
             mtime = None
-        found.append(TempFile(f"{where}/{name}", _process_running(int(m.group(1)), None), mtime))
+        found.append(TempFile(f"{where}/{name}", process_running(int(m.group(1)), None), mtime))
     return found
 
 
 _TMP_RE = re.compile(re.escape(TMP_MARK) + r"(\d+)-[0-9a-f]+\Z")
-
-
-def _remover_alive(name: str) -> bool:
-    """Whether the process that moved ``name`` into the trash still runs (not us)."""
-    owner = _trash_owner(name)
-    return owner is not None and owner[0] != os.getpid() and _process_running(*owner)
 
 
 def _is_job_at(root: int, name: str) -> bool | None:
@@ -828,39 +819,6 @@ def _denied_message(url: str) -> str:
         owner = "another user"
     return (f"permission denied: share dir {url} belongs to {owner}, not to you (uid {os.geteuid()}); "
             "only its owner can list, read or clean up its jobs")
-
-
-def _process_mark() -> str:
-    """``<pid>-<start time in 1/100 s>`` of this process: who made a trash entry."""
-    return _mark_of(os.getpid())  # keyed by pid: a forked child has its own
-
-
-@functools.lru_cache(maxsize=1)
-def _mark_of(pid: int) -> str:
-    return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
-
-
-# ``.<pid>-<token>`` (before trash names held a start time) or ``.<pid>-<start>-<token>``.
-_TRASH_OWNER_RE = re.compile(r"\.(\d+)-(?:(\d+)-)?[0-9a-f]+\Z")
-
-
-def _trash_owner(name: str) -> tuple[int, int | None] | None:
-    """The pid and start time (1/100 s, None in older names) in a trash entry's name."""
-    m = _TRASH_OWNER_RE.search(name)
-    if not m:
-        return None
-    return int(m.group(1)), int(m.group(2)) if m.group(2) else None
-
-
-def _process_running(pid: int, start: int | None) -> bool:
-    """Whether process ``pid`` runs, and is the one that started at ``start`` if known."""
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-    return start is None or abs(round(created * 100) - start) <= 5
 
 
 __all__ = ["LocalStore"]
