@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from rxjobs.store import open_store
-from rxjobs.store.local import FSYNC_ENV
+from rxjobs.store.durability import FSYNC_ENV
 
 from .cleanup_bench import machine_summary, write_docs
 

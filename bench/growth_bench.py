@@ -50,7 +50,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from rxjobs.store import open_store
-from rxjobs.store.local import FSYNC_ENV
+from rxjobs.store.durability import FSYNC_ENV
 
 from .cleanup_bench import clone_jobs, machine_summary, make_template, unique_job_ids, verdict, write_docs
 

@@ -265,7 +265,7 @@ class RequestLog:
 
 def timed(target: Target, name: str, share: str, options: dict, job_ids: list[str],
           requests: RequestLog) -> tuple[float, Counter]:
-    from rxjobs.store.remote import LISTINGS, RECORDS
+    from rxjobs.store.listing_cache import LISTINGS, RECORDS
 
     contender = target.rxjobs if name == "rxjobs" else target.baseline
     # Each run starts cold: no record or listing of an earlier run of this process is reused

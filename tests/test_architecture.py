@@ -1,4 +1,5 @@
-"""Gates no linter states for us: no module imports another module's private names.
+"""Gates no linter states for us: no module imports another module's private names, and no
+module outside ``store/`` asks which kind of store it has.
 
 The layers themselves are import-linter contracts (pyproject.toml, run by
 ``make test``); mypy checks the types.  This test reads every module's
@@ -55,3 +56,39 @@ def test_the_check_sees_private_imports(tmp_path):
     sample.write_text("from .store import _secret\nimport rxjobs.engines._launch\n"
                       "def f():\n    from .x._y import z\n")
     assert len(_private_imports(sample)) == 3
+
+
+STORE_KINDS = frozenset({"is_local", "LocalStore", "FsspecStore"})
+
+
+def _store_kind_checks(path: Path) -> list[str]:
+    """Reads of ``is_local`` and names of a store's class (``isinstance(s, LocalStore)``,
+    ``type(s) is FsspecStore``, their imports) in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in STORE_KINDS:
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in STORE_KINDS:
+            found.append(f"line {node.lineno}: {node.id}")
+        elif isinstance(node, ast.ImportFrom):
+            found += [f"line {node.lineno}: import {alias.name}" for alias in node.names
+                      if alias.name in STORE_KINDS]
+    return found
+
+
+OUTSIDE_STORE = [p for p in MODULES if "store" not in p.relative_to(SRC).parts[:1]]
+
+
+@pytest.mark.parametrize("path", OUTSIDE_STORE, ids=[_module_name(p) for p in OUTSIDE_STORE])
+def test_no_module_outside_the_store_asks_which_kind_of_store_it_has(path):
+    assert _store_kind_checks(path) == [], (
+        f"{_module_name(path)} asks which kind of store it has: ask the Store a capability instead")
+
+
+def test_the_check_sees_store_kind_checks(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from .store.local import LocalStore\n"
+                      "def f(store):\n    if store.is_local:\n        return isinstance(store, LocalStore)\n"
+                      "    return type(store) is rxjobs.store.remote.FsspecStore\n")
+    assert len(_store_kind_checks(sample)) == 4
+    assert OUTSIDE_STORE and all("store" not in p.parts[-2:-1] for p in OUTSIDE_STORE)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rxjobs.store import open_store
-from rxjobs.store.local import FSYNC_ENV, GroupSync
+from rxjobs.store.durability import FSYNC_ENV, GroupSync
 
 from factory import make_job
 

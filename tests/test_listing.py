@@ -37,7 +37,7 @@ def at(seconds: float) -> datetime:
 
 def _record(store: Store, job_id: str, created: datetime | str, **context: object) -> dict:
     # RxLocalParallel refuses a memory:// share dir: store-level tests there record RxLocalSeq.
-    cc = RxLocalParallel(share_dir=store.url, **context) if store.is_local else RxLocalSeq()
+    cc = RxLocalParallel(share_dir=store.url, **context) if store.os_path(store.root) else RxLocalSeq()
     return jobs.JobRecord(job_id=job_id, created=str(created if isinstance(created, str)
                                                      else created.isoformat()),
                           user="u", context=cc.to_dict(), n_runs=1, n_tasks=1, options={},

@@ -29,7 +29,7 @@ from rxjobs.cleanup import CleanupOutcome, cleanup_jobs
 from rxjobs.jobs import read_results
 from rxjobs.listing import list_jobs
 from rxjobs.records import read_job_record
-from rxjobs.store import MARKER, MAX_RECORD_BYTES, Store, open_store
+from rxjobs.store import MARKER, MAX_RECORD_BYTES, Store, listing_cache, open_store
 from rxjobs.store import remote as remote_store
 
 from conftest import wait_until
@@ -326,7 +326,7 @@ def test_every_record_listed_is_read_once_per_version(s3_store, monkeypatch):
 def listings_made(monkeypatch) -> list[str]:
     """The root of every whole-share-dir listing a store makes from now on; no listing
     offered before the test is left to take."""
-    remote_store.LISTINGS.clear()
+    listing_cache.LISTINGS.clear()
     made: list[str] = []
     original = remote_store.FsspecStore._listing_by_job
 
@@ -336,7 +336,7 @@ def listings_made(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(remote_store.FsspecStore, "_listing_by_job", counting)
     yield made
-    remote_store.LISTINGS.clear()
+    listing_cache.LISTINGS.clear()
 
 
 @pytest.mark.parametrize("before", ["a listing just made", "no listing"])
@@ -401,19 +401,19 @@ def test_a_removal_in_this_process_withdraws_the_offered_listing(s3_server, s3_s
 
 
 def _listing(age: float = 0.0, keys: int = 10, complete: bool = True):
-    return remote_store.Listing(time.monotonic() - age, {}, keys, 3, complete)
+    return listing_cache.Listing(time.monotonic() - age, {}, keys, 3, complete)
 
 
 @pytest.mark.parametrize(("offered", "taken_from", "served"), [
     ({}, ("scope", "bucket/share"), True),
     ({"complete": False}, ("scope", "bucket/share"), False),  # some jobs' keys left out
-    ({"keys": remote_store.OFFER_MAX_KEYS + 1}, ("scope", "bucket/share"), False),
-    ({"age": remote_store.REUSE_LISTING_S + 1}, ("scope", "bucket/share"), False),
+    ({"keys": listing_cache.OFFER_MAX_KEYS + 1}, ("scope", "bucket/share"), False),
+    ({"age": listing_cache.REUSE_LISTING_S + 1}, ("scope", "bucket/share"), False),
     ({}, ("scope", "bucket/other"), False),
     ({}, ("other options", "bucket/share"), False),
 ])
 def test_which_listing_a_cleanup_may_take(offered, taken_from, served):
-    listings = remote_store.RecentListings()
+    listings = listing_cache.RecentListings()
     listings.offer("scope", "bucket/share", held := _listing(**offered))
     assert (listings.take(*taken_from) is held) is served
     if taken_from == ("scope", "bucket/share"):
@@ -423,7 +423,7 @@ def test_which_listing_a_cleanup_may_take(offered, taken_from, served):
 
 
 def test_an_offered_listing_is_withdrawn_by_its_own_share_dir_only():
-    listings = remote_store.RecentListings()
+    listings = listing_cache.RecentListings()
     listings.offer("scope", "bucket/share", held := _listing())
     listings.withdraw("scope", "bucket/other")
     assert listings.take("scope", "bucket/share") is held

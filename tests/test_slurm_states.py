@@ -6,14 +6,16 @@ make from what ``squeue``, ``scontrol`` and ``sacct`` print.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from rxjobs.engines.slurm import (
+from rxjobs.engines.slurm import _final_script, _pattern_path
+from rxjobs.engines.slurm_states import (
     SlurmState,
     _exit_text,
     _expand_indexes,
-    _final_script,
-    _pattern_path,
     array_task_states,
     describe_missing,
     describe_task_end,
@@ -138,6 +140,12 @@ def test_probe_from_states(array, final, view):
 
 def test_output_paths_escape_percent_and_the_final_script_quotes_the_job_dir():
     assert _pattern_path("/a/100%/tasks") == "/a/100%%/tasks"
-    script = _final_script("/my share/it's/rxJob_1", ["/py thon", "-m", "rxjobs.engines.slurm"])
+    script = _final_script("/my share/it's/rxJob_1", ["/py thon", "-m", "rxjobs.engines.slurm_task"])
     assert "[ -d '/my share/it'\"'\"'s/rxJob_1' ] || exit 0" in script
-    assert "exec '/py thon' -m rxjobs.engines.slurm >>" in script
+    assert "exec '/py thon' -m rxjobs.engines.slurm_task >>" in script
+
+
+def test_the_engine_module_still_runs_the_array_task_entry_point_of_arrays_queued_before_the_split():
+    done = subprocess.run([sys.executable, "-m", "rxjobs.engines.slurm"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "python -m rxjobs.engines.slurm_task task JOB_ID" in done.stderr

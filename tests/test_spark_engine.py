@@ -33,7 +33,7 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.engines.spark import ENGINE, PerJobDriverBackend
-from rxjobs.engines.spark_server import PersistentServerBackend
+from rxjobs.engines.spark_client import PersistentServerBackend
 from rxjobs.engines.spark_session import parallelism, spark_conf
 from rxjobs.jobs import job_status
 from rxjobs.status import Probe
@@ -324,13 +324,14 @@ def test_engine_chooses_the_backend_by_the_stored_handle(handle, backend):
 
 
 def test_spark_modules_import_one_way():
-    """The server and the shared module never import the engine (no cycle, lazy or not)."""
+    """The server and the shared modules never import the engine or its client (no cycle, lazy or not)."""
     code = textwrap.dedent("""
         import sys
         import rxjobs.engines.spark_session
         assert "rxjobs.engines.spark_server" not in sys.modules
         import rxjobs.engines.spark_server
         assert "rxjobs.engines.spark" not in sys.modules
+        assert "rxjobs.engines.spark_client" not in sys.modules
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -37,7 +37,7 @@ from rxjobs import (
     rx_spark_disconnect,
     rx_wait_for_job,
 )
-from rxjobs.engines import spark_server
+from rxjobs.engines import spark_client, spark_protocol
 from rxjobs.jobs import job_status
 from rxjobs.store import open_store
 
@@ -68,8 +68,8 @@ class Servers:
     def __init__(self, base: str) -> None:
         self.runtime = os.path.join(base, "run")  # short: a Unix socket path has ~100 bytes
         self.share = os.path.join(base, "spark share ü")
-        self._saved = os.environ.get(spark_server.RUNTIME_DIR_ENV)
-        os.environ[spark_server.RUNTIME_DIR_ENV] = self.runtime  # subprocesses inherit it
+        self._saved = os.environ.get(spark_protocol.RUNTIME_DIR_ENV)
+        os.environ[spark_protocol.RUNTIME_DIR_ENV] = self.runtime  # subprocesses inherit it
         self.contexts: list[RxSpark] = []
 
     def context(self, wait: bool = False, **settings) -> RxSpark:
@@ -81,7 +81,7 @@ class Servers:
         return cc
 
     def record(self, cc: RxSpark) -> dict | None:
-        return spark_server._read_record(spark_server.ServerPaths.of(cc))
+        return spark_protocol.read_record(spark_protocol.ServerPaths.of(cc))
 
     def server(self, cc: RxSpark) -> psutil.Process:
         record = wait_until(lambda: self.record(cc), timeout=60, what="the server record")
@@ -98,9 +98,9 @@ class Servers:
             kill_processes_mentioning(self.runtime)
             kill_processes_mentioning(self.share)
             if self._saved is None:
-                os.environ.pop(spark_server.RUNTIME_DIR_ENV, None)
+                os.environ.pop(spark_protocol.RUNTIME_DIR_ENV, None)
             else:
-                os.environ[spark_server.RUNTIME_DIR_ENV] = self._saved
+                os.environ[spark_protocol.RUNTIME_DIR_ENV] = self._saved
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +196,7 @@ def test_jobs_share_one_server_and_one_jvm(shared):
     # `ps` shows what the server is and which share dir it serves; its JVM names the server.
     command = " ".join(server.cmdline())
     assert "rxjobs.engines.spark_server" in command and shared.share in command
-    key = spark_server.ServerPaths.of(cc).key
+    key = spark_protocol.ServerPaths.of(cc).key
     assert key in command
     assert all(key in " ".join(psutil.Process(pid).cmdline()) for pid in jvms)
 
@@ -299,7 +299,7 @@ def test_waiting_wakes_when_the_server_says_the_job_ended(shared):
     cc = shared.context()
     rx_exec(square, x=[0], compute_context=cc)
     job = rx_exec(sleep_then_return, seconds=[1], compute_context=cc)
-    sleep = spark_server.PersistentServerBackend().sleeper(_handle(shared.share, job.job_id))
+    sleep = spark_client.PersistentServerBackend().sleeper(_handle(shared.share, job.job_id))
     assert sleep is not None
     try:
         started = time.monotonic()
@@ -321,7 +321,7 @@ def test_sigkill_of_the_server_fails_its_job_and_leaves_no_process(servers):
     wait_until(lambda: rx_get_job_status(job) is S.RUNNING, timeout=180, what="job to run")
     server = servers.server(cc)
     tree = _tree_with_workers(server, workers=2)
-    key = spark_server.ServerPaths.of(cc).key
+    key = spark_protocol.ServerPaths.of(cc).key
     os.kill(server.pid, signal.SIGKILL)
     wait_until(lambda: rx_get_job_status(job) is S.FAILED, timeout=60, what="FAILED")
     assert "driver lost" in job_status(open_store(servers.share), job.job_id).reason
@@ -414,13 +414,13 @@ def test_persistent_settings_are_stored_and_read_back(tmp_path):
 @pytest.mark.timeout(60)
 def test_one_server_key_per_share_dir_master_and_spark_settings(tmp_path):
     base = dict(master="local[2]", share_dir=str(tmp_path / "a"), extra_spark_config=CHEAP_JVM)
-    key = spark_server.server_key(RxSpark(**base))
-    assert spark_server.server_key(RxSpark(**base, wait=False, persistent_run=True,
+    key = spark_protocol.server_key(RxSpark(**base))
+    assert spark_protocol.server_key(RxSpark(**base, wait=False, persistent_run=True,
                                            idle_timeout=5, console_output=True)) == key
-    assert spark_server.server_key(RxSpark(**{**base, "share_dir": str(tmp_path / "b")})) != key
-    assert spark_server.server_key(RxSpark(**{**base, "master": "local[1]"})) != key
-    assert spark_server.server_key(RxSpark(**base, driver_mem="1g")) != key
-    conf = spark_server.server_spark_conf(RxSpark(**base), key)
+    assert spark_protocol.server_key(RxSpark(**{**base, "share_dir": str(tmp_path / "b")})) != key
+    assert spark_protocol.server_key(RxSpark(**{**base, "master": "local[1]"})) != key
+    assert spark_protocol.server_key(RxSpark(**base, driver_mem="1g")) != key
+    conf = spark_protocol.server_spark_conf(RxSpark(**base), key)
     assert conf["spark.rxjobs.server"] == key and "spark.rxjobs.jobId" not in conf
 
 
@@ -429,8 +429,8 @@ def test_runtime_dir_must_be_private(tmp_path, monkeypatch):
     shared_dir = tmp_path / "run"
     shared_dir.mkdir(mode=0o755)
     shared_dir.chmod(0o755)
-    monkeypatch.setenv(spark_server.RUNTIME_DIR_ENV, str(shared_dir))
+    monkeypatch.setenv(spark_protocol.RUNTIME_DIR_ENV, str(shared_dir))
     with pytest.raises(PermissionError, match="only you can access"):
-        spark_server.runtime_dir()
+        spark_protocol.runtime_dir()
     shared_dir.chmod(0o700)
-    assert spark_server.runtime_dir() == str(shared_dir)
+    assert spark_protocol.runtime_dir() == str(shared_dir)

@@ -121,6 +121,30 @@ def test_remove_job_frees_files_and_bytes_and_is_exactly_once(store_url):
         store.remove_job("job1")
 
 
+def test_each_store_answers_what_callers_may_ask_without_saying_its_kind(store_url):
+    store = open_store(store_url)
+    store.ensure_root()
+    _make_job(store, "job1")
+    paths = store.paths("job1")
+    on_disk = "://" not in store_url
+    # A store on this machine's filesystems hands out paths a process may append to.
+    assert store.os_path(paths.driver_log) == (paths.driver_log if on_disk else None)
+    assert store.caller_uid() == (os.geteuid() if on_disk else None)
+    assert store.helpers_may_delete() is on_disk
+    assert store.removal_where("job1") == (f"{store.trash}/job1" if on_disk else f"{store.url}/job1")
+    assert not store.being_removed("job1") and not store.removal_may_tear("job1")
+    store.write_exclusive(paths.canceled)
+    assert store.being_removed("job1", or_canceled=True) and not store.being_removed("job1")
+    assert store.removal_may_tear("job1", or_canceled=True) is not on_disk
+    if not on_disk:  # a removal without atomic rename begins with a marker, seen by both
+        store.write_exclusive(paths.deleting)
+        assert store.being_removed("job1") and store.removal_may_tear("job1")
+        store.remove_file(paths.deleting)
+    store.remove_job("job1")
+    assert store.being_removed("job1")
+    assert store.removal_may_tear("job1") is not on_disk
+
+
 @pytest.mark.timeout(60)
 def test_one_pass_removal_counts_what_it_deletes_and_follows_no_symlink(tmp_path):
     outside = tmp_path / "outside"

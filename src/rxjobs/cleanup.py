@@ -250,7 +250,7 @@ def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool, now: datet
     if detached is None:
         return entry, decision, None
     entry.outcome = CleanupOutcome.REMOVED
-    if helpers is not None and store.is_local:
+    if helpers is not None and store.helpers_may_delete():
         return entry, decision, helpers.submit(store, detached)
     usage = store.delete_detached(detached)
     entry.files, entry.bytes = usage.files, usage.bytes
@@ -356,8 +356,8 @@ def cleanup_jobs(
             try:
                 for name in store.purge_trash():
                     if verbose:
-                        where = f"{store.trash}/{name}" if store.is_local else f"{store.url}/{name}"
-                        echo(f"finished removing {where} (left by an interrupted cleanup)")
+                        echo(f"finished removing {store.removal_where(name)} "
+                             "(left by an interrupted cleanup)")
             except PermissionError:
                 pass  # a share dir that is not the caller's: each job's entry says so
             except OSError as exc:
@@ -543,8 +543,8 @@ def _start_delete_workers(targets: list[tuple[Store, str]], threads: int) -> Del
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
-    n_local = sum(1 for store, _ in targets if store.is_local)
-    if cpus < 2 or threads < 2 or n_local < HELPER_PROCESSES_FROM_JOBS:
+    n_deletable = sum(1 for store, _ in targets if store.helpers_may_delete())
+    if cpus < 2 or threads < 2 or n_deletable < HELPER_PROCESSES_FROM_JOBS:
         return None
     processes = min(cpus, 4, threads)
     return DeleteWorkers(processes, max(threads, DELETIONS_AT_ONCE) // processes)

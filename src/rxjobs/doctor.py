@@ -206,7 +206,7 @@ def examine(store: Store, now: float | None = None, grace: float = GRACE_S,
         Look at the runtime dir too.
     """
     now = time.time() if now is None else now
-    me = os.geteuid() if store.is_local else None
+    me = store.caller_uid()
     findings: list[Finding | None] = []
     findings += [decide_top_entry(e, me, now, grace) for e in store.top_entries()]
     findings += [decide_trash_entry(e, now, grace) for e in store.trash_entries()]

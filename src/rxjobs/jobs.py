@@ -478,11 +478,6 @@ class Results:
     failed: list[int]
 
 
-def _being_removed(store: Store, job_id: str) -> bool:
-    entries = store.job_entries(job_id)
-    return entries is None or "deleting" in entries
-
-
 def read_results(store: Store, job_id: str) -> Results:
     """Read all of a finished job's results, or raise; never returns a partial list.
 
@@ -514,7 +509,7 @@ def read_results(store: Store, job_id: str) -> Results:
         try:
             result = load_task_result(store, job_id, task)
         except FileNotFoundError:
-            if _being_removed(store, job_id):
+            if store.being_removed(job_id):
                 raise JobNotFoundError(
                     f"job {job_id} was removed from {store.url} while its results were read"
                 ) from None
@@ -524,7 +519,7 @@ def read_results(store: Store, job_id: str) -> Results:
             ) from None
         values.extend(result.values)
         failed.extend(result.failed)
-    if not store.is_local and _being_removed(store, job_id):
+    if store.removal_may_tear(job_id):
         # Without atomic rename a removal deletes file by file: what was read may
         # mix files from before and during it, so it is never returned.
         raise JobNotFoundError(f"job {job_id} was removed from {store.url} while its results were read")
@@ -782,8 +777,8 @@ def drop_driver_log(store: Store, job_id: str, salvage: bool, wait: float = 0.0)
     (cancel), what it says is copied into the job's ``driver.log`` first.  A log
     still held by a live driver is left to it, after up to ``wait`` seconds.
     """
-    if store.is_local:
-        return False
+    if store.os_path(store.paths(job_id).driver_log) is not None:
+        return False  # its driver wrote the job's driver.log itself, and left no copy
 
     def take() -> tuple[bytes | None] | None:
         """(the log's content, or None if there is none); None while a driver holds it."""

@@ -162,7 +162,7 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
             else:
                 result.values.append(value)
     result.finished = utc_now_iso()
-    if not store.is_local and _removed_meanwhile(store, job_id):
+    if store.removal_may_tear(job_id, or_canceled=True):
         # A put would re-create a key of a job that is being (or was) removed:
         # on an object store nothing stops it, so do not write at all.
         return TaskSummary(task, len(result.values), skipped=True, first_error=first_error)
@@ -279,11 +279,6 @@ def run_rng() -> Any:
     if not cache:
         cache.append(np.random.default_rng(np.random.SeedSequence(rng_seed, spawn_key=(index,))))
     return cache[0]
-
-
-def _removed_meanwhile(store: Store, job_id: str) -> bool:
-    entries = store.job_entries(job_id)
-    return entries is None or "deleting" in entries or "canceled" in entries
 
 
 def _dumps_result(result: TaskResult) -> bytes:

@@ -33,7 +33,7 @@ import pytest
 from rxjobs.engines import forkserver
 from rxjobs.runtime import RUNTIME_DIR_ENV
 from rxjobs.store import open_store
-from rxjobs.store.local import FSYNC_ENV
+from rxjobs.store.durability import FSYNC_ENV
 
 from factory import make_job
 

@@ -154,7 +154,7 @@ def test_a_killed_spark_server_leaves_files_that_doctor_removes(private_tmp, tmp
         pytest.importorskip("pyspark")
     from rxjobs import RxSpark, rx_spark_connect, rx_spark_disconnect
     from rxjobs.doctor import doctor
-    from rxjobs.engines import spark_server
+    from rxjobs.engines import spark_protocol
 
     from conftest import kill_processes_mentioning, live, process_tree
 
@@ -165,8 +165,8 @@ def test_a_killed_spark_server_leaves_files_that_doctor_removes(private_tmp, tmp
         "spark.driver.memory": "512m"})
     try:
         assert isinstance(cc, RxSpark)
-        paths = spark_server.ServerPaths.of(cc)
-        record = spark_server._read_record(paths)
+        paths = spark_protocol.ServerPaths.of(cc)
+        record = spark_protocol.read_record(paths)
         assert record is not None and rxjobs_files_of_dead_processes(private_tmp) == []
         server = psutil.Process(record["pid"])
         tree = live(process_tree([server]))

@@ -9,6 +9,7 @@ handle and stop a driver together with every process below it.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psutil
@@ -55,8 +56,9 @@ def driver_log_path(store: Any, job_id: str) -> tuple[str, bool]:
     (:func:`publish_driver_log`).  Cancel and cleanup of the job remove a copy
     its dead driver left (:func:`rxjobs.runtime.take_driver_log`).
     """
-    if store.is_local:
-        return store.paths(job_id).driver_log, False
+    in_place = store.os_path(store.paths(job_id).driver_log)
+    if in_place is not None:
+        return in_place, False
     return driver_log_file(job_id), True
 
 
@@ -213,6 +215,43 @@ def max_fd() -> int:
         return os.sysconf("SC_OPEN_MAX")
     except (ValueError, OSError):
         return 65536
+
+
+# -- a driver's start-up, the same for every engine's driver -----------------------------
+
+
+def driver_arguments(prog: str, description: str, argv: Sequence[str] | None,
+                     extra: Callable[[argparse.ArgumentParser], object] | None = None) -> argparse.Namespace:
+    """A driver's command line: ``<job_id> --share-dir DIR [--local-log PATH]`` and the
+    engine's own options (added by ``extra``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("job_id")
+    parser.add_argument("--share-dir", required=True)
+    if extra is not None:
+        extra(parser)
+    parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
+    return parser.parse_args(argv)
+
+
+def become_driver(detached: bool) -> None:
+    """Detach unless already detached (stderr is then already the driver's log), and ignore
+    SIGINT: a driver is stopped by SIGTERM (cancel), never by the submitter's Ctrl-C."""
+    if not detached:
+        detach(log_fd=2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def open_driven_job(share_dir: str, job_id: str, options: dict[str, Any] | None,
+                    local_log: str | None) -> Any:
+    """The store of the job a driver starts to run, or None for a job canceled before its
+    driver started (its log is then published, and the driver exits 0)."""
+    from ..store import open_store
+
+    store = open_store(share_dir, options)
+    if store.exists(store.paths(job_id).canceled):
+        publish_driver_log(store, job_id, local_log)
+        return None
+    return store
 
 
 def detach(log_fd: int) -> None:

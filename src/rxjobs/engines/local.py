@@ -11,7 +11,6 @@ process start time, so a reused pid is never mistaken for the job.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import signal
@@ -25,13 +24,15 @@ from ..status import Probe, Record
 from .base import Handle, SubmittedJob
 from .drivers import (
     ExitSleeper,
+    become_driver,
     can_fork_driver,
     descendants,
-    detach,
     die_with_parent,
+    driver_arguments,
     exit_sleeper,
     fork_driver,
     kill_now,
+    open_driven_job,
     probe_driver,
     publish_driver_log,
     send_signal,
@@ -119,13 +120,11 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     """Run every task of a job in a process pool and record how it ended."""
     from .. import records
     from ..runner import run_task
-    from ..store import open_store
 
-    store = open_store(share_dir, options)
-    paths = store.paths(job_id)
-    if store.exists(paths.canceled):
-        publish_driver_log(store, job_id, local_log)
+    store = open_driven_job(share_dir, job_id, options, local_log)
+    if store is None:
         return 0
+    paths = store.paths(job_id)
     # The driver never unpickles the user's function: workers do.
     record = records.read_job_record(store, job_id)
     continue_on_failure = bool(record.options.get("continue_on_failure", True))
@@ -176,16 +175,9 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
 
 
 def main(argv: list[str] | None = None, detached: bool = False) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.local",
-                                     description="rxjobs local job driver (started by rx_exec)")
-    parser.add_argument("job_id")
-    parser.add_argument("--share-dir", required=True)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
-    args = parser.parse_args(argv)
-    if not detached:
-        detach(log_fd=2)  # stderr is already the driver log
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    args = driver_arguments("python -m rxjobs.engines.local", "rxjobs local job driver (started by rx_exec)",
+                            argv, lambda parser: parser.add_argument("--workers", type=int, default=1))
+    become_driver(detached)
     return drive(args.share_dir, args.job_id, max(1, args.workers), share_dir_options_from_env(),
                  args.local_log)
 

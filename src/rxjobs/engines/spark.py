@@ -23,9 +23,10 @@ exits when its stdin pipe from the driver closes, and its shutdown stops the
 Python daemon, whose workers die with it.
 
 A context with ``persistent_run=True`` runs its jobs on a persistent Spark
-server instead (:mod:`rxjobs.engines.spark_server`).  :data:`ENGINE` holds
-both ways as backends (:class:`PerJobDriverBackend`,
-:class:`~rxjobs.engines.spark_server.PersistentServerBackend`) and picks one
+server instead (:mod:`rxjobs.engines.spark_server`, reached through
+:mod:`rxjobs.engines.spark_client`).  :data:`ENGINE` holds both ways as
+backends (:class:`PerJobDriverBackend`,
+:class:`~rxjobs.engines.spark_client.PersistentServerBackend`) and picks one
 per job in :meth:`SparkEngine.backend`.  What a per-job driver shares with
 the server (the Spark configuration, starting and stopping Spark, running
 the tasks, recording the outcome) is in :mod:`rxjobs.engines.spark_session`;
@@ -34,7 +35,6 @@ the server never imports this module.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import traceback
@@ -47,7 +47,9 @@ from ..contexts import RxComputeContext
 from ..status import Probe, Record
 from .base import Handle, SubmittedJob
 from .drivers import (
+    driver_arguments,
     exit_sleeper,
+    open_driven_job,
     probe_driver,
     publish_driver_log,
     send_signal,
@@ -55,7 +57,7 @@ from .drivers import (
     start_driver,
     stop_driver,
 )
-from .spark_server import PersistentServerBackend, is_server_handle
+from .spark_client import PersistentServerBackend, is_server_handle
 from .spark_session import (
     DriverState,
     Outcome,
@@ -194,12 +196,9 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
           local_log: str | None = None) -> int:
     """Run every task of a job as one Spark job, stop Spark, and record how it ended."""
     from .. import records
-    from ..store import open_store
 
-    store = open_store(share_dir, options)
-    paths = store.paths(job_id)
-    if store.exists(paths.canceled):
-        publish_driver_log(store, job_id, local_log)
+    store = open_driven_job(share_dir, job_id, options, local_log)
+    if store is None:
         return 0
     state = DriverState()
     signal.signal(signal.SIGTERM, state.on_sigterm)
@@ -239,12 +238,8 @@ def drive(share_dir: str, job_id: str, options: dict[str, Any] | None = None,
 
 
 def main(argv: Sequence[str] | None = None, detached: bool = False) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rxjobs.engines.spark",
-                                     description="rxjobs Spark job driver (started by rx_exec)")
-    parser.add_argument("job_id")
-    parser.add_argument("--share-dir", required=True)
-    parser.add_argument("--local-log", help="a local copy of the driver log, published at the end")
-    args = parser.parse_args(argv)
+    args = driver_arguments("python -m rxjobs.engines.spark", "rxjobs Spark job driver (started by rx_exec)",
+                            argv)
     return run_spark_process(
         lambda: drive(args.share_dir, args.job_id, share_dir_options_from_env(), args.local_log),
         detached)

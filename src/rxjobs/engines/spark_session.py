@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -33,7 +32,7 @@ from typing import Any
 import psutil
 
 from ..status import Record
-from .drivers import detach, kill_now, wait_gone
+from .drivers import become_driver, kill_now, wait_gone
 
 _STOP_WAIT_S = 8.0  # after stopping Spark, how long the driver waits for its processes to exit
 _DEFAULT_PARALLELISM = 2
@@ -415,9 +414,7 @@ def run_spark_process(body: Callable[[], int], detached: bool) -> int:
     and exits with ``body``'s code through ``os._exit``: py4j threads must
     not keep a process alive after Spark has stopped.
     """
-    if not detached:
-        detach(log_fd=2)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_driver(detached)
     _become_subreaper()
     code = 1
     try:

@@ -281,8 +281,6 @@ class Store(ABC):
         fsspec storage options that reach it (credentials included; never stored).
     root
         The share dir's path on its filesystem, the prefix of every job path.
-    is_local
-        A directory of this machine's filesystems (``os`` calls, descriptors).
     is_object_store
         An object store: no directories, no rename, atomic single puts.
     atomic_rename
@@ -290,7 +288,6 @@ class Store(ABC):
         marker is written first (docs/storage.md).
     """
 
-    is_local: bool = False
     is_object_store: bool = False
     atomic_rename: bool = False
     #: Many jobs are read faster together than one by one (:meth:`snapshots`): an
@@ -321,6 +318,43 @@ class Store(ABC):
 
     def not_found(self, job_id: str) -> str:
         return f"job {job_id} not found in share dir {self.url}"
+
+    # -- what callers may ask of the storage (never which kind it is) ----------------------
+
+    def os_path(self, path: str) -> str | None:
+        """``path`` as this machine's processes open it (``open``, ``stat``, a Slurm
+        ``--output`` pattern), or None where the share dir is not a filesystem mounted
+        here (an object store, ``memory://``): there no process can append to a file.
+        ValueError for a path outside the share dir."""
+        return None
+
+    def caller_uid(self) -> int | None:
+        """The caller's uid as this storage records owners (None where it has no owners)."""
+        return None
+
+    def being_removed(self, job_id: str, or_canceled: bool = False) -> bool:
+        """Whether the job is gone or a removal of it began (a ``deleting`` marker), or,
+        with ``or_canceled``, it was canceled.  One look at the job directory."""
+        entries = self.job_entries(job_id)
+        return entries is None or "deleting" in entries or (or_canceled and "canceled" in entries)
+
+    def removal_may_tear(self, job_id: str, or_canceled: bool = False) -> bool:
+        """Whether a removal may have torn what was just read of the job, or would be undone
+        by what is about to be written into it: :meth:`being_removed`, on a store whose
+        removal deletes file by file.  Where removal is one atomic rename
+        (:attr:`atomic_rename`) never: a reader saw the whole job or none of it, and a
+        write into a removed job fails because its directory is gone."""
+        return not self.atomic_rename and self.being_removed(job_id, or_canceled)
+
+    def removal_where(self, name: str) -> str:
+        """Where a removal that :meth:`purge_trash` finished (one of the names it
+        returned) had been left, as a message names it."""
+        return f"{self.url}/{name}"
+
+    def helpers_may_delete(self) -> bool:
+        """Whether a detached job (a token of :meth:`detach_job`) may be deleted by
+        helper processes of this machine (:mod:`rxjobs.store.delete_workers`)."""
+        return False
 
     # -- the basic operations -------------------------------------------------------------
 

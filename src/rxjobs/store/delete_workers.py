@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             store = stores.get(share_dir)
             if store is None:
                 store = stores[share_dir] = open_store(share_dir)
-            if not store.is_local:
+            if not store.helpers_may_delete():
                 raise ValueError(f"{share_dir} is not a local share dir")
             usage = store.delete_detached(path)
             answer = [path, usage.files, usage.bytes]

@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import re
 import secrets
 import stat
-import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-
-import psutil
 
 from ..errors import JobNotFoundError, NotAShareDirError, UnsafeShareDirError, UntrustedShareDirError
 from ..ids import is_job_id, validate_job_id
@@ -50,6 +46,7 @@ from .base import (
     loads_record,
     plain_name,
 )
+from .durability import durable, fsync_dir, fsync_pair, fsync_path, trash_syncs
 from .fdtree import (
     is_dir_at,
     list_at,
@@ -62,18 +59,15 @@ from .fdtree import (
     subdirs_at,
     usage_at,
 )
+from .removers import process_mark, process_running, remover_alive
+from .trust import check_reserved, check_trusted, trusts_everyone
 
-TRUST_ENV = "RXJOBS_TRUST_SHARE_DIR"
 _NOT_NAMES = frozenset({"", ".", ".."})  # what no part of a path inside a share dir may be
-# "0" turns fsync off (a scratch share dir: a power loss may lose or tear what was written).
-FSYNC_ENV = "RXJOBS_FSYNC"
-_STICKY = stat.S_ISVTX
 
 
 class LocalStore(Store):
     """A share dir that is a directory on this machine (or a mount of a shared filesystem)."""
 
-    is_local = True
     atomic_rename = True
     #: Let :meth:`snapshots` fork a helper that counts sizes (tests compare both ways).
     fork_size_helper = True
@@ -103,6 +97,21 @@ class LocalStore(Store):
         import fsspec
 
         return fsspec.filesystem("file")
+
+    # -- what callers may ask of the storage -------------------------------------------
+
+    def os_path(self, path: str) -> str:
+        self._parts(path)  # ValueError outside the share dir
+        return path
+
+    def caller_uid(self) -> int:
+        return os.geteuid()
+
+    def removal_where(self, name: str) -> str:
+        return f"{self.trash}/{name}"
+
+    def helpers_may_delete(self) -> bool:
+        return True
 
     # -- the share dir itself ---------------------------------------------------------
 
@@ -171,7 +180,7 @@ class LocalStore(Store):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root, 0o700)
                 os.chmod(self.root, 0o700)  # whatever the umask
-                _fsync_path(parent)  # the new share dir's entry survives a power loss
+                fsync_path(parent)  # the new share dir's entry survives a power loss
         fd = self._root_or_missing()
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise PermissionError(f"share dir {self.url} is not writable; "
@@ -196,7 +205,7 @@ class LocalStore(Store):
             for name in sorted(list_at(fd)):
                 if name in RESERVED:
                     continue
-                (jobs if is_job_id(name) and _names_itself(fd, name) else debris).append(name)
+                (jobs if is_job_id(name) and _is_job_at(fd, name) is True else debris).append(name)
             if debris:
                 shown = ", ".join(debris[:10]) + (", ..." if len(debris) > 10 else "")
                 raise NotAShareDirError(
@@ -253,19 +262,9 @@ class LocalStore(Store):
                 os.close(opened)
 
     def _check_reserved(self, fd: int, name: str) -> None:
-        """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made:
-        owned by the caller or the share dir's owner, and nobody else can swap entries in them."""
-        st = os.fstat(fd)
+        """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made."""
         root = self._root_stat or os.fstat(self._root_or_missing())
-        others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and not st.st_mode & _STICKY)
-        # In a team share dir any member may have made it: then it is the team's own
-        # (its group, sticky, so no member can rename another's entries).
-        team_made = bool(st.st_mode & _STICKY) and st.st_gid == root.st_gid
-        if st.st_uid not in (os.geteuid(), root.st_uid) and not team_made or others_write:
-            raise UnsafeShareDirError(
-                f"{self.url}/{name} is not what rxjobs made (owner uid {st.st_uid}, mode "
-                f"{stat.S_IMODE(st.st_mode):o}); refusing to use it. Check the share dir and remove "
-                "it if it is not yours")
+        check_reserved(os.fstat(fd), root, os.geteuid(), f"{self.url}/{name}")
 
     @contextlib.contextmanager
     def _reserved_dir(self, name: str, create: bool) -> Iterator[int | None]:
@@ -379,12 +378,12 @@ class LocalStore(Store):
                 os.close(fd)
 
     def read_trusted(self, path: str) -> bytes:
-        trust = os.environ.get(TRUST_ENV) == "1"
+        trust = trusts_everyone()
         me = os.geteuid()
         parts = self._parts(path)
         root = self._root_or_missing()
         if not trust:
-            _check_trusted(os.fstat(root), self.root, me, share_dir=True)
+            check_trusted(os.fstat(root), self.root, me, share_dir=True)
         opened: list[int] = []
         try:
             fd = root
@@ -394,7 +393,7 @@ class LocalStore(Store):
                 opened.append(fd)
                 where = f"{where}/{name}"
                 if not trust:
-                    _check_trusted(os.fstat(fd), where, me)
+                    check_trusted(os.fstat(fd), where, me)
             try:
                 file_fd = open_file_at(fd, parts[-1])
             except ValueError:
@@ -402,7 +401,7 @@ class LocalStore(Store):
             try:
                 st = os.fstat(file_fd)
                 if not trust:
-                    _check_trusted(st, path, me)
+                    check_trusted(st, path, me)
                 return read_open_file(file_fd, st, path, None)
             finally:
                 os.close(file_fd)
@@ -553,7 +552,7 @@ class LocalStore(Store):
         validate_job_id(job_id)
         root = self._root_or_missing()
         self._check_searchable(root, job_id)
-        target = f"{job_id}.{_process_mark()}-{secrets.token_hex(4)}"
+        target = f"{job_id}.{process_mark()}-{secrets.token_hex(4)}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
             try:
@@ -565,7 +564,7 @@ class LocalStore(Store):
             # Durable before a file of the job is deleted: a power loss then leaves the
             # job whole in its place, or in the trash, never half-deleted in its place.
             # Threads detaching jobs of this share dir at once share the two fsyncs.
-            trash_syncs(root, trash).wait_durable(lambda: _fsync_both(trash, root))
+            trash_syncs(root, trash).wait_durable(lambda: fsync_pair(trash, root))
             owner = os.stat(target, dir_fd=trash, follow_symlinks=False).st_uid
             if owner != os.geteuid():  # swapped in after the caller's checks: put it back
                 os.rename(target, job_id, src_dir_fd=trash, dst_dir_fd=root)
@@ -615,10 +614,9 @@ class LocalStore(Store):
             if names:
                 # A remover killed between its rename and its fsyncs leaves an entry whose
                 # rename may not be on disk yet: make it so before deleting a file of it.
-                _fsync_both(trash, self._root_or_missing())
+                fsync_pair(trash, self._root_or_missing())
             for name in names:
-                owner = _trash_owner(name)
-                if owner is not None and owner[0] != os.getpid() and _process_running(*owner):
+                if remover_alive(name):
                     continue  # another cleanup is deleting it right now
                 try:
                     if os.stat(name, dir_fd=trash, follow_symlinks=False).st_uid != me:
@@ -699,7 +697,7 @@ class LocalStore(Store):
                     st = os.stat(name, dir_fd=trash, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                found.append(TrashEntry(name, _remover_alive(name), st.st_uid == me, st.st_mtime))
+                found.append(TrashEntry(name, remover_alive(name), st.st_uid == me, st.st_mtime))
         return found
 
     def temp_files(self) -> list[TempFile]:
@@ -736,7 +734,7 @@ class LocalStore(Store):
         (fd-relative, never following a symlink), as a job is removed."""
         plain_name(name, self.url)
         root = self._root_or_missing()
-        target = f"{name}.{_process_mark()}-{secrets.token_hex(4)}"
+        target = f"{name}.{process_mark()}-{secrets.token_hex(4)}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
             os.rename(name, target, src_dir_fd=root, dst_dir_fd=trash)
@@ -751,7 +749,7 @@ class LocalStore(Store):
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"{name!r} is not an entry of {self.trash}")
         with self._reserved_dir(TRASH, create=False) as trash:
-            if trash is None or _remover_alive(name):
+            if trash is None or remover_alive(name):
                 return Usage()
             try:
                 if os.stat(name, dir_fd=trash, follow_symlinks=False).st_uid != os.geteuid():
@@ -778,17 +776,11 @@ def _temp_files_at(dir_fd: int, where: str) -> list[TempFile]:
             continue
         except OSError:
             mtime = None
-        found.append(TempFile(f"{where}/{name}", _process_running(int(m.group(1)), None), mtime))
+        found.append(TempFile(f"{where}/{name}", process_running(int(m.group(1)), None), mtime))
     return found
 
 
 _TMP_RE = re.compile(re.escape(TMP_MARK) + r"(\d+)-[0-9a-f]+\Z")
-
-
-def _remover_alive(name: str) -> bool:
-    """Whether the process that moved ``name`` into the trash still runs (not us)."""
-    owner = _trash_owner(name)
-    return owner is not None and owner[0] != os.getpid() and _process_running(*owner)
 
 
 def _is_job_at(root: int, name: str) -> bool | None:
@@ -812,110 +804,6 @@ def _is_job_at(root: int, name: str) -> bool | None:
     return isinstance(record, dict) and record.get("job_id") == name
 
 
-def durable() -> bool:
-    """Whether writes are fsynced (the default; ``RXJOBS_FSYNC=0`` turns it off)."""
-    return os.environ.get(FSYNC_ENV, "1").strip() != "0"
-
-
-def fsync_dir(dir_fd: int) -> None:
-    """Make the entries of the open directory ``dir_fd`` durable (unless fsync is off)."""
-    if durable():
-        os.fsync(dir_fd)
-
-
-def _fsync_both(trash: int, root: int) -> None:
-    fsync_dir(trash)
-    fsync_dir(root)
-
-
-class GroupSync:
-    """Group commit: one fsync made durable what several threads did before it began.
-
-    A thread that has made a change (a rename into ``.trash/``) calls
-    :meth:`wait_durable` with the fsync that makes it durable; it returns once
-    an fsync that *began after* the call has ended, whichever thread made it.
-    One thread syncs at a time; those that arrive meanwhile wait for the next
-    round, which one of them makes for all.  A cleanup's threads so share one
-    pair of directory fsyncs per round instead of making a pair each: every
-    fsync is a disk flush, which the deletions running alongside wait behind.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._begun = 0  # rounds begun
-        self._done = 0  # rounds ended: every change made before round k began is durable
-        self._syncing = False
-
-    def wait_durable(self, fsync: Callable[[], None]) -> None:
-        """Return when what the caller did before calling is durable.
-
-        Raises what ``fsync`` raised, in the thread that ran it; the threads
-        waiting on that round then sync again themselves.
-        """
-        with self._cond:
-            need = self._begun + 1  # a round begun from now on covers the caller's change
-            while self._done < need:
-                if self._syncing:
-                    self._cond.wait()
-                    continue
-                self._syncing = True
-                self._begun += 1
-                round_ = self._begun
-                ok = False
-                self._cond.release()
-                try:
-                    fsync()
-                    ok = True
-                finally:
-                    self._cond.acquire()
-                    self._syncing = False
-                    if ok:
-                        self._done = round_
-                    self._cond.notify_all()
-
-
-_GROUP_SYNCS: dict[tuple[int, int, int], GroupSync] = {}
-_GROUP_SYNCS_LOCK = threading.Lock()
-
-
-def _forget_group_syncs() -> None:
-    # A child forked while a thread of its parent was syncing would wait forever on a
-    # round no thread of its own makes: it starts with none.
-    global _GROUP_SYNCS_LOCK
-    _GROUP_SYNCS.clear()
-    _GROUP_SYNCS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_group_syncs)
-
-
-def trash_syncs(root: int, trash: int) -> GroupSync:
-    """The group commit of renames from the share dir ``root`` into its ``trash``.
-
-    Keyed by the two directories' inodes, so that every store object of one
-    share dir in this process (a cleanup's jobs may each bring their own)
-    shares it; an fsync of another descriptor of the same directory covers
-    the same entries.
-    """
-    root_st, trash_st = os.fstat(root), os.fstat(trash)
-    key = (root_st.st_dev, root_st.st_ino, trash_st.st_ino)
-    with _GROUP_SYNCS_LOCK:
-        found = _GROUP_SYNCS.get(key)
-        if found is None:
-            found = _GROUP_SYNCS[key] = GroupSync()
-        return found
-
-
-def _fsync_path(path: str) -> None:
-    if not durable():
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _unmarked_message(url: str, names: list[str]) -> str:
     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
     return (f"{url} is not an rxjobs share dir: it has no {MARKER} marker and holds other things "
@@ -933,80 +821,4 @@ def _denied_message(url: str) -> str:
             "only its owner can list, read or clean up its jobs")
 
 
-def _names_itself(root: int, name: str) -> bool:
-    """Whether ``name`` is a directory holding a ``job.json`` that names it (a job)."""
-    try:
-        fd = open_dir_at(root, name)
-    except OSError:
-        return False
-    try:
-        data, _ = read_file_at(fd, "job.json", MAX_RECORD_BYTES)
-        record = loads_record(data, f"{name}/job.json")
-    except (OSError, ValueError):
-        return False
-    finally:
-        os.close(fd)
-    return isinstance(record, dict) and record.get("job_id") == name
-
-
-def _check_trusted(st: os.stat_result, where: str, me: int, share_dir: bool = False) -> None:
-    """UntrustedShareDirError unless only ``me`` could have written what ``st`` describes.
-
-    The share dir itself may be another's (a team's) when nobody else can
-    rename entries in it: not writable by others, or sticky.
-    """
-    if share_dir:
-        if st.st_mode & 0o022 and not st.st_mode & _STICKY:
-            raise UntrustedShareDirError(
-                f"share dir {where} lets others rename its entries (mode "
-                f"{stat.S_IMODE(st.st_mode):o}, no sticky bit): another user could swap your job for "
-                f"theirs, and loading its pickles would run their code. Run `chmod go-w {where}` (or "
-                f"`chmod +t {where}` for a team share dir, mode 3770), or set {TRUST_ENV}=1 if you "
-                "trust everyone who can write it")
-        return
-    if st.st_uid != me:
-        raise UntrustedShareDirError(
-            f"{where} is owned by uid {st.st_uid}, not by you (uid {me}); loading "
-            "pickles from it could run another user's code. Use a share dir of your own, or set "
-            f"{TRUST_ENV}=1 if you trust it")
-    if st.st_mode & 0o022:
-        raise UntrustedShareDirError(
-            f"{where} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-            f"loading pickles from it could run their code. Run `chmod go-w {where}`, or set "
-            f"{TRUST_ENV}=1 if you trust it")
-
-
-def _process_mark() -> str:
-    """``<pid>-<start time in 1/100 s>`` of this process: who made a trash entry."""
-    return _mark_of(os.getpid())  # keyed by pid: a forked child has its own
-
-
-@functools.lru_cache(maxsize=1)
-def _mark_of(pid: int) -> str:
-    return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
-
-
-# ``.<pid>-<token>`` (before trash names held a start time) or ``.<pid>-<start>-<token>``.
-_TRASH_OWNER_RE = re.compile(r"\.(\d+)-(?:(\d+)-)?[0-9a-f]+\Z")
-
-
-def _trash_owner(name: str) -> tuple[int, int | None] | None:
-    """The pid and start time (1/100 s, None in older names) in a trash entry's name."""
-    m = _TRASH_OWNER_RE.search(name)
-    if not m:
-        return None
-    return int(m.group(1)), int(m.group(2)) if m.group(2) else None
-
-
-def _process_running(pid: int, start: int | None) -> bool:
-    """Whether process ``pid`` runs, and is the one that started at ``start`` if known."""
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-    return start is None or abs(round(created * 100) - start) <= 5
-
-
-__all__ = ["FSYNC_ENV", "TRUST_ENV", "LocalStore", "durable", "fsync_dir"]
+__all__ = ["LocalStore"]
