@@ -1035,11 +1035,13 @@ def doctor(share: ShareDir, fix: bool, as_json: bool) -> None:
         fixed = {f.where for f in report.fixed}
         for finding in report.findings:
             if finding.where in fixed:
-                state = "removed"
+                state = "set aside" if finding.remedy is Remedy.SET_ASIDE else "removed"
             elif finding.where in report.errors:
                 state = f"not removed: {report.errors[finding.where]}"
             elif finding.remedy is Remedy.LEAVE:
                 state = "left alone"
+            elif finding.remedy is Remedy.SET_ASIDE:
+                state = "would set aside (--fix)"
             else:
                 state = "would remove (--fix)"
             click.echo(f"{finding.kind.value}: {finding.where}: {finding.reason} [{state}]")
