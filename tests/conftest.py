@@ -220,11 +220,7 @@ def users_runtime(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def unix_users(users_runtime):
-    """Two fresh unprivileged users (``.alice``, ``.bob``) in one group (``.team``), and a way
-    to run code as each (see tests/unix_users.py).  Their processes, the users, the group
-    and every directory made are removed when the test ends, passed or failed."""
+def _make_unix_users(users_runtime):
     import unix_users
 
     venv, lib = users_runtime
@@ -236,6 +232,21 @@ def unix_users(users_runtime):
         yield users
     finally:
         users.remove()
+
+
+@pytest.fixture
+def unix_users(users_runtime):
+    """Two fresh unprivileged users (``.alice``, ``.bob``) in one group (``.team``), and a way
+    to run code as each (see tests/unix_users.py).  Their processes, the users, the group
+    and every directory made are removed when the test ends, passed or failed."""
+    yield from _make_unix_users(users_runtime)
+
+
+@pytest.fixture(scope="module")
+def module_unix_users(users_runtime):
+    """The same users as ``unix_users``, made once for a whole test module (each test makes
+    its own directories under ``.shared``); removed when the module's tests are done."""
+    yield from _make_unix_users(users_runtime)
 @pytest.fixture
 def new_york(monkeypatch):
     """Local time is America/New_York (UTC-5, UTC-4 in summer) for the test: a time

@@ -23,6 +23,7 @@ from rxjobs.cli import cli
 from rxjobs.doctor import (
     FindingKind,
     Remedy,
+    decide_reserved_entry,
     decide_runtime_file,
     decide_temp_file,
     decide_top_entry,
@@ -265,3 +266,28 @@ def test_a_job_is_never_debris_even_when_unreadable(tmp_path, runtime):
     finally:
         Path(store.paths(job.job_id).dir).chmod(0o700)
     assert read_results(store, job.job_id).values == job.values
+
+
+# -- a squatted reserved entry (issue 23) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("me", "share_owner", "remedy"), [
+    (0, 0, Remedy.SET_ASIDE),        # root, in the team dir it owns
+    (1001, 1001, Remedy.SET_ASIDE),  # a user, in the team dir she owns
+    (1002, 0, Remedy.LEAVE),         # a member: the kernel would refuse the rename; told whom to ask
+    (None, None, Remedy.LEAVE),      # storage without owners
+])
+def test_a_squatted_reserved_entry_is_set_aside_only_by_the_share_dirs_owner(me, share_owner, remedy):
+    finding = decide_reserved_entry(".locks", "not what rxjobs made", me, share_owner)
+    assert finding.kind is FindingKind.RESERVED and finding.remedy is remedy
+    assert (finding.target == ".locks") is (remedy is Remedy.SET_ASIDE)
+
+
+def test_root_creation_refusal_table():
+    from rxjobs.store.local import root_creation_refusal
+
+    assert root_creation_refusal(0, 0, "/s") is None          # root in its own directory
+    assert root_creation_refusal(1001, 1002, "/s") is None    # a member of someone's team dir
+    assert root_creation_refusal(1001, 1001, "/s") is None
+    refusal = root_creation_refusal(0, 1001, "/s")
+    assert refusal is not None and "root creates nothing" in refusal and "runuser -u" in refusal

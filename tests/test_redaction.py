@@ -30,6 +30,19 @@ CASES = [
     ({"urls": ["s3://a", "ftp://u:p@host/"]}, {"urls": ["s3://a", f"ftp://{REDACTED}@host/"]}),
     ({"anon": True, "use_ssl": False, "retries": 3}, {"anon": True, "use_ssl": False, "retries": 3}),
     ({"token": None}, {"token": None}),
+    # issue 23: names, and values that hid a credential
+    ({"pw": "a", "passcode": "b", "api": "c", "user_pw": "d", "api_version": "2"},
+     {"pw": REDACTED, "passcode": REDACTED, "api": REDACTED, "user_pw": REDACTED, "api_version": "2"}),
+    ({"endpoint_url": "https://alice:p/w@minio:9000/x"}, {"endpoint_url": f"https://{REDACTED}@minio:9000/x"}),
+    ({"endpoint_url": "https://alice:p@ss@minio/x"}, {"endpoint_url": f"https://{REDACTED}@minio/x"}),
+    ({"mirror": "//bob:hunter2@host/share"}, {"mirror": f"//{REDACTED}@host/share"}),
+    ({"note": "curl -H 'Authorization: Bearer abc' x"},
+     {"note": f"curl -H 'Authorization: Bearer {REDACTED}' x"}),
+    ({"note": "Authorization: sid=1"}, {"note": f"Authorization: {REDACTED}"}),
+    ({"url": "https://b.s3.amazonaws.com/k?X-Amz-Date=1&X-Amz-Signature=s3cr3t"},
+     {"url": f"https://b.s3.amazonaws.com/k?X-Amz-Date=1&X-Amz-Signature={REDACTED}"}),
+    ({"note": "see https://host/docs/@latest and the token docs"},
+     {"note": "see https://host/docs/@latest and the token docs"}),
 ]
 
 
@@ -38,7 +51,8 @@ def test_redaction_by_name_and_value(given, stored):
     assert StorageOptions(given).redacted() == stored
     assert redact(given) == stored
     text = json.dumps(stored)
-    for secret in ("AKIA123", "s3cr3t", "alice:pw", "hunter2", "Bearer abc", "sid=1", "dXNlcjpwdw=="):
+    for secret in ("AKIA123", "s3cr3t", "alice:pw", "hunter2", "Bearer abc", "sid=1", "dXNlcjpwdw==",
+                   "p/w", "p@ss"):
         assert secret not in text
 
 
@@ -63,3 +77,11 @@ def test_a_real_submit_writes_no_credential_to_job_json(tmp_path):
     for secret in ("AKIAREAL", '"pp"', "user:password", "Bearer tok"):
         assert secret not in raw
     assert read_job_record(store, job_id).job_id == job_id
+
+
+def test_a_dask_address_with_a_login_is_stored_without_it():
+    from rxjobs.contexts import RxDask
+
+    stored = json.dumps(RxDask("tcp://bob:hunter2@scheduler:8786").to_dict())
+    assert "hunter2" not in stored and "bob:" not in stored
+    assert f"tcp://{REDACTED}@scheduler:8786" in stored

@@ -21,9 +21,12 @@ from rxjobs.sweep import (
     Verdict,
     caller_refusal,
     classify_entry,
+    exposure,
     find_share_dirs,
     kept_because,
+    marker_counts,
     select_in_total,
+    swappable_by_others,
 )
 
 from factory import make_job
@@ -34,6 +37,63 @@ DIR, LINK, FILE = stat.S_IFDIR | 0o755, stat.S_IFLNK | 0o777, stat.S_IFREG | 0o6
 
 
 # -- which entries under ROOT are share dirs ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "swappable"), [
+    (0o755, False), (0o700, False),
+    (0o2770, True),    # a group directory: every member renames in it
+    (0o3770, False),   # sticky: each entry stays its owner's
+    (0o777, True), (0o1777, False), (0o757, True), (0o775, True),
+])
+def test_swappable_by_others(mode, swappable):
+    assert swappable_by_others(stat.S_IFDIR | mode) is swappable
+
+
+ALICE, BOB, OPERATOR = 1001, 1002, 1003
+
+
+@pytest.mark.parametrize(("parents", "owner", "caller", "refused_by"), [
+    ([("/r", DIR, 0)], BOB, 0, None),
+    ([("/r", DIR, 0), ("/r/g", stat.S_IFDIR | 0o3770, 0)], BOB, 0, None),
+    ([("/r", DIR, 0), ("/r/g", stat.S_IFDIR | 0o2770, 0)], BOB, 0, "/r/g"),   # issue 23's layout
+    ([("/r", stat.S_IFDIR | 0o777, 0), ("/r/g", DIR, 0)], BOB, 0, "/r"),
+    ([("/r", DIR, 0), ("/r/alice", stat.S_IFDIR | 0o1777, ALICE)], BOB, 0, "/r/alice"),  # her dir
+    ([("/r", DIR, 0), ("/r/bob", DIR, BOB)], BOB, 0, None),                 # his own
+    ([("/r", DIR, OPERATOR)], BOB, OPERATOR, None),                         # the caller's own root
+    ([], BOB, 0, None),                                                     # ROOT is the share dir
+])
+def test_exposure_names_the_first_directory_others_could_swap_in(parents, owner, caller, refused_by):
+    why = exposure(parents, owner, caller)
+    if refused_by is None:
+        assert why is None
+    else:
+        assert why is not None and why.startswith(f"{refused_by} ")
+
+
+@pytest.mark.parametrize(("depth", "marker_uid", "dir_uid", "counts"), [
+    (0, 0, 0, True), (0, ALICE, ALICE, True),
+    (0, ALICE, 0, False),   # planted in ROOT by a user
+    (1, ALICE, 0, True),    # a team share dir: a member wrote the marker
+    (2, BOB, ALICE, True),
+])
+def test_a_marker_in_root_counts_only_if_roots_owner_wrote_it(depth, marker_uid, dir_uid, counts):
+    assert marker_counts(depth, marker_uid, dir_uid) is counts
+
+
+def test_find_share_dirs_leaves_alone_a_share_dir_others_could_swap(tmp_path):
+    root = tmp_path / "root"
+    (root / "open" / "bob").mkdir(parents=True)
+    (root / "shut" / "carol").mkdir(parents=True)
+    for where in ("open/bob", "shut/carol"):
+        (root / where / ".rxjobs-share").write_text('{"format": 1}')
+    os.chmod(root, 0o755)
+    os.chmod(root / "open", 0o2770)
+    os.chmod(root / "shut", 0o3770)
+    found = find_share_dirs(str(root))
+    assert [d.path for d in found.found] == [str(root / "shut" / "carol")]
+    assert found.found[0].names == ("shut", "carol")
+    (skipped,) = found.skipped
+    assert skipped.path == str(root / "open" / "bob") and "chmod +t" in skipped.reason
 
 
 @pytest.mark.parametrize(("mode", "marked", "depth", "verdict"), [

@@ -149,6 +149,52 @@ def test_create_app_needs_a_token(seeded):
         create_app(seeded[0], None, "")
 
 
+# -- the random path prefix (issue 23: a cookie that reaches another port is useless) ----------
+
+PREFIX = "/0123456789abcdefABCDEF"
+
+
+def test_the_page_lives_under_its_prefix_and_its_cookie_only_there(seeded):
+    app = create_app(seeded[0], None, TOKEN, 8123, allowed_hosts={"testserver"}, prefix=PREFIX)
+    with TestClient(app) as browser:
+        assert browser.get(f"/jobs?token={TOKEN}", follow_redirects=False).status_code == 404
+        response = browser.get(f"{PREFIX}/jobs?state=failed&token={TOKEN}", follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"{PREFIX}/jobs?state=failed"
+        assert f"Path={PREFIX}/" in response.headers["set-cookie"]
+        page = browser.get(f"{PREFIX}/jobs")
+        assert page.status_code == 200
+        links = re.findall(r'(?:href|action|src|formaction)="(/[^"]*)"', page.text)
+        assert links and all(link.startswith(f"{PREFIX}/") for link in links), links
+        assert f'<meta name="rxjobs-base" content="{PREFIX}">' in page.text
+        home = browser.get(f"{PREFIX}/", follow_redirects=False)
+        assert home.headers["location"] == f"{PREFIX}/jobs"
+        assert browser.get(f"{PREFIX}/static/ui.js").status_code == 200
+        # Outside the prefix nothing answers, cookie or not.
+        for url in ("/", "/jobs", "/api/jobs", f"{PREFIX}x/jobs", "/static/ui.js"):
+            assert browser.get(url, follow_redirects=False).status_code == 404, url
+
+
+@pytest.mark.parametrize("prefix", ["/short", "/../../etc/passwd-xxxxxxxx", "/a/b0123456789abcdef",
+                                    "x" * 20])
+def test_a_prefix_must_be_random_looking(seeded, prefix):
+    with pytest.raises(ValueError, match="prefix"):
+        create_app(seeded[0], None, TOKEN, 0, prefix=prefix)
+
+
+def test_the_browser_opens_a_private_redirect_file_not_the_url(tmp_path):
+    from rxjobs.ui.opener import redirect_file
+
+    url = f"http://127.0.0.1:8123{PREFIX}/?token={TOKEN}"
+    with redirect_file(url, str(tmp_path)) as path:
+        assert TOKEN not in str(path)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert os.stat(path.parent).st_mode & 0o777 == 0o700
+        text = path.read_text()
+        assert f'content="0;url={url}"' in text and json.dumps(url) in text
+    assert not path.parent.exists()
+
+
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
                                             ("127.0.0.2", True), ("0.0.0.0", False), ("::", False),
                                             ("10.1.2.3", False), ("example.org", False)])

@@ -92,7 +92,7 @@ def server(share):
             line = proc.stdout.readline()
             if not line:
                 break
-            match = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)
+            match = re.search(r"(http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]+)/\?token=(\S+)", line)
             if match:
                 url = match.group(1), match.group(2)
         assert url is not None, "the server printed no URL"

@@ -56,9 +56,10 @@ from pathlib import Path
 import psutil
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-# rxjobs' runtime dependencies (pyproject.toml), and Dask's client for the forged-handle test.
+# rxjobs' runtime dependencies (pyproject.toml), Dask's client for the forged-handle test, and
+# the ui extra for the page served by a user (tests/security/test_ui_users.py).
 RUNTIME_DEPS = ("cloudpickle", "fsspec", "psutil", "setproctitle", "platformdirs", "click", "rich")
-OPTIONAL_DEPS = ("distributed",)
+OPTIONAL_DEPS = ("distributed", "starlette", "uvicorn", "jinja2", "python-multipart")
 VENV_PARENT = "/var/tmp"
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = ("setpriv", "useradd", "userdel", "groupadd", "groupdel")

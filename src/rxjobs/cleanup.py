@@ -245,7 +245,7 @@ def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool, now: datet
     # the job reads as missing to every reader, so its files are deleted after
     # the lock is released, and other threads waiting on the same lock stripe
     # do not wait for a whole deletion.
-    with store.lock(job_id):
+    with store.lock(job_id, create=not dry_run):  # a dry run creates nothing
         entry, decision, detached = _clean_one_locked(store, job_id, force, dry_run, now)
     if detached is None:
         return entry, decision, None

@@ -53,7 +53,7 @@ from .retention import POLICY_BATCH, PolicyRun, RetentionPolicy, apply_policy, l
 from .sharedir import default_share_dir, normalize_share_dir
 from .status import RxRemoteJobStatus
 from .store import Store, open_store
-from .sweep import UserCleanup, sweep_cleanup, sweep_usage
+from .sweep import CHILD_TIME_LIMIT, UserCleanup, sweep_cleanup, sweep_usage
 from .times import parse_age, parse_time, time_ago
 from .usage import disk_usage
 from .waiting import poll
@@ -174,8 +174,15 @@ def _json_option(help_text: str = "Print JSON for scripts.") -> _Decorator:
 
 
 def _all_users_option(help_text: str) -> _Decorator:
-    return click.option("--all-users", "all_users", metavar="ROOT",
-                        type=click.Path(file_okay=False, path_type=str), help=help_text)
+    def both(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option(
+            "--time-limit", "time_limit", type=click.FloatRange(min=0, min_open=True),
+            default=CHILD_TIME_LIMIT, show_default=True, metavar="SECONDS",
+            help="With --all-users: how long the process acting as one user may take; one that is "
+                 "stopped or stuck is then killed, reported, and the sweep goes on.")(func)
+        return click.option("--all-users", "all_users", metavar="ROOT",
+                            type=click.Path(file_okay=False, path_type=str), help=help_text)(func)
+    return both
 
 
 # -- printing ----------------------------------------------------------------------------
@@ -693,7 +700,7 @@ def _policy(policy_file: str | None, states: tuple[str, ...], older_than: timede
 def cleanup(ctx: click.Context, job_ids: tuple[str, ...], all_jobs: bool, states: tuple[str, ...],
             older_than: timedelta | None, max_total_size: int | None, keep_last: int | None,
             policy_file: str | None, force: bool, dry_run: bool, all_users: str | None,
-            in_total: bool, as_json: bool) -> None:
+            time_limit: float, in_total: bool, as_json: bool) -> None:
     """Remove the artifacts of jobs, following the cleanup rules.
 
     Name jobs, or choose among all the jobs of the share dir with --all and
@@ -715,7 +722,7 @@ def cleanup(ctx: click.Context, job_ids: tuple[str, ...], all_jobs: bool, states
             raise click.UsageError("--all-users applies a policy to every share dir under ROOT; "
                                    "do not name jobs with it")
         policy = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
-        _cleanup_all_users(ctx, all_users, policy, dry_run, in_total, as_json)
+        _cleanup_all_users(ctx, all_users, policy, dry_run, in_total, as_json, time_limit)
         return
     if in_total:
         raise click.UsageError("--in-total goes with --all-users")
@@ -840,7 +847,7 @@ def _print_cleanup_summary(report: CleanupReport, store: Store, dry_run: bool, f
 
 
 def _cleanup_all_users(ctx: click.Context, root: str, policy: RetentionPolicy, dry_run: bool,
-                       in_total: bool, as_json: bool) -> None:
+                       in_total: bool, as_json: bool, time_limit: float) -> None:
     def show(user: UserCleanup) -> None:
         if as_json:
             return
@@ -862,7 +869,8 @@ def _cleanup_all_users(ctx: click.Context, root: str, policy: RetentionPolicy, d
                    f"({human_bytes(sum(e.bytes for e in gone))}), "
                    f"{sum(user.kept.values())} kept" + (f" ({kept})" if kept else ""))
 
-    sweep = sweep_cleanup(root, policy, dry_run=dry_run, in_total=in_total, on_user=show)
+    sweep = sweep_cleanup(root, policy, dry_run=dry_run, in_total=in_total, on_user=show,
+                          time_limit=time_limit)
     if as_json:
         _print_json(sweep.to_json())
     else:
@@ -896,7 +904,7 @@ def _cleanup_all_users(ctx: click.Context, root: str, policy: RetentionPolicy, d
 @click.pass_obj
 def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta | None,
        max_total_size: int | None, keep_last: int | None, policy_file: str | None, force: bool,
-       all_users: str | None, as_json: bool) -> None:
+       all_users: str | None, time_limit: float, as_json: bool) -> None:
     """Show disk use: per job, per state, the largest jobs, and what each policy would free.
 
     The policies shown are the cleanup rules alone (cleanup --all), with
@@ -906,7 +914,7 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
     """
     asked = _policy(policy_file, states, older_than, max_total_size, keep_last, force)
     if all_users is not None:
-        _du_all_users(all_users, asked, top, as_json)
+        _du_all_users(all_users, asked, top, as_json, time_limit)
         return
     report = disk_usage(share.store(), asked, top)
     if as_json:
@@ -957,8 +965,8 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
     console.print(policy_table)
 
 
-def _du_all_users(root: str, policy: RetentionPolicy, top: int, as_json: bool) -> None:
-    sweep = sweep_usage(root, policy, top)
+def _du_all_users(root: str, policy: RetentionPolicy, top: int, as_json: bool, time_limit: float) -> None:
+    sweep = sweep_usage(root, policy, top, time_limit=time_limit)
     data = sweep.to_json()
     if as_json:
         _print_json(data)
@@ -1027,11 +1035,13 @@ def doctor(share: ShareDir, fix: bool, as_json: bool) -> None:
         fixed = {f.where for f in report.fixed}
         for finding in report.findings:
             if finding.where in fixed:
-                state = "removed"
+                state = "set aside" if finding.remedy is Remedy.SET_ASIDE else "removed"
             elif finding.where in report.errors:
                 state = f"not removed: {report.errors[finding.where]}"
             elif finding.remedy is Remedy.LEAVE:
                 state = "left alone"
+            elif finding.remedy is Remedy.SET_ASIDE:
+                state = "would set aside (--fix)"
             else:
                 state = "would remove (--fix)"
             click.echo(f"{finding.kind.value}: {finding.where}: {finding.reason} [{state}]")
@@ -1054,12 +1064,18 @@ def doctor(share: ShareDir, fix: bool, as_json: bool) -> None:
 @click.option("--allow-remote", is_flag=True,
               help="Allow a --host other than loopback (the token is still required; no TLS).")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the URL.")
+@click.option("--unix-socket", metavar="PATH", type=click.Path(dir_okay=False, path_type=str),
+              help="Listen on a Unix socket (mode 0600) instead of a port, for a browser that "
+                   "reaches it through `ssh -L PORT:PATH host`.")
 @click.pass_obj
-def ui(share: ShareDir, host: str, port: int, allow_remote: bool, no_browser: bool) -> None:
+def ui(share: ShareDir, host: str, port: int, allow_remote: bool, no_browser: bool,
+       unix_socket: str | None) -> None:
     """Serve a web page of the share dir's jobs, their output and disk use, with safe cleanup.
 
-    Prints the page's URL, which carries a secret token, and serves until
-    Ctrl-C.  Needs the ui extra: pip install "rxjobs[ui]".  See docs/ui.md.
+    Prints the page's URL, which carries a secret token and a random path,
+    and serves until Ctrl-C.  The browser is opened through a private file,
+    so the token is on no command line.  Needs the ui extra: pip install
+    "rxjobs[ui]".  See docs/ui.md.
     """
     from .ui import INSTALL_HINT, missing_dependencies
 
@@ -1073,8 +1089,13 @@ def ui(share: ShareDir, host: str, port: int, allow_remote: bool, no_browser: bo
         raise click.UsageError(f"--host {host} lets other machines reach the page: add --allow-remote "
                                "if you mean it (the token is still required)")
     share.store().list_job_ids()  # a wrong --share-dir fails here, in one line, not in the page
-    serve(share.url, share.options, host=host, port=port, allow_remote=allow_remote,
-          open_browser=not no_browser, echo=click.echo)
+    if unix_socket is not None and (allow_remote or port):
+        raise click.UsageError("--unix-socket listens on a socket, not a port: drop --port/--allow-remote")
+    try:
+        serve(share.url, share.options, host=host, port=port, allow_remote=allow_remote,
+              open_browser=not no_browser, echo=click.echo, unix_socket=unix_socket)
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from None
 
 
 # -- demo --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .durations import format_duration, to_timedelta
 from .errors import EngineNotInstalledError, RxUnsupportedContextError
-from .options import StorageOptions, storage_options
+from .options import StorageOptions, redact_text, storage_options
 from .sharedir import default_share_dir, is_process_local, normalize_share_dir
 
 
@@ -47,11 +47,13 @@ class RxComputeContext:
                 value = format_duration(value)
             elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
+            elif isinstance(value, str):
+                value = redact_text(value)  # a scheduler address with a login, say
             out[f.name] = value
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "description": repr(self), "settings": self.settings()}
+        return {"kind": self.kind, "description": redact_text(repr(self)), "settings": self.settings()}
 
     @staticmethod
     def from_dict(record: dict[str, Any]) -> RxComputeContext:

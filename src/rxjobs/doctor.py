@@ -9,6 +9,12 @@ reports what no job owns:
 - **trash** left by dead cleaners: ``.trash/`` entries (local share dirs) or
   jobs marked ``deleting`` (object stores) whose remover is gone;
 - **temporary files** (``*.tmp-<pid>-...``) of writers that died;
+- **squatted reserved entries**: a ``.trash``/``.locks`` rxjobs did not make
+  (in a team share dir, one a member made first as their own blocks everyone
+  else's results and cleanup).  ``--fix`` run by the share dir's owner sets
+  it aside (renames it to ``.locks.squatted-UID-...``, debris its maker can
+  remove) and rxjobs makes its own on next use; anyone else is told to ask
+  the owner;
 - **files of dead processes outside the share dir**, in the rxjobs runtime
   dir: driver logs of killed drivers and the record, socket, lock and log of
   dead persistent Spark servers (:mod:`rxjobs.runtime`).
@@ -47,12 +53,14 @@ class FindingKind(str, Enum):
     TRASH = "trash"
     TEMP_FILE = "temp file"
     RUNTIME_FILE = "runtime file"
+    RESERVED = "reserved entry"
 
 
 class Remedy(str, Enum):
     """What ``--fix`` does about a finding."""
 
     REMOVE = "remove"
+    SET_ASIDE = "set aside"  # a squatted reserved entry: renamed out of the way, not deleted
     LEAVE = "leave"  # reported, but not ours to remove (another user's, unreadable, unknown)
 
 
@@ -113,6 +121,23 @@ def decide_top_entry(entry: TopEntry, me: int | None, now: float, grace: float) 
     if entry.kind == "directory" and not _old(entry.mtime, now, grace):
         return None  # a job being submitted writes its job.json a moment after its directory
     return Finding(FindingKind.DEBRIS, entry.name, what, Remedy.REMOVE, entry.name)
+
+
+def decide_reserved_entry(name: str, problem: str, me: int | None, share_owner: int | None,
+                          ) -> Finding:
+    """A squatted ``.trash``/``.locks``: set aside by the share dir's owner, else left (pure).
+
+    Parameters
+    ----------
+    name, problem
+        The entry and what is wrong with it (with the fix), as the store says.
+    me, share_owner
+        The caller's uid and the share dir's owner (the one who may rename
+        another's entry in a sticky directory).
+    """
+    if me is not None and me == share_owner:
+        return Finding(FindingKind.RESERVED, name, problem, Remedy.SET_ASIDE, name)
+    return Finding(FindingKind.RESERVED, name, problem, Remedy.LEAVE)
 
 
 def decide_trash_entry(entry: TrashEntry, now: float, grace: float) -> Finding | None:
@@ -208,6 +233,9 @@ def examine(store: Store, now: float | None = None, grace: float = GRACE_S,
     now = time.time() if now is None else now
     me = store.caller_uid()
     findings: list[Finding | None] = []
+    owner = store.share_owner_uid()
+    findings += [decide_reserved_entry(name, problem, me, owner)
+                 for name, problem in store.squatted_reserved()]
     findings += [decide_top_entry(e, me, now, grace) for e in store.top_entries()]
     findings += [decide_trash_entry(e, now, grace) for e in store.trash_entries()]
     findings += [decide_temp_file(e, now, grace) for e in store.temp_files()]
@@ -226,10 +254,15 @@ def repair(store: Store, report: DoctorReport,
            echo: Callable[[str], None] | None = None) -> DoctorReport:
     """Remove what ``report`` marks for removal; each finding's failure is kept, the others go on."""
     for finding in report.findings:
-        if finding.remedy is not Remedy.REMOVE:
+        if finding.remedy is Remedy.LEAVE:
             continue
         try:
-            if finding.kind is FindingKind.DEBRIS:
+            if finding.kind is FindingKind.RESERVED:
+                aside = store.set_aside_reserved(finding.target)
+                done = True
+                if echo is not None:
+                    echo(f"set {finding.where} aside as {aside}")
+            elif finding.kind is FindingKind.DEBRIS:
                 store.remove_debris(finding.target)
                 done = True
             elif finding.kind is FindingKind.TRASH:
@@ -259,5 +292,6 @@ def doctor(store: Store, fix: bool = False, now: float | None = None, grace: flo
     return repair(store, report) if fix else report
 
 
-__all__ = ["GRACE_S", "DoctorReport", "Finding", "FindingKind", "Remedy", "decide_runtime_file",
-           "decide_temp_file", "decide_top_entry", "decide_trash_entry", "doctor", "examine", "repair"]
+__all__ = ["GRACE_S", "DoctorReport", "Finding", "FindingKind", "Remedy", "decide_reserved_entry",
+           "decide_runtime_file", "decide_temp_file", "decide_top_entry", "decide_trash_entry", "doctor",
+           "examine", "repair"]

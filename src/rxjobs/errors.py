@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "EngineNotInstalledError",
+    "EngineRefusedError",
     "IncompleteResultsError",
     "JobCanceledError",
     "JobFailedError",
@@ -37,6 +38,10 @@ class NotAShareDirError(FileNotFoundError):
 
 class UnsafeShareDirError(PermissionError):
     """An entry of the share dir is not what rxjobs made (a symlink, another owner...)."""
+
+
+class EngineRefusedError(PermissionError):
+    """The engine's scheduler refused an action on the job (``scancel`` denied, say)."""
 
 
 class RxUnsupportedContextError(NotImplementedError):

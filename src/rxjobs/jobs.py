@@ -24,6 +24,7 @@ from .contexts import RxComputeContext
 from .durations import format_duration, to_timedelta
 from .engines import SubmittedJob, get_engine
 from .errors import (
+    EngineRefusedError,
     IncompleteResultsError,
     JobCanceledError,
     JobFailedError,
@@ -723,6 +724,13 @@ def cancel_job(store: Store, job_id: str) -> bool:
     ``job.json``, ``status.json`` and the console output are kept, so status
     and output still answer; cleanup then removes the job without force.
     Returns False if the job had already ended (nothing to cancel).
+
+    Raises
+    ------
+    EngineRefusedError
+        The scheduler refused to stop it (``scancel`` denied): it is marked
+        canceled in the share dir but still runs there; its payload and
+        results are kept.
     """
     status = job_status(store, job_id).status
     if status is RxRemoteJobStatus.MISSING:
@@ -758,12 +766,19 @@ def stop_on_engine(store: Store, job_id: str) -> bool:
     """Ask the job's engine to stop it (best effort); True if something was stopped.
 
     Only a job of the caller's own is stopped: its handle is untrusted input.
+
+    Raises
+    ------
+    EngineRefusedError
+        The scheduler refused (a handle naming another user's Slurm job).
     """
     if foreign_owner(store, job_id) is not None:
         return False
     try:
         engine = read_engine_record(store, job_id)
         return bool(get_engine(engine.engine).cancel(engine.handle))
+    except EngineRefusedError:
+        raise  # the scheduler said no: the caller must not say "canceled"
     except (FileNotFoundError, ValueError, OSError):
         return False
 

@@ -19,31 +19,73 @@ from typing import Any
 REDACTED = "<redacted>"
 
 # Option (or header) names whose values are credentials, matched as lowercase substrings.
-_SECRET_WORDS = ("secret", "password", "passwd", "pwd", "passphrase", "token", "key", "credential",
-                 "sas", "connection_string", "conn_str", "auth", "signature", "cookie", "login",
-                 "session", "private", "bearer", "cert_pass", "otp")
+_SECRET_WORDS = ("secret", "password", "passwd", "pwd", "passphrase", "passcode", "token", "key",
+                 "credential", "sas", "connection_string", "conn_str", "auth", "signature", "cookie",
+                 "login", "session", "private", "bearer", "cert_pass", "otp", "apikey")
+# Short words that name a credential only as a whole word of the name (``pw``, ``user_pw``,
+# ``apiPass``), not inside another word; ``sig`` is Azure's SAS signature in a query.
+_SECRET_TOKENS = frozenset({"pw", "pass", "pin", "sig", "cred", "creds"})
+# Words that name a credential only as the name's last word (``api``, ``openai_api``; not
+# ``api_version``).
+_SECRET_LAST_TOKENS = frozenset({"api"})
 # Header names whose values are not secret; every other header value is redacted.
 _HARMLESS_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type",
                                "content-encoding", "user-agent", "cache-control", "connection",
                                "range", "host"})
-# ``scheme://userinfo@`` anywhere in a string (a proxy URL, an endpoint with a login...).
-_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@\s]+)@")
+# ``scheme://userinfo@`` or a scheme-less ``//userinfo@`` anywhere in a string (a proxy URL, an
+# endpoint with a login...).  The userinfo runs to the *last* ``@`` before a space, so a
+# password holding an unencoded ``/`` or ``@`` is redacted whole; a part with neither ``:``
+# nor a ``/`` before the ``@`` is a path (``https://host/a@b``), not userinfo.
+_URL_USERINFO_RE = re.compile(
+    r"""((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)([^\s'"<>]*)@(?=[^\s'"<>@]*(?:[\s'"<>]|$))""")
 # A credential as an HTTP header value carries it: ``Bearer abc``, ``Basic dXNlcjpwdw==``.
 _SCHEME_CREDENTIAL_RE = re.compile(r"\s*(bearer|basic|digest|token|negotiate|aws4-hmac-sha256)\s+\S",
                                    re.IGNORECASE)
+# The same inside a longer string (``curl -H 'Authorization: Bearer abc'``).
+_INNER_CREDENTIAL_RE = re.compile(r"\b(bearer|basic|digest|negotiate|aws4-hmac-sha256)(\s+)[^\s'\",;]+",
+                                  re.IGNORECASE)
+# A credential-carrying header written out in a string: ``Authorization: xyz``, ``Cookie=...``.
+_INNER_HEADER_RE = re.compile(r"\b((?:proxy-)?authorization|cookie|x-api-key|x-auth-token|"
+                              r"x-amz-security-token)(\s*[:=]\s*)(?!(?:bearer|basic|digest|negotiate|"
+                              r"aws4-hmac-sha256)\s)[^\s'\",;&]+", re.IGNORECASE)
+# A query parameter whose name holds a credential: ``?X-Amz-Signature=...``, ``&sig=...``.
+_QUERY_PARAM_RE = re.compile(r"([?&;])([^=&#\s?;]+)=([^&#\s'\"]*)")
+_WORD_RE = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether an option or header called ``name`` holds a credential (by its name)."""
+    """Whether an option, header or query parameter called ``name`` holds a credential (by
+    its name)."""
     lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+    if any(word in lowered for word in _SECRET_WORDS):
+        return True
+    words = [word.lower() for word in _WORD_RE.findall(name)]
+    return any(word in _SECRET_TOKENS for word in words) or bool(words) and words[-1] in _SECRET_LAST_TOKENS
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    start, userinfo = match.group(1), match.group(2)
+    if ":" not in userinfo and "/" in userinfo:
+        return match.group(0)  # ``//host/path@x``: a path, no userinfo
+    if ":" in userinfo and "/" in userinfo.split(":", 1)[0]:
+        return match.group(0)  # ``//host/a:b@c``: the colon is in the path
+    return f"{start}{REDACTED}@"
+
+
+def _query_param(match: re.Match[str]) -> str:
+    lead, name, value = match.groups()
+    return f"{lead}{name}={REDACTED}" if value and is_secret_name(name) else match.group(0)
 
 
 def redact_text(text: str) -> str:
-    """``text`` with URL userinfo and scheme credentials replaced by ``<redacted>``."""
+    """``text`` with URL userinfo, credential query parameters, scheme credentials and
+    credential headers replaced by ``<redacted>``."""
     if _SCHEME_CREDENTIAL_RE.match(text):
         return REDACTED
-    return _URL_USERINFO_RE.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    text = _URL_USERINFO_RE.sub(_userinfo, text)
+    text = _QUERY_PARAM_RE.sub(_query_param, text)
+    text = _INNER_CREDENTIAL_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _INNER_HEADER_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
 def redact(value: Any, name: str = "") -> Any:

@@ -6,20 +6,29 @@
 1. find the share dirs under ROOT (:func:`find_share_dirs`): ROOT itself,
    its subdirectories and theirs (``ROOT/<user>/`` and
    ``ROOT/<group>/<user>/``, at most :data:`MAX_DEPTH` levels down), each a
-   real directory carrying the ``.rxjobs-share`` marker.  A symlink is never
-   followed, a share dir is never searched for others inside it, and a
-   directory without the marker is only looked into, never touched;
+   real directory carrying the ``.rxjobs-share`` marker (in ROOT itself, only
+   a marker ROOT's owner wrote counts).  A symlink is never followed, a share
+   dir is never searched for others inside it, a directory without the marker
+   is only looked into, never touched, and a share dir below a directory that
+   someone else could swap it in (writable by others without the sticky bit,
+   or owned by a third user: :func:`exposure`) is left alone and reported;
 2. refuse, before anything is done, a caller who is neither root nor able to
    write every share dir found (:func:`caller_refusal`);
 3. for each share dir, fork a child that becomes the share dir's owner
    (:func:`rxjobs.privileges.drop_privileges`: ``initgroups``, ``setgid``,
-   ``setuid``, verified), checks it still faces the directory that was
-   found, and runs the ordinary service there as that user
+   ``setuid``, verified).  The parent reaches the share dir again from ROOT's
+   descriptor, one no-follow open per name, and hands the child that open
+   descriptor; the child checks it with ``fstat`` (same device, inode and
+   owner as found) and works through it (``/proc/self/fd/N``), never through
+   a path someone could swap.  It runs the ordinary service there as that user
    (:func:`rxjobs.retention.apply_policy`, :func:`rxjobs.usage.disk_usage`);
    it sends its report back as JSON on a pipe.  The parent never opens a
    file inside another user's share dir, let alone deletes one: files are
    removed exactly as their owner's own ``rxjobs cleanup`` would remove them,
    under the same rules (un-retrieved results stay without ``force``).
+   Each child has a time limit (:data:`CHILD_TIME_LIMIT` by default): a child
+   that is stopped (its user may ``kill -STOP`` it) or stuck is killed,
+   reported, and the sweep goes on with the next share dir.
 
 ``--max-total-size`` bounds each share dir by default; with ``in_total`` it
 bounds them all together: every child first surveys its share dir, the
@@ -34,8 +43,12 @@ import contextlib
 import enum
 import json
 import os
+import re
+import selectors
+import signal
 import stat
 import sys
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,6 +77,8 @@ from .usage import UsageReport, disk_usage
 # ROOT (depth 0), ROOT/<user> (1), ROOT/<group>/<user> (2).
 MAX_DEPTH = 2
 _OPEN_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: Seconds a child acting as a user may take over one share dir before it is killed.
+CHILD_TIME_LIMIT = 3600.0
 
 
 # -- finding the share dirs -------------------------------------------------------------------
@@ -105,9 +120,60 @@ def classify_entry(mode: int, marked: bool | None, depth: int, max_depth: int = 
     return Verdict.LOOK_INSIDE if depth < max_depth else Verdict.IGNORED
 
 
+def swappable_by_others(mode: int) -> bool:
+    """Whether users other than a directory's owner may rename its entries (pure).
+
+    True for a directory that its group or others can write, unless the
+    sticky bit keeps each entry to its own owner.
+    """
+    return bool(mode & 0o022) and not mode & stat.S_ISVTX
+
+
+def exposure(parents: Sequence[tuple[str, int, int]], owner: int, caller: int) -> str | None:
+    """Why someone else could swap a share dir for another directory, or None (pure).
+
+    Parameters
+    ----------
+    parents
+        Each directory from ROOT down to the share dir's parent, as
+        ``(path, st_mode, st_uid)``.
+    owner
+        The share dir's owner.
+    caller
+        The uid running the sweep.
+
+    Returns
+    -------
+    str or None
+        A sentence naming the first such directory and the command that
+        closes it; None when only root, the caller and the owner can rename
+        entries on the way.
+    """
+    for path, mode, uid in parents:
+        if swappable_by_others(mode):
+            return (f"{path} can be written by others without the sticky bit (mode "
+                    f"{stat.S_IMODE(mode):o}), so they could swap this share dir for another "
+                    f"directory; run `chmod +t {path}` (or `chmod go-w {path}`) to have it swept")
+        if uid not in (0, owner, caller):
+            return (f"{path} belongs to uid {uid}, who could swap this share dir for another "
+                    "directory; move the share dir to a directory of root or of its owner")
+    return None
+
+
+def marker_counts(depth: int, marker_uid: int, dir_uid: int) -> bool:
+    """Whether a marker found at ``depth`` makes its directory a share dir (pure).
+
+    In ROOT itself only a marker of ROOT's owner counts: in a ROOT anyone can
+    write (``/scratch``), a marker planted by a user would make the sweep
+    take ROOT for one share dir and never reach the others.
+    """
+    return depth > 0 or marker_uid == dir_uid
+
+
 @dataclass(frozen=True)
 class FoundShareDir:
-    """A share dir found under ROOT: where, whose, and which directory it was."""
+    """A share dir found under ROOT: where, whose, which directory it was, and the names that
+    lead to it from ROOT."""
 
     path: str
     uid: int
@@ -115,6 +181,7 @@ class FoundShareDir:
     mode: int
     dev: int
     ino: int
+    names: tuple[str, ...] = ()
 
     @property
     def user(self) -> str:
@@ -141,11 +208,13 @@ class ShareDirs:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _marked(fd: int) -> bool:
+def _marker_owner(fd: int) -> int | None:
+    """The owner of the marker in ``fd`` (a regular file), or None when there is none."""
     try:
-        return stat.S_ISREG(os.stat(MARKER, dir_fd=fd, follow_symlinks=False).st_mode)
+        st = os.stat(MARKER, dir_fd=fd, follow_symlinks=False)
     except FileNotFoundError:
-        return False
+        return None
+    return st.st_uid if stat.S_ISREG(st.st_mode) else None
 
 
 def find_share_dirs(root: str, max_depth: int = MAX_DEPTH) -> ShareDirs:
@@ -159,41 +228,72 @@ def find_share_dirs(root: str, max_depth: int = MAX_DEPTH) -> ShareDirs:
     FileNotFoundError, NotADirectoryError, PermissionError
         ``root`` is not a directory that can be read.
     """
+    fd = open_root(root)
+    try:
+        return find_share_dirs_at(fd, root, max_depth)
+    finally:
+        os.close(fd)
+
+
+def open_root(root: str) -> int:
+    """ROOT's descriptor (ROOT itself may be named through a symlink: the operator chose it).
+
+    Raises
+    ------
+    ValueError
+        ``root`` is an object store's URL.
+    FileNotFoundError, NotADirectoryError, PermissionError
+        ``root`` is not a directory that can be read.
+    """
     root = normalize_share_dir(root)
     if "://" in root:
         raise ValueError(f"{root}: --all-users sweeps the share dirs of a local directory tree, "
                          "not an object store (whose keys have no owners)")
-    found = ShareDirs(root)
-    fd = os.open(root, _OPEN_ROOT)
-    try:
-        _walk(fd, root, 0, max_depth, found)
-    finally:
-        os.close(fd)
+    return os.open(root, _OPEN_ROOT)
+
+
+def find_share_dirs_at(fd: int, root: str, max_depth: int = MAX_DEPTH) -> ShareDirs:
+    """:func:`find_share_dirs` from ROOT's open descriptor ``fd``."""
+    found = ShareDirs(normalize_share_dir(root))
+    _walk(fd, found.root, (), max_depth, found, ())
     return found
 
 
-def _walk(fd: int, path: str, depth: int, max_depth: int, into: ShareDirs) -> None:
+def _walk(fd: int, path: str, names: tuple[str, ...], max_depth: int, into: ShareDirs,
+          parents: tuple[tuple[str, int, int], ...]) -> None:
     st = os.fstat(fd)
+    depth = len(names)
     try:
-        marked: bool | None = _marked(fd)
+        marker_uid = _marker_owner(fd)
+        marked: bool | None = marker_uid is not None
     except PermissionError:
-        marked = None
+        marker_uid, marked = None, None
+    if marker_uid is not None and not marker_counts(depth, marker_uid, st.st_uid):
+        into.skipped.append(Skipped(f"{path.rstrip('/')}/{MARKER}", (
+            f"written by uid {marker_uid}, not by the owner of {path} (uid {st.st_uid}): ignored, "
+            "so the directories inside are swept as usual; its writer should remove it")))
+        marked = False
     verdict = classify_entry(st.st_mode, marked, depth, max_depth)
     if verdict is Verdict.SHARE_DIR:
+        why = exposure(parents, st.st_uid, os.geteuid())
+        if why is not None:
+            into.skipped.append(Skipped(path, f"not swept: {why}"))
+            return
         into.found.append(FoundShareDir(path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode),
-                                        st.st_dev, st.st_ino))
+                                        st.st_dev, st.st_ino, names))
         return
+    parents = (*parents, (path, st.st_mode, st.st_uid))
     if verdict is Verdict.UNREADABLE:
         into.skipped.append(Skipped(path, f"{verdict.value} (owner uid {st.st_uid})"))
         return
     if verdict is not Verdict.LOOK_INSIDE:
         return
     try:
-        names = sorted(list_at(fd))
+        entries = sorted(list_at(fd))
     except PermissionError:
         into.skipped.append(Skipped(path, f"{Verdict.UNREADABLE.value} (owner uid {st.st_uid})"))
         return
-    for name in names:
+    for name in entries:
         where = f"{path.rstrip('/')}/{name}"
         try:
             entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -212,9 +312,39 @@ def _walk(fd: int, path: str, depth: int, max_depth: int, into: ShareDirs) -> No
             into.skipped.append(Skipped(where, f"{Verdict.UNREADABLE.value} (owner uid {entry.st_uid})"))
             continue
         try:
-            _walk(child, where, depth + 1, max_depth, into)
+            _walk(child, where, (*names, name), max_depth, into, parents)
         finally:
             os.close(child)
+
+
+def open_found(root_fd: int, share: FoundShareDir) -> int:
+    """The share dir found by the walk, opened again from ROOT's descriptor, one no-follow open
+    per name, and checked to be the very directory found (device, inode, owner).
+
+    Raises
+    ------
+    PermissionError
+        Something on the way was swapped since the walk: the share dir is left alone.
+    """
+    fd = os.dup(root_fd)
+    try:
+        for name in share.names:
+            try:
+                child = open_dir_at(fd, name)
+            except (FileNotFoundError, NotADirectoryError):
+                raise PermissionError(f"{share.path} is gone or no longer a directory (swapped for a "
+                                      "symlink?) since the sweep found it: left alone") from None
+            os.close(fd)
+            fd = child
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_uid) != (share.dev, share.ino, share.uid):
+            raise PermissionError(f"{share.path} is no longer the directory found by the sweep "
+                                  "(swapped meanwhile): left alone")
+        os.set_inheritable(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def caller_refusal(euid: int, found: Sequence[tuple[str, int, bool]],
@@ -287,28 +417,48 @@ def preload() -> None:
         get_engine("local")  # the local engine's probe of a driver, its start-time check
 
 
-def run_as_owner(share: FoundShareDir, work: Callable[[], Any]) -> ChildResult:
-    """Run ``work()`` in a child process that is the owner of ``share``; what it returned.
+def run_as_owner(share: FoundShareDir, work: Callable[[str], Any], root_fd: int,
+                 time_limit: float = CHILD_TIME_LIMIT) -> ChildResult:
+    """Run ``work(share_dir)`` in a child process that is the owner of ``share``; what it returned.
 
-    The child drops to the owner (when the caller is root and the owner is
-    not; a non-root caller stays itself), checks that the path still leads
-    to the directory found (same device and inode), runs ``work`` and writes
-    its JSON-able result to a pipe.  Nothing of the parent's runs in the
-    child after that: it ends with ``os._exit``.
+    The parent opens the share dir again from ``root_fd`` (:func:`open_found`)
+    and forks.  The child closes every other descriptor, drops to the owner
+    (when the caller is root and the owner is not; a non-root caller stays
+    itself), checks the descriptor with ``fstat``, and calls ``work`` with
+    ``/proc/self/fd/N``: a path that leads to the open directory itself, never
+    resolved through ROOT again.  It writes ``work``'s JSON-able result to a
+    pipe.  Nothing of the parent's runs in the child after that: it ends with
+    ``os._exit``.  A child that has not reported within ``time_limit`` seconds
+    (stopped, stuck) is killed with its process group.
     """
+    try:
+        share_fd = open_found(root_fd, share)
+    except OSError as exc:
+        return ChildResult(error=str(exc))
     sys.stdout.flush()
     sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        os.close(read_end)
-        _child(share, work, write_end)  # never returns
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read_end)
+            _child(share, share_fd, work, write_end)  # never returns
+    finally:
+        os.close(share_fd)
     os.close(write_end)
-    chunks = []
-    with os.fdopen(read_end, "rb") as pipe:
-        while chunk := pipe.read(1 << 16):
-            chunks.append(chunk)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)  # the child does too: whichever runs first
+    chunks, timed_out = _read_until(read_end, time.monotonic() + time_limit)
+    if timed_out:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
+    if timed_out:
+        return ChildResult(error=f"the process acting as {share.user} did not finish within "
+                                 f"{time_limit:g} s (stopped or stuck): killed, and the sweep went on; "
+                                 "what it had done by then stays done")
     if not chunks:
         return ChildResult(error=f"the process acting as {share.user} ended without a report "
                                  f"(exit status {os.waitstatus_to_exitcode(status)})")
@@ -317,25 +467,57 @@ def run_as_owner(share: FoundShareDir, work: Callable[[], Any]) -> ChildResult:
         acted = sent.get("acted_as")
         return ChildResult(sent.get("data"), sent.get("error"), list(sent.get("warnings", [])),
                            (int(acted[0]), int(acted[1])) if acted else None)
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError, TypeError, IndexError) as exc:
         return ChildResult(error=f"the process acting as {share.user} sent an unreadable report: {exc}")
 
 
-def _child(share: FoundShareDir, work: Callable[[], Any], write_end: int) -> None:
+def _read_until(read_end: int, deadline: float) -> tuple[list[bytes], bool]:
+    """Everything written to the pipe until it closes; True as well if ``deadline`` came first."""
+    chunks: list[bytes] = []
+    with os.fdopen(read_end, "rb", buffering=0) as pipe, selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return chunks, True
+            chunk = pipe.read(1 << 16)
+            if not chunk:
+                return chunks, False
+            chunks.append(chunk)
+
+
+def _named(text: str, share_fd: int, path: str) -> str:
+    """``text`` (JSON) with the child's ``/proc/self/fd/N`` spelled as the share dir's path."""
+    spelled = json.dumps(path)[1:-1]
+    return re.sub(rf"/proc/self/fd/{share_fd}(?![0-9])", lambda _: spelled, text)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    """Close every descriptor above stderr but ``keep`` (root's other open directories)."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(os.sysconf("SC_OPEN_MAX"), low))
+
+
+def _child(share: FoundShareDir, share_fd: int, work: Callable[[str], Any], write_end: int) -> None:
     code = 0
     sent: dict[str, Any] = {}
     try:
+        os.setpgid(0, 0)
+        _close_all_but({share_fd, write_end})
         os.chdir("/")
         target: Target = drop_privileges(share.uid if os.geteuid() == 0 else os.geteuid())
         os.environ.update(user_environment(target))
         sent["acted_as"] = [os.geteuid(), os.getegid()]
-        st = os.stat(share.path)
-        if (st.st_dev, st.st_ino) != (share.dev, share.ino):
+        st = os.fstat(share_fd)
+        if (st.st_dev, st.st_ino, st.st_uid) != (share.dev, share.ino, share.uid):
             raise PermissionError(f"{share.path} is no longer the directory found by the sweep "
                                   "(swapped meanwhile): left alone")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            sent["data"] = work()
+            sent["data"] = work(f"/proc/self/fd/{share_fd}")
         sent["warnings"] = [str(w.message) for w in caught
                             if not (isinstance(w.message, RxCleanupWarning) and w.message.job_id)]
     except BaseException as exc:  # reported by the parent, per share dir
@@ -343,7 +525,7 @@ def _child(share: FoundShareDir, work: Callable[[], Any], write_end: int) -> Non
         sent.pop("data", None)
         code = 1
     try:
-        data = json.dumps(sent).encode()
+        data = _named(json.dumps(sent), share_fd, share.path).encode()
         view = memoryview(data)
         while view:
             view = view[os.write(write_end, view):]
@@ -515,7 +697,8 @@ def select_in_total(surveys: Mapping[str, Sequence[SurveyedJob]], policy: Retent
 
 def sweep_cleanup(root: str, policy: RetentionPolicy, dry_run: bool = False, in_total: bool = False,
                   now: datetime | None = None, max_depth: int = MAX_DEPTH,
-                  on_user: Callable[[UserCleanup], None] | None = None) -> SweepReport:
+                  on_user: Callable[[UserCleanup], None] | None = None,
+                  time_limit: float = CHILD_TIME_LIMIT) -> SweepReport:
     """Apply a retention policy to every share dir under ``root``, each as its owner.
 
     Parameters
@@ -534,6 +717,9 @@ def sweep_cleanup(root: str, policy: RetentionPolicy, dry_run: bool = False, in_
         How deep under ``root`` share dirs are looked for.
     on_user
         Called with each share dir's outcome as soon as it is known.
+    time_limit
+        Seconds each child acting as a user may take (once for the survey of
+        ``in_total``, once for the cleanup) before it is killed and reported.
 
     Raises
     ------
@@ -541,7 +727,18 @@ def sweep_cleanup(root: str, policy: RetentionPolicy, dry_run: bool = False, in_
         The caller is neither root nor able to write every share dir found.
     """
     now = now or utc_now()
-    share_dirs = find_share_dirs(root, max_depth)
+    root_fd = open_root(root)
+    try:
+        return _sweep_cleanup_at(root_fd, root, policy, dry_run, in_total, now, max_depth, on_user,
+                                 time_limit)
+    finally:
+        os.close(root_fd)
+
+
+def _sweep_cleanup_at(root_fd: int, root: str, policy: RetentionPolicy, dry_run: bool, in_total: bool,
+                      now: datetime, max_depth: int, on_user: Callable[[UserCleanup], None] | None,
+                      time_limit: float) -> SweepReport:
+    share_dirs = find_share_dirs_at(root_fd, root, max_depth)
     check_caller(share_dirs)
     preload()
     report = SweepReport(share_dirs.root, policy, dry_run, in_total, skipped=share_dirs.skipped)
@@ -551,7 +748,7 @@ def sweep_cleanup(root: str, policy: RetentionPolicy, dry_run: bool = False, in_
     if in_total and policy.max_total_size is not None:
         surveys: dict[str, list[SurveyedJob]] = {}
         for share in share_dirs.found:
-            surveyed = run_as_owner(share, _survey_work(share.path, now))
+            surveyed = run_as_owner(share, _survey_work(now), root_fd, time_limit)
             if surveyed.error is not None:
                 failed[share.path] = surveyed
             else:
@@ -561,13 +758,14 @@ def sweep_cleanup(root: str, policy: RetentionPolicy, dry_run: bool = False, in_
     for share in share_dirs.found:
         outcome = UserCleanup(share.path, share.uid, share.user)
         ran = failed.get(share.path) or run_as_owner(
-            share, _cleanup_work(share.path, child_policy, dry_run, now, selections.get(share.path)))
+            share, _cleanup_work(child_policy, dry_run, now, selections.get(share.path)), root_fd,
+            time_limit)
         outcome.warnings, outcome.acted_as = ran.warnings, ran.acted_as
         if ran.error is not None:
             outcome.error = ran.error
         else:
             try:
-                outcome.run = PolicyRun.from_json(ran.data)
+                outcome.run = replace(PolicyRun.from_json(ran.data), share_dir=share.path)
             except ValueError as exc:
                 outcome.error = str(exc)
         report.users.append(outcome)
@@ -576,15 +774,15 @@ def sweep_cleanup(root: str, policy: RetentionPolicy, dry_run: bool = False, in_
     return report
 
 
-def _survey_work(path: str, now: datetime) -> Callable[[], Any]:
-    def work() -> Any:
+def _survey_work(now: datetime) -> Callable[[str], Any]:
+    def work(path: str) -> Any:
         return [job.to_json() for job in survey_jobs(open_store(path), now, sizes=True)]
     return work
 
 
-def _cleanup_work(path: str, policy: RetentionPolicy, dry_run: bool, now: datetime,
-                  selection: Selection | None) -> Callable[[], Any]:
-    def work() -> Any:
+def _cleanup_work(policy: RetentionPolicy, dry_run: bool, now: datetime,
+                  selection: Selection | None) -> Callable[[str], Any]:
+    def work(path: str) -> Any:
         return apply_policy(open_store(path), policy, dry_run, now, selection).to_json()
     return work
 
@@ -643,8 +841,12 @@ class SweepUsage:
 
 
 def sweep_usage(root: str, policy: RetentionPolicy | None = None, top: int = 10,
-                now: datetime | None = None, max_depth: int = MAX_DEPTH) -> SweepUsage:
+                now: datetime | None = None, max_depth: int = MAX_DEPTH,
+                time_limit: float = CHILD_TIME_LIMIT) -> SweepUsage:
     """Survey the disk use of every share dir under ``root``, each as its owner; removes nothing.
+
+    Each child acting as a user may take ``time_limit`` seconds before it is
+    killed and reported.
 
     Raises
     ------
@@ -652,29 +854,39 @@ def sweep_usage(root: str, policy: RetentionPolicy | None = None, top: int = 10,
         The caller is neither root nor able to write every share dir found.
     """
     now = now or utc_now()
-    share_dirs = find_share_dirs(root, max_depth)
-    check_caller(share_dirs)
-    preload()
-    sweep = SweepUsage(share_dirs.root, skipped=share_dirs.skipped)
-    for share in share_dirs.found:
-        ran = run_as_owner(share, _usage_work(share.path, policy, top, now))
-        outcome = UserUsage(share.path, share.uid, share.user, error=ran.error)
-        if ran.error is None:
-            try:
-                outcome.report = UsageReport.from_json(ran.data)
-            except ValueError as exc:
-                outcome.error = str(exc)
-        sweep.users.append(outcome)
+    root_fd = open_root(root)
+    try:
+        share_dirs = find_share_dirs_at(root_fd, root, max_depth)
+        check_caller(share_dirs)
+        preload()
+        sweep = SweepUsage(share_dirs.root, skipped=share_dirs.skipped)
+        for share in share_dirs.found:
+            sweep.users.append(_usage_of(share, root_fd, _usage_work(policy, top, now), time_limit))
+    finally:
+        os.close(root_fd)
     return sweep
 
 
-def _usage_work(path: str, policy: RetentionPolicy | None, top: int, now: datetime) -> Callable[[], Any]:
-    def work() -> Any:
+def _usage_of(share: FoundShareDir, root_fd: int, work: Callable[[str], Any],
+              time_limit: float) -> UserUsage:
+    ran = run_as_owner(share, work, root_fd, time_limit)
+    outcome = UserUsage(share.path, share.uid, share.user, error=ran.error)
+    if ran.error is None:
+        try:
+            outcome.report = replace(UsageReport.from_json(ran.data), share_dir=share.path)
+        except ValueError as exc:
+            outcome.error = str(exc)
+    return outcome
+
+
+def _usage_work(policy: RetentionPolicy | None, top: int, now: datetime) -> Callable[[str], Any]:
+    def work(path: str) -> Any:
         return disk_usage(open_store(path), policy, top, now).to_json()
     return work
 
 
-__all__ = ["MAX_DEPTH", "ChildResult", "FoundShareDir", "ShareDirs", "Skipped", "SweepReport",
-           "SweepUsage", "UserCleanup", "UserUsage", "Verdict", "caller_refusal", "check_caller",
-           "classify_entry", "find_share_dirs", "kept_because", "preload", "run_as_owner",
-           "select_in_total", "sweep_cleanup", "sweep_usage"]
+__all__ = ["CHILD_TIME_LIMIT", "MAX_DEPTH", "ChildResult", "FoundShareDir", "ShareDirs", "Skipped",
+           "SweepReport", "SweepUsage", "UserCleanup", "UserUsage", "Verdict", "caller_refusal",
+           "check_caller", "classify_entry", "exposure", "find_share_dirs", "find_share_dirs_at",
+           "kept_because", "marker_counts", "open_found", "open_root", "preload", "run_as_owner",
+           "select_in_total", "swappable_by_others", "sweep_cleanup", "sweep_usage"]

@@ -20,6 +20,14 @@ def _symlink(u, who, target, link):
     u.python(who, "import os, sys; os.symlink(sys.argv[1], sys.argv[2])", target, link).ok()
 
 
+def _team_dir_of_an_older_rxjobs(u, who):
+    """A team share dir marked by ``who`` with an rxjobs that did not yet make ``.locks``
+    and ``.trash`` along with the marker (issue 23): a member can still plant them."""
+    team = u.team_dir()
+    u.put(team / ".rxjobs-share", {"rxjobs": "share dir", "format": 1}, who, 0o640)
+    return team
+
+
 # -- 1. .trash replaced by a symlink ------------------------------------------------------
 
 
@@ -37,7 +45,7 @@ def test_the_owners_trash_symlink_never_leads_roots_cleanup_outside(unix_users, 
 
 def test_a_group_members_trash_symlink_never_leads_the_victims_cleanup_into_her_home(unix_users):
     u = unix_users
-    team = u.team_dir()
+    team = _team_dir_of_an_older_rxjobs(u, u.alice)
     job = u.make_job(u.alice, team, "retrieved")  # alice's job: removable without force
     hers = u.canary(u.alice.home / "thesis", u.alice)
     # bob plants .trash before anyone made it: a symlink to alice's folder
@@ -111,7 +119,7 @@ def test_a_dry_run_never_creates_a_lock_file_through_a_planted_locks_symlink(uni
         u.make_jobs(u.alice, share, ["retrieved", "unretrieved"])
         target = u.canary(u.base / "root-only", u.ROOT)
     else:  # a team share dir: alice plants .locks before bob's first cleanup
-        actor, share = u.bob, u.team_dir()
+        actor, share = u.bob, _team_dir_of_an_older_rxjobs(u, u.bob)
         u.make_jobs(u.bob, share, ["retrieved", "unretrieved"])
         target = u.canary(u.bob.home / "reports", u.bob)
     if os.path.lexists(share / ".locks"):
@@ -127,7 +135,7 @@ def test_deletion_never_chmods_through_a_swapped_entry(unix_users):
     with an unreadable subdirectory that she keeps swapping with a symlink to bob's file):
     bob's file keeps its mode."""
     u = unix_users
-    team = u.team_dir()
+    team = _team_dir_of_an_older_rxjobs(u, u.bob)
     bobs_file = u.bob.home / "public.html"
     bobs_file.write_text("<p>hello</p>")
     os.chown(bobs_file, u.bob.uid, u.bob.gid)

@@ -111,7 +111,7 @@ def get_client(address: str) -> Client:
             raise DaskSchedulerUnreachableError(_unreachable_message(address, why))
         try:
             _check_listening(address)
-            client = Client(address, timeout=_CONNECT_TIMEOUT_S, set_as_default=False, name="rxjobs")
+            client = _connect(address)
         except (OSError, TimeoutError) as exc:
             why = f"{type(exc).__name__}: {exc}"
             _down[address] = (time.monotonic() + _DOWN_TTL_S, why)
@@ -119,6 +119,24 @@ def get_client(address: str) -> Client:
         _down.pop(address, None)
         _clients[key] = client
         return client
+
+
+def _connect(address: str) -> Client:
+    """A client of the scheduler at ``address``; a client that failed to connect is closed here.
+
+    A ``Client`` whose constructor failed is still collected later, and its
+    ``__del__`` then waits for its close (twice the connect timeout): at the
+    program's exit, behind an "Exception ignored" traceback.  So the half-made
+    client is kept in hand and closed now, quietly.
+    """
+    client = Client.__new__(Client)
+    try:
+        client.__init__(address, timeout=_CONNECT_TIMEOUT_S, set_as_default=False,  # type: ignore[misc]
+                        name="rxjobs")
+    except BaseException:
+        _close_quietly(client)
+        raise
+    return client
 
 
 def close_clients() -> None:
@@ -155,6 +173,9 @@ def _close_quietly(client: Client) -> None:
         client.close(timeout=2)
     except Exception:
         pass
+    finally:
+        if getattr(client, "status", "closed") != "closed":
+            client.status = "closed"  # its __del__ must not wait for the close again at exit
 
 
 def _task_states(client: Client, keys: list[str]) -> dict[str, str | None]:

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
 from typing import Any
 
+from ..errors import EngineRefusedError
 from ..slurm_client import (
     SlurmCommandError,
     SlurmUnreachableError,
@@ -187,9 +189,14 @@ class SlurmEngine:
         if not ids:
             return False
         try:
-            run_slurm(["scancel", *ids], check=False)
+            done = run_slurm(["scancel", *ids], check=False)
         except SlurmUnreachableError:
             return False
+        refusal = scancel_refusal(done.returncode, done.stderr or "")
+        if refusal is not None:
+            raise EngineRefusedError(
+                f"Slurm refused to cancel job {job_id} (Slurm job {', '.join(ids)}): {refusal}; it is "
+                "not stopped. Are the Slurm ids in its engine.json yours?")
         # Wait (bounded) for the tasks to leave the node, so that none writes into a
         # job directory that cleanup is about to remove.
         deadline = time.monotonic() + _CANCEL_WAIT_S
@@ -259,6 +266,21 @@ class StatusFileSleeper:
 
 
 ENGINE = SlurmEngine()
+
+
+_DENIED_RE = re.compile(r"denied|not owner|invalid user|not authorized|permission", re.IGNORECASE)
+
+
+def scancel_refusal(returncode: int, stderr: str) -> str | None:
+    """What ``scancel`` said when it refused to cancel (pure); None when it did not refuse.
+
+    ``scancel`` of a job that already ended also fails ("Invalid job id",
+    "already completing"): that is no refusal, the job is simply gone.
+    """
+    if returncode == 0:
+        return None
+    lines = [line.strip() for line in stderr.splitlines() if _DENIED_RE.search(line)]
+    return "; ".join(lines)[:500] if lines else None
 
 
 def _ids(handle: Handle) -> tuple[str, str]:

@@ -525,10 +525,28 @@ class Store(ABC):
         needing no room on disk)."""
 
     @abstractmethod
-    def lock(self, job_id: str) -> contextlib.AbstractContextManager[None]:
-        """Hold the job's lock across processes (decisions and removals of one job)."""
+    def lock(self, job_id: str, create: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Hold the job's lock across processes (decisions and removals of one job).
+
+        With ``create`` False (a read-only command) the store creates nothing to
+        take it; a lock nobody ever made is not waited for.
+        """
 
     # -- what rxjobs doctor looks at -------------------------------------------------------
+
+    def share_owner_uid(self) -> int | None:
+        """The share dir's owner (None where storage has no owners, or it does not exist)."""
+        return None
+
+    def squatted_reserved(self) -> list[tuple[str, str]]:
+        """Reserved entries (``.trash``, ``.locks``) that rxjobs did not make, with what is wrong
+        and the fix; none where storage has no owners."""
+        return []
+
+    def set_aside_reserved(self, name: str) -> str:
+        """Rename a squatted reserved entry out of the way (its new name); see
+        :meth:`squatted_reserved`."""
+        raise ValueError(f"{self.url} has no owners: no reserved entry can be squatted")
 
     @abstractmethod
     def top_entries(self) -> list[TopEntry]:

@@ -60,9 +60,23 @@ from .fdtree import (
     usage_at,
 )
 from .removers import process_mark, process_running, remover_alive
-from .trust import check_reserved, check_trusted, trusts_everyone
+from .trust import check_trusted, reserved_problem, trusts_everyone
 
 _NOT_NAMES = frozenset({"", ".", ".."})  # what no part of a path inside a share dir may be
+
+
+def root_creation_refusal(euid: int, owner: int, url: str) -> str | None:
+    """Why this process may not create anything in the share dir, or None (pure).
+
+    Root creates nothing in a directory it does not own: a root-owned entry
+    in a user's share dir (a ``.locks/``, a marker) is one she can neither use
+    nor remove.  Root acts on a user's share dir as that user, or not at all.
+    """
+    if euid != 0 or owner == 0:
+        return None
+    return (f"share dir {url} belongs to uid {owner}: root creates nothing in a directory it does "
+            f"not own. Run the command as its owner (runuser -u $(id -nu {owner}) -- rxjobs "
+            f"--share-dir {url} ...), or sweep it with `rxjobs cleanup --all-users`")
 
 
 class LocalStore(Store):
@@ -166,6 +180,13 @@ class LocalStore(Store):
             raise NotAShareDirError(f"{self.url}/{MARKER} is not a share-dir marker this "
                                     "rxjobs understands; upgrade rxjobs or choose another share dir")
 
+    def _check_may_create(self) -> None:
+        """PermissionError when root would create something in another user's share dir."""
+        st = self._root_stat or os.fstat(self._root_or_missing())
+        refusal = root_creation_refusal(os.geteuid(), st.st_uid, self.url)
+        if refusal is not None:
+            raise PermissionError(refusal)
+
     def _shared_mode(self) -> bool:
         """A team share dir (group-writable): what rxjobs makes in it is group-readable."""
         return self._root_stat is not None and bool(self._root_stat.st_mode & 0o020)
@@ -182,11 +203,18 @@ class LocalStore(Store):
                 os.chmod(self.root, 0o700)  # whatever the umask
                 fsync_path(parent)  # the new share dir's entry survives a power loss
         fd = self._root_or_missing()
+        self._check_may_create()
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise PermissionError(f"share dir {self.url} is not writable; "
                                   "choose another share_dir")
         if not os.path.lexists(f"{self.root}/{MARKER}"):
             self._write_marker(fd)
+            if self._shared_mode():
+                # A team share dir: made now, as the team's (3770), no member can make
+                # them first as their own and block the others.
+                for name in (LOCKS, TRASH):
+                    with self._reserved_dir(name, create=True):
+                        pass
 
     def _write_marker(self, fd: int) -> None:
         data = json.dumps({"rxjobs": "share dir", "format": SHARE_FORMAT,
@@ -206,6 +234,9 @@ class LocalStore(Store):
                 if name in RESERVED:
                     continue
                 (jobs if is_job_id(name) and _is_job_at(fd, name) is True else debris).append(name)
+            refusal = root_creation_refusal(os.geteuid(), os.fstat(fd).st_uid, self.url)
+            if refusal is not None:
+                raise PermissionError(refusal)
             if debris:
                 shown = ", ".join(debris[:10]) + (", ..." if len(debris) > 10 else "")
                 raise NotAShareDirError(
@@ -262,9 +293,63 @@ class LocalStore(Store):
                 os.close(opened)
 
     def _check_reserved(self, fd: int, name: str) -> None:
-        """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made."""
+        """Refuse ``.trash``/``.locks`` unless they are directories rxjobs could have made:
+        owned by the caller or the share dir's owner, and nobody else can swap entries in them."""
+        problem = self._reserved_problem(os.fstat(fd))
+        if problem is not None:
+            raise UnsafeShareDirError(f"{self.url}/{name} is not what rxjobs made ({problem}); refusing "
+                                      f"to use it. {self._squat_remedy()}")
+
+    def _reserved_problem(self, st: os.stat_result) -> str | None:
+        """What is wrong with a ``.trash``/``.locks`` of this ``lstat``, or None."""
         root = self._root_stat or os.fstat(self._root_or_missing())
-        check_reserved(os.fstat(fd), root, os.geteuid(), f"{self.url}/{name}")
+        return reserved_problem(st, root, os.geteuid())
+
+    def _squat_remedy(self) -> str:
+        owner = (self._root_stat or os.fstat(self._root_or_missing())).st_uid
+        return (f"The share dir's owner (uid {owner}) sets it aside with `rxjobs --share-dir {self.url} "
+                "doctor --fix`; whoever made it can also remove it")
+
+    def share_owner_uid(self) -> int | None:
+        root = self._root()
+        return None if root is None else (self._root_stat or os.fstat(root)).st_uid
+
+    def squatted_reserved(self) -> list[tuple[str, str]]:
+        """``.trash``/``.locks`` entries rxjobs did not make (another member's, a symlink...),
+        each with what is wrong and how to fix it."""
+        root = self._root()
+        if root is None:
+            return []
+        found = []
+        for name in (LOCKS, TRASH):
+            try:
+                st = os.stat(name, dir_fd=root, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            problem = self._reserved_problem(st)
+            if problem is not None:
+                found.append((name, f"not what rxjobs made ({problem}): it blocks every member's "
+                                    f"cleanup and results. {self._squat_remedy()}"))
+        return found
+
+    def set_aside_reserved(self, name: str) -> str:
+        """Rename a squatted ``.trash``/``.locks`` to a debris name (``.locks.squatted-UID-...``),
+        so that rxjobs makes its own on next use; the new name.
+
+        Only the share dir's owner (or root, in its own directory) may rename
+        another's entry in a sticky directory: the kernel refuses anyone else.
+        """
+        if name not in (LOCKS, TRASH):
+            raise ValueError(f"{name} is not a reserved entry of a share dir")
+        root = self._root_or_missing()
+        self._check_may_create()
+        st = os.stat(name, dir_fd=root, follow_symlinks=False)
+        if self._reserved_problem(st) is None:
+            raise ValueError(f"{self.url}/{name} is what rxjobs made: left alone")
+        aside = f"{name}.squatted-{st.st_uid}-{secrets.token_hex(4)}"
+        os.rename(name, aside, src_dir_fd=root, dst_dir_fd=root)
+        fsync_dir(root)
+        return aside
 
     @contextlib.contextmanager
     def _reserved_dir(self, name: str, create: bool) -> Iterator[int | None]:
@@ -276,6 +361,7 @@ class LocalStore(Store):
             if not create:
                 yield None
                 return
+            self._check_may_create()
             mode = 0o3770 if self._shared_mode() else 0o700
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, mode, dir_fd=root)
@@ -284,8 +370,7 @@ class LocalStore(Store):
                 os.fchmod(fd, mode)  # the umask may have taken the group's bits
         except NotADirectoryError:
             raise UnsafeShareDirError(f"{self.url}/{name} is a symlink or not a "
-                                      "directory; refusing to follow it. Check the share dir and "
-                                      "remove it") from None
+                                      f"directory; refusing to follow it. {self._squat_remedy()}") from None
         try:
             self._check_reserved(fd, name)
             yield fd
@@ -635,20 +720,38 @@ class LocalStore(Store):
             remove_tree_at(root, validate_job_id(job_id))
 
     @contextlib.contextmanager
-    def lock(self, job_id: str) -> Iterator[None]:
+    def lock(self, job_id: str, create: bool = True) -> Iterator[None]:
         """Hold the job's lock: an ``flock`` on one of a fixed set of stripe files in
         ``.locks/``, which are never deleted (deleting a lock file that another process
-        waits on would let two processes hold "the" lock at once)."""
+        waits on would let two processes hold "the" lock at once).
+
+        With ``create`` False (a read-only command: a dry run, doctor, a survey)
+        nothing is created: without ``.locks/`` or the stripe file no writer has
+        ever locked, so there is nothing to wait for and the read goes on unlocked
+        (removals are renames: a reader sees a job whole or not at all).
+        """
         stripe = zlib.crc32(validate_job_id(job_id).encode()) % LOCK_STRIPES
         if self._root() is None:  # no share dir, so no job to protect
             yield
             return
-        with self._reserved_dir(LOCKS, create=True) as locks:
-            assert locks is not None
-            # Read-only is enough for flock, so in a team share dir every member can
-            # lock a stripe file another member made.
-            fd = os.open(f"{stripe}.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         self._file_mode(), dir_fd=locks)
+        with self._reserved_dir(LOCKS, create=create) as locks:
+            if locks is None:
+                fd = None
+            else:
+                # Read-only is enough for flock, so in a team share dir every member can
+                # lock a stripe file another member made.
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    fd = os.open(f"{stripe}.lock", flags, dir_fd=locks)
+                except FileNotFoundError:
+                    if not create:
+                        fd = None
+                    else:
+                        self._check_may_create()
+                        fd = os.open(f"{stripe}.lock", flags | os.O_CREAT, self._file_mode(), dir_fd=locks)
+        if fd is None:
+            yield
+            return
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise UnsafeShareDirError(f"{self.url}/{LOCKS}/{stripe}.lock is not a "
@@ -660,7 +763,6 @@ class LocalStore(Store):
             yield
         finally:
             os.close(fd)
-
 
     # -- what rxjobs doctor looks at -----------------------------------------------------
 
@@ -821,4 +923,4 @@ def _denied_message(url: str) -> str:
             "only its owner can list, read or clean up its jobs")
 
 
-__all__ = ["LocalStore"]
+__all__ = ["LocalStore", "root_creation_refusal"]

@@ -653,7 +653,7 @@ class FsspecStore(Store):
                 self.fs.rm(path, recursive=True)
 
     @contextlib.contextmanager
-    def lock(self, job_id: str) -> Iterator[None]:
+    def lock(self, job_id: str, create: bool = True) -> Iterator[None]:
         """No cross-process lock here: the exclusive ``deleting`` marker arbitrates
         removals, and readers check it before and after reading."""
         validate_job_id(job_id)

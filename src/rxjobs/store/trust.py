@@ -3,7 +3,7 @@
 Loading a pickle runs code, so a pickle is read only when nobody but the
 caller could have written it (:func:`check_trusted`); the reserved
 directories (``.trash``, ``.locks``) are used only when they are what rxjobs
-could have made (:func:`check_reserved`).  ``RXJOBS_TRUST_SHARE_DIR=1`` lifts
+could have made (:func:`reserved_problem`).  ``RXJOBS_TRUST_SHARE_DIR=1`` lifts
 the first check for a share dir the caller trusts (docs/security.md).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ..errors import UnsafeShareDirError, UntrustedShareDirError
+from ..errors import UntrustedShareDirError
 
 TRUST_ENV = "RXJOBS_TRUST_SHARE_DIR"
 STICKY = stat.S_ISVTX
@@ -23,19 +23,20 @@ def trusts_everyone() -> bool:
     return os.environ.get(TRUST_ENV) == "1"
 
 
-def check_reserved(st: os.stat_result, root: os.stat_result, me: int, where: str) -> None:
-    """UnsafeShareDirError unless a reserved directory (``st``, at ``where``) is one rxjobs
-    could have made in the share dir ``root``: owned by ``me`` or the share dir's owner, and
-    nobody else can swap entries in it."""
+def reserved_problem(st: os.stat_result, root: os.stat_result, me: int) -> str | None:
+    """What is wrong with a reserved directory (``.trash``, ``.locks``) of this ``lstat`` in
+    the share dir ``root``, or None when it is one rxjobs could have made (pure): a directory
+    owned by ``me`` or the share dir's owner, or the team's own, in which nobody else can swap
+    entries."""
+    if not stat.S_ISDIR(st.st_mode):
+        return "a symlink or not a directory"
     others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and not st.st_mode & STICKY)
     # In a team share dir any member may have made it: then it is the team's own
     # (its group, sticky, so no member can rename another's entries).
     team_made = bool(st.st_mode & STICKY) and st.st_gid == root.st_gid
     if st.st_uid not in (me, root.st_uid) and not team_made or others_write:
-        raise UnsafeShareDirError(
-            f"{where} is not what rxjobs made (owner uid {st.st_uid}, mode "
-            f"{stat.S_IMODE(st.st_mode):o}); refusing to use it. Check the share dir and remove "
-            "it if it is not yours")
+        return f"owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}"
+    return None
 
 
 def check_trusted(st: os.stat_result, where: str, me: int, share_dir: bool = False) -> None:
@@ -65,4 +66,4 @@ def check_trusted(st: os.stat_result, where: str, me: int, share_dir: bool = Fal
             f"{TRUST_ENV}=1 if you trust it")
 
 
-__all__ = ["STICKY", "TRUST_ENV", "check_reserved", "check_trusted", "trusts_everyone"]
+__all__ = ["STICKY", "TRUST_ENV", "reserved_problem", "check_trusted", "trusts_everyone"]

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 
 from .. import jobs
 from ..errors import JobNotFoundError, NotAShareDirError, UnsafeShareDirError
@@ -34,6 +35,7 @@ from ..retention import RetentionPolicy
 from ..store import Store, open_store
 from ..times import utc_now
 from . import views
+from .prefix import PrefixMiddleware, check_prefix
 from .preview import preview_results
 from .security import CSRF_FIELD, AccessMiddleware, Secrets, check_csrf, refused, wants_json
 
@@ -106,7 +108,7 @@ class ShareDirApp:
 
 
 def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str = "",
-               port: int = 0, allowed_hosts: set[str] | None = None) -> Starlette:
+               port: int = 0, allowed_hosts: set[str] | None = None, prefix: str = "") -> ASGIApp:
     """The web page of one share dir.
 
     Parameters
@@ -121,12 +123,17 @@ def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str
         The port served on (names the cookie).
     allowed_hosts
         The names a request's ``Host`` may give (None: any).
+    prefix
+        The random path the page is served under (:mod:`rxjobs.ui.prefix`), and
+        the only path its cookie is sent to; ``""``: at ``/``.
     """
     if not token:
         raise ValueError("the web page needs a secret token")
+    prefix = check_prefix(prefix)
     share = ShareDirApp(share_dir, options)
-    secrets_ = Secrets(token, port)
+    secrets_ = Secrets(token, port, prefix)
     templates = _templates()
+    templates.env.globals["base"] = prefix
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.update(share_dir=share.url, csrf_token=secrets_.csrf_token, csrf_field=CSRF_FIELD,
@@ -160,7 +167,8 @@ def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str
             fragment = request.headers.get("x-fragment") == "rows"
             return page(request, "_rows.html" if fragment else "jobs.html", result=result,
                         query=query, states=views.STATES, sorts=views.SORTS, nav="jobs",
-                        url_for_query=lambda **changes: "/jobs?" + urlencode(query.params(**changes)))
+                        url_for_query=lambda **changes: f"{prefix}/jobs?"
+                        + urlencode(query.params(**changes)))
         return await guarded(request, handler)
 
     async def jobs_json(request: Request) -> Response:
@@ -379,7 +387,7 @@ def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str
     app = Starlette(routes=routes, exception_handlers={404: on_404, 405: on_405})
     app.state.secrets = secrets_
     app.add_middleware(AccessMiddleware, secrets_=secrets_, allowed_hosts=allowed_hosts)
-    return app
+    return PrefixMiddleware(app, prefix) if prefix else app
 
 
 def _text(value: Any) -> str | None:

@@ -63,10 +63,14 @@ class Secrets:
     port
         The server's port: the cookie's name carries it, since browsers share
         cookies between the ports of one host.
+    prefix
+        The random path the page is served under: the cookie is scoped to it,
+        so a browser never sends it to a page of another port (docs/security.md).
     """
 
     token: str
     port: int = 0
+    prefix: str = ""
 
     def _derive(self, purpose: str) -> str:
         return hmac.new(self.token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
@@ -74,6 +78,10 @@ class Secrets:
     @property
     def cookie_name(self) -> str:
         return f"rxjobs-ui-{self.port}"
+
+    @property
+    def cookie_path(self) -> str:
+        return f"{self.prefix}/"
 
     @property
     def cookie_value(self) -> str:
@@ -176,7 +184,7 @@ class AccessMiddleware:
                 target = URL(path=request.url.path, query=urlencode(params))
                 response = RedirectResponse(str(target), status_code=303)
                 response.set_cookie(self.secrets.cookie_name, self.secrets.cookie_value,
-                                    httponly=True, samesite="strict", path="/")
+                                    httponly=True, samesite="strict", path=self.secrets.cookie_path)
                 return response
             state["csrf_exempt"] = True
             return None

@@ -33,6 +33,12 @@
     return new Date().toLocaleTimeString();
   }
 
+  // The random path the page is served under (its cookie is sent only there).
+  function base() {
+    const meta = document.querySelector('meta[name="rxjobs-base"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
   async function get(url, headers) {
     const response = await fetch(url, { credentials: "same-origin", headers: headers || {} });
     if (!response.ok) throw new Error(response.status + " " + response.statusText);
@@ -94,11 +100,11 @@
       if (busy || document.hidden) return;
       busy = true;
       try {
-        const text = await (await get("/api/jobs/" + encodeURIComponent(jobId) + "/output")).text();
+        const text = await (await get(base() + "/api/jobs/" + encodeURIComponent(jobId) + "/output")).text();
         const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
         if (output.textContent !== text) output.textContent = text;
         if (atBottom) output.scrollTop = output.scrollHeight;
-        const rows = await (await get("/api/status?job_id=" + encodeURIComponent(jobId))).json();
+        const rows = await (await get(base() + "/api/status?job_id=" + encodeURIComponent(jobId))).json();
         const row = rows[0];
         if (row && state) {
           state.textContent = row.state;
