@@ -413,10 +413,14 @@ def get_job(job_id: str, share_dir: str | None = None,
         ``job_id`` is not a valid job id (checked before the disk is touched).
     JobNotFoundError
         No such job in the share dir.
+    NewerFormatError
+        The job is of a newer format: the message names the rxjobs it needs.
     """
     validate_job_id(job_id)
     store = open_store(share_dir or default_share_dir(), share_dir_options)
     row = listing.find_job(store, job_id)
+    if row.record is None:
+        jobs.refuse_newer_format(store, job_id)
     return RxRemoteJob._listed(row.context, job_id, store.url, row.share_dir_options)
 
 
@@ -479,8 +483,13 @@ def rx_cancel_job(job_info: RxRemoteJob, console_output: bool | None = None) -> 
 
 
 def rx_wait_for_job(job_info: RxRemoteJob, timeout: float | None = None) -> RxRemoteJobStatus:
-    """Block until the job ends (or ``timeout`` seconds pass); return its state."""
+    """Block until the job ends (or ``timeout`` seconds pass); return its state.
+
+    A job of a newer format never ends as far as this rxjobs can tell:
+    NewerFormatError at once, naming the rxjobs it needs.
+    """
     job = _job(job_info)
+    jobs.refuse_newer_format(job.store, job.job_id)
 
     def check() -> RxRemoteJobStatus | None:
         status = jobs.job_status(job.store, job.job_id).status
