@@ -525,6 +525,17 @@ def test_a_number_without_a_unit_names_the_unit_forms(share):
     assert "a size needs a unit: '500'" in said and "500M" in said
 
 
+def test_an_object_store_error_is_one_line(tmp_path):
+    """`rxjobs -o endpoint_url=... --share-dir s3://... list` without credentials once printed a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RXJOBS_"))}
+    env.update(HOME=str(tmp_path), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    done = subprocess.run([*command(), "-o", "endpoint_url=http://127.0.0.1:9", "--share-dir",
+                           "s3://bucket/jobs", "list"], capture_output=True, text=True, timeout=100, env=env)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("rxjobs: error: "), done.stderr
+
+
 def test_a_closed_pipe_ends_the_command_quietly(share):
     """`rxjobs list | head` once ended with `rxjobs: error: [Errno 32] Broken pipe`."""
     ended(share)

@@ -155,6 +155,20 @@ class _RxGroup(click.Group):
             raise CliError(str(exc) or type(exc).__name__) from exc
         except _USER_ERRORS as exc:
             raise CliError(str(exc) or type(exc).__name__) from exc
+        except Exception as exc:
+            if not _is_storage_error(exc):
+                raise
+            raise CliError(f"the share dir's storage said: {type(exc).__name__}: {exc}") from exc
+
+
+# The libraries behind object-store share dirs: their errors (no credentials, no such
+# bucket, endpoint unreachable) are the user's to fix, said in one line.
+_STORAGE_PACKAGES = frozenset({"botocore", "aiobotocore", "s3fs", "gcsfs", "google", "adlfs", "azure",
+                               "fsspec", "aiohttp"})
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in _STORAGE_PACKAGES
 
 
 def _error(message: str) -> None:
