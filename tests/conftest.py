@@ -265,7 +265,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     A test process has threads (pytest's, other tests' leftovers), and Python
     warns (3.12+) that a fork there may deadlock.  A test that forks is
     marked ``single_threaded``: here its body runs again in a fresh pytest,
-    which must pass; the parent only reports it.
+    which must pass (a fork warning there is an error); the parent only reports it.
     """
     if pyfuncitem.get_closest_marker("single_threaded") is None or in_single_threaded_child():
         return None
@@ -274,8 +274,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
     env = {**os.environ, SINGLE_THREADED_CHILD: pyfuncitem.nodeid}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::DeprecationWarning",
-         pyfuncitem.nodeid],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-W", "error:This process:DeprecationWarning", pyfuncitem.nodeid],
         cwd=str(pyfuncitem.config.rootpath), env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         pytest.fail(f"{pyfuncitem.nodeid} failed in its single-threaded child:\n"

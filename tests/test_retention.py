@@ -83,6 +83,15 @@ def test_a_number_without_a_unit_is_refused(call, says):
     assert says in str(caught.value)
 
 
+def test_a_policy_read_back_from_its_json_keeps_its_size_in_bytes():
+    """A sweep's child reports its policy as JSON, max_total_size in bytes: read back as such."""
+    policy = RetentionPolicy(older_than=timedelta(days=30), max_total_size=50 * 10**9, keep_last=3,
+                             states=frozenset({S.FAILED}), force=True)
+    assert RetentionPolicy.from_json(policy.to_json()) == policy
+    with pytest.raises(ValueError, match="number of bytes"):
+        RetentionPolicy.from_json({"max_total_size": "50G"})
+
+
 def test_zero_needs_no_unit():
     assert parse_duration("0") == to_timedelta(0) == timedelta(0)
     assert parse_size("0") == parse_size(0) == 0

@@ -126,6 +126,19 @@ class RetentionPolicy:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from None
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RetentionPolicy:
+        """The policy :meth:`to_json` gave (its ``max_total_size`` in bytes); ValueError if not one.
+
+        Not :meth:`from_mapping`: that reads what a person wrote, where a size
+        without a unit is refused.
+        """
+        size = data.get("max_total_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ValueError(f"policy: max_total_size must be a number of bytes, not {size!r}")
+        keys = {k: v for k, v in data.items() if v is not None and k != "max_total_size"}
+        return replace(cls.from_mapping(keys), max_total_size=size)
+
     def merged(self, **overrides: Any) -> RetentionPolicy:
         """This policy with the given keys replaced (None leaves a key as it is)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -456,8 +469,7 @@ class PolicyRun:
         """The run :meth:`to_json` gave; ValueError if ``data`` is not one."""
         try:
             picked = data["picked"]
-            return cls(data["share_dir"], RetentionPolicy.from_mapping(
-                           {k: v for k, v in data["policy"].items() if v is not None}),
+            return cls(data["share_dir"], RetentionPolicy.from_json(data["policy"]),
                        bool(data["dry_run"]), CleanupReport.from_json(data["report"]),
                        [Pick(p["job_id"], p["why"]) for p in picked] if picked is not None else None,
                        list(data["protected"]), data["total_bytes"])
