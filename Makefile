@@ -1,19 +1,31 @@
 # The two set-up commands of README.md: `make demo` and `make test`.
-# Each creates .venv and installs rxjobs into it (editable, with test tools) when needed.
+# `make demo` installs rxjobs alone (editable) into .venv and runs `rxjobs demo`;
+# `make test` installs it with its test extra and runs the gates and every test.
+# PYTHON and VENV may be given: `make demo PYTHON=python3.10 VENV=.venv-3.10` (what .ci/run does).
 
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 
-demo: $(STAMP)
+# rxjobs and its own dependencies: all the demo needs.
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+# rxjobs with its test extra (the engines, the page, the test and lint tools).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]'
+	touch $@ $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/rxjobs demo
 
 test: $(STAMP)
@@ -32,4 +44,4 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -256,3 +256,39 @@ def new_york(monkeypatch):
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+# -- tests that fork: each in a single-threaded child process -----------------------------
+
+#: Set in the child pytest that runs one ``single_threaded`` test: the node id it runs.
+SINGLE_THREADED_CHILD = "RXJOBS_SINGLE_THREADED_TEST"
+
+
+def in_single_threaded_child() -> bool:
+    """This process is the child pytest that runs one ``single_threaded`` test."""
+    return bool(os.environ.get(SINGLE_THREADED_CHILD))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run a ``single_threaded`` test in a child pytest of its own, with one thread.
+
+    A test process has threads (pytest's, other tests' leftovers), and Python
+    warns (3.12+) that a fork there may deadlock.  A test that forks is
+    marked ``single_threaded``: here its body runs again in a fresh pytest,
+    which must pass (a fork warning there is an error); the parent only reports it.
+    """
+    if pyfuncitem.get_closest_marker("single_threaded") is None or in_single_threaded_child():
+        return None
+    import subprocess
+    import sys
+
+    env = {**os.environ, SINGLE_THREADED_CHILD: pyfuncitem.nodeid}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-W", "error:This process:DeprecationWarning", pyfuncitem.nodeid],
+        cwd=str(pyfuncitem.config.rootpath), env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"{pyfuncitem.nodeid} failed in its single-threaded child:\n"
+                    f"{done.stdout[-4000:]}\n{done.stderr[-2000:]}", pytrace=False)
+    return True

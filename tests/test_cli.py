@@ -503,6 +503,55 @@ def test_installed_command_error(share):
     assert unknown.returncode == 1 and UNKNOWN_ID in unknown.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["cleanup", "--older-than", "99999999d"],  # once usage, hint, blank line and error
+    ["cleanup", "--older-than", "30"],  # a number without a unit
+    ["cleanup", "--all", "--max-total-size", "500"],
+    ["list", "--state", "done"],
+    ["no-such-command"],
+    ["--no-such-option", "list"],
+])
+def test_every_usage_error_is_one_line(share, args):
+    result = run(*command(), "--share-dir", share, *args)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("rxjobs: error: "), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_a_number_without_a_unit_names_the_unit_forms(share):
+    said = run(*command(), "--share-dir", share, "cleanup", "--older-than", "30").stderr
+    assert "a duration needs a unit: '30'" in said and "7d" in said
+    said = run(*command(), "--share-dir", share, "cleanup", "--all", "--max-total-size", "500").stderr
+    assert "a size needs a unit: '500'" in said and "500M" in said
+
+
+def test_an_object_store_error_is_one_line(tmp_path):
+    """`rxjobs -o endpoint_url=... --share-dir s3://... list` without credentials once printed a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RXJOBS_"))}
+    env.update(HOME=str(tmp_path), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    done = subprocess.run([*command(), "-o", "endpoint_url=http://127.0.0.1:9", "--share-dir",
+                           "s3://bucket/jobs", "list"], capture_output=True, text=True, timeout=100, env=env)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("rxjobs: error: "), done.stderr
+
+
+def test_a_closed_pipe_ends_the_command_quietly(share):
+    """`rxjobs list | head` once ended with `rxjobs: error: [Errno 32] Broken pipe`."""
+    ended(share)
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before rxjobs writes a byte: every write fails
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RXJOBS_SHARE_DIR"}
+        for args in (["list"], ["list", "--json"], ["du"]):
+            done = subprocess.run([*command(), "--share-dir", share, *args], stdout=writer,
+                                  stderr=subprocess.PIPE, text=True, timeout=100, env=env)
+            assert done.stderr == "", (args, done.stderr)
+            assert done.returncode in (0, 1), (args, done.returncode)
+    finally:
+        os.close(writer)
+
+
 @pytest.mark.parametrize("option", ["secret=<redacted>", "client_kwargs={\"key\": \"<redacted>\"}",
                                     "endpoint_url=http://<redacted>@minio:9000"])
 def test_a_redacted_placeholder_given_as_an_option_is_a_clear_error(share, option):

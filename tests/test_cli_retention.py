@@ -121,7 +121,7 @@ def test_max_total_size_removes_the_oldest_removable_jobs_until_under(share, sto
     total = sum(size.values())
     # Room for everything but about two of the 20 kB jobs: the two oldest removable ones go.
     limit = total - size[a.job_id] - size[c.job_id] + 1
-    result = rxjobs(share, "cleanup", "--max-total-size", str(limit), "--json")
+    result = rxjobs(share, "cleanup", "--max-total-size", f"{limit}B", "--json")
     assert result.exit_code == 0, result.output
     data = json_of(result)
     assert removed_ids(result) == [a.job_id, c.job_id]
@@ -154,7 +154,7 @@ def test_max_total_size_with_other_options(share, store):
     total = sum(size.values())
     # --state restricts what the size rule may take: b (canceled) is skipped.
     result = rxjobs(share, "cleanup", "--state", "failed", "--max-total-size",
-                    str(total - size[a.job_id] - 1), "--json")
+                    f"{total - size[a.job_id] - 1}B", "--json")
     assert removed_ids(result) == [a.job_id, c.job_id]
     # --keep-last protects the newest even when the size is not reached.
     result = rxjobs(share, "cleanup", "--keep-last", "1", "--max-total-size", "0", "--json")
@@ -170,7 +170,7 @@ def test_older_than_and_max_total_size_add_up(share, store):
     size = {job_id: store.usage(job_id).bytes for job_id in store.list_job_ids()}
     # a goes for its age; then the size rule still needs one more, the oldest: b.
     limit = size[c.job_id] + 1
-    result = rxjobs(share, "cleanup", "--older-than", "30d", "--max-total-size", str(limit), "--json")
+    result = rxjobs(share, "cleanup", "--older-than", "30d", "--max-total-size", f"{limit}B", "--json")
     assert result.exit_code == 0, result.output
     assert {p["job_id"]: p["why"] for p in json_of(result)["picked"]} == {
         a.job_id: "older than 30d", b.job_id: f"share dir over {limit} bytes"}
@@ -184,7 +184,7 @@ def test_dry_run_shows_exactly_what_goes_and_the_bytes_it_frees(share, store, re
     made = [old(store, kind, days, 5_000 * days) for kind, days in
             (("failed", 6), ("unretrieved", 5), ("retrieved", 4), ("canceled", 3))]
     before = {job_id: store.usage(job_id) for job_id in store.list_job_ids()}
-    args = ["cleanup", "--older-than", "2d", "--max-total-size", "1", "--json"]
+    args = ["cleanup", "--older-than", "2d", "--max-total-size", "1B", "--json"]
     dry = json_of(rxjobs(share, *args, "--dry-run"))
     assert ids(store) == set(before)  # nothing removed
     would = [e["job_id"] for e in dry["jobs"] if e["outcome"] == "would remove"]
@@ -290,10 +290,10 @@ def test_du_per_state_largest_jobs_and_what_each_policy_frees(share, store, real
     assert rows[running.job_id]["kept_because"] == "running"
     assert rows[unretrieved.job_id]["kept_because"] == "un-retrieved"
 
-    table = rxjobs(share, "du", "--max-total-size", "1")
+    table = rxjobs(share, "du", "--max-total-size", "1B")
     assert table.exit_code == 0, table.output
     for words in ("cleanup would free now", "largest jobs", "cleanup --all --force",
-                  "cleanup --max-total-size 1", "expired jobs", "keep (un-retrieved)"):
+                  "cleanup --max-total-size 1B", "expired jobs", "keep (un-retrieved)"):
         assert words in table.stdout
     assert ids(store) == set(size)  # du removes nothing
     # What du said the policy frees is what cleanup then frees.

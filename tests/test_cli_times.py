@@ -28,15 +28,15 @@ def rxjobs(share: str, *args: str) -> Result:
     (["list", "--until", "99999999d"], "before year 1"),
     (["list", "--since", "9" * 400 + "s"], "out of range"),
     (["list", "--since", "9999-12-31T23:59:59-05:00"], "out of the range of dates"),
-    (["cleanup", "--all", "--max-total-size", "9" * 400], "out of range"),
+    (["cleanup", "--all", "--max-total-size", "9" * 400 + "G"], "out of range"),
 ])
 def test_out_of_range_is_a_one_line_usage_error(tmp_path, args, says):
     share = str(tmp_path / "share")
     make_job(open_store(share), "failed")
     result = rxjobs(share, *args)
     assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and says in errors[0], result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rxjobs: error: ") and says in lines[0], result.output
     assert "Traceback" not in result.output and "OverflowError" not in result.output
 
 

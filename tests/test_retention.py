@@ -17,7 +17,7 @@ from rxjobs import (
     rx_get_job_status,
     rx_wait_for_job,
 )
-from rxjobs.durations import format_duration, parse_duration, parse_size, to_timedelta
+from rxjobs.durations import format_duration, format_size, parse_duration, parse_size, to_timedelta
 from rxjobs.records import read_job_record
 from rxjobs.retention import RetentionPolicy, SurveyedJob, load_policy, select_jobs
 from rxjobs.store import open_store
@@ -33,9 +33,9 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize(("text", "size"), [
-    ("0", 0), ("500", 500), ("500B", 500), ("10k", 10_000), ("10kB", 10_000), ("1.5M", 1_500_000),
+    ("0", 0), (0, 0), ("500B", 500), ("500 b", 500), ("10k", 10_000), ("10kB", 10_000), ("1.5M", 1_500_000),
     ("50G", 50 * 10**9), ("50g", 50 * 10**9), ("2T", 2 * 10**12), ("200MiB", 200 * 2**20),
-    ("1GiB", 2**30), (" 3 G ", 3 * 10**9), (7, 7),
+    ("1GiB", 2**30), (" 3 G ", 3 * 10**9),
 ])
 def test_parse_size(text, size):
     assert parse_size(text) == size
@@ -55,13 +55,47 @@ def test_format_duration_reads_back(text):
 def test_to_timedelta():
     assert to_timedelta("7d") == timedelta(days=7)
     assert to_timedelta(timedelta(hours=1)) == timedelta(hours=1)
-    assert to_timedelta(90) == timedelta(seconds=90)
+    assert to_timedelta(0) == timedelta(0)
     with pytest.raises(ValueError):
         to_timedelta("soon")
     with pytest.raises(ValueError):
         to_timedelta(timedelta(seconds=-1))
     with pytest.raises(TypeError):
         to_timedelta([7])
+
+
+# A number without a unit is refused everywhere, with the unit forms: `older_than = 30` meant
+# days to whoever wrote it, and read as seconds it removed every finished job.
+@pytest.mark.parametrize(("call", "says"), [
+    (lambda: parse_duration("30"), "a duration needs a unit: '30' (use e.g. 30s, 30m, 2h, 7d"),
+    (lambda: parse_duration("1.5"), "a duration needs a unit"),
+    (lambda: to_timedelta(5, "older_than"), "older_than needs a unit: 5 is no duration"),
+    (lambda: to_timedelta(2.5, "expires_after"), "expires_after needs a unit"),
+    (lambda: parse_size("500"), "a size needs a unit: '500' (use e.g. 500B, 10kB, 500M, 50G"),
+    (lambda: parse_size(7), "a size needs a unit: 7"),
+    (lambda: RetentionPolicy.from_mapping({"older_than": 5}, "p.toml"), "p.toml: older_than needs a unit"),
+    (lambda: RetentionPolicy.from_mapping({"max_total_size": 50}, "p.toml"), "p.toml: a size needs a unit"),
+    (lambda: RxLocalParallel(expires_after=3600), "expires_after needs a unit"),
+])
+def test_a_number_without_a_unit_is_refused(call, says):
+    with pytest.raises(ValueError) as caught:
+        call()
+    assert says in str(caught.value)
+
+
+def test_a_policy_read_back_from_its_json_keeps_its_size_in_bytes():
+    """A sweep's child reports its policy as JSON, max_total_size in bytes: read back as such."""
+    policy = RetentionPolicy(older_than=timedelta(days=30), max_total_size=50 * 10**9, keep_last=3,
+                             states=frozenset({S.FAILED}), force=True)
+    assert RetentionPolicy.from_json(policy.to_json()) == policy
+    with pytest.raises(ValueError, match="number of bytes"):
+        RetentionPolicy.from_json({"max_total_size": "50G"})
+
+
+def test_zero_needs_no_unit():
+    assert parse_duration("0") == to_timedelta(0) == timedelta(0)
+    assert parse_size("0") == parse_size(0) == 0
+    assert format_size(0) == "0" and parse_size(format_size(1234)) == 1234
 
 
 # -- the policy file ---------------------------------------------------------------------
@@ -84,6 +118,9 @@ def test_load_policy(tmp_path):
     ('older_then = "7d"\n', "unknown key(s) older_then"),
     ('older_than = "soon"\n', "not a duration"),
     ('max_total_size = "lots"\n', "not a size"),
+    ("older_than = 5\n", "older_than needs a unit: 5 is no duration"),
+    ('older_than = "30"\n', "a duration needs a unit: '30'"),
+    ("max_total_size = 50\n", "a size needs a unit: 50"),
     ("keep_last = -1\n", "keep_last"),
     ('keep_last = "3"\n', "keep_last"),
     ('states = ["done"]\n', "unknown job state"),

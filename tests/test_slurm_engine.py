@@ -435,8 +435,9 @@ def test_share_dirs_nodes_cannot_mount_are_refused(tmp_path):
         pytest.skip(slurm_unavailable())
     with pytest.raises(ValueError, match="every node mounts"):
         RxSlurm(share_dir="s3://bucket/share", cluster="any")
-    with pytest.raises(ValueError, match="every worker can reach"):
+    with pytest.raises(ValueError, match="every worker can reach") as memory:
         RxSlurm(share_dir="memory://share", cluster="any")
+    assert "object store" not in str(memory.value)  # RxSlurm refuses those too (issue 29)
     with pytest.raises(ValueError, match="max_parallel"):
         RxSlurm(share_dir=str(tmp_path), cluster="any", max_parallel=0)
 

@@ -28,6 +28,7 @@ from rxjobs.status import RxRemoteJobStatus
 from rxjobs.store import MAX_RECORD_BYTES, JobSnapshot, open_store, size_helper
 from rxjobs.store import local as local_store
 
+from conftest import in_single_threaded_child
 from factory import make_job
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -89,10 +90,16 @@ def _plain(snapshot: JobSnapshot | None) -> object:
 
 @pytest.fixture
 def helper_always(monkeypatch):
-    """Fork the size helper for any number of jobs, in small messages (edges exercised)."""
+    """Fork the size helper for any number of jobs, in small messages (edges exercised).
+
+    The tests that use it are ``single_threaded``: their bodies run in a child
+    pytest with one thread, where the helper is forked because ``may_fork``
+    says so (not forced: a fork in a multi-threaded process may deadlock).
+    """
     monkeypatch.setattr(size_helper, "MIN_JOBS", 1)
     monkeypatch.setattr(size_helper, "CHUNK", 3)
-    monkeypatch.setattr(size_helper, "may_fork", lambda: True)
+    if in_single_threaded_child():
+        assert size_helper.may_fork(), f"the child has {threading.active_count()} threads"
 
 
 def _both_ways(store, ids, sizes=True):
@@ -107,6 +114,7 @@ def _both_ways(store, ids, sizes=True):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.single_threaded
 def test_snapshots_with_the_helper_equal_one_job_at_a_time(odd_share, helper_always):
     store = odd_share
     ids = store.list_job_ids() + ["rxJob_20260101000000000003_0000"]  # one never there
@@ -119,6 +127,7 @@ def test_snapshots_with_the_helper_equal_one_job_at_a_time(odd_share, helper_alw
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.single_threaded
 def test_the_odd_jobs_are_seen_for_what_they_are(odd_share, helper_always):
     store = odd_share
     ids = store.made_ids
@@ -137,6 +146,7 @@ def test_the_odd_jobs_are_seen_for_what_they_are(odd_share, helper_always):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.single_threaded
 def test_a_survey_with_the_helper_equals_one_without(odd_share, helper_always):
     store = odd_share
     with_helper = survey_jobs(store, NOW)
@@ -149,6 +159,7 @@ def test_a_survey_with_the_helper_equals_one_without(odd_share, helper_always):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.single_threaded
 def test_a_job_removed_while_surveyed_reads_as_gone(odd_share, helper_always, monkeypatch):
     store = odd_share
     ids = store.list_job_ids()
@@ -186,6 +197,7 @@ class _DiesInChild(list):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.single_threaded
 def test_what_a_dead_helper_did_not_count_is_counted_by_the_parent(odd_share, helper_always):
     store = odd_share
     ids = store.list_job_ids()
@@ -196,6 +208,7 @@ def test_what_a_dead_helper_did_not_count_is_counted_by_the_parent(odd_share, he
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.single_threaded
 def test_a_caller_that_stops_early_leaves_no_helper_behind(odd_share, helper_always):
     store = odd_share
     before = {child.pid for child in psutil.Process().children()}

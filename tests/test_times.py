@@ -88,11 +88,9 @@ def test_time_ago_and_parse_age_refuse_a_duration_before_year_one():
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: parse_duration("1000000000d"), "out of range"),
     (lambda: parse_duration("9" * 400 + "d"), "out of range"),
-    (lambda: to_timedelta(1e300), "out of range"),
-    (lambda: to_timedelta(float("inf")), "out of range"),
-    (lambda: to_timedelta(float("nan")), "out of range"),
+    (lambda: to_timedelta("1e300"), "not a duration"),
     (lambda: to_timedelta("99999999999d"), "out of range"),
-    (lambda: parse_size("9" * 400), "out of range"),
+    (lambda: parse_size("9" * 400 + "B"), "out of range"),
 ])
 def test_durations_and_sizes_out_of_range_are_value_errors(call, message):
     with pytest.raises(ValueError, match=message):

@@ -425,6 +425,16 @@ def test_usage_json_is_the_cli_du_json_and_the_page_shows_it(client, seeded):
     assert "cleanup --older-than 0s --keep-last 3" in preview.text
 
 
+def test_a_number_without_a_unit_is_refused_by_the_page(client, csrf, seeded):
+    for query in ("/cleanup?older_than=30", "/cleanup?max_total_size=500", "/api/du?older_than=30"):
+        answer = client.get(query)
+        assert answer.status_code == 400 and "needs a unit" in answer.text, query
+    for policy in ({"older_than": 30}, {"older_than": "30"}, {"max_total_size": 50}):
+        answer = client.post("/api/cleanup", json={"policy": policy, "dry_run": True},
+                             headers={"X-CSRF-Token": csrf})
+        assert answer.status_code == 400 and "needs a unit" in answer.text, policy
+
+
 def test_nothing_selected_is_a_400_not_every_job(client):
     assert client.get("/cleanup?selected=1").status_code == 400
 

@@ -452,10 +452,14 @@ def get_job(job_id: str, share_dir: str | None = None,
         ``job_id`` is not a valid job id (checked before the disk is touched).
     JobNotFoundError
         No such job in the share dir.
+    NewerFormatError
+        The job is of a newer format: the message names the rxjobs it needs.
     """
     validate_job_id(job_id)
     store = open_store(share_dir or default_share_dir(), share_dir_options)
     row = listing.find_job(store, job_id)
+    if row.record is None:
+        jobs.refuse_newer_format(store, job_id)
     return RxRemoteJob._listed(row.context, job_id, store.url, row.share_dir_options)
 
 
@@ -523,9 +527,13 @@ def rx_wait_for_job(job_info: RxRemoteJob, timeout: float | None = None,
 
     In a notebook, and with ``progress``, one display shows the job's state and
     tasks done, updated in place while it waits (docs/notebooks.md).
+
+    A job of a newer format never ends as far as this rxjobs can tell:
+    NewerFormatError at once, naming the rxjobs it needs.
     """
     job = _job(job_info)
     store = job.store
+    jobs.refuse_newer_format(store, job.job_id)
 
     with _progress_watch(store, job.job_id, progress) as watch:
 

@@ -64,7 +64,8 @@ class Decision:
 
 
 def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
-                   why: str = "", expired: bool = False) -> Decision:
+                   why: str = "", expired: bool = False, is_job: bool = True,
+                   newer_format: bool = False) -> Decision:
     """Decide what cleanup does to a job (docs/design.md#cleanup-rules, with retention).
 
     Parameters
@@ -82,11 +83,26 @@ def decide_cleanup(status: RxRemoteJobStatus, retrieved: bool, force: bool,
         job that expired is removed without force, un-retrieved results
         included (its submitter opted in); a job that has not ended is never
         removed for its expiry.
+    is_job
+        False: a directory named like a job without a ``job.json`` naming it
+        (debris), kept even with force; ``rxjobs doctor`` reports it.
+    newer_format
+        Its ``job.json`` is of a newer format (``why`` says which rxjobs it
+        needs): kept even with force, for an rxjobs that knows its rules.
+
+    Every cleanup, dry run or not, decides through this one function, so that
+    a dry run says exactly what the run does.
     """
     S = RxRemoteJobStatus
     expired = expired and status.is_terminal()
     if status is S.MISSING:
         return Decision(Action.NOTHING, "not found: nothing to remove")
+    if newer_format:
+        return Decision(Action.KEEP, f"{why}; kept: only an rxjobs that reads its format removes it",
+                        warn=True)
+    if not is_job:
+        return Decision(Action.KEEP, f"not a job: {why}; debris is never removed by cleanup "
+                        "(see `rxjobs doctor`)", warn=True)
     if status is S.FINISHED:
         if retrieved:
             return Decision(Action.REMOVE, "finished, results retrieved" + (", expired" if expired else ""))
@@ -287,15 +303,10 @@ def _decide(store: Store, job_id: str, force: bool, now: datetime | None,
         return CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.KEPT, decision.reason), decision
     look = jobs.look_at_job(store, job_id, snapshot)
     derived = look.derived
-    if look.record is None and derived.status is not RxRemoteJobStatus.MISSING:
-        decision = Decision(Action.KEEP, f"not a job: {derived.reason}; debris is never removed by "
-                            "cleanup (see `rxjobs doctor`)", warn=True)
-        entry = CleanupEntry(job_id, store.url, derived.status.value, CleanupOutcome.KEPT,
-                             decision.reason)
-        return entry, decision
     retrieved = derived.status is RxRemoteJobStatus.FINISHED and look.retrieved
     expired = jobs.is_expired(store, look, now)
-    decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason, expired=expired)
+    decision = decide_cleanup(derived.status, retrieved, force, why=derived.reason, expired=expired,
+                              is_job=look.is_job, newer_format=look.newer_format)
     entry = CleanupEntry(job_id, store.url, derived.status.value, CleanupOutcome.KEPT, decision.reason,
                          expired=expired)
     if decision.action is Action.NOTHING:

@@ -8,15 +8,19 @@ into :mod:`rxjobs.api`; what it shows comes from the job services:
 :mod:`rxjobs.times` and :mod:`rxjobs.durations`.
 
 Errors a user can cause end as one line on stderr, ``rxjobs: error: <message>``,
-with exit status 1 (click's own usage errors exit with 2).  Warnings of the
+with exit status 1 (usage errors, also one line, exit with 2).  Output into a
+pipe whose reader went away (``rxjobs list | head``) ends the command quietly.  Warnings of the
 core are captured and shown as ``rxjobs: warning: <message>`` lines, or said by
 the per-job lines of ``cleanup``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -98,16 +102,73 @@ class CliError(click.ClickException):
         click.echo(f"rxjobs: error: {self.format_message()}", err=True, file=file)
 
 
+class _UsageError(click.UsageError):
+    """A usage error in one line, ``rxjobs: error: <message> (see '<command> --help')``, status 2.
+
+    Click prints the usage, a hint, a blank line and then the error: four lines
+    where a script reading stderr expects one.
+    """
+
+    def show(self, file: Any = None) -> None:
+        where = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"rxjobs: error: {self.format_message()}{where}", err=True, file=file)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    """``exc`` as a one-line usage error (a request for help stays as it is: it prints the help)."""
+    if isinstance(exc, (_UsageError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return _UsageError(exc.format_message(), exc.ctx)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader has closed it (``rxjobs list | head``)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 class _RxGroup(click.Group):
     """The command group; turns rxjobs errors into one-line messages at the command boundary."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
         except (click.exceptions.Exit, click.ClickException):
             raise
+        except OSError as exc:
+            if exc.errno == errno.EPIPE and _stdout_reader_gone():
+                raise  # click ends the command quietly, with status 1
+            raise CliError(str(exc) or type(exc).__name__) from exc
         except _USER_ERRORS as exc:
             raise CliError(str(exc) or type(exc).__name__) from exc
+        except Exception as exc:
+            if not _is_storage_error(exc):
+                raise
+            raise CliError(f"the share dir's storage said: {type(exc).__name__}: {exc}") from exc
+
+
+# The libraries behind object-store share dirs: their errors (no credentials, no such
+# bucket, endpoint unreachable) are the user's to fix, said in one line.
+_STORAGE_PACKAGES = frozenset({"botocore", "aiobotocore", "s3fs", "gcsfs", "google", "adlfs", "azure",
+                               "fsspec", "aiohttp"})
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in _STORAGE_PACKAGES
 
 
 def _error(message: str) -> None:
@@ -344,7 +405,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv
         The arguments (default: ``sys.argv[1:]``).
     """
-    cli.main(args=list(argv) if argv is not None else None, prog_name="rxjobs")
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="rxjobs")
+    finally:
+        _flush_stdout_quietly()
+
+
+def _flush_stdout_quietly() -> None:
+    """Flush stdout now, so that a reader gone away costs no ``Exception ignored`` at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush has nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 # -- list --------------------------------------------------------------------------------

@@ -191,12 +191,13 @@ def _normalize_storage_fields(cc: Any) -> None:
         object.__setattr__(cc, "expires_after", to_timedelta(expires, "expires_after"))
 
 
-def _cluster_share_dir(share_dir: str | None, kind: str) -> str:
+def _cluster_share_dir(share_dir: str | None, kind: str,
+                       reachable: str = "a shared directory or an object store URL") -> str:
     share = normalize_share_dir(share_dir) if share_dir is not None else default_share_dir()
     if is_process_local(share):
         raise ValueError(
-            f"{kind} needs a share_dir that every worker can reach (a shared directory or an "
-            f"object store URL), not {share!r}, which only this process can see"
+            f"{kind} needs a share_dir that every worker can reach ({reachable}), not {share!r}, "
+            "which only this process can see"
         )
     return share
 
@@ -404,7 +405,8 @@ class RxSlurm(RxComputeContext):
             extra = extra.split()
         extra = tuple(str(option) for option in extra or ())
         object.__setattr__(self, "extra_sbatch_options", extra or None)
-        share = _cluster_share_dir(self.share_dir, "RxSlurm")
+        share = _cluster_share_dir(self.share_dir, "RxSlurm",
+                                   "a directory on a filesystem that every node mounts")
         if "://" in share and not share.startswith("file://"):
             raise ValueError(
                 f"RxSlurm needs a share_dir on a filesystem that every node mounts (NFS, Lustre, "

@@ -16,6 +16,7 @@ __all__ = [
     "JobFailedError",
     "JobNotFinishedError",
     "JobNotFoundError",
+    "NewerFormatError",
     "NotAShareDirError",
     "RxRunError",
     "RxUnsupportedContextError",
@@ -26,6 +27,14 @@ __all__ = [
 
 class JobNotFoundError(LookupError):
     """The job directory does not exist in the share dir (never created, or removed)."""
+
+
+class NewerFormatError(ValueError):
+    """A job written in a newer format than this rxjobs reads; the message names the rxjobs it needs.
+
+    A ValueError, as any record rxjobs cannot read, but not debris: the job is
+    listed, kept by cleanup, and every action on it says to upgrade rxjobs.
+    """
 
 
 class UntrustedShareDirError(PermissionError):

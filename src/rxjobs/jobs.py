@@ -30,6 +30,7 @@ from .errors import (
     JobFailedError,
     JobNotFinishedError,
     JobNotFoundError,
+    NewerFormatError,
 )
 from .ids import new_job_id
 from .records import (
@@ -51,6 +52,7 @@ from .runtime import driver_log_file, is_held, take_driver_log
 from .status import Derived, JobFacts, Probe, Record, RxRemoteJobStatus, derive_status
 from .store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, JobSnapshot, Store
 from .times import parse_timestamp, utc_now_iso
+from .version import __version__
 from .waiting import CLOCK, Clock, poll
 
 # -- submit ------------------------------------------------------------------------------
@@ -100,6 +102,7 @@ def submit_job(
             options=options,
             submitter=_process_identity(),
             function=f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+            rxjobs=__version__,
         )
         write_job_record(store, record)
         store.write_atomic(paths.payload, data)
@@ -143,10 +146,16 @@ class JobLook:
     record: JobRecord | None = None
     status_record: StatusRecord = ABSENT_STATUS
     entries: frozenset[str] = frozenset()
+    newer_format: bool = False  # job.json is of a newer format: a job, but not this rxjobs' to handle
 
     @property
     def status(self) -> RxRemoteJobStatus:
         return self.derived.status
+
+    @property
+    def is_job(self) -> bool:
+        """A job, whether or not this rxjobs reads it; False: debris (no ``job.json`` naming it)."""
+        return self.record is not None or self.newer_format or self.status is RxRemoteJobStatus.MISSING
 
     @property
     def retrieved(self) -> bool:
@@ -180,15 +189,18 @@ def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
     canceled = "canceled" in entries
     status = read_status_record(store, job_id, snapshot)
     job = record
+    newer = ""
     if job is None:
         try:
             job = read_job_record(store, job_id, snapshot=snapshot)
         except JobNotFoundError:
             return JobFacts(present=False), None, ABSENT_STATUS, frozenset()
+        except NewerFormatError as exc:
+            newer = str(exc)
         except ValueError:
             job = None
     facts = JobFacts(present=True, job_record_ok=job is not None, canceled=canceled,
-                     record=status.state, record_reason=status.reason)
+                     record=status.state, record_reason=status.reason, newer_format=newer)
     # A job that has ended (or cannot be told apart from debris) is settled by its
     # files alone: no engine is asked, no process looked up.
     if canceled or status.state in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:
@@ -260,12 +272,25 @@ def _derive(store: Store, job_id: str, facts: JobFacts, record: JobRecord | None
         assert gathered is not None
         facts, record, status, entries = gathered
         derived = derive_status(facts)
-    return JobLook(derived, record, status, entries)
+    return JobLook(derived, record, status, entries, bool(facts.newer_format))
 
 
 def job_status(store: Store, job_id: str) -> Derived:
     """The derived state of a job (docs/design.md#job-states)."""
     return look_at_job(store, job_id).derived
+
+
+def refuse_newer_format(store: Store, job_id: str) -> None:
+    """NewerFormatError, naming the rxjobs it needs, if the job's ``job.json`` is of a newer format.
+
+    Any other trouble with the record is left to the action that follows.
+    """
+    try:
+        read_job_record(store, job_id)
+    except NewerFormatError:
+        raise
+    except (JobNotFoundError, ValueError, OSError):
+        pass
 
 
 # -- retention ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from . import jobs
 from .contexts import RxComputeContext, RxLocalSeq
-from .errors import JobNotFoundError
+from .errors import JobNotFoundError, NewerFormatError
 from .ids import job_id_time, validate_job_id
 from .records import JobRecord, read_job_record
 from .status import RxRemoteJobStatus
@@ -126,7 +126,8 @@ def list_jobs(
     ListedJob
         A row per job.  A directory without a readable ``job.json`` naming
         it is no job (debris) and is left out, as is a job removed while the
-        listing runs.
+        listing runs.  A job whose ``job.json`` is of a newer format is
+        listed (not with ``exact_match``), ``undetermined``, without a record.
     """
     wanted = {RxRemoteJobStatus.parse(s) for s in states} if states is not None else None
     start, end = _utc(start, "start"), _utc(end, "end")
@@ -159,6 +160,16 @@ def list_jobs(
             if snapshot is None and (need_state or sizes or store.reads_in_bulk):
                 continue  # removed while we listed
             record = read_job_record(store, job_id, listed=True, snapshot=snapshot)
+        except NewerFormatError:
+            # A job of a newer rxjobs (one sharing the share dir, say): listed under the
+            # context asked for, undetermined, and every action on it says what it needs.
+            if exact_match and context is not None:
+                continue
+            newer = _newer_job(store, job_id, snapshot, fallback, fallback_options, need_time, need_state)
+            if newer is not None and _in_window(newer, start, end) and (
+                    wanted is None or newer.status in wanted):
+                yield newer
+            continue
         except (JobNotFoundError, ValueError, PermissionError):
             # Removed while we listed, not a job (no job.json naming it: debris, which
             # `rxjobs doctor` reports), or made unreadable by its owner: not listed.
@@ -197,6 +208,25 @@ def list_jobs(
                 continue
         yield ListedJob(job_id, job_context, job_options, submitted, status, record,
                         snapshot.usage if snapshot is not None else None)
+
+
+def _newer_job(store: Store, job_id: str, snapshot: JobSnapshot | None, context: RxComputeContext,
+               options: dict[str, Any] | None, need_time: bool, need_state: bool) -> ListedJob | None:
+    """The row of a job whose ``job.json`` is of a newer format (None: removed meanwhile)."""
+    status = None
+    if need_state:
+        status = jobs.look_at_job(store, job_id, snapshot).status
+        if status is RxRemoteJobStatus.MISSING:
+            return None
+    return ListedJob(job_id, context, options, job_id_time(job_id) if need_time else None, status, None,
+                     snapshot.usage if snapshot is not None else None)
+
+
+def _in_window(job: ListedJob, start: datetime | None, end: datetime | None) -> bool:
+    if start is None and end is None:
+        return True
+    return job.submitted is not None and (start is None or job.submitted >= start) and (
+        end is None or job.submitted <= end)
 
 
 def find_job(store: Store, job_id: str) -> ListedJob:

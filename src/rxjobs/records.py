@@ -15,18 +15,22 @@ the job services.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .errors import JobNotFoundError
+from .errors import JobNotFoundError, NewerFormatError
 from .ids import validate_job_id
 from .status import Record
 from .store import JobSnapshot, Store, loads_record
 from .times import parse_timestamp, utc_now_iso
+from .version import __version__
 
 FORMAT_VERSION = 1
+# How a version is spelled in job.json's "rxjobs" (anything else is not quoted back).
+_VERSION_RE = re.compile(r"[0-9][0-9A-Za-z.+-]{0,40}")
 # More runs than any job could hold in a share dir: a record claiming more is hostile.
 MAX_RUNS = 1 << 40
 
@@ -66,6 +70,7 @@ class JobRecord:
     submitter: dict[str, Any]
     function: str = ""
     format: int = FORMAT_VERSION
+    rxjobs: str = ""  # the version of rxjobs that wrote it (missing in records of rxjobs 0.1.0)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,6 +80,8 @@ class JobRecord:
         """Parse ``job.json``; ValueError when it is not a job record."""
         if not isinstance(data, dict):
             raise ValueError("job.json is not a JSON object")
+        # Before any other field: a newer format may have changed them.
+        _check_format(data)
         try:
             fields: dict[str, Any] = dict(
                 job_id=validate_job_id(data["job_id"]),
@@ -87,16 +94,12 @@ class JobRecord:
                 submitter=_mapping(data, "submitter"),
                 function=_text(data, "function", ""),
                 format=_int_in_range(data, "format", 1, 1 << 31) if "format" in data else FORMAT_VERSION,
+                rxjobs=_text(data, "rxjobs", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"job.json is not a valid job record: {exc!r}") from None
         if fields["n_tasks"] > max(fields["n_runs"], 1):
             raise ValueError("job.json is not a valid job record: more tasks than runs")
-        if fields["format"] > FORMAT_VERSION:
-            raise ValueError(
-                f"job.json has format {fields['format']}, newer than this rxjobs understands "
-                f"({FORMAT_VERSION}); upgrade rxjobs"
-            )
         # Not cls(**fields): a frozen dataclass's __init__ sets each field through
         # object.__setattr__, which took half of the time a listing spent per record.
         record = object.__new__(cls)
@@ -107,6 +110,21 @@ class JobRecord:
     def created_time(self) -> datetime | None:
         """``created`` as an aware UTC datetime (None if unreadable)."""
         return parse_timestamp(self.created)
+
+
+def _check_format(data: dict[str, Any]) -> None:
+    """NewerFormatError naming the rxjobs a ``job.json`` needs, when its format is newer than ours."""
+    fmt = data.get("format")
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or not FORMAT_VERSION < fmt <= 1 << 31:
+        return  # ours, or not a format at all (said by the field checks)
+    writer = data.get("rxjobs")
+    needs = (f"rxjobs {writer} or newer" if isinstance(writer, str) and _VERSION_RE.fullmatch(writer)
+             else f"an rxjobs that reads format {fmt}")
+    job = data.get("job_id")
+    which = f"job {job}" if isinstance(job, str) and len(job) < 100 and job.isprintable() else "this job"
+    raise NewerFormatError(
+        f"{which} has format {fmt}, newer than rxjobs {__version__} reads (format {FORMAT_VERSION}): "
+        f"it needs {needs}; upgrade rxjobs (pip install -U rxjobs)")
 
 
 def read_job_record(store: Store, job_id: str, listed: bool = False,
@@ -130,6 +148,9 @@ def read_job_record(store: Store, job_id: str, listed: bool = False,
     ValueError
         The directory is there but holds no valid record naming this id: it is
         no job (debris, which cleanup never removes; ``rxjobs doctor`` reports it).
+    NewerFormatError
+        A job of a newer format than this rxjobs reads (a ValueError too); the
+        message names the rxjobs it needs.
     """
     paths = store.paths(job_id, validated=listed or snapshot is not None)
     try:
@@ -137,7 +158,13 @@ def read_job_record(store: Store, job_id: str, listed: bool = False,
             data = loads_record(snapshot.record("job.json"), paths.job_json)
         else:
             data = store.read_json(paths.job_json)
-        record = JobRecord.from_json(data)
+        try:
+            record = JobRecord.from_json(data)
+        except NewerFormatError:
+            if data.get("job_id") != job_id:  # a newer job's record, copied or planted: no job
+                raise ValueError(f"{paths.job_json} names another job: not a job "
+                                 "(a copied or planted directory; see `rxjobs doctor`)") from None
+            raise
     except FileNotFoundError:
         entries = snapshot.entries if snapshot is not None else store.job_entries(job_id)
         if entries is not None and "deleting" not in entries:

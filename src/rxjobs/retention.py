@@ -40,7 +40,7 @@ from .cleanup import (
     cleanup_jobs,
     decide_cleanup,
 )
-from .durations import format_duration, parse_size, to_timedelta
+from .durations import format_duration, format_size, parse_size, to_timedelta
 from .ids import job_id_time
 from .status import RxRemoteJobStatus
 from .store import JobSnapshot, Store
@@ -126,6 +126,19 @@ class RetentionPolicy:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from None
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RetentionPolicy:
+        """The policy :meth:`to_json` gave (its ``max_total_size`` in bytes); ValueError if not one.
+
+        Not :meth:`from_mapping`: that reads what a person wrote, where a size
+        without a unit is refused.
+        """
+        size = data.get("max_total_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ValueError(f"policy: max_total_size must be a number of bytes, not {size!r}")
+        keys = {k: v for k, v in data.items() if v is not None and k != "max_total_size"}
+        return replace(cls.from_mapping(keys), max_total_size=size)
+
     def merged(self, **overrides: Any) -> RetentionPolicy:
         """This policy with the given keys replaced (None leaves a key as it is)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -136,7 +149,7 @@ class RetentionPolicy:
         if self.older_than is not None:
             parts.append(f"--older-than {format_duration(self.older_than)}")
         if self.max_total_size is not None:
-            parts.append(f"--max-total-size {self.max_total_size}")
+            parts.append(f"--max-total-size {format_size(self.max_total_size)}")
         if self.keep_last is not None:
             parts.append(f"--keep-last {self.keep_last}")
         for state in sorted(s.value for s in self.states or ()):
@@ -199,12 +212,15 @@ class SurveyedJob:
     foreign: bool = False  # owned by another user: never removed
     files: int = 0
     bytes: int = 0
+    is_job: bool = True  # False: debris, never removed
+    newer_format: bool = False  # a job this rxjobs cannot read: never removed
 
     def decision(self, force: bool) -> Decision:
         """What cleanup would do to this job (the rules of docs/design.md#cleanup-rules)."""
         if self.foreign:
             return _FOREIGN
-        return _decide(self.status, self.retrieved, force, self.reason, self.expired)
+        return _decide(self.status, self.retrieved, force, self.reason, self.expired, self.is_job,
+                       self.newer_format)
 
     def removable(self, force: bool) -> bool:
         return self.decision(force).action in (Action.REMOVE, Action.CANCEL_AND_REMOVE)
@@ -212,7 +228,8 @@ class SurveyedJob:
     def to_json(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "submitted": self.submitted.isoformat() if self.submitted else None,
                 "status": self.status.value, "reason": self.reason, "retrieved": self.retrieved,
-                "expired": self.expired, "foreign": self.foreign, "files": self.files, "bytes": self.bytes}
+                "expired": self.expired, "foreign": self.foreign, "files": self.files, "bytes": self.bytes,
+                "is_job": self.is_job, "newer_format": self.newer_format}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SurveyedJob:
@@ -220,7 +237,8 @@ class SurveyedJob:
         try:
             return cls(data["job_id"], parse_timestamp(data["submitted"]),
                        RxRemoteJobStatus.parse(data["status"]), data["reason"], bool(data["retrieved"]),
-                       bool(data["expired"]), bool(data["foreign"]), int(data["files"]), int(data["bytes"]))
+                       bool(data["expired"]), bool(data["foreign"]), int(data["files"]), int(data["bytes"]),
+                       bool(data.get("is_job", True)), bool(data.get("newer_format", False)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a surveyed job: {exc}") from None
 
@@ -378,7 +396,8 @@ def _surveyed(store: Store, job_id: str, snapshot: JobSnapshot, seen: jobs.JobLo
         retrieved=seen.status is RxRemoteJobStatus.FINISHED and seen.retrieved,
         expired=jobs.is_expired(store, seen, now),
         foreign=snapshot.owner is not None and snapshot.owner != me,
-        files=usage.files if usage else 0, bytes=usage.bytes if usage else 0)
+        files=usage.files if usage else 0, bytes=usage.bytes if usage else 0,
+        is_job=seen.is_job, newer_format=seen.newer_format)
 
 
 # -- applying a policy to one share dir ------------------------------------------------------
@@ -450,8 +469,7 @@ class PolicyRun:
         """The run :meth:`to_json` gave; ValueError if ``data`` is not one."""
         try:
             picked = data["picked"]
-            return cls(data["share_dir"], RetentionPolicy.from_mapping(
-                           {k: v for k, v in data["policy"].items() if v is not None}),
+            return cls(data["share_dir"], RetentionPolicy.from_json(data["policy"]),
                        bool(data["dry_run"]), CleanupReport.from_json(data["report"]),
                        [Pick(p["job_id"], p["why"]) for p in picked] if picked is not None else None,
                        list(data["protected"]), data["total_bytes"])

@@ -92,6 +92,9 @@ class JobFacts:
     foreign_owner
         The uid owning the job when it is not the caller: its engine handle is
         untrusted input, so the engine was not asked (None: the caller's job).
+    newer_format
+        ``job.json`` is of a newer format than this rxjobs reads: the error
+        that says which rxjobs the job needs ("" otherwise).
     """
 
     present: bool
@@ -102,6 +105,7 @@ class JobFacts:
     probe: Probe | None = None
     submitter_alive: bool | None = None
     foreign_owner: int | None = None
+    newer_format: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ def derive_status(facts: JobFacts) -> Derived:
     S = RxRemoteJobStatus
     if not facts.present:
         return Derived(S.MISSING, "no job directory")
+    if not facts.job_record_ok and facts.newer_format:
+        # A job all the same (listed, kept): only a newer rxjobs can say more.
+        return Derived(S.UNDETERMINED, facts.newer_format)
     if not facts.job_record_ok:
         # Without a record naming it, a directory is no job (debris): never guess its state.
         return Derived(S.UNDETERMINED, "no readable job.json naming it: not a job")
