@@ -47,6 +47,7 @@ from rxjobs import (RxLocalParallel, rx_cleanup_jobs, rx_exec, rx_get_job_result
                     rx_wait_for_job)
 
 def double(x):
+    print("doubling", x)  # so that each task writes its output file too
     return 2 * x
 
 cc = RxLocalParallel(num_workers=1, wait=False, share_dir=sys.argv[1])
