@@ -2,8 +2,9 @@
 
 One real small job runs on the local engine (``RxLocalParallel(wait=False)``,
 one task per run), so that its directory holds exactly what the engine writes:
-``job.json``, ``payload.pkl``, ``engine.json``, ``status.json``,
-``driver.log`` and ``tasks/<k>.result.pkl`` / ``tasks/<k>.out``.  That
+``job.json`` (with the engine's handle), ``payload.pkl``, ``status.json``
+and ``tasks/<k>.result.pkl`` / ``tasks/<k>.out`` (format 2: the empty
+``driver.log`` is gone, and there is no ``engine.json``).  That
 directory is then cloned under new job ids into identical share dirs, one per
 contender, and each repetition measures, in an order that rotates:
 
@@ -61,7 +62,7 @@ from rxjobs.store import open_store
 TARGET_RATIO = 1.2  # rxjobs / 8 parallel rm -rf (issue 15): within 20 % of the floor
 DEFAULT_SIZES = (2000, 10000)
 PARALLEL_RM = 8  # processes of the reference contender, as many as cleanup's threads
-RUNS_PER_JOB = 10  # one task per run: 5 job files + 2 per task = 25 files per job
+RUNS_PER_JOB = 10  # one task per run: 3 job files + 2 per task = 23 files per job (25 in format 1)
 DOCS_SECTION = "cleanup_bench"
 DOCS_PATH = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

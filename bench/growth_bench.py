@@ -2,7 +2,7 @@
 
 For each size (``--sizes 1000,4000`` by default; ``--full``: 1,000, 10,000
 and 100,000 jobs) a share dir is filled with clones of one real finished
-local-engine job (25 files: ``bench.cleanup_bench.make_template`` and
+local-engine job (23 files in format 2, 25 before: ``bench.cleanup_bench.make_template`` and
 ``clone_jobs``, written from memory, not timed).  Then each of these runs in
 a fresh Python process (``python -m bench.growth_bench --child OP SHARE``),
 which times the operation itself (not the interpreter start) and reports its
@@ -260,7 +260,7 @@ def docs_section(results: list[SizeResult], table: str, argv: str, plot_name: st
     return f"""## Growth with the share dir: list, du, dry run, cleanup vs `du -s`
 
 `python -m bench.growth_bench {argv}` — share dirs of
-{", ".join(f"{r.jobs:,}" for r in results)} clones of a finished local-engine job (25 files),
+{", ".join(f"{r.jobs:,}" for r in results)} clones of a finished local-engine job (23 files),
 each operation in a fresh process (its own time, not the interpreter start, and its
 peak RSS): `rxjobs list --json`, `rxjobs du --json` (the web page's disk view is the
 same report), `rxjobs cleanup --all --older-than 1s --dry-run --json`, against

@@ -52,6 +52,14 @@ def sleep_then_return(seconds):
     return seconds
 
 
+def print_every_second(lines):
+    """Print a line a second (what a user's long task does), then return."""
+    for i in range(lines):
+        print(f"live line {i}", flush=True)
+        time.sleep(1.0)
+    return lines
+
+
 class EngineContract:
     """Tests every engine passes, through the public API only."""
 
@@ -142,6 +150,26 @@ class EngineContract:
         assert rx_cancel_job(job) is False  # already ended
         report = rx_cleanup_jobs(job, verbose=False)
         assert [e.outcome for e in report] == ["removed"]
+
+    def test_output_is_live_while_the_task_runs_and_kept_by_cancel(self, make_context):
+        """Issue 27: what a task prints reaches the share dir while it runs (its first line
+        is seen at least 4 s before its eighth), and a cancel keeps what was printed."""
+        job = rx_exec(print_every_second, lines=[30], compute_context=make_context(wait=False))
+        seen: dict[str, float] = {}
+
+        def eighth_line_seen() -> bool:
+            now = time.monotonic()
+            for line in rx_get_job_output(job).splitlines():
+                seen.setdefault(line, now)
+            assert not rx_get_job_status(job).is_terminal(), "the job ended before its output was seen"
+            return "live line 7" in seen
+
+        wait_until(eighth_line_seen, timeout=180, what="the task's eighth line")
+        assert seen["live line 7"] - seen["live line 0"] >= 4.0, seen
+        assert rx_cancel_job(job) is True
+        kept = rx_get_job_output(job)
+        assert all(f"live line {i}\n" in kept for i in range(8)), kept
+        rx_cleanup_jobs(job, verbose=False)
 
     def test_running_job_is_kept_without_force_and_canceled_with_it(self, make_context):
         job = rx_exec(sleep_then_return, seconds=[300] * 2, compute_context=make_context(wait=False))

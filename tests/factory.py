@@ -8,6 +8,7 @@ engine would take minutes, so this writes the same artifacts an engine would
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import cloudpickle
@@ -15,7 +16,7 @@ import cloudpickle
 from rxjobs import RxLocalParallel
 from rxjobs.durations import format_duration
 from rxjobs.ids import new_job_id
-from rxjobs.records import JobRecord, mark_retrieved, write_status
+from rxjobs.records import FORMAT_VERSION, JobRecord, mark_retrieved, write_status
 from rxjobs.runner import Payload, TaskResult
 from rxjobs.status import Record
 from rxjobs.store import Store, open_store
@@ -38,8 +39,12 @@ class MadeJob:
 
 def make_job(store: Store, kind: str, n_tasks: int = 3, runs_per_task: int = 2, *,
              at: datetime | None = None, share_url: str | None = None,
-             expires_after: timedelta | None = None, extra_bytes: int = 0) -> MadeJob:
+             expires_after: timedelta | None = None, extra_bytes: int = 0,
+             job_format: int = FORMAT_VERSION) -> MadeJob:
     """Write a job whose driver ended, in one of KINDS; return what it holds.
+
+    ``job_format`` 1 writes the layout of rxjobs before format 2: the handle in
+    ``engine.json``, and an empty ``driver.log``.
 
     ``at`` backdates the job (its id, ``created`` and when it ended);
     ``share_url`` is the share dir its record names (default: ``store``'s);
@@ -64,11 +69,15 @@ def make_job(store: Store, kind: str, n_tasks: int = 3, runs_per_task: int = 2, 
                                 "expires_after": format_duration(expires_after)
                                 if expires_after is not None else None},
                        submitter={"host": "nowhere", "pid": 0, "create_time": 0.0},
-                       function="factory.triple")
-    store.write_json(paths.job_json, record.to_json())
+                       function="factory.triple", format=job_format)
+    handle = {"host": "nowhere", "pid": 0, "create_time": 0.0}
+    if job_format == 1:
+        store.write_json(paths.job_json, record.to_json())
+        store.write_json(paths.engine_json, {"engine": "local", "handle": handle})
+        store.write_atomic(paths.driver_log, b"")
+    else:
+        store.write_json(paths.job_json, replace(record, engine="local", handle=handle).to_json())
     store.write_atomic(paths.payload, cloudpickle.dumps(Payload(triple, runs, runs_per_task)))
-    store.write_json(paths.engine_json, {"engine": "local", "handle": {
-        "host": "nowhere", "pid": 0, "create_time": 0.0}})
     values = [triple(i) for i in range(n_runs)]
     for k in range(n_tasks):
         chunk = values[k * runs_per_task:(k + 1) * runs_per_task]

@@ -41,6 +41,7 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.jobs import job_status
+from rxjobs.records import read_engine_record
 from rxjobs.store import open_store
 
 from conftest import free_port, port_listening, wait_until
@@ -504,7 +505,7 @@ def _sleeper_of(share_path: str, job_id: str):
     from rxjobs.engines.dask import ENGINE
 
     store = open_store(share_path)
-    handle = store.read_json(store.paths(job_id).engine_json)["handle"]
+    handle = read_engine_record(store, job_id).handle
     return ENGINE.sleeper(handle)
 
 

@@ -57,30 +57,38 @@ def share(tmp_path):
 ST = FollowState
 
 
-@pytest.mark.parametrize("state, tasks, log, final, chunks, after", [
+@pytest.mark.parametrize("state, tasks, log, final, finished, chunks, after", [
     # nothing yet
-    (ST(), {}, "", False, [], ST()),
-    # tasks print in task order, each once
-    (ST(), {1: "b\n", 0: "a\n"}, "", False, ["a\n", "b\n"], ST(frozenset({0, 1}))),
-    (ST(frozenset({0})), {0: "a\n", 2: "c\n"}, "", False, ["c\n"], ST(frozenset({0, 2}))),
-    # an empty task output prints nothing but counts as printed
-    (ST(), {0: ""}, "", False, [], ST(frozenset({0}))),
+    (ST(), {}, "", False, set(), [], ST()),
+    # tasks print in task order, whole lines while they run
+    (ST(), {1: "b\n", 0: "a\n"}, "", False, set(), ["a\n", "b\n"], ST({0: 2, 1: 2})),
+    (ST(), {0: "a\nb"}, "", False, set(), ["a\n"], ST({0: 2})),
+    # a running task's output grows: only what is new is printed
+    (ST({0: 2}), {0: "a\nb\nc\n"}, "", False, set(), ["b\nc\n"], ST({0: 6})),
+    # a finished task: the rest, last partial line included, and it is done
+    (ST({0: 2}), {0: "a\nb"}, "", False, {0}, ["b"], ST({0: 3}, frozenset({0}))),
+    (ST({0: 2}, frozenset({0})), {0: "a\nb", 2: "c\n"}, "", False, {2}, ["c\n"],
+     ST({0: 2, 2: 2}, frozenset({0, 2}))),
+    # an empty task output prints nothing
+    (ST(), {0: ""}, "", False, {0}, [], ST({0: 0}, frozenset({0}))),
+    # an output rewritten shorter (a retried task): printed afresh
+    (ST({0: 9}), {0: "new\n"}, "", False, set(), ["new\n"], ST({0: 4})),
     # the driver log: whole lines only while the job runs, with a header once
-    (ST(), {}, "one\ntw", False, [H, "one\n"], ST(driver_offset=4, in_driver_log=True)),
-    (ST(driver_offset=4, in_driver_log=True), {}, "one\ntwo\n", False, ["two\n"],
+    (ST(), {}, "one\ntw", False, set(), [H, "one\n"], ST(driver_offset=4, in_driver_log=True)),
+    (ST(driver_offset=4, in_driver_log=True), {}, "one\ntwo\n", False, set(), ["two\n"],
      ST(driver_offset=8, in_driver_log=True)),
-    # ... the rest, partial line included, when the job has ended
-    (ST(driver_offset=4, in_driver_log=True), {}, "one\ntw", True, ["tw"],
-     ST(driver_offset=6, in_driver_log=True)),
+    # ... the rest, partial lines included, when the job has ended
+    (ST(driver_offset=4, in_driver_log=True), {0: "x"}, "one\ntw", True, set(), ["x", H, "tw"],
+     ST({0: 1}, frozenset({0}), 6, True)),
     # task output between driver log lines: the header again before more log
-    (ST(driver_offset=4, in_driver_log=True), {0: "a\n"}, "one\ntwo\n", False, ["a\n", H, "two\n"],
-     ST(frozenset({0}), 8, True)),
+    (ST(driver_offset=4, in_driver_log=True), {0: "a\n"}, "one\ntwo\n", False, set(),
+     ["a\n", H, "two\n"], ST({0: 2}, frozenset(), 8, True)),
     # a log that shrank (replaced whole, e.g. published from a local copy): printed afresh
-    (ST(driver_offset=50, in_driver_log=True), {}, "new\n", True, ["new\n"],
+    (ST(driver_offset=50, in_driver_log=True), {}, "new\n", True, set(), ["new\n"],
      ST(driver_offset=4, in_driver_log=True)),
 ])
-def test_next_output(state, tasks, log, final, chunks, after):
-    assert next_output(state, tasks, log, final) == (chunks, after)
+def test_next_output(state, tasks, log, final, finished, chunks, after):
+    assert next_output(state, tasks, log, final, frozenset(finished)) == (chunks, after)
 
 
 # -- following real jobs -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from rxjobs import (
     rx_wait_for_job,
 )
 from rxjobs.engines.local import ENGINE
+from rxjobs.records import EngineRecord, read_engine_record, read_job_record, write_engine_record
 from rxjobs.status import Probe
 from rxjobs.store import open_store
 
@@ -50,7 +51,15 @@ class TestLocalEngineContract(EngineContract):
 
 
 def _engine_record(share_path: str, job_id: str) -> dict:
-    return open_store(share_path).read_json(open_store(share_path).paths(job_id).engine_json)
+    return read_engine_record(open_store(share_path), job_id).to_json()
+
+
+def _handle_or_none(store, job_id: str) -> dict | None:
+    """The job's engine handle, None until the engine accepted the job (or job.json is written)."""
+    try:
+        return read_engine_record(store, job_id).handle
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path):
@@ -129,10 +138,10 @@ def test_job_with_reused_pid_in_its_handle_is_failed_not_running(share_path):
     store = open_store(share_path)
     paths = store.paths(job.job_id)
     store.remove_file(paths.status_json)  # as if the machine rebooted mid-job
-    record = store.read_json(paths.engine_json)
+    record = read_job_record(store, job.job_id)
     me = psutil.Process()
-    record["handle"].update(pid=me.pid, create_time=me.create_time() - 100)
-    store.write_json(paths.engine_json, record)
+    handle = {**record.handle, "pid": me.pid, "create_time": me.create_time() - 100}
+    write_engine_record(store, record, EngineRecord(record.engine, handle))
     assert rx_get_job_status(job) is S.FAILED
 
 
@@ -198,10 +207,8 @@ def test_waiting_job_driver_is_forked_only_from_a_single_threaded_caller(share_p
 
         def handle():
             for job_id in store.list_job_ids():
-                try:
-                    return job_id, store.read_json(store.paths(job_id).engine_json)["handle"]
-                except FileNotFoundError:
-                    return None
+                found = _handle_or_none(store, job_id)
+                return (job_id, found) if found is not None else None
             return None
 
         job_id, found = wait_until(handle, what="the job's engine handle")
@@ -238,8 +245,7 @@ def test_fork_server_forks_a_threaded_callers_driver_and_can_be_found_and_stoppe
         proc.stdout.readline()
         store = open_store(share_path)
         job_id = wait_until(lambda: (store.list_job_ids() or [None])[0], what="the job")
-        found = wait_until(lambda: store.read_json(store.paths(job_id).engine_json)["handle"]
-                           if store.exists(store.paths(job_id).engine_json) else None,
+        found = wait_until(lambda: _handle_or_none(store, job_id),
                            what="the handle")
         servers = forkserver.list_servers()
         assert len(servers) == 1
@@ -287,8 +293,7 @@ def test_a_forked_driver_killed_makes_the_waiting_caller_see_failed(share_path):
         store = open_store(share_path)
         job_id = wait_until(lambda: (store.list_job_ids() or [None])[0], what="the job")
         wait_until(lambda: len(processes_mentioning(job_id)) >= 3, what="driver and two workers")
-        pid = wait_until(lambda: _engine_record(share_path, job_id)["handle"]["pid"]
-                         if store.exists(store.paths(job_id).engine_json) else None,
+        pid = wait_until(lambda: (_handle_or_none(store, job_id) or {}).get("pid"),
                          what="the handle")
         os.kill(pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=120)

@@ -27,6 +27,7 @@ from rxjobs import (
 )
 from rxjobs.errors import NewerFormatError
 from rxjobs.ids import new_job_id
+from rxjobs.records import FORMAT_VERSION
 from rxjobs.store import open_store
 
 from factory import make_job
@@ -52,12 +53,12 @@ def share(tmp_path: Path) -> str:
 
 
 def make_newer(share: str, kind: str = "unretrieved") -> str:
-    """A job as rxjobs 9.1.0 would write it: format 2, and fields this rxjobs never saw."""
+    """A job as rxjobs 9.1.0 would write it: the format after ours, and fields this rxjobs never saw."""
     store = open_store(share)
     job = make_job(store, kind)
     path = store.paths(job.job_id).job_json
     data = store.read_json(path)
-    data.update(format=2, rxjobs="9.1.0", n_runs="many", placement={"new": "field"})
+    data.update(format=FORMAT_VERSION + 1, rxjobs="9.1.0", n_runs="many", placement={"new": "field"})
     os.chmod(path, 0o600)
     Path(path).write_text(json.dumps(data))
     return job.job_id

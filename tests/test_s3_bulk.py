@@ -64,10 +64,12 @@ def s3_store(s3_server) -> Store:
 def _odd_share_dir(store: Store) -> list[str]:
     """Jobs of every kind and everything else a share dir may hold; the ids to look at."""
     kinds = ["unretrieved", "retrieved", "failed", "canceled", "failed", "unretrieved"]
+    # Format 1 (engine.json and an empty driver.log): more records and names to compare.
     if store.is_object_store:
-        made = make_jobs_in_bulk(store, kinds, n_tasks=2)
+        made = make_jobs_in_bulk(store, kinds, n_tasks=2, job_format=1)
     else:  # RxLocalParallel refuses memory://: the records name some local directory
-        made = [make_job(store, kind, n_tasks=2, share_url="/tmp/rxjobs-unused") for kind in kinds]
+        made = [make_job(store, kind, n_tasks=2, share_url="/tmp/rxjobs-unused", job_format=1)
+                for kind in kinds]
     root = store.root
     fs = store.fs
     other_id = "rxJob_20260101000000000000_0dd0"

@@ -179,7 +179,7 @@ def test_others_jobs_are_never_probed_canceled_or_removed(tmp_path):
                               preexec_fn=lambda: os.setuid(NOBODY))
     try:
         proc = psutil.Process(victim.pid)
-        write_engine_record(store, made.job_id, EngineRecord("local", {
+        write_engine_record(store, read_job_record(store, made.job_id), EngineRecord("local", {
             "host": os.uname().nodename, "pid": victim.pid, "create_time": proc.create_time()}))
         os.chown(store.paths(made.job_id).dir, NOBODY, NOBODY)  # the job is someone else's
         derived = job_status(store, made.job_id)
@@ -205,7 +205,7 @@ def test_a_forged_handle_in_ones_own_job_signals_nobody_elses_process(tmp_path):
     victim = subprocess.Popen(["sleep", "60"],
                               preexec_fn=lambda: os.setuid(NOBODY))
     try:
-        write_engine_record(store, made.job_id, EngineRecord("local", {
+        write_engine_record(store, read_job_record(store, made.job_id), EngineRecord("local", {
             "host": os.uname().nodename, "pid": victim.pid,
             "create_time": psutil.Process(victim.pid).create_time()}))
         rx_cancel_job(get_job(made.job_id, store.url))

@@ -40,6 +40,7 @@ from rxjobs import (
 )
 from rxjobs.cli import cli
 from rxjobs.jobs import job_status
+from rxjobs.records import read_engine_record
 from rxjobs.store import open_store
 
 from conftest import wait_until
@@ -126,7 +127,7 @@ def _cancel_jobs_of(share: str) -> None:
     ids = []
     for job_id in store.list_job_ids():
         try:
-            handle = store.read_json(store.paths(job_id).engine_json)["handle"]
+            handle = read_engine_record(store, job_id).handle
             ids += [str(handle["array"]), str(handle["final"])]
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -154,7 +155,7 @@ def gate(tmp_path):
 
 def _handle(share: str, job_id: str) -> dict:
     store = open_store(share)
-    return store.read_json(store.paths(job_id).engine_json)["handle"]
+    return read_engine_record(store, job_id).handle
 
 
 def _squeue(*args: str) -> str:

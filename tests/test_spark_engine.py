@@ -36,6 +36,7 @@ from rxjobs.engines.spark import ENGINE, PerJobDriverBackend
 from rxjobs.engines.spark_client import PersistentServerBackend
 from rxjobs.engines.spark_session import parallelism, spark_conf
 from rxjobs.jobs import job_status
+from rxjobs.records import read_engine_record
 from rxjobs.status import Probe
 from rxjobs.store import open_store
 
@@ -108,7 +109,7 @@ def worker_python(x):
 
 def _handle(share_path: str, job_id: str) -> dict:
     store = open_store(share_path)
-    return store.read_json(store.paths(job_id).engine_json)["handle"]
+    return read_engine_record(store, job_id).handle
 
 
 def _status_record(share_path: str, job_id: str) -> dict:

@@ -134,9 +134,9 @@ def test_the_odd_jobs_are_seen_for_what_they_are(odd_share, helper_always):
     snaps = dict(store.snapshots(store.list_job_ids()))
     symlinked_tasks = snaps[ids[0]]
     assert symlinked_tasks is not None and symlinked_tasks.usage is not None
-    # The 50 files behind the symlink are not counted: job.json, payload, engine.json,
-    # status.json, and the symlink itself.
-    assert symlinked_tasks.usage.files == 5
+    # The 50 files behind the symlink are not counted: job.json (which holds the
+    # handle), payload, status.json, and the symlink itself.
+    assert symlinked_tasks.usage.files == 4
     with pytest.raises(ValueError, match="symlink"):
         snaps[ids[1]].record("job.json")
     with pytest.raises(ValueError, match="not a regular file"):

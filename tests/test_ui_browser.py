@@ -22,6 +22,7 @@ from rxjobs import RxLocalParallel, rx_exec
 from rxjobs.store import open_store
 from test_ui import HOSTILE, make_hostile_job
 
+from engine_contract import print_every_second
 from factory import make_job
 
 CHROMIUM = "/usr/bin/chromium"
@@ -227,6 +228,21 @@ def test_running_job_output_grows_live_and_states_update(page, share, server):
         "data-state", "finished", timeout=30000)
     assert page.evaluate("window.__notReloaded") is True
     shot(page, "jobs-live")
+
+
+def test_a_single_tasks_output_shows_while_the_task_runs(page, share, server):
+    """Issue 27: a one-task job printing a line a second for 8 s: its first line is on the
+    page at least 4 s before its last (the output reached the share dir as it came)."""
+    path, _ = share
+    base, _ = server
+    cc = RxLocalParallel(num_workers=1, wait=False, share_dir=path)
+    job = rx_exec(print_every_second, lines=[8], compute_context=cc)
+    page.goto(f"{base}/jobs/{job.job_id}")
+    expect(page.locator("#output")).to_contain_text("live line 0", timeout=30000)
+    first_seen = time.monotonic()
+    expect(page.locator("#output")).to_contain_text("live line 7", timeout=30000)
+    assert time.monotonic() - first_seen >= 4.0
+    shot(page, "job-live-single-task")
 
 
 def test_cancel_a_running_job(page, share, server):

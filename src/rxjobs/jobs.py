@@ -10,9 +10,9 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -39,6 +39,7 @@ from .records import (
     JobRecord,
     StatusRecord,
     canceled_time,
+    engine_record_of,
     mark_canceled,
     mark_retrieved,
     read_engine_record,
@@ -108,7 +109,7 @@ def submit_job(
         store.write_atomic(paths.payload, data)
         handle = engine.submit(SubmittedJob(store.url, job_id, context, payload.n_tasks,
                                             share_dir_options=store.options or None))
-        write_engine_record(store, job_id, EngineRecord(context.engine, handle))
+        write_engine_record(store, record, EngineRecord(context.engine, handle))
     except BaseException:
         store.discard_new_job(job_id)  # nothing is left behind, even on a full disk
         drop_driver_log(store, job_id, salvage=False)
@@ -214,7 +215,7 @@ def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
     if not probe:
         return None
     try:
-        engine = read_engine_record(store, job_id)
+        engine = engine_record_of(store, job)
     except FileNotFoundError:
         return replace(facts, submitter_alive=_submitter_alive(job.submitter)), job, status, entries
     except (ValueError, OSError):
@@ -341,7 +342,8 @@ def is_expired(store: Store, look: JobLook, now: datetime | None = None) -> bool
 
 
 def read_output(store: Store, job_id: str) -> str:
-    """The console output of every task that has finished, in task order."""
+    """The console output of every task, in task order: all of it for a task that has
+    finished, what it printed so far (published by its worker) for one that runs."""
     job = read_job_record(store, job_id)
     paths = store.paths(job_id)
     parts = []
@@ -370,21 +372,35 @@ class FollowState:
 
     Attributes
     ----------
-    printed_tasks
-        Tasks whose output was printed (each once, whole).
+    task_offsets
+        How many characters of each task's output were printed.
+    done_tasks
+        Tasks whose output was printed to its end (their task had finished).
     driver_offset
         How many characters of the driver log were printed.
     in_driver_log
         The last thing printed was driver log (no header needed before more).
     """
 
-    printed_tasks: frozenset[int] = frozenset()
+    task_offsets: Mapping[int, int] = field(default_factory=dict)
+    done_tasks: frozenset[int] = frozenset()
     driver_offset: int = 0
     in_driver_log: bool = False
 
 
-def next_output(state: FollowState, task_outputs: dict[int, str], driver_log: str,
-                final: bool) -> tuple[list[str], FollowState]:
+def _fresh(text: str, offset: int, whole: bool) -> tuple[str, int]:
+    """The part of ``text`` after ``offset`` to print now (whole lines unless ``whole``),
+    and the offset to start from; a text that shrank (rewritten whole) is printed afresh."""
+    offset = offset if offset <= len(text) else 0
+    fresh = text[offset:]
+    if not whole:
+        fresh = fresh[:fresh.rfind("\n") + 1]
+    return fresh, offset
+
+
+def next_output(state: FollowState, task_outputs: Mapping[int, str], driver_log: str,
+                final: bool, finished_tasks: frozenset[int] = frozenset(),
+                ) -> tuple[list[str], FollowState]:
     """What to print next, from what is there now; pure (tested by a table).
 
     Parameters
@@ -392,14 +408,18 @@ def next_output(state: FollowState, task_outputs: dict[int, str], driver_log: st
     state
         What was printed before.
     task_outputs
-        The output of tasks whose output file is there (task -> text); those
-        printed already are skipped, the others printed in task order.
+        The output of tasks whose output file is there (task -> text, what the
+        task printed so far); what of it is new is printed, in task order,
+        whole lines only while the task runs.
     driver_log
         The driver log as it is now.  Only whole lines are printed until
         ``final`` (the job has ended), and a header goes before driver-log text
         that follows task output (or opens the follow).
     final
         The job has ended: print whatever is left, a last partial line included.
+    finished_tasks
+        Tasks of ``task_outputs`` that had finished when their output was read:
+        their output is complete, so a last partial line is printed too.
 
     Returns
     -------
@@ -408,32 +428,35 @@ def next_output(state: FollowState, task_outputs: dict[int, str], driver_log: st
     """
     chunks = []
     in_driver_log = state.in_driver_log
-    new_tasks = sorted(set(task_outputs) - state.printed_tasks)
-    for task in new_tasks:
-        if task_outputs[task]:
-            chunks.append(task_outputs[task])
+    offsets = dict(state.task_offsets)
+    done = set(state.done_tasks)
+    for task in sorted(set(task_outputs) - done):
+        whole = final or task in finished_tasks
+        fresh, offset = _fresh(task_outputs[task], offsets.get(task, 0), whole)
+        if fresh:
+            chunks.append(fresh)
             in_driver_log = False
-    offset = state.driver_offset if state.driver_offset <= len(driver_log) else 0
-    fresh = driver_log[offset:]
-    if not final:
-        fresh = fresh[:fresh.rfind("\n") + 1]
+        offsets[task] = offset + len(fresh)
+        if whole:
+            done.add(task)
+    fresh, offset = _fresh(driver_log, state.driver_offset, final)
     if fresh:
         if not in_driver_log:
             chunks.append(DRIVER_LOG_HEADER)
         chunks.append(fresh)
         in_driver_log = True
-    return chunks, FollowState(state.printed_tasks | frozenset(new_tasks), offset + len(fresh),
-                               in_driver_log)
+    return chunks, FollowState(offsets, frozenset(done), offset + len(fresh), in_driver_log)
 
 
 class OutputFollower:
     """A job's console output as it is produced, like ``tail -f``: iterate for the texts.
 
-    Each task's output is printed once its task has written it (a task's
-    output file appears when the task finishes), in task order among those
-    that appear together; the driver log as it grows (whole lines).  The
-    iteration ends when the job has ended (or was removed); :attr:`status`
-    then says how it ended.  ``rx_get_job_output`` is the one-look version.
+    What each task prints is shown as it reaches the share dir (its worker
+    publishes it while the task runs, see :mod:`rxjobs.runner`), whole lines
+    at a time, in task order among what appeared together; the driver log as
+    it grows (whole lines).  The iteration ends when the job has ended (or was
+    removed); :attr:`status` then says how it ended.  ``rx_get_job_output`` is
+    the one-look version.
 
     Parameters
     ----------
@@ -468,8 +491,9 @@ class OutputFollower:
             while True:
                 status = job_status(self.store, self.job_id).status
                 ended = status.is_terminal() or status is RxRemoteJobStatus.MISSING
-                chunks, state = next_output(state, self._task_outputs(job.n_tasks, state),
-                                            self._driver_log(), final=ended)
+                outputs, finished = self._task_outputs(job.n_tasks, state)
+                chunks, state = next_output(state, outputs, self._driver_log(), final=ended,
+                                            finished_tasks=finished)
                 yield from chunks
                 if ended:
                     self.status = status
@@ -477,17 +501,22 @@ class OutputFollower:
                 (sleeper or self.clock.sleep)(delay)
                 delay = min(self.max_delay, delay * 1.5)
 
-    def _task_outputs(self, n_tasks: int, state: FollowState) -> dict[int, str]:
+    def _task_outputs(self, n_tasks: int, state: FollowState) -> tuple[dict[int, str], frozenset[int]]:
+        """The output of every task not printed to its end yet, and those of them whose
+        result file was there before their output was read (so it is complete: a
+        worker writes its last output before its result)."""
         paths = self.store.paths(self.job_id)
+        names = self.store.listdir(paths.tasks)
+        finished = frozenset(JobPaths.task_indexes(names, RESULT_SUFFIX, n_tasks))
         found = {}
-        for task in JobPaths.task_indexes(self.store.listdir(paths.tasks), OUTPUT_SUFFIX, n_tasks):
-            if task in state.printed_tasks:
+        for task in JobPaths.task_indexes(names, OUTPUT_SUFFIX, n_tasks):
+            if task in state.done_tasks:
                 continue
             try:
                 found[task] = self.store.read_bytes(paths.output(task)).decode(errors="replace")
             except (FileNotFoundError, ValueError):
                 continue
-        return found
+        return found, finished & frozenset(found)
 
     def _driver_log(self) -> str:
         try:

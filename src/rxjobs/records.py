@@ -1,8 +1,9 @@
 """The records of a job's directory, typed, each with one reader and one writer.
 
-``job.json`` (written once at submit), ``status.json`` (the driver's record),
-``engine.json`` (the engine's handle) and the ``canceled`` and ``retrieved``
-markers are read and written only here, as the dataclasses below with
+``job.json`` (written at submit, then once more with the engine's handle),
+``status.json`` (the driver's record), ``engine.json`` (the engine's handle of
+a job written in format 1) and the ``canceled`` and ``retrieved`` markers
+are read and written only here, as the dataclasses below with
 ``to_json``/``from_json``: the on-disk format is a contract (docs/format.md),
 versioned by ``format``.  Everything read from a share dir is hostile, so
 ``from_json`` checks every field's type and range, and a record that is not
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +29,9 @@ from .store import JobSnapshot, Store, loads_record
 from .times import parse_timestamp, utc_now_iso
 from .version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 kept the engine's handle in engine.json; format 2 keeps it in job.json.
+HANDLE_IN_JOB_RECORD = 2
 # How a version is spelled in job.json's "rxjobs" (anything else is not quoted back).
 _VERSION_RE = re.compile(r"[0-9][0-9A-Za-z.+-]{0,40}")
 # More runs than any job could hold in a share dir: a record claiming more is hostile.
@@ -58,7 +61,11 @@ def _mapping(data: Mapping[str, Any], key: str, required: bool = False) -> dict[
 
 @dataclass(frozen=True)
 class JobRecord:
-    """The content of ``job.json``, written once at submit."""
+    """The content of ``job.json``, written at submit and again once the engine took the job.
+
+    ``engine`` and ``handle`` are empty until the engine accepted the job
+    (format 2); a format-1 job keeps them in ``engine.json`` instead.
+    """
 
     job_id: str
     created: str
@@ -70,10 +77,15 @@ class JobRecord:
     submitter: dict[str, Any]
     function: str = ""
     format: int = FORMAT_VERSION
-    rxjobs: str = ""  # the version of rxjobs that wrote it (missing in records of rxjobs 0.1.0)
+    rxjobs: str = ""  # the version of rxjobs that wrote it (missing in records of rxjobs before 0.2.0)
+    engine: str = ""
+    handle: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        if data["handle"] is None:  # not accepted by an engine yet: no such fields
+            del data["engine"], data["handle"]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> JobRecord:
@@ -93,13 +105,18 @@ class JobRecord:
                 options=_mapping(data, "options"),
                 submitter=_mapping(data, "submitter"),
                 function=_text(data, "function", ""),
-                format=_int_in_range(data, "format", 1, 1 << 31) if "format" in data else FORMAT_VERSION,
+                format=_int_in_range(data, "format", 1, 1 << 31) if "format" in data else 1,
                 rxjobs=_text(data, "rxjobs", ""),
+                engine=_text(data, "engine", ""),
+                handle=_mapping(data, "handle", required=True) if "handle" in data else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"job.json is not a valid job record: {exc!r}") from None
         if fields["n_tasks"] > max(fields["n_runs"], 1):
             raise ValueError("job.json is not a valid job record: more tasks than runs")
+        if (fields["handle"] is None) != (fields["engine"] == ""):
+            raise ValueError("job.json is not a valid job record: an engine without a handle, or "
+                             "a handle without an engine")
         # Not cls(**fields): a frozen dataclass's __init__ sets each field through
         # object.__setattr__, which took half of the time a listing spent per record.
         record = object.__new__(cls)
@@ -182,7 +199,7 @@ def read_job_record(store: Store, job_id: str, listed: bool = False,
 
 
 def write_job_record(store: Store, record: JobRecord) -> None:
-    """Write ``job.json`` (once, at submit)."""
+    """Write ``job.json`` (at submit; again by :func:`write_engine_record`)."""
     store.write_json(store.paths(record.job_id).job_json, record.to_json())
 
 
@@ -316,13 +333,45 @@ class EngineRecord:
         return cls(data["engine"], data["handle"])
 
 
+def engine_record_of(store: Store, record: JobRecord) -> EngineRecord:
+    """The engine and handle of a job whose ``job.json`` is ``record``.
+
+    Format 2 keeps them in ``job.json`` itself; format 1 in ``engine.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No engine has accepted the job yet (or its format-1 ``engine.json`` is gone).
+    ValueError
+        ``engine.json`` is not an engine record.
+    """
+    if record.format >= HANDLE_IN_JOB_RECORD:
+        if record.handle is None:
+            raise FileNotFoundError(f"job {record.job_id} has no engine handle yet")
+        return EngineRecord(record.engine, record.handle)
+    return EngineRecord.from_json(store.read_json(store.paths(record.job_id).engine_json))
+
+
 def read_engine_record(store: Store, job_id: str) -> EngineRecord:
-    """Read ``engine.json``; FileNotFoundError if absent, ValueError if not a record."""
-    return EngineRecord.from_json(store.read_json(store.paths(job_id).engine_json))
+    """Read the job's engine and handle (see :func:`engine_record_of`); FileNotFoundError if
+    there is none yet, ValueError if the records are not valid."""
+    try:
+        record = read_job_record(store, job_id)
+    except JobNotFoundError as exc:
+        raise FileNotFoundError(str(exc)) from None
+    return engine_record_of(store, record)
 
 
-def write_engine_record(store: Store, job_id: str, record: EngineRecord) -> None:
-    store.write_json(store.paths(job_id).engine_json, record.to_json())
+def write_engine_record(store: Store, record: JobRecord, engine: EngineRecord) -> JobRecord:
+    """Record the handle the engine returned for the job: ``job.json`` again, whole and
+    atomically, by the process that wrote it at submit (its one writer).  A format-1
+    record (only ever met in tests of old share dirs) gets its ``engine.json``."""
+    if record.format < HANDLE_IN_JOB_RECORD:
+        store.write_json(store.paths(record.job_id).engine_json, engine.to_json())
+        return record
+    accepted = replace(record, engine=engine.engine, handle=engine.handle)
+    write_job_record(store, accepted)
+    return accepted
 
 
 def mark_retrieved(store: Store, job_id: str) -> None:

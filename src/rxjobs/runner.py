@@ -2,9 +2,13 @@
 
 Every engine calls :func:`run_task` on its workers.  It loads the payload,
 runs each run of the task's chunk with its console output captured, and
-writes ``tasks/<k>.out`` then ``tasks/<k>.result.pkl``, each atomically.  A
-task whose result file already exists is not run again, so an engine may
-retry a task harmlessly.  Workers write only their own task files.
+writes ``tasks/<k>.out`` then ``tasks/<k>.result.pkl``, each atomically.
+While the runs go on, a thread of the worker rewrites ``tasks/<k>.out`` with
+what they printed so far (:class:`_LiveOutput`), so that output is live and a
+killed or canceled task keeps what it printed; a task that printed nothing
+leaves no ``tasks/<k>.out``.  A task whose result file already exists is not
+run again, so an engine may retry a task harmlessly.  Workers write only their
+own task files.
 
 A job submitted with ``rng_seed`` has each run seeded before it runs
 (:func:`seeded_run`): Python's ``random`` and numpy's global generator get
@@ -16,6 +20,7 @@ the run's own streams, derived from the seed and the run's index alone
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -24,7 +29,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -146,7 +151,7 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     runs = payload.run_range(task)
     result = TaskResult(task=task, first_run=runs.start, values=[], started=utc_now_iso())
     first_error = None
-    with _captured(capture) as output:
+    with _captured(capture) as output, _LiveOutput(store, job_id, task, output) as live:
         for index in runs:
             try:
                 with seeded_run(getattr(payload, "rng_seed", None), index), _running(store, job_id, index):
@@ -166,7 +171,8 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
         # A put would re-create a key of a job that is being (or was) removed:
         # on an object store nothing stops it, so do not write at all.
         return TaskSummary(task, len(result.values), skipped=True, first_error=first_error)
-    store.write_atomic(paths.output(task), output.getvalue())
+    if output.getvalue() or live.published:
+        store.write_atomic(paths.output(task), output.getvalue())
     store.write_atomic(paths.result(task), _dumps_result(result))
     return TaskSummary(task, len(result.values), first_error=first_error)
 
@@ -315,11 +321,68 @@ def _portable_exception(exc: Exception, text: str) -> Exception:
 
 
 class _Output:
+    """A task's captured output: ``so_far()`` while it runs, ``getvalue()`` once it is done."""
+
     def __init__(self) -> None:
         self.data = b""
+        self.so_far: Callable[[], bytes] = lambda: self.data
 
     def getvalue(self) -> bytes:
         return self.data
+
+
+# How often a running task's output is published: on a local (or shared) filesystem
+# within about a second; on object stores, where each publish is a put, every few
+# seconds.  A big output is published less often, so that rewriting it whole costs
+# at most about one byte written per byte printed every ``_REWRITE_RATE`` bytes/s.
+LIVE_INTERVAL_LOCAL_S = 0.5
+LIVE_INTERVAL_REMOTE_S = 2.0
+_REWRITE_RATE = 8 << 20
+
+
+class _LiveOutput:
+    """While a task runs, rewrite ``tasks/<k>.out`` with what it printed so far.
+
+    A thread of the worker does it, every :data:`LIVE_INTERVAL_LOCAL_S` (local
+    share dirs) or :data:`LIVE_INTERVAL_REMOTE_S` (other stores) when the output
+    grew, each time whole and atomically (``Store.write_atomic``), so a reader
+    sees a prefix of the final output, never a torn one, and a task that is
+    killed keeps what it published.  The worker is the file's one writer: the
+    thread is stopped before the worker's final write.  On a store without
+    atomic rename, nothing is put once the job is being removed or canceled.
+    """
+
+    def __init__(self, store: Store, job_id: str, task: int, output: _Output) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._path = store.paths(job_id).output(task)
+        self._output = output
+        # A filesystem renames a whole new file into place; elsewhere each publish is a put.
+        self._interval = LIVE_INTERVAL_LOCAL_S if store.atomic_rename else LIVE_INTERVAL_REMOTE_S
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rxjobs-output-{task}", daemon=True)
+        self.published = 0
+
+    def __enter__(self) -> _LiveOutput:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(self._interval, self.published / _REWRITE_RATE)):
+            try:
+                data = self._output.so_far()
+                if len(data) == self.published:
+                    continue
+                if self._store.removal_may_tear(self._job_id, or_canceled=True):
+                    return
+                self._store.write_atomic(self._path, data)
+                self.published = len(data)
+            except (OSError, ValueError):
+                continue  # the job directory went away, or the store failed: try again later
 
 
 class _ThreadRoutedStream:
@@ -385,6 +448,7 @@ def _captured(capture: Capture) -> Iterator[_Output]:
     output = _Output()
     if capture == "fd":
         with tempfile.TemporaryFile() as tmp:
+            output.so_far = functools.partial(_read_all, tmp.fileno())
             sys.stdout.flush()
             sys.stderr.flush()
             saved = os.dup(1), os.dup(2)
@@ -406,6 +470,7 @@ def _captured(capture: Capture) -> Iterator[_Output]:
         buf = io.StringIO()
         outer = getattr(_capture_state, "buffer", None)
         _capture_state.buffer = buf
+        output.so_far = lambda: buf.getvalue().encode()
         try:
             yield output
         finally:
@@ -413,3 +478,9 @@ def _captured(capture: Capture) -> Iterator[_Output]:
             output.data = buf.getvalue().encode()
     else:
         yield output
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything written to ``fd`` so far, without moving its offset (writers append)."""
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""

@@ -84,7 +84,7 @@ class JobFacts:
     record_reason
         The reason stored with a failed record.
     probe
-        The engine's answer about ``engine.json``'s handle, or None when
+        The engine's answer about the job's handle, or None when
         there is no handle yet (submission in progress or interrupted).
     submitter_alive
         Only used when there is no handle: is the submitting process still

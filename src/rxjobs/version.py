@@ -4,4 +4,4 @@
 format can say which rxjobs the job needs.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -47,6 +47,7 @@ from rxjobs import (RxLocalParallel, rx_cleanup_jobs, rx_exec, rx_get_job_result
                     rx_wait_for_job)
 
 def double(x):
+    print("doubling", x)  # so that each task writes its output file too
     return 2 * x
 
 cc = RxLocalParallel(num_workers=1, wait=False, share_dir=sys.argv[1])
@@ -172,11 +173,14 @@ def test_every_commit_point_is_fsynced_in_order(tmp_path):
     share = tmp_path / "share"
     calls = record(tmp_path, share)
     found = commit_points(calls, str(share))
-    expected = ["job.json", "payload.pkl", "engine.json", "status.json", "tasks/*", "retrieved",
+    expected = ["job.json", "payload.pkl", "status.json", "tasks/*", "retrieved",
                 ".rxjobs-share", "mkdir job", "mkdir tasks", "into .trash/"]
     missing = [kind for kind in expected if not found.get(kind)]
     assert not missing, f"commit points not seen in the trace: {missing}; seen: {dict(found)}"
-    assert len(found["tasks/*"]) == 4  # two tasks, an output and a result each
+    assert len(found["job.json"]) == 2  # at submit, then with the engine's handle
+    # two tasks, an output and a result each (and, under strace's slowness, maybe an
+    # output published while its task still ran)
+    assert len(found["tasks/*"]) >= 4
     wrong = {kind: [p for p in problems if p] for kind, problems in found.items()}
     wrong = {kind: problems for kind, problems in wrong.items() if problems}
     assert not wrong, wrong

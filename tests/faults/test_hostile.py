@@ -25,7 +25,7 @@ from rxjobs import (
     rx_get_job_status,
     rx_get_jobs,
 )
-from rxjobs.records import JobRecord
+from rxjobs.records import FORMAT_VERSION, JobRecord
 from rxjobs.store import MAX_RECORD_BYTES, open_store
 
 from factory import make_job
@@ -159,10 +159,15 @@ def _valid_json_record(name: str, data: bytes) -> bool:
     return isinstance(obj.get("engine"), str) and isinstance(obj.get("handle"), dict)
 
 
+def _job_format(name: str) -> int:
+    """engine.json is read only in jobs of format 1 (format 2 keeps the handle in job.json)."""
+    return 1 if name == "engine.json" else FORMAT_VERSION
+
+
 def _truncations(name: str):
     def strategy():
         store = open_store(tempfile.mkdtemp(prefix="rx-trunc-"))
-        job = make_job(store, "unretrieved")
+        job = make_job(store, "unretrieved", job_format=_job_format(name))
         data = store.read_bytes(f"{store.paths(job.job_id).dir}/{name}")
         shutil.rmtree(store.root)
         return st.integers(0, max(0, len(data) - 1)).map(lambda n: data[:n])
@@ -196,7 +201,7 @@ def _contents(name: str):
 def _fuzz_one(name: str, content: bytes) -> None:
     store = open_store(tempfile.mkdtemp(prefix="rx-fuzz-"))
     try:
-        job = make_job(store, "unretrieved")
+        job = make_job(store, "unretrieved", job_format=_job_format(name))
         paths = store.paths(job.job_id)
         if name == "engine.json":
             store.remove_file(paths.status_json)  # let the engine record decide

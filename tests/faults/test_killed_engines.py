@@ -15,6 +15,7 @@ import pytest
 
 from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_exec, rx_get_job_status
 from rxjobs.jobs import job_status
+from rxjobs.records import read_engine_record
 from rxjobs.store import open_store
 
 from conftest import kill_processes_mentioning, wait_until
@@ -42,7 +43,7 @@ def _running_job(share: str):
         num_workers=2, wait=False, share_dir=share))
     wait_until(lambda: rx_get_job_status(job) is S.RUNNING, what="job to run")
     store = open_store(share)
-    handle = store.read_json(store.paths(job.job_id).engine_json)["handle"]
+    handle = read_engine_record(store, job.job_id).handle
     driver = psutil.Process(handle["pid"])
     wait_until(lambda: len(driver.children()) >= 2, what="worker processes")
     return job, driver

@@ -30,6 +30,7 @@ from rxjobs import (
     rx_get_job_status,
     rx_wait_for_job,
 )
+from rxjobs.records import read_engine_record
 from rxjobs.runtime import RUNTIME_DIR_ENV, RuntimeKind, scan_runtime_dir
 from rxjobs.store import open_store
 
@@ -78,7 +79,7 @@ def _running_job(share: str, options: dict):
     job = rx_exec(nap_and_say, seconds=[300] * 2, compute_context=cc)
     wait_until(lambda: rx_get_job_status(job) is S.RUNNING, what="job to run")
     store = open_store(share, options)
-    handle = store.read_json(store.paths(job.job_id).engine_json)["handle"]
+    handle = read_engine_record(store, job.job_id).handle
     driver = psutil.Process(handle["pid"])
     wait_until(lambda: len(driver.children()) >= 2, what="worker processes")
     return job, driver

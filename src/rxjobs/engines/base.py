@@ -2,7 +2,7 @@
 
 Bookkeeping (chunking, artifacts, status, cleanup) is written once in the
 core; an engine only starts a job's tasks, says whether it still holds them,
-and stops them.  A handle is a small JSON-able dict stored in ``engine.json``.
+and stops them.  A handle is a small JSON-able dict stored in the job's ``job.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Engine(Protocol):
         ...
 
     def submit(self, job: SubmittedJob) -> Handle:
-        """Start the job's tasks; return the handle to store in ``engine.json``."""
+        """Start the job's tasks; return the handle to store in the job record."""
         ...
 
     def probe(self, handle: Handle) -> Probe:

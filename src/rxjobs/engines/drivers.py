@@ -74,11 +74,17 @@ def publish_driver_log(store: Any, job_id: str, local_log: str | None) -> None:
     """Copy a driver's local log into the job's ``driver.log`` (if it says anything), then
     delete it, whatever happens.  Called before the final status is written, so that the
     copy never lands in a job that a reader has already collected and removed; a job
-    that is gone or being removed gets no copy."""
-    if not local_log:
-        return
+    that is gone or being removed gets no copy.
+
+    A driver that appends to the job's own ``driver.log`` (local share dirs) removes
+    it here when it is empty, as it usually is: the driver, its one writer, has nothing
+    left to say, and an empty file would only cost every listing, survey and cleanup.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
+    if not local_log:
+        _drop_if_empty(store, store.paths(job_id).driver_log)
+        return
     try:
         with open(local_log, "rb") as f:
             data = f.read()
@@ -92,6 +98,14 @@ def publish_driver_log(store: Any, job_id: str, local_log: str | None) -> None:
             os.unlink(local_log)
         except OSError:
             pass
+
+
+def _drop_if_empty(store: Any, path: str) -> None:
+    try:
+        if store.read_bytes(path, limit=0) == b"":
+            store.remove_file(path)
+    except (OSError, ValueError):
+        pass  # not empty (ValueError beyond the limit), or already gone: left as it is
 
 
 def start_driver(module: str, store: Any, job_id: str, args: list[str], engine: str,

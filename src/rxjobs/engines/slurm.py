@@ -321,7 +321,7 @@ def _squeue_states(array_id: str, final_id: str,
 def _record_slurm_end(handle: Handle, final: SlurmState | None, unknown: bool) -> None:
     """From a probe: record FAILED with Slurm's reason when the final job could not.
 
-    Only in the job directory whose ``engine.json`` holds this very handle (a
+    Only in the job directory whose record holds this very handle (a
     handle is untrusted input and must not make us write anywhere else), and
     never over a recorded end.  Best effort: a probe must answer anyway.
     """

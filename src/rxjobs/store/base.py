@@ -61,6 +61,7 @@ class JobPaths:
 
     @property
     def engine_json(self) -> str:
+        """The engine handle of a job written in format 1 (format 2 keeps it in ``job.json``)."""
         return f"{self.dir}/engine.json"
 
     @property
