@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "JobNotFinishedError": "errors",
     "JobNotFoundError": "errors",
     "JobResults": "api",
+    "NotAShareDirError": "errors",
     "RxCleanupWarning": "cleanup",
     "RxComputeContext": "contexts",
     "RxDask": "contexts",
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "RxSlurm": "contexts",
     "RxSpark": "contexts",
     "RxUnsupportedContextError": "errors",
+    "UnsafeShareDirError": "errors",
     "UntrustedShareDirError": "errors",
     "get_job": "api",
     "list_jobs": "api",
@@ -115,8 +117,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         JobFailedError,
         JobNotFinishedError,
         JobNotFoundError,
+        NotAShareDirError,
         RxRunError,
         RxUnsupportedContextError,
+        UnsafeShareDirError,
         UntrustedShareDirError,
     )
     from .runner import run_rng  # noqa: F401
