@@ -182,9 +182,15 @@ def port_listening(port: int) -> bool:
         return False
 
 
+# A test's polling loop sleeps at most this long between looks: short, so that a test never waits
+# long after its condition came true, and long enough not to load a 2-core machine.
+POLL_MAX_DELAY = 0.1
+
+
 def wait_until(check, timeout: float = 60.0, what: str = "condition"):
-    """Poll ``check`` until it returns a true value; fail the test after ``timeout`` seconds."""
-    value = poll(lambda: check() or None, timeout=timeout)
+    """Poll ``check`` (every 0.01 s at first, then at most every ``POLL_MAX_DELAY`` s) until it
+    returns a true value; fail the test after ``timeout`` seconds."""
+    value = poll(lambda: check() or None, timeout=timeout, first_delay=0.01, max_delay=POLL_MAX_DELAY)
     if value is None:
         pytest.fail(f"timed out after {timeout}s waiting for {what}")
     return value

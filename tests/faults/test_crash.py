@@ -30,11 +30,12 @@ from rxjobs.records import read_job_record
 from rxjobs.store import Store, open_store
 
 from factory import make_jobs
+from trials import trial_count
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
 
 FIXED_SEED = 20261128
-TRIALS = int(os.environ.get("RXJOBS_CRASH_TRIALS", "100"))
+TRIALS = trial_count("RXJOBS_CRASH_TRIALS", full=100, reduced=16)
 RANDOM_TRIALS = max(1, TRIALS // 4)
 
 
