@@ -239,11 +239,10 @@ def users_runtime(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def unix_users(users_runtime):
-    """Two fresh unprivileged users (``.alice``, ``.bob``) in one group (``.team``), and a way
-    to run code as each (see tests/unix_users.py).  Their processes, the users, the group
-    and every directory made are removed when the test ends, passed or failed."""
+@pytest.fixture(scope="session")
+def session_users(users_runtime):
+    """The two unprivileged users and their group, made once per session (``useradd`` and
+    ``userdel`` cost about a second a test); removed when the session ends."""
     import unix_users
 
     venv, lib = users_runtime
@@ -255,6 +254,19 @@ def unix_users(users_runtime):
         yield users
     finally:
         users.remove()
+
+
+@pytest.fixture
+def unix_users(session_users):
+    """Two unprivileged users (``.alice``, ``.bob``) in one group (``.team``), and a way to
+    run code as each (see tests/unix_users.py).  The users last the session; what a test
+    leaves (their processes, their homes' contents, their runtime dirs, the test's
+    directories) is removed when it ends, passed or failed."""
+    session_users.start_test()
+    try:
+        yield session_users
+    finally:
+        session_users.end_test()
 @pytest.fixture
 def new_york(monkeypatch):
     """Local time is America/New_York (UTC-5, UTC-4 in summer) for the test: a time
