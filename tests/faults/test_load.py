@@ -1,4 +1,4 @@
-"""Issue 16, item 4: load with nothing lost.
+"""Under load (many submitters, a cleaner, a reader at once) nothing is lost.
 
 Eight processes submit non-waiting local jobs (tiny runs, ``RXJOBS_LOAD_JOBS``
 in all: 80 by default, 400 with ``RXJOBS_FULL_TRIALS=1`` (``make test-full``), which fits
