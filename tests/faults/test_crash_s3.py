@@ -30,8 +30,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
 N_JOBS = 200
 FIXED_SEED = 20261129
-# with the fixed seed, then one random
-TRIALS = trial_count("RXJOBS_S3_CRASH_TRIALS", full=3, reduced=2)
+# With the fixed seed, then one random.  Not reduced: about 3 kills in 4 land inside the cleanup,
+# and with fewer trials none landing (the test then proves nothing, and fails) would be too likely.
+TRIALS = trial_count("RXJOBS_S3_CRASH_TRIALS", full=3, reduced=3)
 
 
 def _refill(store: Store, made: dict[str, object]) -> None:
