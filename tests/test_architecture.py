@@ -55,3 +55,20 @@ def test_the_check_sees_private_imports(tmp_path):
     sample.write_text("from .store import _secret\nimport rxjobs.engines._launch\n"
                       "def f():\n    from .x._y import z\n")
     assert len(_private_imports(sample)) == 3
+
+
+def _declared_markers() -> list[str]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    with open(SRC.parent.parent / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["tool"]["pytest"]["ini_options"]["markers"]
+    return [line.split(":", 1)[0].strip() for line in declared]
+
+
+@pytest.mark.parametrize("marker", _declared_markers())
+def test_every_declared_pytest_marker_marks_some_test(marker):
+    tests = Path(__file__).resolve().parent
+    users = [p for p in tests.rglob("*.py") if f"mark.{marker}" in p.read_text()]
+    assert users, f"the {marker!r} marker of pyproject.toml marks no test: use it or remove it"

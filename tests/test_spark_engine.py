@@ -493,6 +493,7 @@ def _executors_of(app_id: str) -> list[psutil.Process]:
             if "CoarseGrainedExecutorBackend" in " ".join(p.cmdline())]
 
 
+@pytest.mark.slow
 def test_jobs_run_on_a_standalone_cluster(standalone_master, share_path):
     cc = RxSpark(master=standalone_master, wait=False, share_dir=share_path, executor_mem="512m",
                  extra_spark_config=CHEAP_JVM)
@@ -512,6 +513,7 @@ def test_jobs_run_on_a_standalone_cluster(standalone_master, share_path):
     assert open_store(share_path).list_job_ids() == []
 
 
+@pytest.mark.slow
 def test_cancel_on_a_standalone_cluster_stops_the_executors(standalone_master, share_path):
     cc = RxSpark(master=standalone_master, wait=False, share_dir=share_path, executor_mem="512m",
                  extra_spark_config=CHEAP_JVM)

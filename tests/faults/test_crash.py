@@ -32,7 +32,7 @@ from rxjobs.store import Store, open_store
 from factory import make_jobs
 from trials import trial_count
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 FIXED_SEED = 20261128
 TRIALS = trial_count("RXJOBS_CRASH_TRIALS", full=100, reduced=20)

@@ -26,7 +26,7 @@ from factory import KINDS, make_jobs_in_bulk
 from test_crash import _cleanup_all, _run_and_maybe_kill
 from trials import trial_count
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(600)]
 
 N_JOBS = 200
 FIXED_SEED = 20261129

@@ -56,7 +56,7 @@ N_JOBS = trial_count("RXJOBS_LOAD_JOBS", full=400, reduced=80)
 # A deadline for the race, far above what it takes (about 2 jobs/s on a loaded 2-core machine).
 MAX_SECONDS = int(os.environ.get("RXJOBS_LOAD_SECONDS", str(max(420, N_JOBS))))
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(MAX_SECONDS + 180)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(MAX_SECONDS + 180)]
 
 SUBMITTERS = 8
 DOCUMENTED = (JobNotFoundError, JobFailedError)
