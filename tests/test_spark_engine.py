@@ -195,6 +195,7 @@ def _job_tree_with_workers(share_path: str, job_id: str, workers: int) -> list[p
 # -- Spark-specific behaviour ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path):
     """Submit in one process that exits at once; collect from another process."""
     here = os.path.dirname(__file__)
@@ -227,6 +228,7 @@ def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path)
     assert open_store(share_path).list_job_ids() == []
 
 
+@pytest.mark.slow
 def test_job_is_one_spark_application_run_by_this_python(make_context, share_path):
     cc = make_context(wait=False)
     job = rx_exec(worker_python, x=[1, 2, 3, 4], compute_context=cc, task_chunk_size=1)
@@ -243,6 +245,7 @@ def test_job_is_one_spark_application_run_by_this_python(make_context, share_pat
     assert os.getpid() not in {r["pid"] for r in results}
 
 
+@pytest.mark.slow
 def test_cancel_of_sleeping_tasks_is_quick_and_leaves_no_process(make_context, share_path):
     job = rx_exec(sleep_then_return, seconds=[300] * 4, compute_context=make_context(wait=False),
                   task_chunk_size=1)
