@@ -486,6 +486,11 @@ def test_python_capture_keeps_each_threads_output_apart():
 def test_interrupting_a_jobs_threads_stops_them_and_nothing_else():
     from rxjobs.engines import dask as engine
 
+    coverage = sys.modules.get("coverage")
+    if coverage is not None and coverage.Coverage.current() is not None:
+        # The exception sent to a thread lands in coverage's tracer, and the thread never ends.
+        pytest.skip("cannot run under coverage (make test-full); make test runs it")
+
     stop = threading.Event()
     outcome: dict[str, object] = {}
 
