@@ -2,6 +2,8 @@
 # `make demo` installs rxjobs alone (editable) into .venv and runs `rxjobs demo`;
 # `make test` installs it with its test extra and runs the gates and every test.
 # PYTHON and VENV may be given: `make demo PYTHON=python3.10 VENV=.venv-3.10` (what .ci/run does).
+# `make test-full` is `make test` with the fault, load and fuzz trials at their full counts,
+# and line and branch coverage, which must reach the floor of [tool.coverage.report] fail_under.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +12,7 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-full bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +37,13 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
+test-full: $(STAMP)
+	bash .ci/install-system-deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	RXJOBS_FULL_TRIALS=1 $(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
@@ -44,4 +53,4 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) .venv-3.* build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .coverage .coverage.*

@@ -16,16 +16,29 @@ import pytest
 import rxjobs
 from rxjobs.waiting import poll
 
+# A share dir name with what quoting gets wrong: spaces, a shell metacharacter and non-ASCII.
+ODD_SHARE_NAME = "my share dir & ünïcode"
 
-@pytest.fixture(params=["plain", "odd chars"])
-def local_share(request, tmp_path) -> str:
-    """A share dir on the local disk, also with spaces and non-ASCII in its path.
+
+@pytest.fixture
+def local_share(tmp_path) -> str:
+    """A share dir on the local disk.
 
     Any process still running for a job of this share dir when the test ends
     (passed or failed) is killed, so a broken test cannot leak drivers.
     """
-    name = "share" if request.param == "plain" else "my share dir & ünïcode"
-    path = str(tmp_path / name)
+    path = str(tmp_path / "share")
+    yield path
+    kill_processes_mentioning(path)
+
+
+@pytest.fixture
+def odd_local_share(tmp_path) -> str:
+    """A share dir on the local disk whose path has spaces, ``&`` and non-ASCII
+    (``ODD_SHARE_NAME``), for the focused tests of each engine that hand the path to another
+    process (a driver, a worker, the fork server) or find processes by it.  Processes left
+    running for it are killed when the test ends, as for ``local_share``."""
+    path = str(tmp_path / ODD_SHARE_NAME)
     yield path
     kill_processes_mentioning(path)
 
@@ -182,9 +195,15 @@ def port_listening(port: int) -> bool:
         return False
 
 
+# A test's polling loop sleeps at most this long between looks: short, so that a test never waits
+# long after its condition came true, and long enough not to load a 2-core machine.
+POLL_MAX_DELAY = 0.1
+
+
 def wait_until(check, timeout: float = 60.0, what: str = "condition"):
-    """Poll ``check`` until it returns a true value; fail the test after ``timeout`` seconds."""
-    value = poll(lambda: check() or None, timeout=timeout)
+    """Poll ``check`` (every 0.01 s at first, then at most every ``POLL_MAX_DELAY`` s) until it
+    returns a true value; fail the test after ``timeout`` seconds."""
+    value = poll(lambda: check() or None, timeout=timeout, first_delay=0.01, max_delay=POLL_MAX_DELAY)
     if value is None:
         pytest.fail(f"timed out after {timeout}s waiting for {what}")
     return value
@@ -220,7 +239,10 @@ def users_runtime(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _make_unix_users(users_runtime):
+@pytest.fixture(scope="session")
+def session_users(users_runtime):
+    """The two unprivileged users and their group, made once per session (``useradd`` and
+    ``userdel`` cost about a second a test); removed when the session ends."""
     import unix_users
 
     venv, lib = users_runtime
@@ -235,18 +257,30 @@ def _make_unix_users(users_runtime):
 
 
 @pytest.fixture
-def unix_users(users_runtime):
-    """Two fresh unprivileged users (``.alice``, ``.bob``) in one group (``.team``), and a way
-    to run code as each (see tests/unix_users.py).  Their processes, the users, the group
-    and every directory made are removed when the test ends, passed or failed."""
-    yield from _make_unix_users(users_runtime)
+def unix_users(session_users):
+    """Two unprivileged users (``.alice``, ``.bob``) in one group (``.team``), and a way to
+    run code as each (see tests/unix_users.py).  The users last the session; what a test
+    leaves (their processes, their homes' contents, their runtime dirs, the test's
+    directories) is removed when it ends, passed or failed."""
+    session_users.start_test()
+    try:
+        yield session_users
+    finally:
+        session_users.end_test()
 
 
 @pytest.fixture(scope="module")
-def module_unix_users(users_runtime):
-    """The same users as ``unix_users``, made once for a whole test module (each test makes
-    its own directories under ``.shared``); removed when the module's tests are done."""
-    yield from _make_unix_users(users_runtime)
+def module_unix_users(session_users):
+    """The same users as ``unix_users``, one start for a whole test module (each test makes
+    its own directories under ``.shared``); what the module left is removed when its tests
+    are done, passed or failed."""
+    session_users.start_test()
+    try:
+        yield session_users
+    finally:
+        session_users.end_test()
+
+
 @pytest.fixture
 def new_york(monkeypatch):
     """Local time is America/New_York (UTC-5, UTC-4 in summer) for the test: a time

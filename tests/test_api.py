@@ -57,6 +57,17 @@ def test_public_api_has_revoscalepy_names():
         assert hasattr(rxjobs, name), name
 
 
+def test_every_documented_error_is_exported_as_the_class_that_is_raised():
+    import rxjobs.errors
+
+    for name in ["NotAShareDirError", "UnsafeShareDirError", "UntrustedShareDirError",
+                 "JobNotFoundError", "EngineNotInstalledError"]:
+        assert name in rxjobs.__all__, name
+        assert getattr(rxjobs, name) is getattr(rxjobs.errors, name)
+    assert issubclass(rxjobs.NotAShareDirError, FileNotFoundError)
+    assert issubclass(rxjobs.UnsafeShareDirError, PermissionError)
+
+
 def test_default_context_is_local_sequential_and_can_be_set(tmp_path):
     assert isinstance(rx_get_compute_context(), RxLocalSeq)
     cc = RxLocalParallel(share_dir=str(tmp_path))

@@ -92,3 +92,20 @@ def test_the_check_sees_store_kind_checks(tmp_path):
                       "    return type(store) is rxjobs.store.remote.FsspecStore\n")
     assert len(_store_kind_checks(sample)) == 4
     assert OUTSIDE_STORE and all("store" not in p.parts[-2:-1] for p in OUTSIDE_STORE)
+
+
+def _declared_markers() -> list[str]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    with open(SRC.parent.parent / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["tool"]["pytest"]["ini_options"]["markers"]
+    return [line.split(":", 1)[0].strip() for line in declared]
+
+
+@pytest.mark.parametrize("marker", _declared_markers())
+def test_every_declared_pytest_marker_marks_some_test(marker):
+    tests = Path(__file__).resolve().parent
+    users = [p for p in tests.rglob("*.py") if f"mark.{marker}" in p.read_text()]
+    assert users, f"the {marker!r} marker of pyproject.toml marks no test: use it or remove it"

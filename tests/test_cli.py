@@ -35,7 +35,8 @@ from rxjobs.cli import cli
 from rxjobs.durations import parse_duration
 from rxjobs.store import open_store
 from rxjobs.times import parse_time
-from rxjobs.waiting import poll
+
+from conftest import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,7 +110,8 @@ def ended(share: str, function=square, xs=(0, 1, 2), expect=S.FINISHED, **kwargs
 
 def running(share: str) -> RxRemoteJob:
     job = submit(share, sleep_long, xs=(0, 1))
-    state = poll(lambda: S.RUNNING if rx_get_job_status(job) is S.RUNNING else None, timeout=60)
+    state = wait_until(lambda: S.RUNNING if rx_get_job_status(job) is S.RUNNING else None, timeout=60,
+                       what="the job to run")
     assert state is S.RUNNING, rx_get_job_status(job)
     return job
 

@@ -1,4 +1,4 @@
-"""Issue 14, item 6: ``rxjobs doctor [--fix] [--json]``, a consistency check of a share dir.
+"""``rxjobs doctor [--fix] [--json]`` finds (and fixes) debris in a share dir and never touches a job.
 
 The decisions are pure and tested by tables; then each kind of debris is
 planted next to real jobs, on a local share dir, ``memory://`` and S3:

@@ -1,4 +1,4 @@
-"""Issue 14, item 5: ``rxjobs output --follow JOB_ID`` prints output as it is produced.
+"""``rxjobs output --follow JOB_ID`` prints output as it is produced.
 
 The decision of what to print next (:func:`rxjobs.jobs.next_output`) is pure
 and tested by a table; :class:`rxjobs.jobs.OutputFollower` and the command

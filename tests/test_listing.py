@@ -235,7 +235,7 @@ def test_window_reads_untimed_jobs_by_their_record_and_skips_debris(tmp_path):
     corrupt_timed = _job(store, new_job_id(at(12)), raw=b"{not json")
     _job(store, "corrupt-untimed", raw=b"{not json")  # no time at all: not in any window
     got = [job.job_id for job in rx_get_jobs(cc, start_time=at(10), end_time=at(20), verbose=False)]
-    # A directory without a record naming it is debris, not a job: never listed (issue 17).
+    # A directory without a record naming it is debris, not a job: never listed.
     assert corrupt_timed not in got
     assert got == sorted([inside, edge, untimed_in])
     listed = {job.job_id: created for job, created, _ in list_jobs(store.url, at(10), at(20))}

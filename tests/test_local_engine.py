@@ -27,15 +27,22 @@ from rxjobs.status import Probe
 from rxjobs.store import open_store
 
 from conftest import processes_mentioning, wait_until
-from engine_contract import EngineContract, sleep_then_return, square
+from engine_contract import EngineContract, odd_path_subset, sleep_then_return, square
 
 pytestmark = pytest.mark.timeout(180)
 S = RxRemoteJobStatus
 
 
 @pytest.fixture
-def share_path(local_share) -> str:
-    return local_share
+def share_path(request) -> str:
+    """The test's share dir: ``local_share``, or ``odd_local_share`` for a test parametrized
+    indirectly with "odd chars" (``ODD_PATH``, ``BOTH_PATHS``)."""
+    odd = getattr(request, "param", "plain") == "odd chars"
+    return request.getfixturevalue("odd_local_share" if odd else "local_share")
+
+
+ODD_PATH = pytest.mark.parametrize("share_path", ["odd chars"], indirect=True)
+BOTH_PATHS = pytest.mark.parametrize("share_path", ["plain", "odd chars"], indirect=True)
 
 
 @pytest.fixture
@@ -47,6 +54,12 @@ def make_context(share_path):
 
 
 class TestLocalEngineContract(EngineContract):
+    pass
+
+
+@ODD_PATH
+@odd_path_subset
+class TestLocalEngineContractOnOddPath(EngineContract):
     pass
 
 
@@ -62,6 +75,7 @@ def _handle_or_none(store, job_id: str) -> dict | None:
         return None
 
 
+@BOTH_PATHS
 def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path):
     """Submit in one process that exits at once; collect from another process."""
     here = os.path.dirname(__file__)
@@ -92,6 +106,7 @@ def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path)
     assert open_store(share_path).list_job_ids() == []
 
 
+@BOTH_PATHS
 def test_job_processes_name_the_job_and_none_remain_after_it_ends(share_path):
     cc = RxLocalParallel(num_workers=2, wait=False, share_dir=share_path)
     job = rx_exec(sleep_then_return, seconds=[1.0] * 4, compute_context=cc, task_chunk_size=1)
@@ -231,6 +246,7 @@ def test_waiting_job_driver_is_forked_only_from_a_single_threaded_caller(share_p
     assert store.list_job_ids() == []
 
 
+@BOTH_PATHS
 def test_fork_server_forks_a_threaded_callers_driver_and_can_be_found_and_stopped(share_path):
     """A caller with other threads gets its driver from the fork server: detached (not
     the server's child either), naming the job, inheriting nothing of the caller; the

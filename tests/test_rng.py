@@ -1,4 +1,4 @@
-"""Issue 14, item 4: reproducible parallel random numbers (``rx_exec(..., rng_seed=42)``).
+"""Parallel random numbers are reproducible (``rx_exec(..., rng_seed=42)``) on every engine.
 
 Each run gets its own streams, derived from the seed and the run's index
 alone: the same numbers whatever the engine (RxLocalSeq, RxLocalParallel,

@@ -443,7 +443,7 @@ def test_share_dirs_nodes_cannot_mount_are_refused(tmp_path):
         RxSlurm(share_dir=str(tmp_path), cluster="any", max_parallel=0)
 
 
-# -- reproducible random numbers (issue 14) -------------------------------------------------
+# -- reproducible random numbers -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("chunk", [1, 4])

@@ -1,9 +1,11 @@
 """The Spark engine on real Spark: the engine contract on ``local[2]``, what only a
 Spark driver can show, and a job on a standalone cluster started here.
 
-Every job is its own Spark application (a JVM per job), so the jobs are made
-cheap: a small driver heap, C1-only JIT, serial GC, no UI.  Spark binds to
-loopback only (``SPARK_LOCAL_IP=127.0.0.1``).
+The contract runs on one persistent Spark server (``persistent_run=True``: one JVM for the
+module's contract tests, on one share dir); a few contract tests, and every test of what
+only a per-job driver shows, run each job as its own Spark application (a JVM per job).
+Those jobs are made cheap: a small driver heap, C1-only JIT, serial GC, no UI.  Spark
+binds to loopback only (``SPARK_LOCAL_IP=127.0.0.1``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import psutil
 import pytest
@@ -25,11 +28,13 @@ from rxjobs import (
     RxRemoteJobStatus,
     RxSpark,
     rx_cancel_job,
+    rx_cleanup_jobs,
     rx_exec,
     rx_get_job_output,
     rx_get_job_results,
     rx_get_job_status,
     rx_get_jobs,
+    rx_spark_disconnect,
     rx_wait_for_job,
 )
 from rxjobs.engines.spark import ENGINE, PerJobDriverBackend
@@ -48,7 +53,7 @@ from conftest import (
     processes_mentioning,
     wait_until,
 )
-from engine_contract import EngineContract, sleep_then_return, square
+from engine_contract import EngineContract, contract_subset, sleep_then_return, square
 
 pyspark = pytest.importorskip("pyspark")
 
@@ -88,8 +93,59 @@ def make_context(share_path):
     return make
 
 
+@pytest.fixture(scope="module")
+def module_share(tmp_path_factory):
+    """The share dir of the contract tests on one persistent server (a server serves one share
+    dir).  At the end the server is stopped and whatever ran for the share dir is killed."""
+    path = str(tmp_path_factory.mktemp("spark-contract") / "spark share ü")
+    try:
+        yield path
+    finally:
+        try:
+            rx_spark_disconnect(RxSpark(master="local[2]", share_dir=path, persistent_run=True,
+                                        extra_spark_config=CHEAP_JVM))
+        finally:
+            kill_processes_mentioning(path)
+
+
 class TestSparkEngineContract(EngineContract):
-    pass
+    """The contract on one persistent server: every job is a Spark job of the same JVM."""
+
+    @pytest.fixture
+    def share_path(self, module_share):
+        """The module's share dir, emptied after each test (forced: a test that failed may
+        have left jobs of any state), so each test starts from an empty share dir."""
+        left = open_store(module_share).list_job_ids() if os.path.isdir(module_share) else []
+        assert left == [], f"an earlier test's jobs were not cleaned up: {left}"
+        yield module_share
+        cc = RxSpark(master="local[2]", share_dir=module_share, persistent_run=True,
+                     extra_spark_config=CHEAP_JVM)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rx_cleanup_jobs(rx_get_jobs(cc, verbose=False), force=True, verbose=False)
+
+    @pytest.fixture
+    def make_context(self, share_path):
+        def make(wait: bool, **settings) -> RxSpark:
+            settings.setdefault("extra_spark_config", CHEAP_JVM)
+            settings.setdefault("idle_timeout", 900)
+            return RxSpark(master="local[2]", wait=wait, share_dir=share_path, persistent_run=True,
+                           **settings)
+
+        return make
+
+
+# A job per JVM: what a per-job driver does on its own for every contract test is shown by these.
+PER_JOB_CONTRACT_TESTS = frozenset({
+    "test_waiting_job_returns_results_in_run_order",
+    "test_non_waiting_job_runs_to_finished_and_is_collected",
+    "test_first_failure_fails_the_job_when_not_continuing",
+})
+
+
+@contract_subset(PER_JOB_CONTRACT_TESTS)
+class TestSparkEngineContractPerJobDriver(EngineContract):
+    """A few contract tests with a Spark application (a JVM) per job."""
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -140,6 +196,7 @@ def _job_tree_with_workers(share_path: str, job_id: str, workers: int) -> list[p
 # -- Spark-specific behaviour ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path):
     """Submit in one process that exits at once; collect from another process."""
     here = os.path.dirname(__file__)
@@ -172,6 +229,7 @@ def test_detached_job_survives_its_caller_and_is_collected_elsewhere(share_path)
     assert open_store(share_path).list_job_ids() == []
 
 
+@pytest.mark.slow
 def test_job_is_one_spark_application_run_by_this_python(make_context, share_path):
     cc = make_context(wait=False)
     job = rx_exec(worker_python, x=[1, 2, 3, 4], compute_context=cc, task_chunk_size=1)
@@ -188,6 +246,7 @@ def test_job_is_one_spark_application_run_by_this_python(make_context, share_pat
     assert os.getpid() not in {r["pid"] for r in results}
 
 
+@pytest.mark.slow
 def test_cancel_of_sleeping_tasks_is_quick_and_leaves_no_process(make_context, share_path):
     job = rx_exec(sleep_then_return, seconds=[300] * 4, compute_context=make_context(wait=False),
                   task_chunk_size=1)
@@ -439,6 +498,7 @@ def _executors_of(app_id: str) -> list[psutil.Process]:
             if "CoarseGrainedExecutorBackend" in " ".join(p.cmdline())]
 
 
+@pytest.mark.slow
 def test_jobs_run_on_a_standalone_cluster(standalone_master, share_path):
     cc = RxSpark(master=standalone_master, wait=False, share_dir=share_path, executor_mem="512m",
                  extra_spark_config=CHEAP_JVM)
@@ -458,6 +518,7 @@ def test_jobs_run_on_a_standalone_cluster(standalone_master, share_path):
     assert open_store(share_path).list_job_ids() == []
 
 
+@pytest.mark.slow
 def test_cancel_on_a_standalone_cluster_stops_the_executors(standalone_master, share_path):
     cc = RxSpark(master=standalone_master, wait=False, share_dir=share_path, executor_mem="512m",
                  extra_spark_config=CHEAP_JVM)

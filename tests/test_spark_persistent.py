@@ -171,6 +171,7 @@ def _tree_with_workers(server: psutil.Process, workers: int) -> list[psutil.Proc
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_jobs_share_one_server_and_one_jvm(shared):
     cc = shared.context()
     first = rx_exec(square, x=list(range(10)), compute_context=cc)
@@ -315,6 +316,7 @@ def test_waiting_wakes_when_the_server_says_the_job_ended(shared):
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_sigkill_of_the_server_fails_its_job_and_leaves_no_process(servers):
     cc = servers.context()
     job = rx_exec(sleep_then_return, seconds=[300] * 4, compute_context=cc, task_chunk_size=1)
@@ -335,6 +337,7 @@ def test_sigkill_of_the_server_fails_its_job_and_leaves_no_process(servers):
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_idle_server_exits_and_the_next_job_starts_a_new_one(servers):
     cc = rx_spark_connect(master="local[2]", share_dir=servers.share, idle_timeout=5,
                           extra_spark_config=CHEAP_JVM)
@@ -356,6 +359,7 @@ def test_idle_server_exits_and_the_next_job_starts_a_new_one(servers):
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_disconnect_fails_running_jobs_and_stops_everything(servers):
     cc = rx_spark_connect(master="local[2]", share_dir=servers.share, extra_spark_config=CHEAP_JVM,
                           wait=False)
@@ -375,6 +379,7 @@ def test_disconnect_fails_running_jobs_and_stops_everything(servers):
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_connect_with_reset_replaces_the_server(servers):
     settings = dict(master="local[2]", share_dir=servers.share, extra_spark_config=CHEAP_JVM)
     cc = rx_spark_connect(**settings)

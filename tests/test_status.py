@@ -22,7 +22,7 @@ CASES = [
     (JobFacts(present=True, record=Record.CORRUPT, probe=Probe.STARTED), S.UNDETERMINED, "status.json"),
     (JobFacts(present=True, job_record_ok=False), S.UNDETERMINED, "job.json"),
     (JobFacts(present=True, job_record_ok=False, record=Record.FINISHED), S.UNDETERMINED, "job.json"),
-    # A directory without a record naming it is no job, whatever markers it holds (issue 17).
+    # A directory without a record naming it is no job, whatever markers it holds.
     (JobFacts(present=True, job_record_ok=False, canceled=True), S.UNDETERMINED, "not a job"),
     (JobFacts(present=True, record=Record.RUNNING, probe=Probe.STARTED, foreign_owner=1001),
      S.UNDETERMINED, "owned by uid 1001"),

@@ -35,9 +35,9 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def odd_share(local_share, tmp_path):
-    """A share dir of real jobs, and every odd thing a survey must get through."""
-    store = open_store(local_share)
+def odd_share(odd_local_share, tmp_path):
+    """A share dir of real jobs, on an odd path, and every odd thing a survey must get through."""
+    store = open_store(odd_local_share)
     made = [make_job(store, kind, extra_bytes=i) for i, kind in
             enumerate(["unretrieved", "retrieved", "failed", "canceled"] * 3)]
     root = store.root

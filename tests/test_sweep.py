@@ -1,4 +1,4 @@
-"""The operator's sweep (issue 16, item 2): its pure decisions, by tables, and a walk.
+"""The operator's sweep: its pure decisions, by tables, and a walk.
 
 The sweep as real users (root acting as each share dir's owner) is in
 tests/security/test_operator_sweep.py.

@@ -12,6 +12,7 @@ Interface (through the ``unix_users`` fixture of ``tests/conftest.py``)::
     users.team, users.team_gid      their shared group
     users.ROOT                      the Account of root (runs without dropping privileges)
     users.shared                    a parent dir as /scratch has it: root-owned, mode 1777
+    users.base                      a world-readable directory of this test alone
     users.python(who, code, *argv)  run ``code`` (dedented) with the users' interpreter
     users.rxjobs(who, *args)        run the ``rxjobs`` command (``python -m rxjobs``)
     users.spawn(who, code, *argv)   the same in the background: a Popen (killed at teardown)
@@ -265,7 +266,12 @@ class Canary:
 
 
 class UnixUsers:
-    """Two users (alice, bob) in one group, made for one test and removed after it."""
+    """Two users (alice, bob) in one group, made once per test session and removed after it.
+
+    Each test starts with :meth:`start_test` (a fresh ``base`` and ``shared``) and ends with
+    :meth:`end_test`, which kills the users' processes and empties their homes and runtime
+    dirs, so that no test sees what another one left.
+    """
 
     ROOT = ROOT
 
@@ -273,17 +279,15 @@ class UnixUsers:
         self.venv, self.lib = venv, lib
         self.interpreter = str(venv / "bin" / "python")
         suffix = secrets.token_hex(3)
-        self.base = Path(tempfile.mkdtemp(prefix="rxjobs-users-", dir=base))
-        os.chmod(self.base, 0o755)
+        self.top = Path(tempfile.mkdtemp(prefix="rxjobs-users-", dir=base))
+        os.chmod(self.top, 0o755)
         self.team = f"rxteam-{suffix}"
         self._accounts: list[Account] = []
         self._group_made = False
         self._spawned: list[subprocess.Popen] = []
-        self.homes = self.base / "home"
+        self.homes = self.top / "home"
         self.homes.mkdir(mode=0o755)
-        self.shared = self.base / "scratch"  # as a cluster's /scratch: anyone may make a dir in it
-        self.shared.mkdir()
-        os.chmod(self.shared, 0o1777)
+        self.base = self.shared = self.top  # until start_test
         try:
             _run(["groupadd", self.team])
             self._group_made = True
@@ -294,6 +298,30 @@ class UnixUsers:
             self.remove()
             raise
 
+    def start_test(self) -> None:
+        """A fresh ``base`` (a world-readable directory of this test) and ``shared`` in it."""
+        self.base = Path(tempfile.mkdtemp(prefix="test-", dir=self.top))
+        os.chmod(self.base, 0o755)
+        self.shared = self.base / "scratch"  # as a cluster's /scratch: anyone may make a dir in it
+        self.shared.mkdir()
+        os.chmod(self.shared, 0o1777)
+
+    def end_test(self) -> None:
+        """Kill the users' processes, and remove what the test made: ``base``, and everything
+        in the users' homes and rxjobs runtime dirs (the homes themselves are made again)."""
+        self.kill_their_processes()
+        self._spawned = []
+        for account in self._accounts:
+            _remove_tree(account.home)
+            self._make_home(account)
+            _remove_tree(Path(tempfile.gettempdir()) / f"rxjobs-{account.uid}")
+        _remove_tree(self.base)
+
+    def _make_home(self, account: Account) -> None:
+        account.home.mkdir(mode=0o755, exist_ok=True)
+        os.chown(account.home, account.uid, account.gid)
+        os.chmod(account.home, 0o755)  # the old Debian default: only the share dir keeps others out
+
     def _add_user(self, name: str) -> Account:
         home = self.homes / name
         _run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh",
@@ -301,7 +329,7 @@ class UnixUsers:
         entry = pwd.getpwnam(name)
         account = Account(name, entry.pw_uid, entry.pw_gid, home)
         self._accounts.append(account)
-        os.chmod(home, 0o755)  # the old Debian default: only the share dir keeps others out
+        self._make_home(account)
         return account
 
     # -- running code as a user ------------------------------------------------------------
@@ -481,9 +509,10 @@ class UnixUsers:
         self.kill_their_processes()
         for account in self._accounts:
             subprocess.run(["userdel", "--force", account.name], capture_output=True)
+            _remove_tree(Path(tempfile.gettempdir()) / f"rxjobs-{account.uid}")
         if self._group_made:
             subprocess.run(["groupdel", self.team], capture_output=True)
-        _remove_tree(self.base)
+        _remove_tree(self.top)
 
 
 def _running(proc: psutil.Process) -> bool:

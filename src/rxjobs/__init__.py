@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "JobNotFinishedError": "errors",
     "JobNotFoundError": "errors",
     "JobResults": "api",
+    "NotAShareDirError": "errors",
     "RxCleanupWarning": "cleanup",
     "RxComputeContext": "contexts",
     "RxDask": "contexts",
@@ -41,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "RxSlurm": "contexts",
     "RxSpark": "contexts",
     "RxUnsupportedContextError": "errors",
+    "UnsafeShareDirError": "errors",
     "UntrustedShareDirError": "errors",
     "get_job": "api",
     "list_jobs": "api",
@@ -116,8 +118,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         JobFailedError,
         JobNotFinishedError,
         JobNotFoundError,
+        NotAShareDirError,
         RxRunError,
         RxUnsupportedContextError,
+        UnsafeShareDirError,
         UntrustedShareDirError,
     )
     from .executor import Executor  # noqa: F401

@@ -1,4 +1,4 @@
-"""Issue 16, item 3: every commit point is durable, in the order a power loss needs.
+"""Every commit point is durable, in the order a power loss needs.
 
 The system calls of a real job's whole life (the share dir made, a submit, the
 driver's run, a collect with ``auto_cleanup=False``, a cleanup) are recorded

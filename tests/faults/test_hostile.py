@@ -29,6 +29,7 @@ from rxjobs.records import FORMAT_VERSION, JobRecord
 from rxjobs.store import MAX_RECORD_BYTES, open_store
 
 from factory import make_job
+from trials import trial_count
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 S = RxRemoteJobStatus
@@ -220,7 +221,7 @@ def _fuzz_one(name: str, content: bytes) -> None:
         shutil.rmtree(store.root, ignore_errors=True)
 
 
-FUZZ = settings(max_examples=int(os.environ.get("RXJOBS_FUZZ_EXAMPLES", "150")), deadline=None,
+FUZZ = settings(max_examples=trial_count("RXJOBS_FUZZ_EXAMPLES", full=150, reduced=30), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -1,4 +1,4 @@
-"""Issue 14, item 2: nothing rxjobs makes outside a share dir outlives its process.
+"""Nothing rxjobs makes outside a share dir outlives its process.
 
 Drivers of jobs on an object store (here S3, on the moto server) log to a file
 of the rxjobs runtime dir; the persistent Spark server keeps its record,

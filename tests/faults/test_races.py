@@ -27,7 +27,7 @@ from rxjobs.store import open_store
 
 from factory import make_jobs
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(600)]
 
 N_JOBS = 500
 

@@ -1,4 +1,4 @@
-"""Issue 17, findings 1, 2 and 7: cleanup steered outside the share dir.
+"""Cleanup cannot be steered outside the share dir (symlinks, a planted trash, swapped names).
 
 Each attack is made by a real user (tests/unix_users.py); a canary outside the
 share dir is checked after every attack.

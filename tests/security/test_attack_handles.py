@@ -1,4 +1,4 @@
-"""Issue 17, findings 3 and 4: engine handles are untrusted input.
+"""Engine handles are untrusted input: never connected to, never signalled from another user's job.
 
 A user writes, in her own job's ``engine.json``, a Dask scheduler address she
 controls or the pid and start time of someone else's process; whoever lists,

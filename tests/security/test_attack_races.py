@@ -1,4 +1,4 @@
-"""Issue 17, findings 5 and 6: checks raced by another user's renames.
+"""A check raced by another user's renames never leads to loading or removing the wrong thing.
 
 The attacker swaps names with ``renameat2(RENAME_EXCHANGE)`` in a tight loop
 (at least 200 swaps) while the victim reads results, cancels or cleans up; a

@@ -1,4 +1,4 @@
-"""Issue 17, findings 8 and 9: hostile records, and credentials written by value.
+"""Hostile records never crash or mislead a command, and credentials are never written by value.
 
 Users do not matter here: the records are made by whoever owns the share dir,
 and the ``rxjobs`` command runs in a subprocess (its time bounded, its stderr

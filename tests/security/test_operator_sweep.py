@@ -1,4 +1,4 @@
-"""Issue 16, item 2: the operator's sweep over every user's share dir, as real Unix users.
+"""The operator's sweep over every user's share dir, as real Unix users, acts as each owner.
 
 Two users (tests/unix_users.py) each have a share dir under a common root, as a
 cluster lays them out (``ROOT/<user>/``).  Root runs ``rxjobs cleanup

@@ -1,6 +1,6 @@
-"""Issue 16, item 1: rxjobs used by real Unix users who share a machine and a group.
+"""rxjobs used by real Unix users who share a machine and a group: each keeps to their own.
 
-Each test runs rxjobs as two unprivileged users made for it (tests/unix_users.py):
+Each test runs rxjobs as two unprivileged users (tests/unix_users.py):
 private default share dirs, jobs their owner made unreadable, and a team share
 dir of the users' group (setgid and sticky, 3770).
 """
