@@ -92,6 +92,9 @@ class JobFacts:
     foreign_owner
         The uid owning the job when it is not the caller: its engine handle is
         untrusted input, so the engine was not asked (None: the caller's job).
+    failed_runs, n_runs
+        Of a finished job: how many runs raised, as its ``status.json`` says
+        (None in records of older rxjobs), and how many runs it has.
     """
 
     present: bool
@@ -102,6 +105,19 @@ class JobFacts:
     probe: Probe | None = None
     submitter_alive: bool | None = None
     foreign_owner: int | None = None
+    failed_runs: int | None = None
+    n_runs: int | None = None
+
+
+def finished_reason(failed_runs: int | None, n_runs: int | None) -> str:
+    """The reason of a finished job: "finished", or "finished, 3 of 9 runs failed" when runs
+    raised (``continue_on_failure``); ``failed_runs`` None when its record does not say."""
+    if not failed_runs:
+        return "finished"
+    runs = "run" if failed_runs == 1 and n_runs in (None, 1) else "runs"
+    if n_runs is None or n_runs < failed_runs:
+        return f"finished, {failed_runs} {runs} failed"
+    return f"finished, {failed_runs} of {n_runs} {runs} failed"
 
 
 @dataclass(frozen=True)
@@ -134,7 +150,7 @@ def derive_status(facts: JobFacts) -> Derived:
     if facts.canceled:
         return Derived(S.CANCELED, "canceled")
     if facts.record is Record.FINISHED:
-        return Derived(S.FINISHED, "finished")
+        return Derived(S.FINISHED, finished_reason(facts.failed_runs, facts.n_runs))
     if facts.record is Record.FAILED:
         return Derived(S.FAILED, facts.record_reason or "failed")
     if facts.record is Record.CORRUPT:
