@@ -363,7 +363,7 @@ def test_a_fork_server_being_started_is_not_a_finding(short_runtime):
     dir's lock, and the socket is left alone."""
     import fcntl
 
-    from rxjobs.runtime import scan_runtime_dir
+    from rxjobs.runtime import remove_runtime_file, scan_runtime_dir
 
     sock = short_runtime / "forkserver-00aa.sock"
     sock.write_text("")  # what doctor sees of it is its name
@@ -375,11 +375,15 @@ def test_a_fork_server_being_started_is_not_a_finding(short_runtime):
         os.close(fd)
         (entry,) = scan_runtime_dir(str(short_runtime))
         assert entry.kind is RuntimeKind.FORK_SERVER_SOCKET and entry.alive
+        # A report made just before the start began is not acted on during it.
+        assert not remove_runtime_file(RuntimeFile(str(sock), entry.kind, entry.owner, False))
+        assert sock.exists()
     finally:
         holder.communicate(b"", timeout=30)
     (entry,) = scan_runtime_dir(str(short_runtime))
     assert entry.alive is False
     assert decide_runtime_file(entry).remedy is Remedy.REMOVE
+    assert remove_runtime_file(entry) and not sock.exists()
 
 
 @pytest.mark.timeout(600)

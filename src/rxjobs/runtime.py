@@ -252,32 +252,43 @@ def server_alive(key: str, base: str) -> bool:
     return any(is_held(os.path.join(base, f"{SERVER_PREFIX}{key}.{suffix}")) for suffix in ("log", "lock"))
 
 
-def dir_locked(path: str) -> bool:
-    """Whether a live process holds the ``flock`` of the directory ``path`` (the fork
-    server's starter does, while it starts one)."""
+@contextlib.contextmanager
+def _holding_dir(path: str) -> Iterator[bool]:
+    """The ``flock`` of the directory ``path``, taken without waiting: True while we hold
+    it, False when another process does (the fork server's starter, while it starts one)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # closing drops a lock we took
-    return False
+
+
+def dir_locked(path: str) -> bool:
+    """Whether a live process holds the ``flock`` of the directory ``path``."""
+    try:
+        with _holding_dir(path) as mine:
+            return not mine
+    except OSError:
+        return False
+
+
+def _fork_server_recorded(key: str, base: str) -> bool:
+    record = read_server_record(os.path.join(base, f"{FORK_SERVER_PREFIX}{key}.json"))
+    return record is not None and record.get("host") == socket.gethostname() and process_alive(
+        record.get("pid"), record.get("create_time"))
 
 
 def fork_server_alive(key: str, base: str) -> bool:
     """Whether the fork server of ``key`` lives: its record names a live process of this
     host, or the runtime dir is locked (a server being started, its record not yet written)."""
-    record = read_server_record(os.path.join(base, f"{FORK_SERVER_PREFIX}{key}.json"))
-    if record is not None and record.get("host") == socket.gethostname() and process_alive(
-            record.get("pid"), record.get("create_time")):
-        return True
-    return dir_locked(base)
+    return _fork_server_recorded(key, base) or dir_locked(base)
 
 
 def classify(name: str) -> tuple[RuntimeKind, str]:
@@ -348,8 +359,16 @@ def remove_runtime_file(entry: RuntimeFile) -> bool:
         if process_alive(owner):
             return False
     elif kind in _FORK_SERVER_KINDS.values():
-        if fork_server_alive(owner, folder):
-            return False
+        # Under the runtime dir's lock, which a starter holds until its server has
+        # written its record: no server of this key can come to life meanwhile.
+        with _holding_dir(folder) as mine:
+            if not mine or _fork_server_recorded(owner, folder):
+                return False
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                return False
+            return True
     elif kind not in (RuntimeKind.DRIVER_LOG, RuntimeKind.SERVER_LOG, RuntimeKind.SERVER_LOCK):
         if server_alive(owner, folder):
             return False
