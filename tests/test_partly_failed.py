@@ -160,3 +160,38 @@ def test_a_partly_failed_dask_job_says_so(tmp_path):
         assert job_status(store, job.job_id).reason == "finished, 3 of 9 runs failed"
     finally:
         cluster.stop()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("persistent", [False, True], ids=["per-job driver", "persistent server"])
+def test_a_partly_failed_spark_job_says_so(tmp_path, monkeypatch, persistent):
+    import os
+    import tempfile
+
+    if not os.environ.get("CI"):  # in CI a missing install is a failure, never a skip
+        pytest.importorskip("pyspark")
+    from rxjobs import RxSpark, rx_spark_disconnect
+    from rxjobs.runtime import RUNTIME_DIR_ENV
+
+    from conftest import kill_processes_mentioning
+    from engine_contract import fail_on_three
+
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    share = str(tmp_path / "share")
+    with tempfile.TemporaryDirectory(prefix="rxpf-") as runtime:  # short: a socket's path
+        monkeypatch.setenv(RUNTIME_DIR_ENV, runtime)
+        cc = RxSpark(master="local[1]", wait=False, share_dir=share, persistent_run=persistent,
+                     extra_spark_config={"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 "
+                                         "-XX:+UseSerialGC", "spark.driver.memory": "512m"})
+        try:
+            job = rx_exec(fail_on_three, x=[3, 1, 3, 2, 4, 3, 5, 6, 7], compute_context=cc,
+                          task_chunk_size=2)
+            assert rx_wait_for_job(job, timeout=300) is RxRemoteJobStatus.FINISHED
+            store = open_store(share)
+            assert read_status_record(store, job.job_id).failed_runs == 3
+            assert job_status(store, job.job_id).reason == "finished, 3 of 9 runs failed"
+        finally:
+            if persistent:
+                rx_spark_disconnect(cc)
+            kill_processes_mentioning(share)
+            kill_processes_mentioning(runtime)
