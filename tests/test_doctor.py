@@ -8,6 +8,7 @@ nothing: idempotent, exit 0), and no job is ever touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -95,6 +96,8 @@ def test_decide_temp_file(alive, mtime, remedy):
     (RuntimeKind.DRIVER_LOG, True, None), (RuntimeKind.DRIVER_LOG, False, Remedy.REMOVE),
     (RuntimeKind.SERVER_RECORD, False, Remedy.REMOVE), (RuntimeKind.SERVER_SOCKET, True, None),
     (RuntimeKind.TEMP, False, Remedy.REMOVE), (RuntimeKind.OTHER, None, Remedy.LEAVE),
+    (RuntimeKind.FORK_SERVER_SOCKET, True, None), (RuntimeKind.FORK_SERVER_RECORD, True, None),
+    (RuntimeKind.FORK_SERVER_RECORD, False, Remedy.REMOVE),
 ])
 def test_decide_runtime_file(kind, alive, remedy):
     finding = decide_runtime_file(RuntimeFile("/run/f", kind, "k", alive))
@@ -291,3 +294,167 @@ def test_root_creation_refusal_table():
     assert root_creation_refusal(1001, 1001, "/s") is None
     refusal = root_creation_refusal(0, 1001, "/s")
     assert refusal is not None and "root creates nothing" in refusal and "runuser -u" in refusal
+
+
+# -- after ordinary use: the runtime files of live servers are not findings ------------------
+
+
+@pytest.fixture
+def short_runtime(monkeypatch):
+    """A private runtime dir with a short path (a Unix socket's path has ~100 bytes), set for
+    this test and the servers it starts; those servers are stopped, and killed, at the end."""
+    import tempfile
+
+    from conftest import kill_processes_mentioning
+
+    with tempfile.TemporaryDirectory(prefix="rxd-") as base:
+        path = Path(base) / "run"
+        path.mkdir(mode=0o700)
+        monkeypatch.setenv(RUNTIME_DIR_ENV, str(path))
+        try:
+            yield path
+        finally:
+            from rxjobs.engines.forkserver import stop_servers
+
+            stop_servers()
+            kill_processes_mentioning(str(path))
+
+
+def _doctor_cli(share: str, *args: str, options: dict | None = None):
+    extra = [arg for key, value in (options or {}).items() for arg in ("-o", f"{key}={value}")]
+    return CliRunner().invoke(cli, ["--share-dir", share, *extra, "doctor", "--json", *args])
+
+
+def _runtime_findings(result) -> set[str]:
+    return {os.path.basename(f["where"]) for f in json.loads(result.stdout)["findings"]
+            if f["kind"] == "runtime file"}
+
+
+@pytest.mark.timeout(300)
+def test_after_ordinary_use_with_the_fork_server_doctor_is_clean_until_the_server_is_killed(
+        tmp_path, short_runtime, s3_server):
+    import signal
+
+    import psutil
+
+    from rxjobs import RxLocalParallel, rx_exec, rx_get_job_results, rx_wait_for_job
+    from rxjobs.engines import forkserver
+
+    from conftest import wait_until
+    from engine_contract import square
+
+    local = str(tmp_path / "share")
+    s3 = s3_server.new_prefix()
+    options = dict(s3_server.options)
+    try:
+        for share, opts in ((local, None), (s3, options)):  # not waiting: the fork server forks them
+            job = rx_exec(square, x=[1, 2, 3], compute_context=RxLocalParallel(
+                num_workers=1, wait=False, share_dir=share, share_dir_options=opts))
+            rx_wait_for_job(job, timeout=120)
+            assert rx_get_job_results(job) == [1, 4, 9]
+        (server,) = forkserver.list_servers()
+        names = {p.name for p in short_runtime.iterdir()}
+        assert {f"forkserver-{server['key']}.json", f"forkserver-{server['key']}.sock"} <= names
+
+        for share, opts in ((local, None), (s3, options)):
+            result = _doctor_cli(share, options=opts)
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["findings"] == []
+
+        proc = psutil.Process(server["pid"])
+        os.kill(proc.pid, signal.SIGKILL)  # no time to remove its files
+        proc.wait(timeout=30)
+        dead = {f"forkserver-{server['key']}.json", f"forkserver-{server['key']}.sock"}
+        result = _doctor_cli(local)
+        assert result.exit_code == 1, result.output
+        assert _runtime_findings(result) == dead
+        assert all(f["remedy"] == "remove" and "fork server that is gone" in f["reason"]
+                   for f in json.loads(result.stdout)["findings"])
+        fixed = _doctor_cli(local, "--fix")
+        assert fixed.exit_code == 0, fixed.output
+        assert not dead & {p.name for p in short_runtime.iterdir()}
+        assert _doctor_cli(s3, options=options).exit_code == 0  # the runtime dir is clean for all
+        # The next job starts a new server, whose files are its own again.
+        job = rx_exec(square, x=[4], compute_context=RxLocalParallel(wait=False, share_dir=local))
+        rx_wait_for_job(job, timeout=120)
+        assert rx_get_job_results(job) == [16]
+        wait_until(lambda: len(forkserver.list_servers()) == 1, what="a new fork server")
+        assert _doctor_cli(local).exit_code == 0
+    finally:
+        s3_server.remove_prefix(s3)
+
+
+def test_a_fork_server_being_started_is_not_a_finding(short_runtime):
+    """Its socket comes a moment before its record; meanwhile its starter holds the runtime
+    dir's lock, and the socket is left alone."""
+    import fcntl
+
+    from rxjobs.runtime import remove_runtime_file, scan_runtime_dir
+
+    sock = short_runtime / "forkserver-00aa.sock"
+    sock.write_text("")  # what doctor sees of it is its name
+    fd = os.open(short_runtime, os.O_RDONLY | os.O_DIRECTORY)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE, pass_fds=(fd,))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # shared with the holder, who keeps it after we close ours
+        os.close(fd)
+        (entry,) = scan_runtime_dir(str(short_runtime))
+        assert entry.kind is RuntimeKind.FORK_SERVER_SOCKET and entry.alive
+        # A report made just before the start began is not acted on during it.
+        assert not remove_runtime_file(RuntimeFile(str(sock), entry.kind, entry.owner, False))
+        assert sock.exists()
+    finally:
+        holder.communicate(b"", timeout=30)
+    (entry,) = scan_runtime_dir(str(short_runtime))
+    assert entry.alive is False
+    assert decide_runtime_file(entry).remedy is Remedy.REMOVE
+    assert remove_runtime_file(entry) and not sock.exists()
+
+
+@pytest.mark.timeout(600)
+def test_a_live_persistent_spark_server_is_no_finding_and_a_killed_ones_files_are_fixed(
+        tmp_path, short_runtime, monkeypatch):
+    import signal
+
+    import psutil
+
+    if not os.environ.get("CI"):  # in CI a missing install is a failure, never a skip
+        pytest.importorskip("pyspark")
+    from rxjobs import RxSpark, rx_exec, rx_spark_disconnect
+    from rxjobs.engines import spark_server
+
+    from conftest import kill_processes_mentioning, live, process_tree, wait_until
+    from engine_contract import square
+
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    share = str(tmp_path / "spark share")
+    cc = RxSpark(master="local[1]", wait=True, share_dir=share, persistent_run=True, idle_timeout=900,
+                 extra_spark_config={"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 "
+                                     "-XX:+UseSerialGC", "spark.driver.memory": "512m"})
+    try:
+        assert rx_exec(square, x=[2, 3], compute_context=cc) == [4, 9]
+        paths = spark_server.ServerPaths.of(cc)
+        record = spark_server._read_record(paths)
+        assert record is not None and os.path.exists(paths.socket)
+        result = _doctor_cli(share)
+        assert result.exit_code == 0, result.output
+
+        server = psutil.Process(record["pid"])
+        tree = process_tree([server])
+        os.kill(server.pid, signal.SIGKILL)
+        # Its JVM exits when its stdin pipe closes; until then the log is held: the server lives.
+        wait_until(lambda: not live(tree), timeout=120, what="the server's JVM to exit")
+        result = _doctor_cli(share)
+        assert result.exit_code == 1, result.output
+        found = _runtime_findings(result)
+        assert {os.path.basename(p) for p in (paths.record, paths.socket, paths.log)} <= found
+        assert all(name.startswith(("spark-", "forkserver-")) for name in found)
+        fixed = _doctor_cli(share, "--fix")
+        assert fixed.exit_code == 0, fixed.output
+        assert not [p for p in short_runtime.iterdir() if p.name.startswith("spark-")]
+        assert _doctor_cli(share).exit_code == 0
+    finally:
+        with contextlib.suppress(Exception):
+            rx_spark_disconnect(cc)
+        kill_processes_mentioning(share)

@@ -318,7 +318,7 @@ def test_summaries_are_what_rxjobs_list_prints(tmp_path):
     size = store.usage(job_id)
     assert summaries[0] == {"job_id": job_id, "state": state, "submitted": "2026-11-28T10:00:10+00:00",
                             "function": "", "n_runs": 1, "n_tasks": 1, "files": size.files,
-                            "bytes": size.bytes}
+                            "bytes": size.bytes, "failed_runs": None}
     assert len(summaries) == 1  # the broken one is debris, never listed
     # Named on its own, debris still gets a row (for `rxjobs status` and `cleanup ID`).
     assert listing.summarize(store, listing.find_job(store, broken)).to_json()["n_runs"] is None

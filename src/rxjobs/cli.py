@@ -261,8 +261,9 @@ def _table() -> Table:
     return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
 
 
-def _state_text(state: str) -> Text:
-    return Text(state, style=_STATE_STYLES.get(state, ""))
+def _state_text(state: str, words: str | None = None) -> Text:
+    """``state`` styled, said as ``words`` (e.g. "finished, 3 of 9 runs failed") if given."""
+    return Text(words or state, style=_STATE_STYLES.get(state, ""))
 
 
 # Rows written per echo when a long JSON list is printed.
@@ -459,7 +460,7 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
     table.add_column("size", justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
-            Text(row.job_id), _state_text(row.status.value if row.status else "?"),
+            Text(row.job_id), _state_text(row.status.value if row.status else "?", row.state_text),
             Text(_local_time(row.submitted)), Text(row.function or "?"),
             Text("?" if row.n_runs is None else str(row.n_runs)), Text(human_bytes(row.bytes)),
         )

@@ -17,7 +17,8 @@ reports what no job owns:
   the owner;
 - **files of dead processes outside the share dir**, in the rxjobs runtime
   dir: driver logs of killed drivers and the record, socket, lock and log of
-  dead persistent Spark servers (:mod:`rxjobs.runtime`).
+  dead persistent Spark servers and fork servers (:mod:`rxjobs.runtime`);
+  those of live ones are not findings.
 
 With ``fix``, each finding marked for removal is removed with cleanup's
 crash-safety (a rename into ``.trash/`` then a delete, or the ``deleting``
@@ -168,6 +169,8 @@ _RUNTIME_WHAT = {
     RuntimeKind.SERVER_SOCKET: "the socket of a persistent Spark server that is gone ({owner})",
     RuntimeKind.SERVER_LOCK: "the start lock of a persistent Spark server that is gone ({owner})",
     RuntimeKind.SERVER_LOG: "the log of a persistent Spark server that is gone ({owner})",
+    RuntimeKind.FORK_SERVER_RECORD: "the record of a fork server that is gone ({owner})",
+    RuntimeKind.FORK_SERVER_SOCKET: "the socket of a fork server that is gone ({owner})",
     RuntimeKind.TEMP: "a write that never finished (pid {owner} is gone)",
 }
 

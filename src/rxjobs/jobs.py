@@ -201,7 +201,8 @@ def _gather(store: Store, job_id: str, snapshot: JobSnapshot | None = None,
         except ValueError:
             job = None
     facts = JobFacts(present=True, job_record_ok=job is not None, canceled=canceled,
-                     record=status.state, record_reason=status.reason, newer_format=newer)
+                     record=status.state, record_reason=status.reason, failed_runs=status.failed_runs,
+                     n_runs=job.n_runs if job is not None else None, newer_format=newer)
     # A job that has ended (or cannot be told apart from debris) is settled by its
     # files alone: no engine is asked, no process looked up.
     if canceled or status.state in (Record.FINISHED, Record.FAILED, Record.CORRUPT) or job is None:

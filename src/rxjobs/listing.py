@@ -23,7 +23,7 @@ from .contexts import RxComputeContext, RxLocalSeq
 from .errors import JobNotFoundError, NewerFormatError
 from .ids import job_id_time, validate_job_id
 from .records import JobRecord, read_job_record
-from .status import RxRemoteJobStatus
+from .status import RxRemoteJobStatus, finished_reason
 from .store import JobSnapshot, Store, Usage
 from .times import to_utc
 
@@ -50,6 +50,8 @@ class ListedJob(NamedTuple):
     record: JobRecord | None
     #: Its files and bytes, when the listing was asked for sizes; else None.
     usage: Usage | None = None
+    #: Of a finished job: how many runs raised (None if not recorded or not asked for).
+    failed_runs: int | None = None
 
 
 def stored_context(record: JobRecord) -> RxComputeContext | None:
@@ -202,12 +204,14 @@ def list_jobs(
                 continue
             job_context = stored
         status = None
+        failed_runs = None
         if need_state:
-            status = jobs.look_at_job(store, job_id, snapshot, record).status
+            look = jobs.look_at_job(store, job_id, snapshot, record)
+            status, failed_runs = look.status, look.status_record.failed_runs
             if wanted is not None and status not in wanted:
                 continue
         yield ListedJob(job_id, job_context, job_options, submitted, status, record,
-                        snapshot.usage if snapshot is not None else None)
+                        snapshot.usage if snapshot is not None else None, failed_runs)
 
 
 def _newer_job(store: Store, job_id: str, snapshot: JobSnapshot | None, context: RxComputeContext,
@@ -271,6 +275,14 @@ class JobSummary:
     n_tasks: int | None
     files: int
     bytes: int
+    failed_runs: int | None = None
+
+    @property
+    def state_text(self) -> str:
+        """The state in words: "finished, 3 of 9 runs failed" for a partly failed job."""
+        if self.status is RxRemoteJobStatus.FINISHED:
+            return finished_reason(self.failed_runs, self.n_runs)
+        return self.status.value if self.status is not None else "?"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of ``rxjobs list --json``, one object per job."""
@@ -283,6 +295,7 @@ class JobSummary:
             "n_tasks": self.n_tasks,
             "files": self.files,
             "bytes": self.bytes,
+            "failed_runs": self.failed_runs,
         }
 
 
@@ -295,5 +308,5 @@ def summarize(store: Store, job: ListedJob) -> JobSummary:
         function=record.function if record is not None else "",
         n_runs=record.n_runs if record is not None else None,
         n_tasks=record.n_tasks if record is not None else None,
-        files=usage.files, bytes=usage.bytes,
+        files=usage.files, bytes=usage.bytes, failed_runs=job.failed_runs,
     )

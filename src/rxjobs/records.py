@@ -213,6 +213,7 @@ class StatusRecord:
     updated: str | None = None
     ended: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    failed_runs: int | None = None  # of a finished job: how many runs raised (None: not recorded)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"state": self.state.value, "reason": self.reason,
@@ -221,6 +222,8 @@ class StatusRecord:
             data["ended"] = self.ended
         if self.details:
             data["details"] = self.details
+        if self.failed_runs is not None:
+            data["failed_runs"] = self.failed_runs
         return data
 
     @classmethod
@@ -233,16 +236,19 @@ class StatusRecord:
             reason = data.get("reason") or ""
             details = data.get("details") or {}
             times = [data.get(k) for k in ("started", "updated", "ended")]
+            failed_runs = data.get("failed_runs")  # absent from records of older rxjobs
             if not isinstance(reason, str) or not isinstance(details, dict) or any(
                     t is not None and not isinstance(t, str) for t in times):
                 raise ValueError("fields of the wrong type")
+            if failed_runs is not None and (type(failed_runs) is not int or not 0 <= failed_runs <= MAX_RUNS):
+                raise ValueError("failed_runs is not a count of runs")
         except (KeyError, TypeError, ValueError, AttributeError):
             return CORRUPT_STATUS
         # As JobRecord.from_json: not cls(...), whose frozen __init__ sets each field
         # through object.__setattr__ (a survey reads one of these per job).
         record = object.__new__(cls)
         record.__dict__.update(state=state, reason=reason, started=times[0], updated=times[1],
-                               ended=times[2], details=details)
+                               ended=times[2], details=details, failed_runs=failed_runs)
         return record
 
     @property
@@ -270,11 +276,13 @@ def read_status_record(store: Store, job_id: str, snapshot: JobSnapshot | None =
 
 
 def write_status(store: Store, job_id: str, state: Record, reason: str = "",
-                 details: dict[str, Any] | None = None) -> bool:
+                 details: dict[str, Any] | None = None, failed_runs: int | None = None) -> bool:
     """Record the driver's view of the job; refuses to leave a terminal record.
 
     Only a job's driver calls this.  ``details`` are engine facts the driver
     learned (e.g. a Spark application id); they are kept in later records.
+    ``failed_runs``: of a finished job run with ``continue_on_failure``, how
+    many runs raised (their exceptions are in their result slots).
     Returns False when the record was already final (finished/failed) and so
     was left alone.
     """
@@ -288,22 +296,23 @@ def write_status(store: Store, job_id: str, state: Record, reason: str = "",
         # The first record is created exclusively: a task that saw no record must not
         # overwrite a FAILED record another task wrote meanwhile (Dask tasks race so).
         try:
-            store.write_exclusive(path, _status_json(_next_status(current, state, reason, details)))
+            first = _next_status(current, state, reason, details, failed_runs)
+            store.write_exclusive(path, _status_json(first))
             return True
         except FileExistsError:
             current = read_status_record(store, job_id)
             if current.is_final:
                 return False
-    store.write_atomic(path, _status_json(_next_status(current, state, reason, details)))
+    store.write_atomic(path, _status_json(_next_status(current, state, reason, details, failed_runs)))
     return True
 
 
 def _next_status(current: StatusRecord, state: Record, reason: str,
-                 details: dict[str, Any] | None) -> StatusRecord:
+                 details: dict[str, Any] | None, failed_runs: int | None = None) -> StatusRecord:
     now = utc_now_iso()
     return StatusRecord(state, reason, started=current.started or now, updated=now,
                         ended=now if state in (Record.FINISHED, Record.FAILED) else None,
-                        details={**current.details, **(details or {})})
+                        details={**current.details, **(details or {})}, failed_runs=failed_runs)
 
 
 def _status_json(record: StatusRecord) -> bytes:

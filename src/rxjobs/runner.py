@@ -91,6 +91,7 @@ class TaskSummary:
     runs: int
     skipped: bool = False
     first_error: str | None = None
+    failed: int = 0  # runs that raised (kept in their result slots)
 
 
 def load_payload(store: Store, job_id: str) -> Payload:
@@ -174,7 +175,7 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     if output.getvalue() or live.published:
         store.write_atomic(paths.output(task), output.getvalue())
     store.write_atomic(paths.result(task), _dumps_result(result))
-    return TaskSummary(task, len(result.values), first_error=first_error)
+    return TaskSummary(task, len(result.values), first_error=first_error, failed=len(result.failed))
 
 
 # -- the run in progress ------------------------------------------------------------------

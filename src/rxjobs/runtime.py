@@ -18,6 +18,13 @@ finds its owner gone can remove it:
     log (the log held like a driver log).  The server removes them when it
     stops in order; those of a killed server go with ``rx_spark_disconnect``,
     the next start of that key, or ``rxjobs doctor --fix``.
+``forkserver-<key>.json``, ``.sock``
+    The fork server of local drivers (:mod:`rxjobs.engines.forkserver`):
+    its record (pid, start time, host) and socket.  They live while the
+    record names a live process of this host, or while the runtime dir
+    itself is ``flock``-ed (a fork server being started: its socket comes
+    before its record).  The server removes both when it stops; those of a
+    killed server go with the next start or ``rxjobs doctor --fix``.
 ``<name>.tmp-<pid>-...``
     A file being written; that of a writer which died is debris.
 
@@ -50,10 +57,12 @@ TMP_MARK = ".tmp-"
 DRIVER_LOG_PREFIX = "job-"
 DRIVER_LOG_SUFFIX = ".driver.log"
 SERVER_PREFIX = "spark-"
+FORK_SERVER_PREFIX = "forkserver-"
 _MAX_RECORD = 1 << 16
 
 _TMP_RE = re.compile(r"\.tmp-(\d+)(?:-[0-9a-f]+)?\Z")
 _SERVER_RE = re.compile(r"spark-([0-9a-f]{1,64})\.(json|sock|lock|log)\Z")
+_FORK_SERVER_RE = re.compile(r"forkserver-([0-9a-f]{1,64})\.(json|sock)\Z")
 _DRIVER_LOG_RE = re.compile(r"job-([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\.driver\.log\Z")
 
 
@@ -177,12 +186,17 @@ class RuntimeKind(str, Enum):
     SERVER_SOCKET = "server socket"
     SERVER_LOCK = "server lock"
     SERVER_LOG = "server log"
+    FORK_SERVER_RECORD = "fork server record"
+    FORK_SERVER_SOCKET = "fork server socket"
     TEMP = "temp file"
     OTHER = "unknown file"
 
 
 _SERVER_KINDS = {"json": RuntimeKind.SERVER_RECORD, "sock": RuntimeKind.SERVER_SOCKET,
                  "lock": RuntimeKind.SERVER_LOCK, "log": RuntimeKind.SERVER_LOG}
+
+
+_FORK_SERVER_KINDS = {"json": RuntimeKind.FORK_SERVER_RECORD, "sock": RuntimeKind.FORK_SERVER_SOCKET}
 
 
 @dataclass(frozen=True)
@@ -238,6 +252,45 @@ def server_alive(key: str, base: str) -> bool:
     return any(is_held(os.path.join(base, f"{SERVER_PREFIX}{key}.{suffix}")) for suffix in ("log", "lock"))
 
 
+@contextlib.contextmanager
+def _holding_dir(path: str) -> Iterator[bool]:
+    """The ``flock`` of the directory ``path``, taken without waiting: True while we hold
+    it, False when another process does (the fork server's starter, while it starts one)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+
+
+def dir_locked(path: str) -> bool:
+    """Whether a live process holds the ``flock`` of the directory ``path``."""
+    try:
+        with _holding_dir(path) as mine:
+            return not mine
+    except OSError:
+        return False
+
+
+def _fork_server_recorded(key: str, base: str) -> bool:
+    record = read_server_record(os.path.join(base, f"{FORK_SERVER_PREFIX}{key}.json"))
+    return record is not None and record.get("host") == socket.gethostname() and process_alive(
+        record.get("pid"), record.get("create_time"))
+
+
+def fork_server_alive(key: str, base: str) -> bool:
+    """Whether the fork server of ``key`` lives: its record names a live process of this
+    host, or the runtime dir is locked (a server being started, its record not yet written)."""
+    return _fork_server_recorded(key, base) or dir_locked(base)
+
+
 def classify(name: str) -> tuple[RuntimeKind, str]:
     """What the runtime-dir file ``name`` is and whom it belongs to (a job id, a server key,
     a pid), from its name alone (pure)."""
@@ -250,18 +303,23 @@ def classify(name: str) -> tuple[RuntimeKind, str]:
     server = _SERVER_RE.match(name)
     if server:
         return _SERVER_KINDS[server.group(2)], server.group(1)
+    fork_server = _FORK_SERVER_RE.match(name)
+    if fork_server:
+        return _FORK_SERVER_KINDS[fork_server.group(2)], fork_server.group(1)
     return RuntimeKind.OTHER, ""
 
 
 def scan_runtime_dir(base: str | None = None) -> list[RuntimeFile]:
     """Every file of the runtime directory, with whether its owner lives.
 
-    A driver log lives while a process holds it; a server's files while the
-    server does (:func:`server_alive`); a temporary file while its writer's pid runs.
+    A driver log lives while a process holds it; a Spark server's files while
+    the server does (:func:`server_alive`), a fork server's likewise
+    (:func:`fork_server_alive`); a temporary file while its writer's pid runs.
     """
     folder = runtime_dir(base)
     found = []
     servers: dict[str, bool] = {}
+    fork_servers: dict[str, bool] = {}
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
         kind, owner = classify(name)
@@ -272,6 +330,10 @@ def scan_runtime_dir(base: str | None = None) -> list[RuntimeFile]:
             alive = is_held(path)
         elif kind is RuntimeKind.OTHER:
             alive = None
+        elif kind in _FORK_SERVER_KINDS.values():
+            if owner not in fork_servers:
+                fork_servers[owner] = fork_server_alive(owner, folder)
+            alive = fork_servers[owner]
         else:
             if owner not in servers:
                 servers[owner] = server_alive(owner, folder)
@@ -296,6 +358,17 @@ def remove_runtime_file(entry: RuntimeFile) -> bool:
     if kind is RuntimeKind.TEMP:
         if process_alive(owner):
             return False
+    elif kind in _FORK_SERVER_KINDS.values():
+        # Under the runtime dir's lock, which a starter holds until its server has
+        # written its record: no server of this key can come to life meanwhile.
+        with _holding_dir(folder) as mine:
+            if not mine or _fork_server_recorded(owner, folder):
+                return False
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                return False
+            return True
     elif kind not in (RuntimeKind.DRIVER_LOG, RuntimeKind.SERVER_LOG, RuntimeKind.SERVER_LOCK):
         if server_alive(owner, folder):
             return False
@@ -342,7 +415,7 @@ def locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-__all__ = ["DRIVER_LOG_SUFFIX", "RUNTIME_DIR_ENV", "RuntimeFile", "RuntimeKind", "classify",
-           "driver_log_file", "is_held", "locked", "open_held", "process_alive", "read_server_record",
-           "remove_runtime_file", "runtime_dir", "scan_runtime_dir", "server_alive", "server_file",
-           "take_driver_log"]
+__all__ = ["DRIVER_LOG_SUFFIX", "FORK_SERVER_PREFIX", "RUNTIME_DIR_ENV", "RuntimeFile", "RuntimeKind",
+           "classify", "dir_locked", "driver_log_file", "fork_server_alive", "is_held", "locked", "open_held",
+           "process_alive", "read_server_record", "remove_runtime_file", "runtime_dir", "scan_runtime_dir",
+           "server_alive", "server_file", "take_driver_log"]

@@ -95,6 +95,9 @@ class JobFacts:
     newer_format
         ``job.json`` is of a newer format than this rxjobs reads: the error
         that says which rxjobs the job needs ("" otherwise).
+    failed_runs, n_runs
+        Of a finished job: how many runs raised, as its ``status.json`` says
+        (None in records of older rxjobs), and how many runs it has.
     """
 
     present: bool
@@ -106,6 +109,19 @@ class JobFacts:
     submitter_alive: bool | None = None
     foreign_owner: int | None = None
     newer_format: str = ""
+    failed_runs: int | None = None
+    n_runs: int | None = None
+
+
+def finished_reason(failed_runs: int | None, n_runs: int | None) -> str:
+    """The reason of a finished job: "finished", or "finished, 3 of 9 runs failed" when runs
+    raised (``continue_on_failure``); ``failed_runs`` None when its record does not say."""
+    if not failed_runs:
+        return "finished"
+    runs = "run" if failed_runs == 1 and n_runs in (None, 1) else "runs"
+    if n_runs is None or n_runs < failed_runs:
+        return f"finished, {failed_runs} {runs} failed"
+    return f"finished, {failed_runs} of {n_runs} {runs} failed"
 
 
 @dataclass(frozen=True)
@@ -141,7 +157,7 @@ def derive_status(facts: JobFacts) -> Derived:
     if facts.canceled:
         return Derived(S.CANCELED, "canceled")
     if facts.record is Record.FINISHED:
-        return Derived(S.FINISHED, "finished")
+        return Derived(S.FINISHED, finished_reason(facts.failed_runs, facts.n_runs))
     if facts.record is Record.FAILED:
         return Derived(S.FAILED, facts.record_reason or "failed")
     if facts.record is Record.CORRUPT:

@@ -420,7 +420,7 @@ def _run_job_task(share_dir: str, job_id: str, task: int,
             # Canceled while this task ran: its late result must not outlive the cancel.
             store.remove_file(paths.result(task))
             return {**summary, "interrupted": True}
-        summary.update(skipped=done.skipped, first_error=done.first_error)
+        summary.update(skipped=done.skipped, first_error=done.first_error, failed=done.failed)
         if done.first_error:
             job = records.read_job_record(store, job_id)
             if not job.options.get("continue_on_failure", True):
@@ -512,7 +512,8 @@ def _record_end(share_dir: str, job_id: str, summaries: list[dict[str, Any]],
         if missing:
             failure = f"no result was written for task(s) {', '.join(map(str, missing[:10]))}"
     if failure is None:
-        records.write_status(store, job_id, Record.FINISHED)
+        failed_runs = sum(s["failed"] for s in summaries if isinstance(s.get("failed"), int))
+        records.write_status(store, job_id, Record.FINISHED, failed_runs=failed_runs)
         return "finished"
     records.write_status(store, job_id, Record.FAILED, failure)
     return "failed"

@@ -57,7 +57,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..runtime import runtime_dir
+from ..runtime import FORK_SERVER_PREFIX, TMP_MARK, runtime_dir
 from .base import Handle
 from .drivers import OPTIONS_ENV, driver_log_path, find_driver, take_stdio
 
@@ -72,7 +72,7 @@ _REPLY_TIMEOUT_S = 30.0
 _PRELOAD = ("rxjobs.engines.local", "rxjobs.runner", "rxjobs.records", "rxjobs.store",
             "rxjobs.store.local", "cloudpickle", "concurrent.futures.process", "multiprocessing",
             "setproctitle", "psutil")
-_PREFIX = "forkserver-"
+_PREFIX = FORK_SERVER_PREFIX
 
 
 class ForkServerError(RuntimeError):
@@ -325,7 +325,7 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
 
     path, record = socket_path(base, key), record_path(base, key)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}{TMP_MARK}{os.getpid()}"
     listener.bind(tmp)
     os.chmod(tmp, 0o600)
     listener.listen(128)
@@ -336,7 +336,7 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
             "socket": path, "key": key, "python": sys.executable, "package": _PACKAGE,
             "started": time.time(),
             "idle_timeout_s": idle_timeout}
-    tmp_record = f"{record}.{os.getpid()}.tmp"
+    tmp_record = f"{record}{TMP_MARK}{os.getpid()}"
     fd = os.open(tmp_record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)

@@ -131,6 +131,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     records.write_status(store, job_id, Record.RUNNING)
     pending = [k for k in range(record.n_tasks) if not store.exists(paths.result(k))]
     failure = None
+    failed_runs = 0
     if pending:
         pool = ProcessPoolExecutor(
             max_workers=min(workers, len(pending)),
@@ -152,6 +153,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
                 except Exception as exc:
                     failure = f"task {task} could not be run: {type(exc).__name__}: {exc}"
                 else:
+                    failed_runs += summary.failed
                     if summary.first_error and not continue_on_failure:
                         failure = summary.first_error
                 if failure:
@@ -170,7 +172,7 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     if failure is not None:
         records.write_status(store, job_id, Record.FAILED, failure)
         return 1
-    records.write_status(store, job_id, Record.FINISHED)
+    records.write_status(store, job_id, Record.FINISHED, failed_runs=failed_runs)
     return 0
 
 

@@ -126,7 +126,7 @@ def spark_conf(context: Any, job_id: str, environ: Mapping[str, str] | None = No
 # -- the executor side -------------------------------------------------------------------
 
 
-def _run_spark_task(share_dir: str, job_id: str, first_errors: Any,
+def _run_spark_task(share_dir: str, job_id: str, first_errors: Any, failed_runs: Any,
                     options: dict[str, Any] | None, task: int) -> None:
     """One Spark task = one rxjobs task, run in an executor's Python worker.
 
@@ -137,11 +137,12 @@ def _run_spark_task(share_dir: str, job_id: str, first_errors: Any,
     from ..runner import run_task
 
     summary = run_task(share_dir, job_id, task, capture="fd", options=options)
+    failed_runs.add(summary.failed)
     if first_errors is not None and summary.first_error:
         first_errors.add([summary.first_error])
 
 
-def _run_spark_partition(share_dir: str, job_id: str, first_errors: Any,
+def _run_spark_partition(share_dir: str, job_id: str, first_errors: Any, failed_runs: Any,
                          options: dict[str, Any] | None, tasks: Any) -> None:
     """Several rxjobs tasks in one Spark task, one after another (the persistent server's way).
 
@@ -155,6 +156,7 @@ def _run_spark_partition(share_dir: str, job_id: str, first_errors: Any,
 
     for task in tasks:
         summary = run_task(share_dir, job_id, task, capture="fd", options=options)
+        failed_runs.add(summary.failed)
         if first_errors is not None and summary.first_error:
             first_errors.add([summary.first_error])
             return
@@ -198,6 +200,7 @@ class Outcome:
     state: str  # "finished", "failed", "canceled" or "terminated"
     reason: str = ""
     log: str = ""  # what the driver log should say about it (a Spark error's traceback)
+    failed_runs: int | None = None  # of a finished job: runs that raised (continue_on_failure)
 
 
 class DriverState:
@@ -290,12 +293,15 @@ def run_tasks(sc: Any, store: Any, job_id: str, n_tasks: int, stop_on_failure: b
     if not pending:
         return Outcome("finished")
     first_errors: Any = sc.accumulator([], _list_param()) if stop_on_failure else None
-    task = partial(_run_spark_task, store.url, job_id, first_errors, store.options or None)
+    # An accumulator updated in an action counts each task once, retried or not.
+    failed_runs: Any = sc.accumulator(0)
+    task = partial(_run_spark_task, store.url, job_id, first_errors, failed_runs, store.options or None)
     errors: list[BaseException] = []
     done = threading.Event()
 
     if partitions is not None and partitions < len(pending):
-        grouped = partial(_run_spark_partition, store.url, job_id, first_errors, store.options or None)
+        grouped = partial(_run_spark_partition, store.url, job_id, first_errors, failed_runs,
+                          store.options or None)
 
         def start() -> None:
             sc.parallelize(_spread(pending, partitions), partitions).foreachPartition(grouped)
@@ -339,7 +345,7 @@ def run_tasks(sc: Any, store: Any, job_id: str, n_tasks: int, stop_on_failure: b
     if errors:
         log = "".join(traceback.format_exception(errors[0]))
         return Outcome("failed", f"the Spark job failed: {spark_error(errors[0])}", log)
-    return Outcome("finished")
+    return Outcome("finished", failed_runs=int(failed_runs.value))
 
 
 def record_outcome(store: Any, job_id: str, outcome: Outcome, terminated_reason: str,
@@ -364,7 +370,7 @@ def record_outcome(store: Any, job_id: str, outcome: Outcome, terminated_reason:
     if outcome.state == "failed":
         records.write_status(store, job_id, Record.FAILED, outcome.reason)
         return 1
-    records.write_status(store, job_id, Record.FINISHED)
+    records.write_status(store, job_id, Record.FINISHED, failed_runs=outcome.failed_runs)
     return 0
 
 
