@@ -88,3 +88,9 @@ def test_help_lists_every_command_with_its_summary():
     for name in LAZY_COMMANDS:
         assert f"\n  {name} " in done.stdout, done.stdout
     assert "List the jobs of the share dir, oldest first." in done.stdout
+
+
+def test_du_prints_without_rich(tmp_path: Path):
+    loaded = _modules_after(_cli_run(["--share-dir", str(tmp_path / "share"), "du"]))
+    assert "rxjobs.cli.disk_use" in loaded and "rxjobs.usage" in loaded
+    assert sorted(loaded & {"rich.console", "rich.table", "rich.progress", "rxjobs.api"}) == []

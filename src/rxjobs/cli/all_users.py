@@ -14,11 +14,9 @@ import click
 from ..cleanup import CleanupOutcome
 from ..retention import RetentionPolicy
 from ..sweep import CHILD_TIME_LIMIT, UserCleanup, sweep_cleanup, sweep_usage
-from . import rich_output
 from .boundary import error, warning
 from .cleanup_report import echo_entries
-from .printing import human_bytes, plural, print_json
-from .rich_output import Text
+from .printing import human_bytes, plural, print_columns, print_json
 
 
 def all_users_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -87,20 +85,16 @@ def du_all_users(root: str, policy: RetentionPolicy, top: int, as_json: bool, ti
     if as_json:
         print_json(data)
         return
-    table = rich_output.table()
-    for column in ("user", "share dirs", "jobs", "files", "size", "cleanup would free", "kept"):
-        table.add_column(column, justify="left" if column == "user" else "right", no_wrap=True)
-    for user, sums in data["by_user"].items():
-        table.add_row(Text(user), Text(str(sums["share_dirs"])), Text(str(sums["jobs"])),
-                      Text(str(sums["files"])), Text(human_bytes(sums["bytes"])),
-                      Text(human_bytes(sums["freeable_bytes"])), Text(human_bytes(sums["kept_bytes"])))
-    console = rich_output.console()
-    console.print(table)
+    print_columns(("user", "share dirs", "jobs", "files", "size", "cleanup would free", "kept"),
+                  [(user, str(sums["share_dirs"]), str(sums["jobs"]), str(sums["files"]),
+                    human_bytes(sums["bytes"]), human_bytes(sums["freeable_bytes"]),
+                    human_bytes(sums["kept_bytes"])) for user, sums in data["by_user"].items()],
+                  right=(False, True, True, True, True, True, True))
     for failed in (u for u in sweep.users if u.error is not None):
         error(f"{failed.share_dir} ({failed.user}): {failed.error}")
     for skipped in sweep.skipped:
         click.echo(f"left alone {skipped.path}: {skipped.reason}")
     totals = data["totals"]
-    console.print(Text(f"{plural(totals['share_dirs'], 'share dir')} under {sweep.root}: "
-                       f"{human_bytes(totals['bytes'])} in {plural(totals['jobs'], 'job')}; cleanup "
-                       f"would free {human_bytes(totals['freeable_bytes'])}"), soft_wrap=True)
+    click.echo(f"{plural(totals['share_dirs'], 'share dir')} under {sweep.root}: "
+               f"{human_bytes(totals['bytes'])} in {plural(totals['jobs'], 'job')}; cleanup "
+               f"would free {human_bytes(totals['freeable_bytes'])}")

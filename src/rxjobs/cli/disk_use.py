@@ -10,12 +10,10 @@ from datetime import timedelta
 import click
 
 from ..usage import UsageReport, disk_usage
-from . import rich_output
 from .all_users import all_users_option, du_all_users
 from .params import ShareDir, json_option
 from .policy import policy_from, retention_options
-from .printing import human_bytes, plural, print_json
-from .rich_output import Text, state_text
+from .printing import STATE_COLORS, human_bytes, plural, print_columns, print_json
 
 
 @click.command()
@@ -48,50 +46,35 @@ def du(share: ShareDir, top: int, states: tuple[str, ...], older_than: timedelta
 
 
 def _print_report(report: UsageReport) -> None:
-    console = rich_output.console()
     if report.jobs:
-        _print_jobs(report, console)
+        _print_jobs(report)
     why = ", ".join(f"{reason} {human_bytes(size)}"
                     for reason, size in sorted(report.kept_bytes_by_reason.items()))
-    for line in (
-        f"{plural(len(report.jobs), 'job')} in {report.share_dir}: {human_bytes(report.bytes)} "
-        f"in {plural(report.files, 'file')}",
-        f"cleanup would free now: {human_bytes(report.freeable_bytes)}",
-        f"kept: {human_bytes(report.kept_bytes)}" + (f" ({why})" if why else ""),
-    ):
-        console.print(Text(line), soft_wrap=True)
-    policy_table = rich_output.table()
-    policy_table.add_column("policy")
-    policy_table.add_column("jobs", justify="right")
-    policy_table.add_column("would free", justify="right", no_wrap=True)
-    for estimate in report.policies:
-        policy_table.add_row(Text(estimate.policy), Text(str(estimate.jobs)),
-                             Text(human_bytes(estimate.bytes)))
-    console.print(policy_table)
+    click.echo(f"{plural(len(report.jobs), 'job')} in {report.share_dir}: {human_bytes(report.bytes)} "
+               f"in {plural(report.files, 'file')}")
+    click.echo(f"cleanup would free now: {human_bytes(report.freeable_bytes)}")
+    click.echo(f"kept: {human_bytes(report.kept_bytes)}" + (f" ({why})" if why else ""))
+    click.echo()
+    print_columns(("policy", "jobs", "would free"),
+                  [(e.policy, str(e.jobs), human_bytes(e.bytes)) for e in report.policies],
+                  right=(False, True, True))
 
 
-def _print_jobs(report: UsageReport, console: rich_output.Console) -> None:
-    table = rich_output.table()
-    table.add_column("id", no_wrap=True)
-    table.add_column("state")
-    table.add_column("files", justify="right")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("cleanup would")
+def _print_jobs(report: UsageReport) -> None:
+    rows = []
     for job in report.jobs:
         action = "remove" if job.removable else f"keep ({job.kept_because})"
         if job.expired:
             action += ", expired"
-        table.add_row(Text(job.job_id), state_text(job.state), Text(str(job.files)),
-                      Text(human_bytes(job.bytes)), Text(action))
-    console.print(table)
-    states_table = rich_output.table()
-    states_table.add_column("state")
-    states_table.add_column("jobs", justify="right")
-    states_table.add_column("files", justify="right")
-    states_table.add_column("size", justify="right", no_wrap=True)
-    for state, sums in sorted(report.by_state.items()):
-        states_table.add_row(state_text(state), Text(str(sums.jobs)), Text(str(sums.files)),
-                             Text(human_bytes(sums.bytes)))
-    console.print(states_table)
-    console.print(Text("largest jobs: " + ", ".join(
-        f"{job.job_id} {human_bytes(job.bytes)}" for job in report.largest)), soft_wrap=True)
+        rows.append((job.job_id, job.state, str(job.files), human_bytes(job.bytes), action))
+    print_columns(("id", "state", "files", "size", "cleanup would"), rows,
+                  right=(False, False, True, True, False), colors=[STATE_COLORS.get(r[1]) for r in rows])
+    click.echo()
+    by_state = sorted(report.by_state.items())
+    print_columns(("state", "jobs", "files", "size"),
+                  [(state, str(s.jobs), str(s.files), human_bytes(s.bytes)) for state, s in by_state],
+                  right=(False, True, True, True), colors=[STATE_COLORS.get(state) for state, _ in by_state],
+                  colored=0)
+    click.echo()
+    click.echo("largest jobs: "
+               + ", ".join(f"{job.job_id} {human_bytes(job.bytes)}" for job in report.largest))

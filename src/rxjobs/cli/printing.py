@@ -83,7 +83,7 @@ def json_list_lines(items: Iterable[Any], indent: str = "") -> Iterator[str]:
 
 
 def print_columns(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] = (),
-                  colors: Sequence[str | None] = ()) -> None:
+                  colors: Sequence[str | None] = (), colored: int = 1) -> None:
     """Print ``rows`` under ``headers`` in aligned columns, a rule under the headers.
 
     The layout is that of the rich tables the other commands print (columns three
@@ -99,7 +99,9 @@ def print_columns(headers: Sequence[str], rows: Sequence[Sequence[str]], right: 
     right
         Per column, whether it is right-justified (numbers, sizes).
     colors
-        Per row, a click colour for its second cell (the job state), or None.
+        Per row, a click colour for its cell in column ``colored`` (the job state), or None.
+    colored
+        The column that ``colors`` colours.
     """
     widths = [len(h) for h in headers]
     for row in rows:
@@ -111,8 +113,8 @@ def print_columns(headers: Sequence[str], rows: Sequence[Sequence[str]], right: 
     def line(cells: Sequence[str], color: str | None = None) -> str:
         parts = [cell.rjust(w) if r else cell.ljust(w)
                  for cell, w, r in zip(cells, widths, justify, strict=True)]
-        if color is not None and len(parts) > 1:
-            parts[1] = click.style(parts[1], fg=color)
+        if color is not None:
+            parts[colored] = click.style(parts[colored], fg=color)
         return "   ".join(parts).rstrip()
 
     chunk = [click.style(line(headers), bold=True), "─" * (sum(widths) + 3 * (len(widths) - 1))]
