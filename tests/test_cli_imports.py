@@ -66,6 +66,9 @@ def test_list_imports_neither_rich_nor_the_cleanup_nor_the_api(tmp_path: Path):
     loaded = _modules_after(_cli_run(["--share-dir", str(share), "list"]))
     assert "rxjobs.cli.listing" in loaded and "rxjobs.listing" in loaded
     assert sorted(loaded & set(HEAVY)) == []
+    # An empty share dir has no job to look at: not even the jobs service, the engines
+    # or cloudpickle (most of the command's start-up).
+    assert sorted(loaded & {"rxjobs.jobs", "rxjobs.engines", "cloudpickle"}) == []
 
 
 def test_a_commands_own_help_imports_its_module():

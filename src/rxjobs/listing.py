@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from . import jobs
 from .contexts import RxComputeContext, RxLocalSeq
 from .errors import JobNotFoundError, NewerFormatError
 from .ids import job_id_time, validate_job_id
@@ -203,11 +202,24 @@ def list_jobs(
             job_context = stored
         status = None
         if need_state:
-            status = jobs.look_at_job(store, job_id, snapshot, record).status
+            status = _look_at_job(store, job_id, snapshot, record)
             if wanted is not None and status not in wanted:
                 continue
         yield ListedJob(job_id, job_context, job_options, submitted, status, record,
                         snapshot.usage if snapshot is not None else None)
+
+
+def _look_at_job(store: Store, job_id: str, snapshot: JobSnapshot | None,
+                 record: JobRecord | None = None) -> RxRemoteJobStatus:
+    """The job's state (:func:`rxjobs.jobs.look_at_job`).
+
+    :mod:`rxjobs.jobs` (and with it the engines, psutil and cloudpickle) is
+    imported at the first job looked at: ``rxjobs list`` on an empty share dir
+    needs none of it, and its start-up is most of that command's time.
+    """
+    from . import jobs
+
+    return jobs.look_at_job(store, job_id, snapshot, record).status
 
 
 def _newer_job(store: Store, job_id: str, snapshot: JobSnapshot | None, context: RxComputeContext,
@@ -215,7 +227,7 @@ def _newer_job(store: Store, job_id: str, snapshot: JobSnapshot | None, context:
     """The row of a job whose ``job.json`` is of a newer format (None: removed meanwhile)."""
     status = None
     if need_state:
-        status = jobs.look_at_job(store, job_id, snapshot).status
+        status = _look_at_job(store, job_id, snapshot)
         if status is RxRemoteJobStatus.MISSING:
             return None
     return ListedJob(job_id, context, options, job_id_time(job_id) if need_time else None, status, None,

@@ -10,7 +10,7 @@ This root only holds the group, its share-dir options and a table of the
 subcommands.  Each subcommand lives in a module of this package that is
 imported when that command runs, or for its own ``--help`` (click's
 documented lazy-group pattern): ``rxjobs --help`` imports none of them, and
-``rxjobs list`` none of rich, the cleanup, the sweep or the engines.
+``rxjobs list`` none of rich, the cleanup, the sweep or the API.
 
 * :mod:`.listing`: ``list`` and ``status``;
 * :mod:`.lifecycle`: ``output``, ``results``, ``wait`` and ``cancel``;
@@ -20,7 +20,7 @@ documented lazy-group pattern): ``rxjobs --help`` imports none of them, and
 * :mod:`.all_users`: the operator's ``--all-users ROOT`` of ``cleanup`` and ``du``;
 * :mod:`.maintenance`: ``adopt`` and ``doctor``;  :mod:`.serve`: ``ui`` and ``demo``;
 * :mod:`.boundary` (one-line errors), :mod:`.params` (shared options),
-  :mod:`.printing` (plain output) and :mod:`.rich_output` (tables and bars).
+  :mod:`.printing` (JSON and every table) and :mod:`.rich_output` (progress bars).
 
 Errors a user can cause end as one line on stderr, ``rxjobs: error: <message>``,
 with exit status 1 (usage errors, also one line, exit with 2).  Output into a

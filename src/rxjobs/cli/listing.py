@@ -10,7 +10,7 @@ from datetime import datetime
 
 import click
 
-from .. import jobs, listing
+from .. import listing
 from ..status import RxRemoteJobStatus
 from .boundary import error
 from .params import TIME, ShareDir, json_option, state_option
@@ -65,6 +65,8 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
 @click.pass_context
 def status(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
     """Show the state of jobs and the reason for it (exit 1 if a job is not found)."""
+    from .. import jobs  # here: `list` shares this module, and an empty listing needs no jobs service
+
     store = ctx.obj.store()
     rows = []
     failed = False

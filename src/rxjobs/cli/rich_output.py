@@ -1,44 +1,22 @@
-"""Rich output for the commands that draw progress bars or small tables (``du``, ``wait``, ``cleanup``).
+"""Progress bars for the commands that wait or remove for long (``wait``, ``cleanup``).
 
-Kept apart from :mod:`rxjobs.cli.printing` so that ``rxjobs --help``, ``list``
-and ``status`` never import rich's console.
+The only module of the command line that imports rich's console: every table
+is printed by :func:`rxjobs.cli.printing.print_columns`, so ``rxjobs --help``,
+``list``, ``status`` and ``du`` never pay for rich.
 """
 
 from __future__ import annotations
 
-from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
-
-_STATE_STYLES = {
-    "queued": "blue",
-    "running": "cyan",
-    "finished": "green",
-    "failed": "red",
-    "canceled": "yellow",
-    "undetermined": "magenta",
-    "missing": "dim",
-}
 
 
 def console() -> Console:
-    """A console on stdout; off a terminal it is wide, so tables never fold job ids."""
+    """A console on stdout, which says whether stdout is a terminal (bars are drawn only there)."""
     found = Console(highlight=False)
     if not found.is_terminal:
         found = Console(highlight=False, width=max(found.width, 200))
     return found
-
-
-def table() -> Table:
-    """An empty table in the commands' one style: a rule under the headers, no edges."""
-    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-
-
-def state_text(state: str) -> Text:
-    """A job state, in its colour."""
-    return Text(state, style=_STATE_STYLES.get(state, ""))
 
 
 def cleanup_progress(on: Console) -> Progress:
@@ -53,4 +31,4 @@ def tasks_progress(on: Console) -> Progress:
                     TextColumn("tasks  {task.fields[state]}"), TimeElapsedColumn(), console=on)
 
 
-__all__ = ["Console", "Text", "cleanup_progress", "console", "state_text", "table", "tasks_progress"]
+__all__ = ["Console", "cleanup_progress", "console", "tasks_progress"]
