@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,10 +16,12 @@ from ..errors import JobNotFoundError
 from ..records import read_job_record
 from ..status import RxRemoteJobStatus
 from ..waiting import poll
-from . import rich_output
 from .boundary import USER_ERRORS, captured_warnings, error, warning
 from .params import ShareDir, json_option
 from .printing import print_json
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @click.command()
@@ -90,8 +92,10 @@ def _tasks_done(job: api.RxRemoteJob) -> int:
 
 
 def _wait_all(handles: list[api.RxRemoteJob], timeout: float | None,
-              console: rich_output.Console | None) -> dict[str, RxRemoteJobStatus]:
+              console: Console | None) -> dict[str, RxRemoteJobStatus]:
     """Wait until every job has ended or ``timeout`` passes; a progress bar per job on ``console``."""
+    from . import rich_output
+
     ended: dict[str, RxRemoteJobStatus] = {}
     progress = rich_output.tasks_progress(console) if console is not None else None
     bars: dict[str, tuple[Any, int | None]] = {}
@@ -130,6 +134,8 @@ def _wait_all(handles: list[api.RxRemoteJob], timeout: float | None,
 def wait(ctx: click.Context, job_ids: tuple[str, ...], timeout: float | None,
          progress: bool | None) -> None:
     """Wait for jobs to end; exit 0 if all finished, 1 otherwise (failed, canceled, timed out)."""
+    from . import rich_output  # here: output, results and cancel draw no bars
+
     handles = [api.get_job(job_id, ctx.obj.url, ctx.obj.options) for job_id in dict.fromkeys(job_ids)]
     console = rich_output.console()
     show = console.is_terminal if progress is None else progress
