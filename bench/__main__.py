@@ -33,7 +33,8 @@ from typing import TextIO
 
 # size option -> the benchmarks that take it
 SIZE_OPTIONS = {
-    "--jobs": {"cleanup_bench", "growth_bench", "job_files_bench", "listing_bench", "s3_bench", "ui_bench"},
+    "--jobs": {"cleanup_bench", "cli_bench", "growth_bench", "job_files_bench", "listing_bench", "s3_bench",
+               "ui_bench"},
     "--runs": {"local_exec_bench", "dask_bench", "spark_bench", "executor_bench"},
 }
 # benchmarks that take a comma-separated list of sizes (the others get the first)

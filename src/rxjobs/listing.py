@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from . import jobs
 from .contexts import RxComputeContext, RxLocalSeq
 from .errors import JobNotFoundError, NewerFormatError
 from .ids import job_id_time, validate_job_id
@@ -206,12 +205,26 @@ def list_jobs(
         status = None
         failed_runs = None
         if need_state:
-            look = jobs.look_at_job(store, job_id, snapshot, record)
-            status, failed_runs = look.status, look.status_record.failed_runs
+            status, failed_runs = _look_at_job(store, job_id, snapshot, record)
             if wanted is not None and status not in wanted:
                 continue
         yield ListedJob(job_id, job_context, job_options, submitted, status, record,
                         snapshot.usage if snapshot is not None else None, failed_runs)
+
+
+def _look_at_job(store: Store, job_id: str, snapshot: JobSnapshot | None,
+                 record: JobRecord | None = None) -> tuple[RxRemoteJobStatus, int | None]:
+    """The job's state (:func:`rxjobs.jobs.look_at_job`), and how many of its runs failed
+    when its ``status.json`` says (a finished job's).
+
+    :mod:`rxjobs.jobs` (and with it the engines, psutil and cloudpickle) is
+    imported at the first job looked at: ``rxjobs list`` on an empty share dir
+    needs none of it, and its start-up is most of that command's time.
+    """
+    from . import jobs
+
+    look = jobs.look_at_job(store, job_id, snapshot, record)
+    return look.status, look.status_record.failed_runs
 
 
 def _newer_job(store: Store, job_id: str, snapshot: JobSnapshot | None, context: RxComputeContext,
@@ -219,7 +232,7 @@ def _newer_job(store: Store, job_id: str, snapshot: JobSnapshot | None, context:
     """The row of a job whose ``job.json`` is of a newer format (None: removed meanwhile)."""
     status = None
     if need_state:
-        status = jobs.look_at_job(store, job_id, snapshot).status
+        status, _ = _look_at_job(store, job_id, snapshot)
         if status is RxRemoteJobStatus.MISSING:
             return None
     return ListedJob(job_id, context, options, job_id_time(job_id) if need_time else None, status, None,

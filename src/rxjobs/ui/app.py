@@ -1,6 +1,8 @@
 """The web application: routes, templates and JSON endpoints over the job services.
 
-:func:`create_app` builds a Starlette application for one share dir.  Pages
+:func:`create_app` builds a Starlette application for one share dir from
+:class:`JobsPage`, whose methods are the routes and whose attributes hold the
+share dir, the secrets and the templates.  Pages
 are rendered on the server with Jinja2 (autoescaping on: everything read from
 a share dir is hostile), and a little JavaScript of our own (``static/``)
 refreshes them.  The JSON endpoints return what the CLI's ``--json``
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,6 +110,254 @@ class ShareDirApp:
         return await run_in_threadpool(call)
 
 
+class JobsPage:
+    """The web page of one share dir: its routes are methods, its state attributes.
+
+    One object per served share dir, as Ray's job dashboard keeps its state in
+    its head module: the share dir (:class:`ShareDirApp`), the secrets that
+    guard it, the templates and the path prefix.  :meth:`asgi` wraps it in
+    Starlette with the security middleware.
+
+    Parameters
+    ----------
+    share_dir, options, token, port, prefix
+        As :func:`create_app`.
+    """
+
+    def __init__(self, share_dir: str, options: dict[str, Any] | None, token: str, port: int,
+                 prefix: str) -> None:
+        if not token:
+            raise ValueError("the web page needs a secret token")
+        self.prefix = check_prefix(prefix)
+        self.share = ShareDirApp(share_dir, options)
+        self.secrets = Secrets(token, port, self.prefix)
+        self.templates = _templates()
+        self.templates.env.globals["base"] = self.prefix
+
+    # -- answers -------------------------------------------------------------------------
+
+    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        """Render template ``name`` with what every page shows."""
+        context.update(share_dir=self.share.url, csrf_token=self.secrets.csrf_token,
+                       csrf_field=CSRF_FIELD, version=_version(), now=utc_now(),
+                       nav=context.get("nav", ""))
+        return self.templates.TemplateResponse(request, name, context, status_code=status)
+
+    def error(self, request: Request, status: int, message: str) -> Response:
+        """An error page, or ``{"error": message}`` for a client that wants JSON."""
+        if wants_json(request):
+            return JSONResponse({"error": message}, status_code=status)
+        return self.page(request, "error.html", status, message=message, title=f"Error {status}")
+
+    def not_found(self, request: Request, job_id: str) -> Response:
+        return self.error(request, 404, f"no job {job_id!r} in {self.share.url}")
+
+    async def guarded(self, request: Request, handler: Callable[[], Any]) -> Response:
+        """Run ``handler``; a bad query, a refused share dir or an unknown job become error answers."""
+        try:
+            return await handler()
+        except views.BadQuery as exc:
+            return self.error(request, 400, str(exc))
+        except (NotAShareDirError, UnsafeShareDirError, PermissionError) as exc:
+            return self.error(request, 403, str(exc))
+        except JobNotFoundError as exc:
+            return self.error(request, 404, str(exc))
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def jobs_html(self, request: Request) -> Response:
+        async def handler() -> Response:
+            query = views.JobsQuery.from_params(request.query_params)
+            result = await self.share.run(lambda store: views.jobs_page(store, query))
+            fragment = request.headers.get("x-fragment") == "rows"
+            return self.page(request, "_rows.html" if fragment else "jobs.html", result=result,
+                             query=query, states=views.STATES, sorts=views.SORTS, nav="jobs",
+                             url_for_query=lambda **changes: f"{self.prefix}/jobs?"
+                             + urlencode(query.params(**changes)))
+        return await self.guarded(request, handler)
+
+    async def jobs_json(self, request: Request) -> Response:
+        async def handler() -> Response:
+            query = views.JobsQuery.from_params(request.query_params)
+            result = await self.share.run(lambda store: views.jobs_page(store, query))
+            return JSONResponse([row.to_json() for row in result.rows], headers={
+                "X-Total-Count": str(result.total), "X-Page": str(query.page),
+                "X-Per-Page": str(query.per_page)})
+        return await self.guarded(request, handler)
+
+    async def status_json(self, request: Request) -> Response:
+        async def handler() -> Response:
+            ids = request.query_params.getlist("job_id")
+            if not ids:
+                raise views.BadQuery("name jobs: /api/status?job_id=ID&job_id=ID...")
+            if len(ids) > views.MAX_PER_PAGE:
+                raise views.BadQuery(f"at most {views.MAX_PER_PAGE} jobs at a time")
+            return JSONResponse(await self.share.run(lambda store: _states(store, ids)))
+        return await self.guarded(request, handler)
+
+    # -- one job -------------------------------------------------------------------------
+
+    async def job_html(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return self.not_found(request, job_id)
+
+        async def handler() -> Response:
+            detail = await self.share.run(lambda store: views.job_detail(store, job_id))
+            if detail is None:
+                return self.not_found(request, job_id)
+            output, cut = await self.share.run(
+                lambda store: views.output_tail(jobs.read_output(store, job_id)))
+            preview = None
+            if views.is_on(request.query_params.get("preview")):
+                preview = await run_in_threadpool(preview_results, self.share.url, self.share.options,
+                                                  job_id)
+            notice = NOTICES.get(request.query_params.get("notice", ""))
+            return self.page(request, "job.html", job=detail, output=output, output_cut=cut,
+                             preview=preview, notice=notice, nav="jobs")
+        return await self.guarded(request, handler)
+
+    async def output_text(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return self.not_found(request, job_id)
+
+        async def handler() -> Response:
+            text = await self.share.run(lambda store: jobs.read_output(store, job_id))
+            return PlainTextResponse(text)
+        return await self.guarded(request, handler)
+
+    async def preview_json(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return self.not_found(request, job_id)
+        found = await self.share.run(lambda store: store.is_job_dir(job_id))
+        if not found:
+            return self.not_found(request, job_id)
+        answer = await run_in_threadpool(preview_results, self.share.url, self.share.options, job_id)
+        return JSONResponse(answer, status_code=200 if "error" not in answer else 409)
+
+    async def cancel(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        form = await request.form()
+        refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
+        if refusal is not None:
+            return refusal
+        if not is_job_id(job_id):
+            return self.not_found(request, job_id)
+
+        async def handler() -> Response:
+            canceled = await self.share.run(lambda store: jobs.cancel_job(store, job_id))
+            state = await self.share.run(lambda store: jobs.job_status(store, job_id).status.value)
+            if request.url.path.startswith("/api/"):
+                return JSONResponse({"job_id": job_id, "canceled": canceled, "state": state})
+            notice = "canceled" if canceled else "not-canceled"
+            return RedirectResponse(f"/jobs/{job_id}?notice={notice}", status_code=303)
+        return await self.guarded(request, handler)
+
+    # -- disk use and cleanup ------------------------------------------------------------------
+
+    async def usage_html(self, request: Request) -> Response:
+        async def handler() -> Response:
+            params = request.query_params
+            policy = views.policy_from_params(params, params.getlist("state"))
+            top = views.int_param(params, "top", 10, 0, 1000)
+            view = await self.share.run(lambda store: views.usage_view(store, policy, top))
+            if request.url.path.startswith("/api/"):
+                return JSONResponse(view.report.to_json())
+            return self.page(request, "usage.html", view=view, params=params, states=views.STATES,
+                             policy_query=urlencode([(k, v) for k, v in params.multi_items()
+                                                     if k != "top"]), nav="usage")
+        return await self.guarded(request, handler)
+
+    async def cleanup_preview(self, request: Request) -> Response:
+        async def handler() -> Response:
+            params = request.query_params
+            plan = await self.share.run(lambda store: _plan(store, params, params.getlist("job_id"),
+                                                            params.getlist("state")))
+            return self.page(request, "cleanup.html", plan=plan, done=None, left=None, nav="usage")
+        return await self.guarded(request, handler)
+
+    async def cleanup_confirm(self, request: Request) -> Response:
+        form = await request.form()
+        refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
+        if refusal is not None:
+            return refusal
+
+        async def handler() -> Response:
+            ids, kept, forced = (_texts(form.getlist(name)) for name in ("job_id", "kept", "forced"))
+            force = views.is_on(form.get("force"))
+            if force and not views.is_on(form.get("confirm_force")):
+                return self.error(request, 400, "cleaning up with force needs the confirmation box "
+                                                "ticked: it deletes what the preview says will be lost")
+            if not all(is_job_id(i) for i in ids + kept + forced):
+                raise views.BadQuery("invalid job id in the cleanup")
+            try:
+                report = await self.share.run(lambda store: views.run_cleanup(store, ids, force, forced))
+            except views.PlanChanged as exc:
+                return self.error(request, 409, str(exc))
+            # The jobs the preview said it keeps: say again why, as they are now.
+            left = (await self.share.run(lambda store: views.plan_named(store, kept, False).report)
+                    if kept else None)
+            return self.page(request, "cleanup.html", plan=None, done=report, left=left, nav="usage")
+        return await self.guarded(request, handler)
+
+    async def cleanup_json(self, request: Request) -> Response:
+        refusal = check_csrf(request, None)
+        if refusal is not None:
+            return refusal
+
+        async def handler() -> Response:
+            try:
+                body = await request.json()
+            except ValueError:
+                raise views.BadQuery("the body must be a JSON object") from None
+            asked = CleanupRequest.from_body(body)
+            try:
+                return JSONResponse(await self.share.run(asked.run))
+            except views.PlanChanged as exc:
+                return self.error(request, 409, str(exc))
+        return await self.guarded(request, handler)
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/jobs", status_code=303)
+
+    async def on_404(self, request: Request, exc: Exception) -> Response:
+        return self.error(request, 404, "no such page")
+
+    async def on_405(self, request: Request, exc: Exception) -> Response:
+        return refused(request, 405, "method not allowed (actions are POSTs from the page's buttons)")
+
+    # -- the application -----------------------------------------------------------------
+
+    def routes(self) -> list[Route | Mount]:
+        """The page's routes (docs/ui.md lists them)."""
+        return [
+            Route("/", self.home),
+            Route("/jobs", self.jobs_html),
+            Route("/jobs/{job_id}", self.job_html),
+            Route("/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/usage", self.usage_html),
+            Route("/cleanup", self.cleanup_preview),
+            Route("/cleanup", self.cleanup_confirm, methods=["POST"]),
+            Route("/api/jobs", self.jobs_json),
+            Route("/api/status", self.status_json),
+            Route("/api/jobs/{job_id}/output", self.output_text),
+            Route("/api/jobs/{job_id}/preview", self.preview_json),
+            Route("/api/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/api/du", self.usage_html),
+            Route("/api/cleanup", self.cleanup_json, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+
+    def asgi(self, allowed_hosts: set[str] | None) -> ASGIApp:
+        """The Starlette application behind the security middleware (and the prefix, if any)."""
+        app = Starlette(routes=self.routes(), exception_handlers={404: self.on_404, 405: self.on_405})
+        app.state.secrets = self.secrets
+        app.add_middleware(AccessMiddleware, secrets_=self.secrets, allowed_hosts=allowed_hosts)
+        return PrefixMiddleware(app, self.prefix) if self.prefix else app
+
+
 def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str = "",
                port: int = 0, allowed_hosts: set[str] | None = None, prefix: str = "") -> ASGIApp:
     """The web page of one share dir.
@@ -127,267 +378,72 @@ def create_app(share_dir: str, options: dict[str, Any] | None = None, token: str
         The random path the page is served under (:mod:`rxjobs.ui.prefix`), and
         the only path its cookie is sent to; ``""``: at ``/``.
     """
-    if not token:
-        raise ValueError("the web page needs a secret token")
-    prefix = check_prefix(prefix)
-    share = ShareDirApp(share_dir, options)
-    secrets_ = Secrets(token, port, prefix)
-    templates = _templates()
-    templates.env.globals["base"] = prefix
+    return JobsPage(share_dir, options, token, port, prefix).asgi(allowed_hosts)
 
-    def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        context.update(share_dir=share.url, csrf_token=secrets_.csrf_token, csrf_field=CSRF_FIELD,
-                       version=_version(), now=utc_now(), nav=context.get("nav", ""))
-        return templates.TemplateResponse(request, name, context, status_code=status)
 
-    def error(request: Request, status: int, message: str) -> Response:
-        if wants_json(request):
-            return JSONResponse({"error": message}, status_code=status)
-        return page(request, "error.html", status, message=message, title=f"Error {status}")
+@dataclass(frozen=True)
+class CleanupRequest:
+    """A checked body of ``POST /api/cleanup``: jobs by id, or a policy's keys."""
 
-    def not_found(request: Request, job_id: str) -> Response:
-        return error(request, 404, f"no job {job_id!r} in {share.url}")
+    ids: list[str]
+    policy_keys: dict[str, Any]
+    dry_run: bool
+    force: bool
 
-    async def guarded(request: Request, handler: Callable[[], Any]) -> Response:
+    @classmethod
+    def from_body(cls, body: Any) -> CleanupRequest:
+        """Check a hostile JSON body; :class:`views.BadQuery` says what is wrong."""
+        if not isinstance(body, dict):
+            raise views.BadQuery("the body must be a JSON object")
+        ids = body.get("job_ids") or []
+        if not isinstance(ids, list) or not all(isinstance(i, str) and is_job_id(i) for i in ids):
+            raise views.BadQuery("job_ids must be a list of job ids")
+        policy_keys = body.get("policy")
+        if ids and policy_keys is not None:
+            raise views.BadQuery("give job_ids or a policy, not both")
+        if not ids and not isinstance(policy_keys, dict):
+            raise views.BadQuery('name the jobs ("job_ids") or give a "policy" ({} for every job)')
+        return cls(ids, dict(policy_keys) if isinstance(policy_keys, dict) else {},
+                   views.is_on(body.get("dry_run")), views.is_on(body.get("force")))
+
+    def run(self, store: Store) -> dict[str, Any]:
+        """Plan or run the cleanup in ``store``; its JSON report."""
+        if self.ids:
+            if self.dry_run:
+                plan = views.plan_named(store, self.ids, self.force)
+                return views.cleanup_json(plan.report, store, True, self.force)
+            report = views.run_cleanup(store, self.ids, self.force, confirmed_forced=self.ids)
+            return views.cleanup_json(report, store, False, self.force)
         try:
-            return await handler()
-        except views.BadQuery as exc:
-            return error(request, 400, str(exc))
-        except (NotAShareDirError, UnsafeShareDirError, PermissionError) as exc:
-            return error(request, 403, str(exc))
-        except JobNotFoundError as exc:
-            return error(request, 404, str(exc))
+            policy = RetentionPolicy.from_mapping({**self.policy_keys, "force": self.force})
+        except ValueError as exc:
+            raise views.BadQuery(str(exc)) from None
+        plan = views.plan_policy(store, policy)
+        if self.dry_run:
+            return views.cleanup_json(plan.report, store, True, self.force, plan)
+        report = views.run_cleanup(store, plan.would_remove, self.force,
+                                   confirmed_forced=list(plan.forced))
+        return views.cleanup_json(report, store, False, self.force, plan)
 
-    # -- jobs ----------------------------------------------------------------------------
 
-    async def jobs_html(request: Request) -> Response:
-        async def handler() -> Response:
-            query = views.JobsQuery.from_params(request.query_params)
-            result = await share.run(lambda store: views.jobs_page(store, query))
-            fragment = request.headers.get("x-fragment") == "rows"
-            return page(request, "_rows.html" if fragment else "jobs.html", result=result,
-                        query=query, states=views.STATES, sorts=views.SORTS, nav="jobs",
-                        url_for_query=lambda **changes: f"{prefix}/jobs?"
-                        + urlencode(query.params(**changes)))
-        return await guarded(request, handler)
-
-    async def jobs_json(request: Request) -> Response:
-        async def handler() -> Response:
-            query = views.JobsQuery.from_params(request.query_params)
-            result = await share.run(lambda store: views.jobs_page(store, query))
-            return JSONResponse([row.to_json() for row in result.rows], headers={
-                "X-Total-Count": str(result.total), "X-Page": str(query.page),
-                "X-Per-Page": str(query.per_page)})
-        return await guarded(request, handler)
-
-    async def status_json(request: Request) -> Response:
-        async def handler() -> Response:
-            ids = request.query_params.getlist("job_id")
-            if not ids:
-                raise views.BadQuery("name jobs: /api/status?job_id=ID&job_id=ID...")
-            if len(ids) > views.MAX_PER_PAGE:
-                raise views.BadQuery(f"at most {views.MAX_PER_PAGE} jobs at a time")
-
-            def look(store: Store) -> list[dict[str, str]]:
-                rows = []
-                for job_id in ids:
-                    if not is_job_id(job_id):
-                        rows.append({"job_id": job_id, "state": "missing", "reason": "invalid job id"})
-                        continue
-                    derived = jobs.job_status(store, job_id)
-                    reason = derived.reason
-                    if derived.status.value == "missing":
-                        reason = f"not found in share dir {store.url}"
-                    rows.append({"job_id": job_id, "state": derived.status.value, "reason": reason})
-                return rows
-            return JSONResponse(await share.run(look))
-        return await guarded(request, handler)
-
-    # -- one job -------------------------------------------------------------------------
-
-    async def job_html(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+def _states(store: Store, ids: list[str]) -> list[dict[str, str]]:
+    """Each named job's state and its reason (``GET /api/status``)."""
+    rows = []
+    for job_id in ids:
         if not is_job_id(job_id):
-            return not_found(request, job_id)
+            rows.append({"job_id": job_id, "state": "missing", "reason": "invalid job id"})
+            continue
+        derived = jobs.job_status(store, job_id)
+        reason = derived.reason
+        if derived.status.value == "missing":
+            reason = f"not found in share dir {store.url}"
+        rows.append({"job_id": job_id, "state": derived.status.value, "reason": reason})
+    return rows
 
-        async def handler() -> Response:
-            detail = await share.run(lambda store: views.job_detail(store, job_id))
-            if detail is None:
-                return not_found(request, job_id)
-            output, cut = await share.run(lambda store: views.output_tail(jobs.read_output(store, job_id)))
-            preview = None
-            if views.is_on(request.query_params.get("preview")):
-                preview = await run_in_threadpool(preview_results, share.url, share.options, job_id)
-            notice = NOTICES.get(request.query_params.get("notice", ""))
-            return page(request, "job.html", job=detail, output=output, output_cut=cut,
-                        preview=preview, notice=notice, nav="jobs")
-        return await guarded(request, handler)
 
-    async def output_text(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        if not is_job_id(job_id):
-            return not_found(request, job_id)
-
-        async def handler() -> Response:
-            text = await share.run(lambda store: jobs.read_output(store, job_id))
-            return PlainTextResponse(text)
-        return await guarded(request, handler)
-
-    async def preview_json(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        if not is_job_id(job_id):
-            return not_found(request, job_id)
-        found = await share.run(lambda store: store.is_job_dir(job_id))
-        if not found:
-            return not_found(request, job_id)
-        answer = await run_in_threadpool(preview_results, share.url, share.options, job_id)
-        return JSONResponse(answer, status_code=200 if "error" not in answer else 409)
-
-    async def cancel(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        form = await request.form()
-        refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
-        if refusal is not None:
-            return refusal
-        if not is_job_id(job_id):
-            return not_found(request, job_id)
-
-        async def handler() -> Response:
-            canceled = await share.run(lambda store: jobs.cancel_job(store, job_id))
-            state = await share.run(lambda store: jobs.job_status(store, job_id).status.value)
-            if request.url.path.startswith("/api/"):
-                return JSONResponse({"job_id": job_id, "canceled": canceled, "state": state})
-            notice = "canceled" if canceled else "not-canceled"
-            return RedirectResponse(f"/jobs/{job_id}?notice={notice}", status_code=303)
-        return await guarded(request, handler)
-
-    # -- disk use and cleanup ------------------------------------------------------------------
-
-    async def usage_html(request: Request) -> Response:
-        async def handler() -> Response:
-            params = request.query_params
-            policy = views.policy_from_params(params, params.getlist("state"))
-            top = views.int_param(params, "top", 10, 0, 1000)
-            view = await share.run(lambda store: views.usage_view(store, policy, top))
-            if request.url.path.startswith("/api/"):
-                return JSONResponse(view.report.to_json())
-            return page(request, "usage.html", view=view, params=params, states=views.STATES,
-                        policy_query=urlencode([(k, v) for k, v in params.multi_items()
-                                                if k != "top"]), nav="usage")
-        return await guarded(request, handler)
-
-    async def cleanup_preview(request: Request) -> Response:
-        async def handler() -> Response:
-            params = request.query_params
-            plan = await share.run(lambda store: _plan(store, params, params.getlist("job_id"),
-                                                       params.getlist("state")))
-            return page(request, "cleanup.html", plan=plan, done=None, left=None, nav="usage")
-        return await guarded(request, handler)
-
-    async def cleanup_confirm(request: Request) -> Response:
-        form = await request.form()
-        refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
-        if refusal is not None:
-            return refusal
-
-        async def handler() -> Response:
-            ids = [_text(v) or "" for v in form.getlist("job_id")]
-            force = views.is_on(form.get("force"))
-            forced = [_text(v) or "" for v in form.getlist("forced")]
-            if force and not views.is_on(form.get("confirm_force")):
-                return error(request, 400, "cleaning up with force needs the confirmation box ticked: "
-                                           "it deletes what the preview says will be lost")
-            kept = [_text(v) or "" for v in form.getlist("kept")]
-            if not all(is_job_id(i) for i in ids + kept + forced):
-                raise views.BadQuery("invalid job id in the cleanup")
-            try:
-                report = await share.run(lambda store: views.run_cleanup(store, ids, force, forced))
-            except views.PlanChanged as exc:
-                return error(request, 409, str(exc))
-            # The jobs the preview said it keeps: say again why, as they are now.
-            left = (await share.run(lambda store: views.plan_named(store, kept, False).report)
-                    if kept else None)
-            return page(request, "cleanup.html", plan=None, done=report, left=left, nav="usage")
-        return await guarded(request, handler)
-
-    async def cleanup_json(request: Request) -> Response:
-        refusal = check_csrf(request, None)
-        if refusal is not None:
-            return refusal
-
-        async def handler() -> Response:
-            try:
-                body = await request.json()
-            except ValueError:
-                raise views.BadQuery("the body must be a JSON object") from None
-            if not isinstance(body, dict):
-                raise views.BadQuery("the body must be a JSON object")
-            ids = body.get("job_ids") or []
-            if not isinstance(ids, list) or not all(isinstance(i, str) and is_job_id(i) for i in ids):
-                raise views.BadQuery("job_ids must be a list of job ids")
-            policy_keys = body.get("policy")
-            if ids and policy_keys is not None:
-                raise views.BadQuery("give job_ids or a policy, not both")
-            if not ids and not isinstance(policy_keys, dict):
-                raise views.BadQuery('name the jobs ("job_ids") or give a "policy" ({} for every job)')
-            keys: dict[str, Any] = dict(policy_keys) if isinstance(policy_keys, dict) else {}
-            dry_run = views.is_on(body.get("dry_run"))
-            force = views.is_on(body.get("force"))
-
-            def work(store: Store) -> dict[str, Any]:
-                if ids:
-                    if dry_run:
-                        plan = views.plan_named(store, ids, force)
-                        return views.cleanup_json(plan.report, store, True, force)
-                    report = views.run_cleanup(store, ids, force, confirmed_forced=ids)
-                    return views.cleanup_json(report, store, False, force)
-                try:
-                    policy = RetentionPolicy.from_mapping({**keys, "force": force})
-                except ValueError as exc:
-                    raise views.BadQuery(str(exc)) from None
-                plan = views.plan_policy(store, policy)
-                if dry_run:
-                    return views.cleanup_json(plan.report, store, True, force, plan)
-                report = views.run_cleanup(store, plan.would_remove, force,
-                                           confirmed_forced=list(plan.forced))
-                return views.cleanup_json(report, store, False, force, plan)
-            try:
-                return JSONResponse(await share.run(work))
-            except views.PlanChanged as exc:
-                return error(request, 409, str(exc))
-        return await guarded(request, handler)
-
-    async def home(request: Request) -> Response:
-        return RedirectResponse("/jobs", status_code=303)
-
-    routes = [
-        Route("/", home),
-        Route("/jobs", jobs_html),
-        Route("/jobs/{job_id}", job_html),
-        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
-        Route("/usage", usage_html),
-        Route("/cleanup", cleanup_preview),
-        Route("/cleanup", cleanup_confirm, methods=["POST"]),
-        Route("/api/jobs", jobs_json),
-        Route("/api/status", status_json),
-        Route("/api/jobs/{job_id}/output", output_text),
-        Route("/api/jobs/{job_id}/preview", preview_json),
-        Route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"]),
-        Route("/api/du", usage_html),
-        Route("/api/cleanup", cleanup_json, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-    ]
-
-    async def on_404(request: Request, exc: Exception) -> Response:
-        return error(request, 404, "no such page")
-
-    async def on_405(request: Request, exc: Exception) -> Response:
-        return refused(request, 405, "method not allowed (actions are POSTs from the page's buttons)")
-
-    app = Starlette(routes=routes, exception_handlers={404: on_404, 405: on_405})
-    app.state.secrets = secrets_
-    app.add_middleware(AccessMiddleware, secrets_=secrets_, allowed_hosts=allowed_hosts)
-    return PrefixMiddleware(app, prefix) if prefix else app
+def _texts(values: list[Any]) -> list[str]:
+    """Form fields as text ("" for an uploaded file)."""
+    return [_text(v) or "" for v in values]
 
 
 def _text(value: Any) -> str | None:
