@@ -422,7 +422,7 @@ def test_a_live_persistent_spark_server_is_no_finding_and_a_killed_ones_files_ar
     if not os.environ.get("CI"):  # in CI a missing install is a failure, never a skip
         pytest.importorskip("pyspark")
     from rxjobs import RxSpark, rx_exec, rx_spark_disconnect
-    from rxjobs.engines import spark_server
+    from rxjobs.engines import spark_protocol
 
     from conftest import kill_processes_mentioning, live, process_tree, wait_until
     from engine_contract import square
@@ -434,8 +434,8 @@ def test_a_live_persistent_spark_server_is_no_finding_and_a_killed_ones_files_ar
                                      "-XX:+UseSerialGC", "spark.driver.memory": "512m"})
     try:
         assert rx_exec(square, x=[2, 3], compute_context=cc) == [4, 9]
-        paths = spark_server.ServerPaths.of(cc)
-        record = spark_server._read_record(paths)
+        paths = spark_protocol.ServerPaths.of(cc)
+        record = spark_protocol.read_record(paths)
         assert record is not None and os.path.exists(paths.socket)
         result = _doctor_cli(share)
         assert result.exit_code == 0, result.output

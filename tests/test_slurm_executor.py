@@ -19,6 +19,7 @@ import pytest
 import rxjobs.compat.submitit as submitit
 from rxjobs import RxSlurm, list_jobs
 from rxjobs.executor import Executor
+from rxjobs.records import read_engine_record
 
 from slurm_cluster import SlurmCluster, slurm_unavailable
 
@@ -59,7 +60,7 @@ def _cancel_jobs_of(share: str) -> None:
     ids = []
     for job_id in store.list_job_ids():
         try:
-            handle = store.read_json(store.paths(job_id).engine_json)["handle"]
+            handle = read_engine_record(store, job_id).handle
             ids += [str(handle["array"]), str(handle["final"])]
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -210,7 +211,7 @@ def test_checkpointable_is_requeued_with_its_state_on_usr2(in_tmp):
         assert time.monotonic() < deadline, "the first attempt never started"
         time.sleep(0.1)
     store = job.rx_job.store
-    array = store.read_json(store.paths(job.rx_job.job_id).engine_json)["handle"]["array"]
+    array = read_engine_record(store, job.rx_job.job_id).handle["array"]
     subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array}_0"], check=True, timeout=30)
     assert job.result() == 2  # the checkpointed state (1 attempt) went on in the requeued task
     assert os.path.exists(f"{marker}.2") and not os.path.exists(f"{marker}.3")

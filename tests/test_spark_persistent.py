@@ -39,6 +39,7 @@ from rxjobs import (
 )
 from rxjobs.engines import spark_client, spark_protocol
 from rxjobs.jobs import job_status
+from rxjobs.records import read_engine_record
 from rxjobs.store import open_store
 
 from conftest import (
@@ -138,7 +139,7 @@ def shared():
 
 def _handle(share: str, job_id: str) -> dict:
     store = open_store(share)
-    return store.read_json(store.paths(job_id).engine_json)["handle"]
+    return read_engine_record(store, job_id).handle
 
 
 def _details(share: str, job_id: str) -> dict:

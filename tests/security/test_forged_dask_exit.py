@@ -1,13 +1,14 @@
 """Issue 23, item 5: a forged Dask handle in a user's own job makes her ``status`` print no
 ignored ``TimeoutError`` traceback at exit.
 
-alice writes, in her own job's ``engine.json``, the address of a "scheduler" that
+alice writes, in her own job's ``job.json``, the address of a "scheduler" that
 answers with garbage (a listener of the test's); her ``rxjobs status`` says the
 engine cannot be reached, and nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from datetime import datetime, timezone
@@ -65,7 +66,8 @@ def test_her_own_forged_dask_handle_leaves_no_traceback_at_exit(unix_users, garb
     now = datetime.now(timezone.utc).isoformat()
     u.put(share / job / "status.json", {"state": "running", "reason": "", "started": now, "updated": now},
           u.alice)
-    u.put(share / job / "engine.json", {"engine": "dask", "handle": {
+    record = json.loads((share / job / "job.json").read_text())  # format 2: the handle is in it
+    u.put(share / job / "job.json", {**record, "engine": "dask", "handle": {
         "scheduler": f"tcp://127.0.0.1:{garbage.port}", "job_id": job, "n_tasks": 3}}, u.alice)
     for args in (["status", job], ["status", job, "--json"], ["list"]):
         ran = u.rxjobs(u.alice, "--share-dir", share, *args, timeout=120).ok()

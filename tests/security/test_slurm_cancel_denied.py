@@ -1,13 +1,14 @@
 """Issue 23, item 5: a cancel whose ``scancel`` was denied says so, never "canceled".
 
 A real Slurm cluster (tests/slurm_cluster.py) and real users: root runs a Slurm
-job named like one of alice's rxjobs jobs; alice's own ``engine.json`` names
+job named like one of alice's rxjobs jobs; alice's own ``job.json`` names
 root's Slurm job (a forged handle).  Her ``rxjobs cancel`` runs ``scancel``,
 which Slurm denies: she is told, the exit status is 1, and root's job runs on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -56,7 +57,8 @@ def test_a_denied_scancel_is_reported_not_called_canceled(unix_users, slurm):
         now = datetime.now(timezone.utc).isoformat()
         u.put(share / job / "status.json", {"state": "running", "reason": "", "started": now,
                                            "updated": now}, u.alice)
-        u.put(share / job / "engine.json", {"engine": "slurm", "handle": {
+        record = json.loads((share / job / "job.json").read_text())  # format 2: the handle is in it
+        u.put(share / job / "job.json", {**record, "engine": "slurm", "handle": {
             "array": roots, "final": roots, "job_id": job, "n_tasks": 3}}, u.alice)
         ran = u.rxjobs(u.alice, "--share-dir", share, "cancel", job, env={"SLURM_CONF": str(slurm.conf)})
         said = ran.stdout + ran.stderr
