@@ -316,7 +316,20 @@ from rxjobs.store import open_store
 store = open_store(sys.argv[1])
 somewhere = store.paths("a").payload
 store.exists(somewhere)  # opens the share dir's descriptor in this process
-mine = store._root()
+
+
+def share_dir_fds():
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == os.path.realpath(sys.argv[1]):
+                found.append(int(fd))
+        except OSError:
+            pass  # the listing's own descriptor, gone by now
+    return found
+
+
+(mine,) = share_dir_fds()
 child = os.fork()
 if child == 0:
     code = 1
@@ -327,7 +340,7 @@ if child == 0:
         store.close()  # also what a garbage-collected store's __del__ does
         os.fstat(read_end)  # still open: the store closed nothing of this process
         assert store.exists(somewhere) is False  # and it opens its own descriptor
-        assert store._root() not in (read_end, write_end)
+        os.fstat(read_end)
         code = 0
     finally:
         os._exit(code)
