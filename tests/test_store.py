@@ -307,3 +307,56 @@ def test_snapshot_never_follows_a_symlinked_record(tmp_path):
     with pytest.raises(ValueError, match="symlink"):
         snap.record("status.json")
     assert jobs.look_at_job(store, job.job_id, snap).status is RxRemoteJobStatus.UNDETERMINED
+
+
+_FORKED_STORE = r"""
+import os, sys
+from rxjobs.store import open_store
+
+store = open_store(sys.argv[1])
+somewhere = store.paths("a").payload
+store.exists(somewhere)  # opens the share dir's descriptor in this process
+
+
+def share_dir_fds():
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == os.path.realpath(sys.argv[1]):
+                found.append(int(fd))
+        except OSError:
+            pass  # the listing's own descriptor, gone by now
+    return found
+
+
+(mine,) = share_dir_fds()
+child = os.fork()
+if child == 0:
+    code = 1
+    try:
+        os.close(mine)  # as a forked driver's take_stdio does with what it inherited
+        read_end, write_end = os.pipe()  # takes the freed number, as a pool's pipe would
+        assert read_end == mine, (read_end, mine)
+        store.close()  # also what a garbage-collected store's __del__ does
+        os.fstat(read_end)  # still open: the store closed nothing of this process
+        assert store.exists(somewhere) is False  # and it opens its own descriptor
+        os.fstat(read_end)
+        code = 0
+    finally:
+        os._exit(code)
+_, status = os.waitpid(child, 0)
+os.fstat(mine)  # the parent's descriptor is untouched too
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_local_store_inherited_by_a_forked_process_never_closes_that_process_descriptors(tmp_path):
+    """A store that a forked job driver inherited from its caller (and collected as garbage)
+    once closed the number of its parent's descriptor, by then the driver's process-pool
+    pipe: the pool broke and a job failed for "a worker process died"."""
+    share = str(tmp_path / "share")
+    open_store(share).ensure_root()
+    proc = subprocess.run([sys.executable, "-c", _FORKED_STORE, share], capture_output=True, text=True,
+                          timeout=50)
+    assert proc.returncode == 0, proc.stderr

@@ -40,6 +40,7 @@ from .drivers import (
     start_driver,
     stop_driver,
 )
+from .task_failures import TaskOutcome, job_failure
 
 _CANCEL_GRACE_S = 5.0
 
@@ -115,6 +116,17 @@ def _kill_workers() -> None:
     kill_now(descendants(me.children()), timeout=_CANCEL_GRACE_S)
 
 
+def _outcome(task: int, future: Future) -> TaskOutcome:
+    """How a finished future's task ended (see :func:`.task_failures.job_failure`)."""
+    try:
+        summary = future.result()
+    except BrokenProcessPool:
+        return TaskOutcome(task, worker_died=True)
+    except Exception as exc:
+        return TaskOutcome(task, not_run=f"task {task} could not be run: {type(exc).__name__}: {exc}")
+    return TaskOutcome(task, run_error=summary.first_error, failed_runs=summary.failed)
+
+
 def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None,
           local_log: str | None = None) -> int:
     """Run every task of a job in a process pool and record how it ended."""
@@ -143,21 +155,14 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
         not_done = set(futures)
         while not_done and failure is None:
             done, not_done = wait(not_done, timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in done:
-                task = futures[fut]
-                try:
-                    summary = fut.result()
-                except BrokenProcessPool:
-                    failure = (f"a worker process died while running task {task} "
-                               "(killed, or out of memory)")
-                except Exception as exc:
-                    failure = f"task {task} could not be run: {type(exc).__name__}: {exc}"
-                else:
-                    failed_runs += summary.failed
-                    if summary.first_error and not continue_on_failure:
-                        failure = summary.first_error
-                if failure:
-                    break
+            outcomes = [_outcome(futures[fut], fut) for fut in done]
+            if any(outcome.worker_died for outcome in outcomes):
+                # A broken pool ends every task still in it at once: take them all in, so
+                # that a run error that reached the driver is seen whatever the order.
+                rest, not_done = wait(not_done, timeout=_CANCEL_GRACE_S)
+                outcomes += [_outcome(futures[fut], fut) for fut in rest]
+            failed_runs += sum(outcome.failed_runs for outcome in outcomes)
+            failure = job_failure(outcomes, continue_on_failure)
             if store.exists(paths.canceled):
                 _kill_workers()
                 pool.shutdown(wait=False, cancel_futures=True)

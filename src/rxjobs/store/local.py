@@ -90,20 +90,29 @@ class LocalStore(Store):
         super().__init__(share_dir, options)
         self._prefix = self.root.rstrip("/") + "/"
         self._fd: int | None = None
+        # The process that opened ``_fd``: a forked child (a job driver forked from its
+        # caller, a pool worker) inherits the object, and its copy of the number may have
+        # been closed (``take_stdio`` closes every inherited descriptor) and reused since.
+        self._fd_pid: int | None = None
         self._root_stat: os.stat_result | None = None
 
     def __del__(self) -> None:
         self.close()
 
     def close(self) -> None:
-        """Let go of the share dir's descriptor (reopened when next needed)."""
+        """Let go of the share dir's descriptor (reopened when next needed).
+
+        Only the process that opened it closes it: in a forked child the same number
+        may now be another descriptor (a process pool's pipe), which a store collected
+        there as garbage must not close.
+        """
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is not None and self._fd_pid == os.getpid():
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fd": None, "_root_stat": None}
+        return {**self.__dict__, "_fd": None, "_fd_pid": None, "_root_stat": None}
 
     @property
     def fs(self) -> Any:
@@ -132,8 +141,9 @@ class LocalStore(Store):
     def _root(self) -> int | None:
         """The share dir's descriptor, checked to be a marked (or empty) share dir;
         None when the directory does not exist."""
-        if self._fd is not None:
+        if self._fd is not None and self._fd_pid == os.getpid():
             return self._fd
+        self._fd = None  # opened by the process this one was forked from: never used here
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -148,7 +158,7 @@ class LocalStore(Store):
             os.close(fd)
             raise
         self._root_stat = os.fstat(fd)
-        self._fd = fd
+        self._fd, self._fd_pid = fd, os.getpid()
         return fd
 
     def _root_or_missing(self) -> int:
