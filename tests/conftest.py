@@ -326,3 +326,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         pytest.fail(f"{pyfuncitem.nodeid} failed in its single-threaded child:\n"
                     f"{done.stdout[-4000:]}\n{done.stderr[-2000:]}", pytrace=False)
     return True
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A real single-node Slurm cluster for the whole module (tests/slurm_cluster.py); stopped
+    at its end, passed or failed.  Skipped where it cannot run, a failure with ``CI`` set."""
+    from slurm_cluster import SlurmCluster, slurm_unavailable
+
+    why = slurm_unavailable()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Slurm tests: {why}")
+        pytest.skip(why)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        from rxjobs.slurm_client import forget_unreachable
+
+        forget_unreachable()

@@ -1,7 +1,7 @@
 """The joblib backend ``rxjobs`` with real scikit-learn: the same results as loky, few jobs.
 
 Local engine first; the Dask cluster of ``test_dask_engine`` and the real
-single-node Slurm of ``slurm_cluster`` each get a module-scoped cluster below,
+single-node Slurm of ``slurm_cluster`` (conftest's ``slurm``) each get a module-scoped cluster,
 and Spark runs ``local[2]``.
 """
 
@@ -251,22 +251,6 @@ def test_grid_search_on_dask_equals_loky(dask_cluster, tmp_path, iris, loky_resu
     assert_same_as_loky(search, scores, loky_results)
     assert 1 <= len(backend.jobs_submitted) <= 4
     assert rx_get_jobs(RxDask(dask_cluster.address, share_dir=share), verbose=False) == []
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    from slurm_cluster import SlurmCluster, slurm_unavailable
-
-    why = slurm_unavailable()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Slurm tests: {why}")
-        pytest.skip(why)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.mark.slurm

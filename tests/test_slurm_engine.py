@@ -45,7 +45,7 @@ from rxjobs.store import open_store
 
 from conftest import wait_until
 from engine_contract import EngineContract, square
-from slurm_cluster import SlurmCluster, slurm_unavailable
+from slurm_cluster import slurm_unavailable
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
 S = RxRemoteJobStatus
@@ -92,24 +92,6 @@ def _gone(pid: int) -> bool:
 
 
 # -- the cluster ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """The cluster of the whole module; stopped at its end, passed or failed."""
-    why = slurm_unavailable()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Slurm tests: {why}")
-        pytest.skip(why)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        from rxjobs.slurm_client import forget_unreachable
-
-        forget_unreachable()
 
 
 @pytest.fixture

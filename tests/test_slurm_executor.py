@@ -21,26 +21,7 @@ from rxjobs import RxSlurm, list_jobs
 from rxjobs.executor import Executor
 from rxjobs.records import read_engine_record
 
-from slurm_cluster import SlurmCluster, slurm_unavailable
-
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slurm]
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    why = slurm_unavailable()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Slurm tests: {why}")
-        pytest.skip(why)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        from rxjobs.slurm_client import forget_unreachable
-
-        forget_unreachable()
 
 
 @pytest.fixture
