@@ -44,6 +44,16 @@ def odd_local_share(tmp_path) -> str:
 
 
 @pytest.fixture(scope="session")
+def big_share(tmp_path_factory):
+    """A share dir of 20,000 finished jobs of every kind, made once per session
+    (:mod:`big_share`); yields (path, ids by kind).  Shared: never change its jobs."""
+    from big_share import make_big_share
+
+    path = tmp_path_factory.mktemp("big") / "share"
+    yield str(path), make_big_share(path)
+
+
+@pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3-protocol server (moto) on loopback for the whole session, and fake
     credentials in the environment (restored afterwards); skipped without ``rxjobs[s3]``."""
