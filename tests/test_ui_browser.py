@@ -9,6 +9,7 @@ Debian's ``chromium`` (``.ci/install-system-deps``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -82,6 +83,13 @@ def share(tmp_path_factory):
 def server(share):
     """``rxjobs ui`` on a free loopback port; yields (base URL, token). Stopped at teardown."""
     path, _ = share
+    with serve(path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(path: str):
+    """``rxjobs ui`` over ``path`` on a free loopback port: (base URL, token); stopped on exit."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "rxjobs", "--share-dir", path, "ui", "--no-browser",
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -271,7 +279,7 @@ def test_cleanup_preview_then_confirm(page, share, server):
     for job_id in chosen:
         page.check(f"input[name=job_id][value='{job_id}']")
     page.click("#cleanup-selected")
-    page.wait_for_url(re.compile(r"/cleanup\?"))
+    page.wait_for_url(re.compile(r"/cleanup/plans/"))
     assert page.inner_text("#would-count") == "3"
     assert page.get_attribute("#would-bytes", "data-bytes") == str(freed)
     assert page.inner_text("#kept-count") == "1"
