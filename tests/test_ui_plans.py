@@ -29,7 +29,7 @@ pytest.importorskip("multipart")
 from starlette.testclient import TestClient  # noqa: E402
 
 from rxjobs.cleanup import CleanupEntry, CleanupOutcome  # noqa: E402
-from rxjobs.retention import SurveyedJob  # noqa: E402
+from rxjobs.retention import RetentionPolicy, SurveyedJob  # noqa: E402
 from rxjobs.ui import plans  # noqa: E402
 from rxjobs.ui.app import create_app  # noqa: E402
 
@@ -167,8 +167,6 @@ def test_a_result_lists_every_covered_job_once_and_says_why_each_kept_one_stayed
     (["rxJob_a", "rxJob_b", "rxJob_a"], True, "cleanup --force of 2 named jobs"),
 ])
 def test_describe_named(ids, force, says):
-    from rxjobs.retention import RetentionPolicy
-
     assert plans.describe(ids, RetentionPolicy(force=force)) == says
 
 
@@ -317,4 +315,35 @@ def test_the_json_api_previews_a_plan_and_confirms_it_by_id(share):
         repeat = script.post("/api/cleanup", json={"plan_id": plan["plan_id"]}, headers=headers).json()
         assert repeat["repeated"] is True and repeat["result_id"] == done["result_id"]
         assert script.post("/api/cleanup", json={"plan_id": "nope"}, headers=headers).status_code == 404
+        assert [store.is_job_dir(i) for i in made["unretrieved"]] == [True, True]
+        # A stale plan: 409 with where to preview again, and nothing removed.
+        plan = script.post("/api/cleanup", json={"job_ids": made["unretrieved"], "dry_run": True},
+                           headers=headers).json()["plan"]
+        assert (plan["to_remove"], plan["to_keep"]) == (0, 2)
+        mark_retrieved(store, made["unretrieved"][1])
+        stale = script.post("/api/cleanup", json={"plan_id": plan["plan_id"]}, headers=headers)
+        assert stale.status_code == 409
+        assert stale.json()["error"].startswith("1 job changed since the preview")
+        assert "preview_again" in stale.json()
     assert [store.is_job_dir(i) for i in made["unretrieved"]] == [True, True]
+
+
+def test_a_plan_being_made_shows_a_page_that_reloads_until_it_is_ready(share, monkeypatch):
+    path, made = share
+    book = plans.PlanBook()
+    from rxjobs.ui import app as app_module
+
+    monkeypatch.setattr(app_module.plans, "PlanBook", lambda: book)
+    with browser(path) as client:
+        preview(client, "all=1")  # the session's cookie
+        session = client.cookies.get("rxjobs-ui-0-session")
+        plan = book.new_plan(session, path, False, "cleanup --all", "all=1")  # not made yet
+        waiting = client.get(f"/cleanup/plans/{plan.plan_id}")
+        assert waiting.status_code == 200 and waiting.headers["Refresh"] == "1"
+        assert "Looking at the jobs" in waiting.text and 'name="plan_id"' not in waiting.text
+        refused = client.post("/cleanup", data={"csrf_token": csrf_of(client), "plan_id": plan.plan_id})
+        assert refused.status_code == 409 and "not ready yet" in refused.text
+        book.finish(plan, plans.plan_jobs(open_store(path), None, RetentionPolicy()))
+        ready = client.get(f"/cleanup/plans/{plan.plan_id}")
+        assert "Refresh" not in ready.headers and 'id="would-count">4<' in ready.text
+    assert all(open_store(path).is_job_dir(i) for ids in made.values() for i in ids)

@@ -381,10 +381,7 @@ class JobsPage:
             changed = await self.share.run(lambda store: plans.stale_jobs(store, plan))
             if changed:
                 return plans.stale_message(changed)
-            try:
-                result = await self.share.run(lambda store: plans.carry_out(store, plan))
-            except views.PlanChanged as exc:
-                return str(exc)
+            result = await self.share.run(lambda store: plans.carry_out(store, plan))
             return result
         finally:
             self.book.release(plan, result)

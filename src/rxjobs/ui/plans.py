@@ -417,8 +417,12 @@ def stale_jobs(store: Store, plan: Plan) -> list[str]:
 
 
 def carry_out(store: Store, plan: Plan) -> CleanupResult:
-    """Clean up exactly the plan's jobs to remove; cleanup decides each again under its locks."""
+    """Clean up exactly the plan's jobs to remove; cleanup decides each again under its locks.
+
+    Call it right after :func:`stale_jobs` found nothing changed: with
+    force, the jobs that go only because of force are then those the
+    preview named and the user confirmed.
+    """
     started = time.monotonic()
-    report = views.run_cleanup(store, [job.job_id for job in plan.to_remove], plan.force,
-                               confirmed_forced=[job.job_id for job in plan.forced])
+    report = views.cleanup_quietly(store, [job.job_id for job in plan.to_remove], plan.force)
     return result_of(plan, list(report), new_result_id(), time.monotonic() - started)

@@ -402,9 +402,18 @@ def run_cleanup(store: Store, job_ids: Sequence[str], force: bool,
         if unconfirmed:
             raise PlanChanged(f"{len(unconfirmed)} job(s) changed since the preview and now need "
                               f"force ({', '.join(unconfirmed[:5])}): preview the cleanup again")
+    return cleanup_quietly(store, ids, force)
+
+
+def cleanup_quietly(store: Store, job_ids: Sequence[str], force: bool) -> CleanupReport:
+    """Clean up exactly ``job_ids`` (cleanup decides each again under its locks); its report.
+
+    Cleanups of the page run one at a time, their warnings caught (the
+    report says why each kept job was kept).
+    """
     with _cleanup_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return cleanup_jobs([(store, job_id) for job_id in ids], force=force, verbose=False)
+        return cleanup_jobs([(store, job_id) for job_id in job_ids], force=force, verbose=False)
 
 
 def cleanup_json(report: CleanupReport, store: Store, dry_run: bool, force: bool,
