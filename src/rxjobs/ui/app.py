@@ -56,6 +56,9 @@ def _version() -> str:
 
 T = TypeVar("T")
 
+NO_SUCH_PLAN = ("no such cleanup preview (a preview lasts 30 minutes and belongs to the browser "
+                "session that made it): preview again")
+
 NOTICES = {  # what a redirect after an action says; keys only, so no text is reflected
     "canceled": "The job was canceled.",
     "not-canceled": "The job had already ended: nothing to cancel.",
@@ -332,8 +335,7 @@ class JobsPage:
         session, _ = self.session_of(request)
         plan = self.book.plan(session, request.path_params["plan_id"])
         if plan is None:
-            return self.error(request, 404, "no such cleanup preview (a preview lasts 30 minutes and "
-                                            "belongs to the browser that made it): preview again")
+            return self.error(request, 404, NO_SUCH_PLAN)
         if plan.result_id:
             return RedirectResponse(f"/cleanup/results/{plan.result_id}", status_code=303)
         if not plan.ready:  # small plans are ready at once; big ones show progress
@@ -359,8 +361,7 @@ class JobsPage:
         session, _ = self.session_of(request)
         plan = self.book.plan(session, _text(form.get("plan_id")) or "")
         if plan is None:
-            return self.error(request, 404, "no such cleanup preview (a preview lasts 30 minutes and "
-                                            "belongs to the browser that made it): preview again")
+            return self.error(request, 404, NO_SUCH_PLAN)
         if plan.result_id:  # confirmed already: show what was done, never do it again
             return RedirectResponse(f"/cleanup/results/{plan.result_id}", status_code=303)
         if plan.forced and not views.is_on(form.get("confirm_force")):
@@ -419,8 +420,7 @@ class JobsPage:
             if isinstance(body, dict) and "plan_id" in body:
                 plan = self.book.plan(session, str(body["plan_id"]))
                 if plan is None:
-                    return self.error(request, 404, "no such cleanup plan (a plan lasts 30 minutes and "
-                                                    "belongs to the session that made it): preview again")
+                    return self.error(request, 404, NO_SUCH_PLAN)
                 if plan.result_id:
                     result = self.book.result(session, plan.result_id)
                     if result is not None:
@@ -436,9 +436,15 @@ class JobsPage:
             except views.PlanChanged as exc:
                 return self.error(request, 409, str(exc))
             if asked.dry_run:  # a preview: its plan, to confirm by id
-                plan = self.book.new_plan(session, self.share.url, asked.force, asked.describe(), "")
-                made = await self.share.run(asked.plan_jobs)
-                self.book.finish(plan, made)
+                try:
+                    plan = self.book.new_plan(session, self.share.url, asked.force, asked.describe(), "")
+                except plans.TooManyPlans as exc:
+                    return self.error(request, 429, str(exc))
+                made = None
+                try:
+                    made = await self.share.run(asked.plan_jobs)
+                finally:
+                    self.book.finish(plan, made, "" if made is not None else "the plan failed")
                 answer["plan"] = plan.to_json()
             return self.with_session(JSONResponse(answer), session, new)
         return await self.guarded(request, handler)
