@@ -9,6 +9,7 @@ Debian's ``chromium`` (``.ci/install-system-deps``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -78,10 +79,9 @@ def share(tmp_path_factory):
     kill_processes_mentioning(path)
 
 
-@pytest.fixture(scope="module")
-def server(share):
-    """``rxjobs ui`` on a free loopback port; yields (base URL, token). Stopped at teardown."""
-    path, _ = share
+@contextlib.contextmanager
+def serving(path: str):
+    """``rxjobs ui`` over ``path`` on a free loopback port; yields (base URL, token); stopped after."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "rxjobs", "--share-dir", path, "ui", "--no-browser",
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -105,6 +105,20 @@ def server(share):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(share):
+    """``rxjobs ui`` on a free loopback port; yields (base URL, token). Stopped at teardown."""
+    with serving(share[0]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def big_server(big_share):
+    """``rxjobs ui`` over the 20,000-job share dir; yields (base URL, token). Stopped at teardown."""
+    with serving(big_share[0]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +339,69 @@ def test_disk_use_page(page, server):
     page.wait_for_selector("#plan-summary")
     assert "--keep-last 2" in page.inner_text("#plan-summary")
     shot(page, "usage-policy-preview")
+
+
+def tab_on(browser_context, url, **viewport):
+    """A new tab let in with the token at ``url`` = (base, token); the caller closes it."""
+    base, token = url
+    tab = browser_context.new_page()
+    if viewport:
+        tab.set_viewport_size(viewport)
+    tab.goto(f"{base}/jobs?token={token}")
+    return tab
+
+
+def refreshes(tab) -> int:
+    return int(tab.get_attribute("#jobs-table", "data-refreshes"))
+
+
+def select_text_of(tab, selector: str) -> None:
+    """Select the text of the element (as a user's drag would)."""
+    tab.eval_on_selector(selector, """el => { const range = document.createRange();
+        range.selectNodeContents(el); const s = window.getSelection(); s.removeAllRanges();
+        s.addRange(range); }""")
+
+
+def test_refresh_keeps_selection_and_focus_and_shows_a_new_state(page, share, server):
+    """A refresh changes cells in place: the selected id and the focused checkbox stay as they
+    were, while the running job's row turns finished."""
+    path, _ = share
+    base, _ = server
+    cc = RxLocalParallel(num_workers=1, wait=False, share_dir=path)
+    job = rx_exec(print_steps, n=[0, 1], pause=[3.0, 3.0], task_chunk_size=1, compute_context=cc)
+    page.goto(f"{base}/jobs?q={job.job_id}")
+    page.evaluate("window.__notReloaded = true")
+    row = f"tr[data-job-id='{job.job_id}']"
+    expect(page.locator(row)).to_have_attribute("data-state", re.compile("queued|running"), timeout=30000)
+    select_text_of(page, f"{row} td.id a")
+    page.focus(f"{row} input[name=job_id]")
+    before = refreshes(page)
+    expect(page.locator(row)).to_have_attribute("data-state", "finished", timeout=60000)
+    wait_for(lambda: refreshes(page) >= before + 2, 30, "two refreshes")
+    assert page.evaluate("window.getSelection().toString()") == job.job_id
+    assert page.evaluate("document.activeElement.value") == job.job_id
+    assert page.evaluate("window.__notReloaded") is True
+    shot(page, "jobs-refresh-kept-selection")
+
+
+@pytest.mark.timeout(300)  # making the 20,000 jobs, once per session, takes 20-60 s
+def test_refresh_at_scale_filtered_and_sorted_keeps_selection(browser_context, big_share, big_server):
+    """On 20,000 jobs, a view filtered by state and sorted by size refreshes (304s once the
+    catalog knows every ended job) without losing the selection or the focus."""
+    base, _ = big_server
+    tab = tab_on(browser_context, big_server)
+    try:
+        tab.goto(f"{base}/jobs?state=failed&sort=-size&per_page=50", timeout=120000)
+        ids = job_ids_on(tab)
+        assert len(ids) == 50 and set(ids) <= set(big_share[1]["failed"])
+        assert tab.inner_text("h1 small").startswith(f"{len(big_share[1]['failed'])} jobs")
+        select_text_of(tab, f"tr[data-job-id='{ids[3]}'] td.id a")
+        tab.focus(f"tr[data-job-id='{ids[5]}'] input[name=job_id]")
+        before = refreshes(tab)
+        wait_for(lambda: refreshes(tab) >= before + 2, 60, "two refreshes")
+        assert tab.evaluate("window.getSelection().toString()") == ids[3]
+        assert tab.evaluate("document.activeElement.value") == ids[5]
+        assert job_ids_on(tab) == ids
+        shot(tab, "jobs-20000-failed-by-size")
+    finally:
+        tab.close()
