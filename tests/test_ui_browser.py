@@ -405,3 +405,76 @@ def test_refresh_at_scale_filtered_and_sorted_keeps_selection(browser_context, b
         shot(tab, "jobs-20000-failed-by-size")
     finally:
         tab.close()
+
+
+# Every visible text against the background it is drawn on (the nearest ancestor's that is
+# not transparent, blended down): WCAG 2's contrast ratio, AA's thresholds.
+LOW_CONTRAST_JS = """() => {
+  function rgba(text) {
+    const m = text.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) throw new Error("unparsed colour " + text);
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  }
+  function over(top, under) {
+    const a = top[3];
+    return [0, 1, 2].map((i) => top[i] * a + under[i] * (1 - a)).concat([1]);
+  }
+  function luminance(c) {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  }
+  function background(el) {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) bg = over(layer, bg);
+    return bg;
+  }
+  const low = [];
+  let checked = 0;
+  for (const el of document.querySelectorAll("body *")) {
+    if (!Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    if (["OPTION", "SCRIPT", "STYLE"].includes(el.tagName)) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility !== "visible" || !el.getClientRects().length) continue;
+    const bg = background(el);
+    const fg = over(rgba(style.color), bg);
+    const [a, b] = [luminance(fg), luminance(bg)];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (parseInt(style.fontWeight, 10) >= 700 && size >= 18.66);
+    checked += 1;
+    if (ratio < (large ? 3 : 4.5)) {
+      low.push(el.tagName + "." + el.className + " '" + el.textContent.trim().slice(0, 30) + "' "
+        + ratio.toFixed(2) + ":1 (" + style.color + " on rgb(" + bg.slice(0, 3).map(Math.round) + "))");
+    }
+  }
+  return { checked, low };
+}"""
+
+
+def every_page(share, base: str) -> list[str]:
+    """A URL of each kind of page, each state of job among them."""
+    _, made = share
+    return [f"{base}/jobs?per_page=100", f"{base}/jobs/{made['failed'][2]}?preview=1",
+            f"{base}/jobs/{made['unretrieved'][2]}?notice=canceled", f"{base}/jobs/{made['canceled'][2]}",
+            f"{base}/jobs/{made['hostile'][0]}", f"{base}/usage",
+            f"{base}/cleanup?job_id={made['unretrieved'][2]}&job_id={made['failed'][2]}&force=1",
+            f"{base}/cleanup?job_id={made['unretrieved'][2]}", f"{base}/jobs/rxJob_20000101000000000000_dead"]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_text_meets_wcag_aa_contrast(page, share, server, scheme):
+    base, _ = server
+    page.emulate_media(color_scheme=scheme)
+    for url in every_page(share, base):
+        page.goto(url)
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        found = page.evaluate(LOW_CONTRAST_JS)
+        assert found["checked"] > 5, url
+        assert found["low"] == [], f"{url} in {scheme} mode"
+    shot(page, f"contrast-{scheme}")
