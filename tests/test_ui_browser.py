@@ -55,6 +55,13 @@ def print_steps(n: int, pause: float) -> int:
     return n
 
 
+def fail_every_third(x: int) -> int:
+    """A job's run: raises for x = 2, 5, 8 (3 of 9 runs), doubles x otherwise."""
+    if x % 3 == 2:
+        raise ValueError(f"run {x} fails on purpose, with a message long enough to need a scroll bar " * 2)
+    return 2 * x
+
+
 def wait_for(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,6 +84,19 @@ def share(tmp_path_factory):
     from conftest import kill_processes_mentioning
 
     kill_processes_mentioning(path)
+
+
+@pytest.fixture(scope="module")
+def partly_failed(share) -> str:
+    """A real job on the local engine, 3 of whose 9 runs raised; its id."""
+    path, _ = share
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=path)
+    job = rx_exec(fail_every_third, x=list(range(9)), compute_context=cc)
+    store = open_store(path)
+    from rxjobs import jobs
+
+    wait_for(lambda: jobs.job_status(store, job.job_id).status.is_terminal(), 60, "the job to end")
+    return job.job_id
 
 
 @contextlib.contextmanager
@@ -478,3 +498,54 @@ def test_every_text_meets_wcag_aa_contrast(page, share, server, scheme):
         assert found["checked"] > 5, url
         assert found["low"] == [], f"{url} in {scheme} mode"
     shot(page, f"contrast-{scheme}")
+
+
+WIDEST_JS = """() => [...document.querySelectorAll("body *")]
+  .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+  .slice(0, 8)
+  .map((el) => el.tagName + "." + el.className + " " + Math.round(el.getBoundingClientRect().right))"""
+
+
+@pytest.mark.timeout(300)  # making the 20,000 jobs, once per session, takes 20-60 s
+def test_every_page_fits_390_px_without_horizontal_scroll(browser_context, share, server, big_server,
+                                                          partly_failed):
+    """At 390 px wide no page scrolls sideways; a long id or traceback wraps or scrolls in its own box."""
+    tab = tab_on(browser_context, server, width=390, height=844)
+    try:
+        base, _ = server
+        big_base, big_token = big_server
+        urls = every_page(share, base) + [f"{base}/jobs/{partly_failed}?preview=1",
+                                          f"{big_base}/jobs?token={big_token}",
+                                          f"{big_base}/jobs?state=canceled&sort=size"]
+        for url in urls:
+            tab.goto(url, timeout=120000)
+            tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            width = tab.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{url} is {width} px wide: {tab.evaluate(WIDEST_JS)}"
+            name = re.sub(r"[^a-z0-9]+", "-", url.split("/", 4)[-1].lower())[:40]
+            shot(tab, f"390-{name}")
+        # The traceback of a failed run keeps its lines: it scrolls inside its box.
+        tab.goto(f"{base}/jobs/{partly_failed}?preview=1")
+        tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        pre = tab.locator("#preview pre").first
+        assert pre.evaluate("el => getComputedStyle(el).overflowX") == "auto"
+        assert pre.evaluate("el => el.getBoundingClientRect().right") <= 390
+    finally:
+        tab.close()
+
+
+def test_a_partly_failed_job_says_how_many_runs_failed(page, server, partly_failed):
+    """A real job 3 of whose 9 runs raised reads "finished, 3 of 9 runs failed" in the list
+    and on its page, not a bare "finished"."""
+    base, _ = server
+    page.goto(f"{base}/jobs?q={partly_failed}")
+    row = page.locator(f"tr[data-job-id='{partly_failed}']")
+    expect(row).to_have_attribute("data-state", "finished")
+    assert row.locator(".state").inner_text() == "finished, 3 of 9 runs failed"
+    page.goto(f"{base}/jobs/{partly_failed}")
+    assert page.inner_text("#job-state") == "finished, 3 of 9 runs failed"
+    assert page.inner_text("#job-reason") == "finished, 3 of 9 runs failed"
+    page.goto(f"{base}/jobs/{partly_failed}?preview=1")
+    assert page.locator("#preview tr.failed").count() == 3
+    assert "ValueError" in page.inner_text("#preview")
+    shot(page, "job-partly-failed")
