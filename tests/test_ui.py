@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -480,3 +482,48 @@ def test_ui_command_refuses_a_directory_that_is_no_share_dir(tmp_path):
     assert result.exit_code == 1
     assert "rxjobs: error:" in result.output
     assert Path(tmp_path / "home" / "notes.txt").exists()
+
+
+def test_rows_json_has_a_version_and_an_unchanged_page_is_a_304(client, seeded):
+    path, made, _ = seeded
+    first = client.get("/api/rows?state=failed&sort=-size")
+    assert first.status_code == 200
+    body = first.json()
+    assert body["version"] == first.headers["etag"] and body["total"] == 2
+    assert {row["job_id"] for row in body["rows"]} == set(made["failed"])
+    assert {row["state"] for row in body["rows"]} == {"failed"}
+    assert [row["bytes"] for row in body["rows"]] == sorted((row["bytes"] for row in body["rows"]),
+                                                            reverse=True)
+    again = client.get("/api/rows?state=failed&sort=-size", headers={"If-None-Match": body["version"]})
+    assert again.status_code == 304 and not again.content
+    page = client.get("/jobs?state=failed&sort=-size")
+    assert html.unescape(re.search(r'data-version="([^"]*)"', page.text).group(1)) == body["version"]
+    # A removed job changes the version: the page is sent again, without it.
+    shutil.rmtree(Path(path) / made["failed"][0])
+    changed = client.get("/api/rows?state=failed&sort=-size", headers={"If-None-Match": body["version"]})
+    assert changed.status_code == 200
+    assert [row["job_id"] for row in changed.json()["rows"]] == [made["failed"][1]]
+
+
+def test_a_refresh_of_a_filtered_view_reads_only_the_jobs_that_have_not_ended(seeded, monkeypatch):
+    """The catalog reads an ended job once: a second refresh of a view filtered by state and
+    sorted by size reads no job, as a refresh of the default view reads only its page."""
+    from rxjobs import jobs
+    from rxjobs.ui import views
+
+    path, made, _ = seeded
+    store = open_store(path)
+    looked: list[str] = []
+    look = jobs.look_at_job
+    monkeypatch.setattr(jobs, "look_at_job", lambda store, job_id, *a, **k: (
+        looked.append(job_id), look(store, job_id, *a, **k))[1])
+    catalog = views.JobCatalog()
+    query = views.JobsQuery(states=("failed", "canceled"), sort="-size")
+    first = views.jobs_page(store, query, catalog)
+    assert len(set(looked)) == 9  # every job, once for its state
+    looked.clear()
+    again = views.jobs_page(store, query, catalog)
+    assert looked == []
+    assert [r.job_id for r in again.rows] == [r.job_id for r in first.rows]
+    assert {r.job_id for r in first.rows} == set(made["failed"] + made["canceled"])
+    assert views.jobs_page(store, views.JobsQuery(), views.JobCatalog()).total == 9

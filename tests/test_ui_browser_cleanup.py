@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from rxjobs.store import open_store
-from test_ui_browser import browser_context, serve, shot  # noqa: F401 (a fixture)
+from test_ui_browser import browser_context, serving, shot  # noqa: F401 (a fixture)
 
 from factory import make_job
 
@@ -40,7 +40,7 @@ def rows(tab) -> list[str]:
 def test_cleanup_of_20000_jobs_previews_pages_confirms_and_never_repeats(browser_context, big_copy):  # noqa: F811
     path, made = big_copy
     n_kept, n_gone = len(made["unretrieved"]), sum(len(v) for k, v in made.items() if k != "unretrieved")
-    with serve(path) as (base, token):
+    with serving(path) as (base, token):
         tab = browser_context.new_page()
         try:
             tab.goto(f"{base}/usage?token={token}")

@@ -139,6 +139,7 @@ class JobsPage:
         self.templates = _templates()
         self.templates.env.globals["base"] = self.prefix
         self.book = plans.PlanBook()
+        self.catalog = views.JobCatalog()
 
     # -- answers -------------------------------------------------------------------------
 
@@ -174,9 +175,10 @@ class JobsPage:
     async def jobs_html(self, request: Request) -> Response:
         async def handler() -> Response:
             query = views.JobsQuery.from_params(request.query_params)
-            result = await self.share.run(lambda store: views.jobs_page(store, query))
+            result = await self.share.run(lambda store: views.jobs_page(store, query, self.catalog))
             fragment = request.headers.get("x-fragment") == "rows"
             return self.page(request, "_rows.html" if fragment else "jobs.html", result=result,
+                             rows_version=views.rows_version(result),
                              query=query, states=views.STATES, sorts=views.SORTS, nav="jobs",
                              url_for_query=lambda **changes: f"{self.prefix}/jobs?"
                              + urlencode(query.params(**changes)))
@@ -185,10 +187,27 @@ class JobsPage:
     async def jobs_json(self, request: Request) -> Response:
         async def handler() -> Response:
             query = views.JobsQuery.from_params(request.query_params)
-            result = await self.share.run(lambda store: views.jobs_page(store, query))
+            result = await self.share.run(lambda store: views.jobs_page(store, query, self.catalog))
             return JSONResponse([row.to_json() for row in result.rows], headers={
                 "X-Total-Count": str(result.total), "X-Page": str(query.page),
                 "X-Per-Page": str(query.per_page)})
+        return await self.guarded(request, handler)
+
+    async def rows_json(self, request: Request) -> Response:
+        """What the jobs table's refresh needs of its page (``GET /api/rows``), with an ETag.
+
+        The page sends back the version it shows (``If-None-Match``): an
+        unchanged page is a bodiless 304, a changed one says each row's
+        cells, for the script to update them in place.
+        """
+        async def handler() -> Response:
+            query = views.JobsQuery.from_params(request.query_params)
+            result = await self.share.run(lambda store: views.jobs_page(store, query, self.catalog))
+            version = views.rows_version(result)
+            headers = {"ETag": version, "Cache-Control": "no-store"}
+            if request.headers.get("if-none-match") == version:
+                return Response(status_code=304, headers=headers)
+            return JSONResponse(views.rows_json(result, version), headers=headers)
         return await self.guarded(request, handler)
 
     async def status_json(self, request: Request) -> Response:
@@ -479,6 +498,7 @@ class JobsPage:
             Route("/api/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
             Route("/api/du", self.usage_html),
             Route("/api/cleanup", self.cleanup_json, methods=["POST"]),
+            Route("/api/rows", self.rows_json),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
