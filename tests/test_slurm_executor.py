@@ -19,7 +19,10 @@ import pytest
 import rxjobs.compat.submitit as submitit
 from rxjobs import RxSlurm, list_jobs
 from rxjobs.executor import Executor
+from rxjobs.jobs import job_status
 from rxjobs.records import read_engine_record
+
+from conftest import wait_until
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slurm]
 
@@ -167,6 +170,12 @@ def test_errors_and_job_environment_on_slurm(in_tmp):
 # -- checkpoint and requeue -------------------------------------------------------------
 
 
+def _requeue_said(store, job_id: str) -> tuple[str, str] | None:
+    """The job's state and reason once the reason says it was requeued, else None."""
+    derived = job_status(store, job_id)
+    return (derived.status.value, derived.reason) if derived.reason.startswith("requeued") else None
+
+
 class Attempts(submitit.helpers.Checkpointable):
     """Counts its attempts; the first waits until it is signalled (and requeued)."""
 
@@ -181,7 +190,9 @@ class Attempts(submitit.helpers.Checkpointable):
         return self.attempts
 
 
-@pytest.mark.timeout(600)  # Slurm holds a requeued job back before it runs again
+# Slurm holds a requeued job back until its launch credential expires: 10 s on the test
+# cluster (tests/slurm_cluster.py, CRED_EXPIRE_S), so the whole test takes well under a minute.
+@pytest.mark.timeout(180)
 def test_checkpointable_is_requeued_with_its_state_on_usr2(in_tmp):
     marker = str(in_tmp / "attempt")
     executor = submitit.AutoExecutor(folder="log_test")
@@ -194,6 +205,10 @@ def test_checkpointable_is_requeued_with_its_state_on_usr2(in_tmp):
     store = job.rx_job.store
     array = read_engine_record(store, job.rx_job.job_id).handle["array"]
     subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array}_0"], check=True, timeout=30)
+    # While it waits to run again (and then runs), the job says why: requeued, and which attempt.
+    requeued = wait_until(lambda: _requeue_said(store, job.rx_job.job_id), timeout=60,
+                          what="the job to say it was requeued")
+    assert requeued == ("running", "requeued by Slurm after checkpoint (run 0, attempt 2)")
     assert job.result() == 2  # the checkpointed state (1 attempt) went on in the requeued task
     assert os.path.exists(f"{marker}.2") and not os.path.exists(f"{marker}.3")
     assert len(list_jobs(str(in_tmp / "log_test"))) == 1  # still one rxjobs job

@@ -340,3 +340,15 @@ def test_module_is_importable_as_submitit():
                  "helpers"):
         assert hasattr(submitit, name)
     assert sys.modules["rxjobs.compat.submitit"] is submitit
+
+
+@pytest.mark.parametrize("restart_count, words", [
+    (None, "requeued by Slurm after checkpoint (run 0, attempt 2)"),   # a first attempt: unset
+    ("0", "requeued by Slurm after checkpoint (run 0, attempt 2)"),
+    ("1", "requeued by Slurm after checkpoint (run 0, attempt 3)"),
+    ("x", "requeued by Slurm after checkpoint (run 0, attempt 2)"),    # not a count: as unset
+])
+def test_requeued_reason(restart_count, words):
+    from rxjobs.compat.submitit.requeue import requeued_reason
+
+    assert requeued_reason(0, restart_count) == words
