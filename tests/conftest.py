@@ -302,6 +302,69 @@ def new_york(monkeypatch):
     time.tzset()
 
 
+# -- parallel runs (pytest-xdist): which tests share a worker ------------------------------
+
+#: Session fixtures that cost enough (seconds to tens of seconds) that every test using one
+#: runs on the same worker, so that each starts once per run.
+HEAVY_SESSION_FIXTURES = ("big_share",)
+
+#: Fixture scopes narrower than the session but wider than a test: a module's tests that use
+#: one run on one worker, so that the fixture (a cluster, a JVM, a browser) starts once.
+_SHARED_SCOPES = ("package", "module", "class")
+
+
+def worker_group_of(nodeid: str, fixture_scopes: dict[str, str]) -> str | None:
+    """The ``xdist_group`` a test joins in a parallel run (``pytest -n 2 --dist loadgroup``),
+    or None for a test any worker may run.
+
+    Parameters
+    ----------
+    nodeid
+        The test's node id (``tests/test_x.py::TestY::test_z[param]``).
+    fixture_scopes
+        The scope of every fixture the test uses, directly or through other fixtures.
+
+    Returns
+    -------
+    str or None
+        The test's module path when it uses a fixture shared by its module (or class), else
+        the name of the heavy session fixture it uses (``HEAVY_SESSION_FIXTURES``), else None.
+    """
+    if any(scope in _SHARED_SCOPES for scope in fixture_scopes.values()):
+        return nodeid.split("::", 1)[0]
+    for name in HEAVY_SESSION_FIXTURES:
+        if name in fixture_scopes:
+            return name
+    return None
+
+
+def _fixture_scopes(item: pytest.Item) -> dict[str, str]:
+    """The scope of each fixture ``item`` uses (its closure).  pytest has no public call for
+    it: its ``_fixtureinfo`` is what xdist's own grouping plugins read."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return {}
+    scopes = {}
+    for name in info.names_closure:
+        definitions = info.name2fixturedefs.get(name)
+        if definitions:
+            scopes[name] = definitions[-1].scope
+    return scopes
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test that must share a worker with others (``worker_group_of``) with
+    ``xdist_group``; ``--dist loadgroup`` then sends each group to one worker, largest first.
+    Run serially (no ``-n``), the marks change nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = worker_group_of(item.nodeid, _fixture_scopes(item))
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 # -- tests that fork: each in a single-threaded child process -----------------------------
 
 #: Set in the child pytest that runs one ``single_threaded`` test: the node id it runs.

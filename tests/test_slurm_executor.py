@@ -194,14 +194,12 @@ class Attempts(submitit.helpers.Checkpointable):
 # cluster (tests/slurm_cluster.py, CRED_EXPIRE_S), so the whole test takes well under a minute.
 @pytest.mark.timeout(180)
 def test_checkpointable_is_requeued_with_its_state_on_usr2(in_tmp):
+
     marker = str(in_tmp / "attempt")
     executor = submitit.AutoExecutor(folder="log_test")
     executor.update_parameters(timeout_min=10)
     job = executor.submit(Attempts(), marker)
-    deadline = time.monotonic() + 180
-    while not os.path.exists(f"{marker}.1"):
-        assert time.monotonic() < deadline, "the first attempt never started"
-        time.sleep(0.1)
+    wait_until(lambda: os.path.exists(f"{marker}.1"), timeout=180, what="the first attempt to start")
     store = job.rx_job.store
     array = read_engine_record(store, job.rx_job.job_id).handle["array"]
     subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array}_0"], check=True, timeout=30)

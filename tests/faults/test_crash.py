@@ -30,7 +30,7 @@ from rxjobs.records import read_job_record
 from rxjobs.store import Store, open_store
 
 from factory import make_jobs
-from trials import trial_count
+from trials import run_seed, trial_count
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -143,7 +143,7 @@ def _after_one_more_cleanup(store: Store, made) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("seed", [FIXED_SEED, random.SystemRandom().randrange(2**32)])
+@pytest.mark.parametrize("seed", [FIXED_SEED, run_seed()])
 def test_cleanup_killed_at_random_instants(tmp_path, seed, capsys):
     n = TRIALS if seed == FIXED_SEED else RANDOM_TRIALS
     totals = _trials(seed, n, tmp_path, "cleanup",
@@ -171,7 +171,7 @@ def _after_killed_reads(store: Store, made) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("seed", [FIXED_SEED, random.SystemRandom().randrange(2**32)])
+@pytest.mark.parametrize("seed", [FIXED_SEED, run_seed()])
 def test_result_reads_killed_at_random_instants(tmp_path, seed, capsys):
     n = TRIALS if seed == FIXED_SEED else RANDOM_TRIALS
 

@@ -24,7 +24,7 @@ from rxjobs.store import RESERVED, Store, open_store
 
 from factory import KINDS, make_jobs_in_bulk
 from test_crash import _cleanup_all, _run_and_maybe_kill
-from trials import trial_count
+from trials import run_seed, trial_count
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -62,7 +62,7 @@ def _check_after_cleanup(store: Store, made: dict[str, object]) -> dict[str, int
 
 
 def test_cleanup_of_200_jobs_on_s3_killed_at_random_instants(s3_server, capsys):
-    random_seed = random.SystemRandom().randrange(2**32)
+    random_seed = run_seed()
     seeds = [FIXED_SEED] * TRIALS + [random_seed]  # a fixed seed to reproduce, a new one each run
     rngs = {FIXED_SEED: random.Random(FIXED_SEED), random_seed: random.Random(random_seed)}
     store = open_store(s3_server.new_prefix("crash"), s3_server.options)
