@@ -72,7 +72,7 @@ class LocalEngine:
             # nothing of the caller's (threads, locks, memory, descriptors).
             try:
                 return forkserver.fork_driver_via_server("rxjobs.engines.local", store, job.job_id,
-                                                         args, job.share_dir_options)
+                                                         args, job.share_dir_options, job.modules)
             except forkserver.ForkServerError:
                 pass  # started as a fresh interpreter below
         return start_driver("rxjobs.engines.local", store, job.job_id, args, engine="local",
