@@ -26,6 +26,7 @@ import pytest
 from rxjobs.preload import (
     caller_stamps,
     in_site_dirs,
+    is_module_name,
     modules_to_preload,
     referenced_modules,
     site_dirs,
@@ -43,14 +44,21 @@ def _by_value(x):
     (os.path.join, 0, ["posixpath"]),  # protocol 0: GLOBAL carries the names
     (os.path.join, 2, ["posixpath"]),
     ([json.dumps, json.loads, json.dumps], None, ["json"]),  # the module string memoized, got again
-    (numpy.arange(3), None, ["numpy"]),
+    (json.decoder.JSONDecoder, None, ["json.decoder"]),  # the module itself, not its package
     ({"a": 1, "b": [1.5, "x"]}, None, []),
-    (lambda x: x, None, ["cloudpickle"]),  # by value: only cloudpickle's helpers
+    (lambda x: x, None, ["cloudpickle.cloudpickle"]),  # by value: only cloudpickle's helpers
 ])
 def test_referenced_modules_names_what_unpickling_would_import(obj, protocol, expected):
     data = cloudpickle.dumps(obj, protocol=protocol)
     found = referenced_modules(data)
     assert [name for name in found if name not in ("copyreg", "_codecs")] == expected
+    assert all(is_module_name(name) for name in found)
+
+
+@pytest.mark.timeout(30)
+def test_an_array_names_numpy_modules_only():
+    found = referenced_modules(cloudpickle.dumps(numpy.arange(3)))
+    assert found and {name.partition(".")[0] for name in found} == {"numpy"}
 
 
 @pytest.mark.timeout(30)
@@ -78,20 +86,23 @@ def test_referenced_modules_is_bounded_and_survives_bad_input(data, kwargs, expe
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("requested, imported, failed, limit, expected", [
-    (["sklearn", "numpy"], [], [], 32, ["sklearn", "numpy"]),
-    (["sklearn", "sklearn", "numpy"], [], [], 32, ["sklearn", "numpy"]),  # once
-    (["sklearn", "numpy"], ["numpy"], [], 32, ["sklearn"]),  # imported already
-    (["sklearn", "numpy"], [], ["sklearn"], 32, ["numpy"]),  # failed before: remembered
-    (["sklearn", "numpy"], [], [], 1, ["sklearn"]),  # bounded
-    (["json", "collections"], [], [], 32, []),  # the standard library
-    (["mylocal", "__main__", "builtins"], [], [], 32, []),  # no installed distribution
-    (["rxjobs", "cloudpickle", "psutil"], [], [], 32, []),  # the server's own
-    (["_private", "numpy.linalg", "not-a-name"], [], [], 32, []),
+@pytest.mark.parametrize("requested, imported, held, failed, limit, expected", [
+    (["sklearn.svm._classes", "numpy"], [], [], [], 32, ["sklearn.svm._classes", "numpy"]),
+    (["numpy", "numpy", "numpy.linalg"], [], [], [], 32, ["numpy", "numpy.linalg"]),  # once each
+    (["sklearn.svm", "numpy"], ["numpy"], ["numpy"], [], 32, ["sklearn.svm"]),  # imported already
+    (["sklearn.svm", "numpy.linalg"], ["numpy"], ["numpy"], [], 32,  # held: its modules may come
+     ["sklearn.svm", "numpy.linalg"]),
+    (["sklearn.svm", "numpy.linalg"], ["numpy"], [], [], 32, ["sklearn.svm"]),  # the server's own numpy
+    (["sklearn.svm", "numpy"], [], [], ["sklearn.svm"], 32, ["numpy"]),  # failed before: remembered
+    (["sklearn", "numpy"], [], [], [], 1, ["sklearn"]),  # bounded
+    (["json.decoder", "collections"], [], [], [], 32, []),  # the standard library
+    (["mylocal.sub", "__main__", "builtins"], [], [], [], 32, []),  # no installed distribution
+    (["rxjobs.calls", "cloudpickle", "psutil"], [], [], [], 32, []),  # the server's own
+    (["_private.x", "numpy..linalg", "not-a-name", "numpy.1x", ""], [], [], [], 32, []),
 ])
-def test_modules_to_preload(requested, imported, failed, limit, expected):
-    installed = {"sklearn", "numpy", "rxjobs", "cloudpickle", "psutil", "_private", "json"}
-    assert modules_to_preload(requested, installed, imported, failed, limit) == expected
+def test_modules_to_preload(requested, imported, held, failed, limit, expected):
+    installed = {"sklearn", "numpy", "rxjobs", "cloudpickle", "psutil", "_private", "json", "mylocal_x"}
+    assert modules_to_preload(requested, installed, imported, held, failed, limit) == expected
 
 
 @pytest.mark.timeout(30)
@@ -122,7 +133,8 @@ def test_caller_stamps_names_only_modules_in_the_site_dirs(tmp_path, monkeypatch
     (tmp_path / "numpy_lookalike").mkdir()
     (tmp_path / "numpy_lookalike" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    stamps = caller_stamps(["numpy", "numpy_lookalike", "json", "rxjobs", "no_such_module_here"])
+    stamps = caller_stamps(["numpy.linalg", "numpy", "numpy_lookalike", "json", "rxjobs.calls",
+                            "no_such_module_here"])
     assert list(stamps) == ["numpy"]
     path, mtime, size = stamps["numpy"].rsplit(":", 2)
     assert os.path.samefile(path, numpy.__file__) and int(size) == os.path.getsize(numpy.__file__)
@@ -143,12 +155,12 @@ def double(x):
 
 _CALLER = textwrap.dedent("""
     import json, sys
-    import rxcount, rxthread
+    import rxcount.work, rxthread.work
     from rxjobs import RxLocalParallel, rx_exec, rx_get_job_results, rx_wait_for_job
     from rxjobs.engines import forkserver
 
     share, step = sys.argv[1], sys.argv[2]
-    function = {"count": rxcount.double, "thread": rxthread.double}[step]
+    function = {"count": rxcount.work.double, "thread": rxthread.work.double}[step]
     cc = RxLocalParallel(num_workers=2, share_dir=share, wait=False)
     out = []
     for _ in range(2):
@@ -163,8 +175,8 @@ _CALLER = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def preload_venv(tmp_path_factory):
     """A venv of its own (so its fork server is its own), seeing this one's packages, with
-    two installed distributions: ``rxcount`` logs each import's pid, ``rxthread`` too and
-    starts a thread."""
+    two installed distributions: ``rxcount.work`` logs each import's pid, ``rxthread.work``
+    too and starts a thread."""
     base = tmp_path_factory.mktemp("pv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base / "venv")], check=True,
                    timeout=120)
@@ -180,7 +192,8 @@ def preload_venv(tmp_path_factory):
                                      "threading.Thread(target=time.sleep, args=(3600,), "
                                      "daemon=True).start()")):
         (site_packages / name).mkdir()
-        (site_packages / name / "__init__.py").write_text(
+        (site_packages / name / "__init__.py").write_text("")
+        (site_packages / name / "work.py").write_text(
             _COUNTING_MODULE.format(log=f"{log}.{name}", extra=extra))
         info = site_packages / f"{name}-1.0.dist-info"
         info.mkdir()
@@ -226,8 +239,8 @@ def test_the_fork_server_preloads_an_installed_module_once_for_every_later_job(
     new = _importers(log, "rxcount")[before:]
     assert len(new) == 2 and server in new  # the caller and the server, nobody else
 
-    # Reinstalled (another file size): the server retires, the job runs all the same, and the
-    # next job's new server imports the new copy.
+    # Reinstalled (its package's file has another size): the server retires, the job runs all
+    # the same, and the next job's new server imports the new copy.
     init = site_packages / "rxcount" / "__init__.py"
     init.write_text(init.read_text() + "\n# 1.1\n")
     before = len(_importers(log, "rxcount"))

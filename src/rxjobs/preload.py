@@ -5,20 +5,22 @@ function and arguments refer to: seconds for scikit-learn, paid again by every
 job's fresh workers.  The fork server (:mod:`rxjobs.engines.forkserver`) forks
 each driver, and the driver forks its workers: a module the server has
 imported is imported in all of them, for free.  So the submitting side names
-the top-level modules a payload refers to *by reference* (cloudpickle's
-``GLOBAL``/``STACK_GLOBAL`` opcodes: what unpickling would import; a
-function pickled by value, from ``__main__`` or a user's script, names no
-module of its own), and the server imports those it may, before it forks the
-driver, so that this job and every later one start warm.
+the modules a payload refers to *by reference* (cloudpickle's
+``GLOBAL``/``STACK_GLOBAL`` opcodes: what unpickling would import, such as
+``sklearn.svm._classes``; a function pickled by value, from ``__main__`` or
+a user's script, names no module of its own), and the server imports those it
+may, before it forks the driver, so that this job and every later one start
+warm.
 
 The server imports a module only if it is safe to hold for every later job:
 
-- it is the top level of an *installed distribution* (found in
-  ``importlib.metadata``), not of the standard library, not rxjobs and not
+- its top-level package is an *installed distribution* (found in
+  ``importlib.metadata``), not the standard library, not rxjobs and not
   ``__main__``;
-- it resolves, in the server and in the caller alike, to the same file in one
-  of the interpreter's site directories (never the caller's working directory
-  or script directory, never an editable checkout);
+- that package resolves, in the server and in the caller alike, to the same
+  file (path, mtime and size: its *stamp*) in one of the interpreter's site
+  directories (never the caller's working directory or script directory,
+  never an editable checkout), and the server has not imported another copy;
 - at most :data:`MAX_MODULES` per request; one that fails to import is
   skipped and remembered.
 
@@ -39,7 +41,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 PRELOAD_ENV = "RXJOBS_FORK_SERVER_PRELOAD"
 # At most this many modules are named per payload, and imported per request.
-MAX_MODULES = 32
+MAX_MODULES = 64
 # A payload's opcodes are read up to this many (~15 ms): a function's references come first,
 # and a huge list of plain values names no module.
 MAX_OPS = 20_000
@@ -57,7 +59,7 @@ def preload_enabled() -> bool:
 
 
 def referenced_modules(data: bytes, max_ops: int = MAX_OPS, limit: int = MAX_MODULES) -> list[str]:
-    """The top-level names of the modules a pickle refers to by reference, first seen first.
+    """The modules a pickle refers to by reference (dotted names), first seen first.
 
     Read from the opcodes (:mod:`pickletools`), never unpickled: nothing is
     imported.  ``STACK_GLOBAL`` takes the module and attribute names pushed
@@ -74,10 +76,10 @@ def referenced_modules(data: bytes, max_ops: int = MAX_OPS, limit: int = MAX_MOD
                 break
             name = op.name
             if name in ("GLOBAL", "INST"):
-                found.setdefault(str(arg).split(" ", 1)[0].split(".", 1)[0], None)
+                found.setdefault(str(arg).split(" ", 1)[0], None)
             elif name == "STACK_GLOBAL":
                 if len(pushed) >= 2 and isinstance(pushed[-2], str):
-                    found.setdefault(pushed[-2].split(".", 1)[0], None)
+                    found.setdefault(pushed[-2], None)
                 pushed.append(None)
             elif name == "MEMOIZE":
                 memo[len(memo)] = pushed[-1] if pushed else None
@@ -92,24 +94,45 @@ def referenced_modules(data: bytes, max_ops: int = MAX_OPS, limit: int = MAX_MOD
             del pushed[:-2]
     except (ValueError, TypeError):
         pass  # not a pickle, or cut short: what was read is named
-    return [name for name in found if name.isidentifier()]
+    return [name for name in found if is_module_name(name)]
+
+
+def is_module_name(name: str) -> bool:
+    """Whether ``name`` is a dotted module name (``a``, ``a.b._c``)."""
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def top_level(name: str) -> str:
+    """``"sklearn.svm._classes"`` → ``"sklearn"``."""
+    return name.partition(".")[0]
+
+
+def may_preload(top: str, installed: Collection[str]) -> bool:
+    """Whether a top-level name may be preloaded at all: an installed distribution's, not the
+    standard library's, nor rxjobs' or the server's own."""
+    return (top.isidentifier() and not top.startswith("_") and top not in _NEVER
+            and top not in sys.stdlib_module_names and top in installed)
 
 
 def modules_to_preload(requested: Iterable[str], installed: Collection[str],
-                       imported: Collection[str], failed: Collection[str],
-                       limit: int = MAX_MODULES) -> list[str]:
-    """Of the requested top-level names, those the server should import now, in order.
+                       imported: Collection[str], held: Collection[str],
+                       failed: Collection[str], limit: int = MAX_MODULES) -> list[str]:
+    """Of the requested modules, those the server should import now, in order.
 
     Parameters
     ----------
     requested
-        Names a payload refers to (:func:`referenced_modules`).
+        Dotted names a payload refers to (:func:`referenced_modules`).
     installed
         Top-level names of installed distributions (:func:`installed_top_level`).
     imported
         Names already imported in the server (``sys.modules``).
+    held
+        Top-level names the server imported for requests (checked against the
+        caller's stamps); a package imported otherwise (an rxjobs dependency) is
+        the server's own, and none of its modules is preloaded.
     failed
-        Names that failed to import, or to resolve where the caller's did, before.
+        Names that failed to import before.
     limit
         At most this many names.
     """
@@ -117,9 +140,9 @@ def modules_to_preload(requested: Iterable[str], installed: Collection[str],
     for name in requested:
         if len(chosen) >= limit:
             break
-        if (not name.isidentifier() or "." in name or name in chosen or name in _NEVER
-                or name.startswith("_") or name in sys.stdlib_module_names
-                or name not in installed or name in imported or name in failed):
+        top = top_level(name)
+        if (not is_module_name(name) or name in chosen or name in imported or name in failed
+                or not may_preload(top, installed) or (top in imported and top not in held)):
             continue
         chosen.append(name)
     return chosen
@@ -164,15 +187,16 @@ def module_stamp(name: str, dirs: Iterable[str]) -> str | None:
 
 
 def caller_stamps(names: Iterable[str], dirs: Iterable[str] | None = None) -> dict[str, str]:
-    """The stamps of the names that resolve into the site directories here (the caller's side)."""
+    """The stamps of the top-level packages of ``names`` that resolve into the site
+    directories here (the caller's side)."""
     where = site_dirs() if dirs is None else list(dirs)
-    stamps = {}
-    for name in names:
-        if name in _NEVER or name in sys.stdlib_module_names:
+    stamps: dict[str, str] = {}
+    for top in dict.fromkeys(top_level(name) for name in names):
+        if not top.isidentifier() or top in _NEVER or top in sys.stdlib_module_names:
             continue
-        stamp = module_stamp(name, where)
+        stamp = module_stamp(top, where)
         if stamp is not None:
-            stamps[name] = stamp
+            stamps[top] = stamp
     return stamps
 
 

@@ -167,7 +167,10 @@ def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str]
     message = {"module": module, "argv": argv, "log": log_path, "env": env, "cwd": os.getcwd(),
                "sys_path": list(sys.path), "umask": umask}
     if modules and preload.preload_enabled():
-        message["preload"] = preload.caller_stamps(m for m in modules if m not in _unsafe_modules)
+        named = [name for name in modules if name not in _unsafe_modules]
+        stamps = preload.caller_stamps(named)
+        message["preload"] = {"stamps": stamps,
+                              "modules": [m for m in named if preload.top_level(m) in stamps]}
     try:
         with _connect_or_start() as conn:
             _send(conn, message)
@@ -359,11 +362,12 @@ class _Preloader:
         self._dirs: list[str] | None = None
         self._installed: set[str] = set()
 
-    def load(self, stamps: dict[str, str]) -> dict[str, Any] | None:
-        """Import what a request names and may be imported (:mod:`rxjobs.preload`).
+    def load(self, stamps: dict[str, str], modules: list[str]) -> dict[str, Any] | None:
+        """Import the ``modules`` a request names that may be imported (:mod:`rxjobs.preload`),
+        their packages checked against the caller's ``stamps``.
 
         Returns None, or the error reply with which the server retires: it holds
-        an older copy of a named module, or an import started a thread.
+        an older copy of a named package, or an import started a thread.
         """
         old = preload.stale(stamps, self.held)
         if old:
@@ -372,24 +376,27 @@ class _Preloader:
         if self._dirs is None:
             self._dirs = preload.site_dirs()
             self._installed = preload.installed_top_level()
-        names = preload.modules_to_preload(stamps, self._installed, sys.modules, self.failed)
+        names = preload.modules_to_preload(modules, self._installed, sys.modules, self.held,
+                                           self.failed)
         deadline = time.monotonic() + _PRELOAD_BUDGET_S
         for name in names:
             if time.monotonic() > deadline:
                 break  # the rest at the next request: a caller waits for this one
-            stamp = preload.module_stamp(name, self._dirs)
-            if stamp != stamps[name]:
-                continue  # not the file the caller would import
+            top = preload.top_level(name)
+            stamp = stamps.get(top)
+            if stamp is None or (top not in self.held
+                                 and preload.module_stamp(top, self._dirs) != stamp):
+                continue  # not the package the caller would import
             try:
                 importlib.import_module(name)
             except _Stop:
                 raise
             except (Exception, SystemExit):
                 self.failed.add(name)
-                continue
             finally:
                 _server_signals()  # an imported module may have set its own
-            self.held[name] = stamp
+                if top in sys.modules:
+                    self.held[top] = stamp
             if threading.active_count() > 1:
                 return {"error": f"importing {name} started a thread in the fork server, which may "
                                  "then fork no more; the next job starts a new one",
@@ -486,16 +493,12 @@ def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader)
         argv = request.get("argv")
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise ValueError("argv must be a list of strings")
-        stamps = request.get("preload") or {}
-        if not (isinstance(stamps, dict) and len(stamps) <= 2 * preload.MAX_MODULES
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in stamps.items())):
-            raise ValueError("preload must map at most "
-                             f"{2 * preload.MAX_MODULES} module names to their stamps")
+        stamps, modules = _preload_request(request.get("preload") or {})
     except (OSError, ValueError) as exc:
         with contextlib.suppress(OSError):
             _send(conn, {"error": str(exc)})
         return True
-    retire = preloader.load(stamps)
+    retire = preloader.load(stamps, modules)
     if retire is not None:
         with contextlib.suppress(OSError):
             _send(conn, retire)
@@ -513,6 +516,19 @@ def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader)
             os._exit(code)
     os.waitpid(child, 0)
     return True
+
+
+def _preload_request(part: Any) -> tuple[dict[str, str], list[str]]:
+    """A request's ``preload``: the caller's stamps of packages and the modules to import."""
+    stamps = part.get("stamps", {}) if isinstance(part, dict) else None
+    modules = part.get("modules", []) if isinstance(part, dict) else None
+    if not (isinstance(stamps, dict) and isinstance(modules, list)
+            and len(stamps) <= preload.MAX_MODULES and len(modules) <= preload.MAX_MODULES
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in stamps.items())
+            and all(isinstance(m, str) for m in modules)):
+        raise ValueError(f"preload must name at most {preload.MAX_MODULES} modules and their "
+                         "packages' stamps")
+    return stamps, modules
 
 
 def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
