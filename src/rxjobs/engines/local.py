@@ -172,7 +172,10 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
             _kill_workers()
             pool.shutdown(wait=False, cancel_futures=True)
         else:
-            pool.shutdown(wait=True)
+            # Every result is written: the idle workers are told to exit, and the end is
+            # recorded without waiting for them (joining them took 20–90 ms on a loaded machine);
+            # whichever is still exiting when the driver does dies with it (SIGKILL).
+            pool.shutdown(wait=False)
     publish_driver_log(store, job_id, local_log)
     if failure is not None:
         records.write_status(store, job_id, Record.FAILED, failure)
