@@ -194,7 +194,6 @@ class Attempts(submitit.helpers.Checkpointable):
 # cluster (tests/slurm_cluster.py, CRED_EXPIRE_S), so the whole test takes well under a minute.
 @pytest.mark.timeout(180)
 def test_checkpointable_is_requeued_with_its_state_on_usr2(in_tmp):
-
     marker = str(in_tmp / "attempt")
     executor = submitit.AutoExecutor(folder="log_test")
     executor.update_parameters(timeout_min=10)
