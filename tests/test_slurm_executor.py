@@ -167,6 +167,29 @@ def test_errors_and_job_environment_on_slurm(in_tmp):
     assert "_" in slurm_id  # an array task: <array id>_<index>
 
 
+def slurm_rank_report(x):
+    """What a task of a multi-task job sees on Slurm: its ranks and ids, from Slurm's variables."""
+    env = submitit.JobEnvironment()
+    print(f"rank {env.global_rank} of {env.num_tasks}", flush=True)
+    return x, env.global_rank, env.local_rank, env.num_tasks, env.raw_job_id, os.getpid()
+
+
+def test_a_multi_task_job_is_one_slurm_job_of_srun_tasks(in_tmp):
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(nodes=1, tasks_per_node=2, timeout_min=2)
+    job = executor.submit(slurm_rank_report, 5)
+    assert job.num_tasks == 2
+    results = job.results()
+    assert [r[:4] for r in results] == [(5, 0, 0, 2), (5, 1, 1, 2)]  # ranks Slurm gave (SLURM_PROCID...)
+    assert results[0][4] == results[1][4]  # one Slurm job (one array element)...
+    assert results[0][5] != results[1][5]  # ...whose two tasks are two processes
+    assert job.result() == results[0] and job.task(1).result() == results[1]
+    output = job.stdout()
+    assert "rank 0 of 2" in output and "rank 1 of 2" in output
+    handle = read_engine_record(job.rx_job.store, job.rx_job.job_id).handle
+    assert handle["n_tasks"] == 1  # one array task, its ranks a srun step
+
+
 # -- checkpoint and requeue -------------------------------------------------------------
 
 

@@ -105,6 +105,11 @@ class JobPaths:
         with (``rxjobs.compat.submitit``; written by the run itself, read when it runs again)."""
         return f"{self.tasks}/run-{run}{CHECKPOINT_SUFFIX}"
 
+    def rank_outcome(self, run: int, rank: int) -> str:
+        """The outcome of rank ``rank`` of run ``run`` of a multi-task job (``rxjobs.compat.submitit``;
+        written by the rank, read and removed by the run that started the ranks)."""
+        return f"{self.tasks}/run-{run}.rank-{rank}.pkl"
+
     @staticmethod
     def task_indexes(names: Iterable[str], suffix: str, n_tasks: int) -> list[int]:
         """The task numbers below ``n_tasks`` of the files named in ``names`` that end

@@ -77,11 +77,16 @@ def _requeue_on_signal(where: CurrentRun, fn: Any, args: tuple[Any, ...], kwargs
                                  cloudpickle.dumps(submission))
         from ...slurm_client import run_slurm
 
-        run_slurm(["scontrol", "requeue", job])
-        # Said in the job's record (never over a recorded end): a requeued job stays
-        # running, and its reason says why it runs again.
+        # Said in the job's record (never over a recorded end) before the requeue, which
+        # has Slurm stop this process: a requeued job stays running, and its reason says
+        # why it runs again.
         records.write_status(where.store, where.job_id, Record.RUNNING,
                              requeued_reason(where.run, os.environ.get("SLURM_RESTART_COUNT")))
+        try:
+            run_slurm(["scontrol", "requeue", job])
+        except BaseException:
+            records.write_status(where.store, where.job_id, Record.RUNNING)  # not requeued after all
+            raise
         print(f"rxjobs: run {where.run} checkpointed and requeued (Slurm job {job})", file=sys.stderr,
               flush=True)
         time.sleep(_REQUEUE_GRACE_S)  # Slurm stops this attempt; nothing is written for it
