@@ -167,7 +167,8 @@ _CALLER = textwrap.dedent("""
         job = rx_exec(function, args=[{"x": 1}, {"x": 2}], compute_context=cc)
         rx_wait_for_job(job, progress=False)
         out.append({"results": rx_get_job_results(job),
-                    "servers": [s["pid"] for s in forkserver.list_servers()]})
+                    "servers": [s["pid"] for s in forkserver.list_servers()
+                                if s["python"] == sys.executable]})
     print(json.dumps(out))
 """)
 

@@ -46,9 +46,11 @@ workers, start with them imported (scikit-learn's seconds are paid once per
 server, not per job).  A module that fails to import is skipped and
 remembered.  The server retires (answers with an error, so that the caller
 starts this driver as a fresh interpreter, and exits, so that the next caller
-starts a new one) when a request names a module it holds an older copy of
-(reinstalled since), or when an import started a thread (forking is then
-unsafe; the caller names that module no more).  ``$RXJOBS_FORK_SERVER_PRELOAD=0``
+starts a new one) when a request names a package it holds an older copy of
+(reinstalled since), or when an import started a Python thread (forking is
+then unsafe; the caller names that package no more).  Threads of C libraries
+(OpenBLAS's) are not seen; those libraries make themselves safe to fork, as
+they must for ``multiprocessing``'s fork.  ``$RXJOBS_FORK_SERVER_PRELOAD=0``
 turns preloading off.
 """
 
@@ -92,7 +94,7 @@ _PRELOAD = ("rxjobs.engines.local", "rxjobs.runner", "rxjobs.records", "rxjobs.s
 _PREFIX = FORK_SERVER_PREFIX
 # Preloading stops for this request after this long (what is left is imported at the next).
 _PRELOAD_BUDGET_S = 10.0
-# Modules whose import started a thread in a fork server, named to no server again.
+# Packages whose import started a thread in a fork server, named to no server again.
 _unsafe_modules: set[str] = set()
 
 
@@ -167,7 +169,7 @@ def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str]
     message = {"module": module, "argv": argv, "log": log_path, "env": env, "cwd": os.getcwd(),
                "sys_path": list(sys.path), "umask": umask}
     if modules and preload.preload_enabled():
-        named = [name for name in modules if name not in _unsafe_modules]
+        named = [name for name in modules if preload.top_level(name) not in _unsafe_modules]
         stamps = preload.caller_stamps(named)
         message["preload"] = {"stamps": stamps,
                               "modules": [m for m in named if preload.top_level(m) in stamps]}
@@ -397,10 +399,10 @@ class _Preloader:
                 _server_signals()  # an imported module may have set its own
                 if top in sys.modules:
                     self.held[top] = stamp
-            if threading.active_count() > 1:
+            if threading.active_count() > 1:  # a Python thread: a lock it holds may be forked
                 return {"error": f"importing {name} started a thread in the fork server, which may "
                                  "then fork no more; the next job starts a new one",
-                        "unsafe": [name]}
+                        "unsafe": [top]}
         return None
 
 
