@@ -348,7 +348,11 @@ def test_cancel_needs_csrf_and_says_an_ended_job_had_ended(client, csrf, seeded)
     refused = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf},
                           headers={"Origin": "http://evil.example"})
     assert refused.status_code == 403
-    done = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf}, follow_redirects=False)
+    unconfirmed = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf}, follow_redirects=False)
+    assert unconfirmed.status_code == 303
+    assert unconfirmed.headers["location"].endswith(f"/jobs/{job_id}/cancel")
+    done = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf, "confirm": "1"},
+                       follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"].endswith("notice=not-canceled")
     assert "already ended" in client.get(done.headers["location"]).text
     api = client.post(f"/api/jobs/{job_id}/cancel", headers={"X-CSRF-Token": csrf})
@@ -513,3 +517,20 @@ def test_a_refresh_of_a_filtered_view_reads_only_the_jobs_that_have_not_ended(se
     assert [r.job_id for r in again.rows] == [r.job_id for r in first.rows]
     assert {r.job_id for r in first.rows} == set(made["failed"] + made["canceled"])
     assert views.jobs_page(store, views.JobsQuery(), views.JobCatalog()).total == 9
+
+
+def test_cancel_asks_for_confirmation_on_a_page_of_its_own(client, seeded):
+    """GET /jobs/ID/cancel is the confirmation: a form that POSTs with ``confirm``; it changes
+    nothing, and of an ended job it says there is nothing to cancel."""
+    path, made, _ = seeded
+    store = open_store(path)
+    job_id = made["unretrieved"][0]
+    before = sorted(p.name for p in (Path(path) / job_id).rglob("*"))
+    page = client.get(f"/jobs/{job_id}/cancel")
+    assert page.status_code == 200
+    assert "Nothing to cancel" in page.text and 'id="confirm-cancel"' not in page.text
+    assert sorted(p.name for p in (Path(path) / job_id).rglob("*")) == before
+    assert store.is_job_dir(job_id)
+    assert 'href="/jobs/' + job_id + '/cancel"' not in client.get(f"/jobs/{job_id}").text  # ended: no button
+    assert client.get("/jobs/bad!/cancel").status_code == 404
+    assert client.get("/jobs/rxJob_20000101000000000000_dead/cancel").status_code == 404

@@ -287,11 +287,31 @@ def test_cancel_a_running_job(page, share, server):
     page.goto(f"{base}/jobs/{job.job_id}")
     wait_for(lambda: (page.reload(), page.inner_text("#job-state") == "running")[1], 30, "the job to run")
     shot(page, "job-before-cancel")
+    page.click("#cancel-button")  # a page that asks first, and changes nothing
+    page.wait_for_selector("#confirm-cancel")
+    assert page.inner_text("#cancel-job-id") == job.job_id
+    shot(page, "job-cancel-confirm")
+    for scheme in ("light", "dark"):  # this page needs a running job: checked here, not in every_page
+        page.emulate_media(color_scheme=scheme)
+        assert page.evaluate(LOW_CONTRAST_JS)["low"] == []
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.click("#keep-running")
+    page.wait_for_selector("#job-state")
+    assert page.inner_text("#job-state") == "running"
     page.click("#cancel-button")
+    page.click("#confirm-cancel")
     page.wait_for_url(re.compile(r"notice=canceled"))
     assert page.inner_text("#job-state") == "canceled"
     assert "canceled" in page.inner_text(".notice")
     shot(page, "job-canceled")
+    # POST-redirect-GET: a reload asks for the job's page again, and posts nothing.
+    methods = []
+    page.on("request", lambda request: methods.append(request.method))
+    page.reload()
+    assert methods and set(methods) == {"GET"}
+    assert "canceled" in page.inner_text(".notice")
 
 
 def test_cleanup_preview_then_confirm(page, share, server):
@@ -484,7 +504,8 @@ def every_page(share, base: str) -> list[str]:
             f"{base}/jobs/{made['unretrieved'][2]}?notice=canceled", f"{base}/jobs/{made['canceled'][2]}",
             f"{base}/jobs/{made['hostile'][0]}", f"{base}/usage",
             f"{base}/cleanup?job_id={made['unretrieved'][2]}&job_id={made['failed'][2]}&force=1",
-            f"{base}/cleanup?job_id={made['unretrieved'][2]}", f"{base}/jobs/rxJob_20000101000000000000_dead"]
+            f"{base}/cleanup?job_id={made['unretrieved'][2]}", f"{base}/jobs/rxJob_20000101000000000000_dead",
+            f"{base}/jobs/{made['unretrieved'][2]}/cancel"]
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

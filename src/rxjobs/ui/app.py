@@ -256,7 +256,23 @@ class JobsPage:
         answer = await run_in_threadpool(preview_results, self.share.url, self.share.options, job_id)
         return JSONResponse(answer, status_code=200 if "error" not in answer else 409)
 
+    async def cancel_page(self, request: Request) -> Response:
+        """The confirmation a cancel asks for (``GET /jobs/ID/cancel``): it changes nothing."""
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return self.not_found(request, job_id)
+
+        async def handler() -> Response:
+            detail = await self.share.run(lambda store: views.job_detail(store, job_id))
+            if detail is None:
+                return self.not_found(request, job_id)
+            return self.page(request, "cancel.html", job=detail, nav="jobs", title=f"Cancel {job_id}?")
+        return await self.guarded(request, handler)
+
     async def cancel(self, request: Request) -> Response:
+        """Cancel a job (a POST), then redirect to its page (POST-redirect-GET: a reload
+        repeats nothing).  The page's form must carry ``confirm`` (it comes from
+        :meth:`cancel_page`); without it the browser is sent to that confirmation."""
         job_id = request.path_params["job_id"]
         form = await request.form()
         refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
@@ -264,11 +280,14 @@ class JobsPage:
             return refusal
         if not is_job_id(job_id):
             return self.not_found(request, job_id)
+        from_api = request.url.path.startswith("/api/")
+        if not from_api and not views.is_on(form.get("confirm")):
+            return RedirectResponse(f"/jobs/{job_id}/cancel", status_code=303)
 
         async def handler() -> Response:
             canceled = await self.share.run(lambda store: jobs.cancel_job(store, job_id))
             state = await self.share.run(lambda store: jobs.job_status(store, job_id).status.value)
-            if request.url.path.startswith("/api/"):
+            if from_api:
                 return JSONResponse({"job_id": job_id, "canceled": canceled, "state": state})
             notice = "canceled" if canceled else "not-canceled"
             return RedirectResponse(f"/jobs/{job_id}?notice={notice}", status_code=303)
@@ -367,6 +386,7 @@ class JobsPage:
             Route("/api/du", self.usage_html),
             Route("/api/cleanup", self.cleanup_json, methods=["POST"]),
             Route("/api/rows", self.rows_json),
+            Route("/jobs/{job_id}/cancel", self.cancel_page),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
