@@ -534,3 +534,36 @@ def test_cancel_asks_for_confirmation_on_a_page_of_its_own(client, seeded):
     assert 'href="/jobs/' + job_id + '/cancel"' not in client.get(f"/jobs/{job_id}").text  # ended: no button
     assert client.get("/jobs/bad!/cancel").status_code == 404
     assert client.get("/jobs/rxJob_20000101000000000000_dead/cancel").status_code == 404
+
+
+def test_a_jobs_own_files_download_as_attachments_and_nothing_else(client, seeded):
+    path, made, hostile = seeded
+    store = open_store(path)
+    job_id = made["unretrieved"][0]
+    paths = store.paths(job_id)
+    page = client.get(f"/jobs/{job_id}").text
+    assert f"/jobs/{job_id}/download/output.txt" in page
+    assert f"/jobs/{job_id}/download/task-0.result.pkl" in page and "task-0.out" in page
+    output = client.get(f"/jobs/{job_id}/download/output.txt")
+    assert output.status_code == 200
+    assert output.headers["content-disposition"] == f'attachment; filename="{job_id}-output.txt"'
+    assert output.text == client.get(f"/api/jobs/{job_id}/output").text
+    out = client.get(f"/jobs/{job_id}/download/task-0.out")
+    assert out.content == store.read_bytes(paths.output(0))
+    assert out.headers["content-disposition"] == f'attachment; filename="{job_id}-task-0.out"'
+    result = client.get(f"/jobs/{job_id}/download/task-1.result.pkl")
+    assert result.content == store.read_bytes(paths.result(1))
+    assert result.headers["content-type"] == "application/octet-stream"
+    assert result.headers["content-disposition"] == f'attachment; filename="{job_id}-task-1.result.pkl"'
+    hostile_out = client.get(f"/jobs/{hostile}/download/task-0.out")
+    assert HOSTILE.encode() in hostile_out.content
+    assert hostile_out.headers["content-type"].startswith("text/plain")
+    # Not the job's own task files: refused by name, by task number or by kind of file.
+    os.remove(Path(paths.tasks) / "2.out")
+    os.symlink(Path(path) / job_id / "job.json", Path(paths.tasks) / "2.out")  # never followed
+    for name in ("job.json", "payload.pkl", "..%2Fjob.json", "task-99.out", "task-0.txt", "task--1.out",
+                 "task-0.result.pkl.bak", "task-2.out", "TASK-0.out"):
+        refused = client.get(f"/jobs/{job_id}/download/{name}")
+        assert refused.status_code == 404, name
+    assert client.get("/jobs/rxJob_20000101000000000000_dead/download/output.txt").status_code == 404
+    assert client.get("/jobs/bad!/download/output.txt").status_code == 404

@@ -570,3 +570,32 @@ def test_a_partly_failed_job_says_how_many_runs_failed(page, server, partly_fail
     assert page.locator("#preview tr.failed").count() == 3
     assert "ValueError" in page.inner_text("#preview")
     shot(page, "job-partly-failed")
+
+
+def test_copy_id_with_one_click_and_download_the_output(browser_context, page, share, server):
+    """The copy button puts the id on the clipboard; where the Clipboard API is refused it
+    selects the id instead.  The output downloads as a file named after the job."""
+    _, made = share
+    base, _ = server
+    job_id = made["unretrieved"][0]
+    browser_context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base.split("/", 3)[0]
+                                      + "//" + base.split("/", 3)[2])
+    try:
+        page.goto(f"{base}/jobs/{job_id}")
+        page.click("h1 button.copy")
+        expect(page.locator("h1 button.copy")).to_have_attribute("data-copied", "yes")
+        assert page.evaluate("navigator.clipboard.readText()") == job_id
+        page.goto(f"{base}/jobs?q={job_id}")
+        page.evaluate("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
+        page.click(f"tr[data-job-id='{job_id}'] button.copy")
+        expect(page.locator(f"tr[data-job-id='{job_id}'] button.copy")).to_have_attribute(
+            "data-copied", "selected")
+        assert page.evaluate("window.getSelection().toString()") == job_id
+    finally:
+        browser_context.clear_permissions()
+    page.goto(f"{base}/jobs/{job_id}")
+    with page.expect_download() as download_info:
+        page.click("#download-output")
+    download = download_info.value
+    assert download.suggested_filename == f"{job_id}-output.txt"
+    assert Path(download.path()).read_text() == page.inner_text("#output")

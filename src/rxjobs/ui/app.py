@@ -227,12 +227,14 @@ class JobsPage:
                 return self.not_found(request, job_id)
             output, cut = await self.share.run(
                 lambda store: views.output_tail(jobs.read_output(store, job_id)))
+            downloads = await self.share.run(lambda store: views.job_downloads(store, job_id))
             preview = None
             if views.is_on(request.query_params.get("preview")):
                 preview = await run_in_threadpool(preview_results, self.share.url, self.share.options,
                                                   job_id)
             notice = NOTICES.get(request.query_params.get("notice", ""))
             return self.page(request, "job.html", job=detail, output=output, output_cut=cut,
+                             downloads=downloads,
                              preview=preview, notice=notice, nav="jobs")
         return await self.guarded(request, handler)
 
@@ -244,6 +246,32 @@ class JobsPage:
         async def handler() -> Response:
             text = await self.share.run(lambda store: jobs.read_output(store, job_id))
             return PlainTextResponse(text)
+        return await self.guarded(request, handler)
+
+    async def download(self, request: Request) -> Response:
+        """One of a job's own files as an attachment (``GET /jobs/ID/download/NAME``).
+
+        NAME is ``output.txt`` (the whole console output), ``task-N.out`` or
+        ``task-N.result.pkl`` (:func:`views.parse_download`); anything else,
+        and any file the job does not have, is a 404.
+        """
+        job_id = request.path_params["job_id"]
+        wanted = views.parse_download(request.path_params["name"])
+        if not is_job_id(job_id) or wanted is None:
+            return self.error(request, 404, "no such file of a job: the job's page lists its files")
+
+        async def handler() -> Response:
+            if not await self.share.run(lambda store: store.is_job_dir(job_id)):
+                return self.not_found(request, job_id)
+            try:
+                data = await self.share.run(lambda store: views.read_download(store, job_id, wanted))
+            except ValueError:  # not a regular file, or beyond the size limit
+                data = None
+            if data is None:
+                return self.error(request, 404, f"job {job_id} has no {wanted.name}")
+            return Response(data, media_type=wanted.media_type, headers={
+                "Content-Disposition": f'attachment; filename="{wanted.filename(job_id)}"',
+                "X-Content-Type-Options": "nosniff"})
         return await self.guarded(request, handler)
 
     async def preview_json(self, request: Request) -> Response:
@@ -387,6 +415,7 @@ class JobsPage:
             Route("/api/cleanup", self.cleanup_json, methods=["POST"]),
             Route("/api/rows", self.rows_json),
             Route("/jobs/{job_id}/cancel", self.cancel_page),
+            Route("/jobs/{job_id}/download/{name}", self.download),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 

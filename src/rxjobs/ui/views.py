@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,9 +31,10 @@ from .. import jobs, listing
 from ..cleanup import CleanupOutcome, CleanupReport, cleanup_jobs
 from ..durations import parse_size
 from ..ids import job_id_time, validate_job_id
+from ..records import read_job_record
 from ..retention import RetentionPolicy, Selection, preview_cleanup, survey_jobs
 from ..status import RxRemoteJobStatus
-from ..store import Store
+from ..store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
 from ..times import parse_age, parse_time, parse_timestamp, to_utc, utc_now
 from ..usage import UsageReport, disk_usage
 
@@ -366,6 +368,74 @@ MAX_OUTPUT_SHOWN = 512 * 1024
 def output_tail(text: str, limit: int = MAX_OUTPUT_SHOWN) -> tuple[str, bool]:
     """The last ``limit`` characters of an output, and whether it was cut."""
     return (text[-limit:], True) if len(text) > limit else (text, False)
+
+
+# -- downloads -------------------------------------------------------------------------------
+
+MAX_DOWNLOAD_BYTES = 1 << 30  # a file is read whole to be sent: refuse giants
+_TASK_FILE_RE = re.compile(r"task-([0-9]{1,9})(\.out|\.result\.pkl)\Z")
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file of one job that the page offers: the whole output, or one task's output or result.
+
+    ``task`` is None for the whole output (``output.txt``); ``suffix`` is
+    ``.out`` or ``.result.pkl`` for a task's file.
+    """
+
+    name: str
+    task: int | None = None
+    suffix: str = ""
+
+    @property
+    def media_type(self) -> str:
+        return "application/octet-stream" if self.suffix == RESULT_SUFFIX else "text/plain; charset=utf-8"
+
+    def filename(self, job_id: str) -> str:
+        """The name the browser saves it as: the (validated) job id, then what it is."""
+        return f"{validate_job_id(job_id)}-{self.name}"
+
+
+def parse_download(name: str) -> Download | None:
+    """The download a URL names (``output.txt``, ``task-N.out``, ``task-N.result.pkl``), or None.
+
+    Only these names: anything else, a path or another file of the job, is refused.
+    """
+    if name == "output.txt":
+        return Download(name)
+    match = _TASK_FILE_RE.match(name)
+    if match is None:
+        return None
+    return Download(name, int(match.group(1)), OUTPUT_SUFFIX if match.group(2) == ".out" else RESULT_SUFFIX)
+
+
+def job_downloads(store: Store, job_id: str) -> list[Download]:
+    """The task files of a job there are to download, task by task (outputs, then results)."""
+    n_tasks = read_job_record(store, job_id).n_tasks
+    names = store.listdir(store.paths(job_id).tasks)
+    found = [Download(f"task-{task}{suffix}", task, suffix) for suffix in (OUTPUT_SUFFIX, RESULT_SUFFIX)
+             for task in JobPaths.task_indexes(names, suffix, n_tasks)]
+    return sorted(found, key=lambda d: (d.task or 0, d.suffix))
+
+
+def read_download(store: Store, job_id: str, download: Download) -> bytes | None:
+    """The bytes of ``download`` of the job (None: it has no such file).
+
+    Read through the store (a symlink is never followed, a task beyond the
+    job's ``n_tasks`` is refused); a pickled result is sent as it is, never
+    unpickled here.
+    """
+    if download.task is None:
+        return jobs.read_output(store, job_id).encode()
+    if download.task >= read_job_record(store, job_id).n_tasks:
+        return None
+    paths = store.paths(job_id)
+    path = paths.output(download.task) if download.suffix == OUTPUT_SUFFIX else paths.result(download.task)
+    try:
+        return store.read_bytes(path, limit=MAX_DOWNLOAD_BYTES)
+    except FileNotFoundError:
+        return None
 
 
 # -- cleanup -----------------------------------------------------------------------------------
