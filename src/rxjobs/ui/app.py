@@ -7,7 +7,8 @@ are rendered on the server with Jinja2 (autoescaping on: everything read from
 a share dir is hostile), and a little JavaScript of our own (``static/``)
 refreshes them.  The JSON endpoints return what the CLI's ``--json``
 prints; docs/ui.md lists them.  A GET never changes anything; cancel and
-cleanup are POSTs that need the CSRF token when a browser sends them.
+cleanup are POSTs that need the CSRF token when a browser sends them, and
+the page's cancel is confirmed first and answered by a redirect to a GET.
 """
 
 from __future__ import annotations
