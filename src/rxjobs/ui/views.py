@@ -202,13 +202,21 @@ class JobCatalog:
     every job.  Shared by every request of a server (a lock guards it).
     """
 
+    MAX_VIEWS = 32  # the filtered views whose order is kept
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._summaries: dict[str, listing.JobSummary] = {}  # of ended jobs
         self._rows: dict[str, JobRow] = {}  # of ended jobs
+        # A view's picked ids, with what they were picked from: the listed ids and the unended jobs.
+        self._views: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[str]]] = {}
 
     def summaries(self, store: Store, job_ids: Sequence[str]) -> list[listing.JobSummary]:
         """Every named job's summary (state, function, runs, size), in order; removed ones left out."""
+        return self._summaries_and_fresh(store, job_ids)[0]
+
+    def _summaries_and_fresh(self, store: Store, job_ids: Sequence[str]
+                             ) -> tuple[list[listing.JobSummary], tuple[listing.JobSummary, ...]]:
         with self._lock:
             known = {i: self._summaries[i] for i in job_ids if i in self._summaries}
         fresh = {}
@@ -220,7 +228,30 @@ class JobCatalog:
                 submitted=listing.submit_time(job.job_id, job.record)))
         with self._lock:
             self._summaries.update((i, s) for i, s in fresh.items() if _ended(s.status))
-        return [known.get(i) or fresh[i] for i in job_ids if i in known or i in fresh]
+        return ([known.get(i) or fresh[i] for i in job_ids if i in known or i in fresh],
+                tuple(fresh.values()))
+
+    def picked(self, store: Store, job_ids: Sequence[str], query: JobsQuery) -> list[str]:
+        """The ids of ``job_ids`` that pass ``query``'s filters, in its order (ascending).
+
+        The order is kept per view and reused while the listed ids and the
+        unended jobs are as they were: a refresh of a filtered view then
+        costs a listing and a read of the unended jobs, no sort.
+        """
+        view = (query.states, query.text.lower(), query.sort_key, query.since, query.until)
+        summaries, fresh = self._summaries_and_fresh(store, job_ids)
+        source = (tuple(job_ids), fresh)
+        with self._lock:
+            kept = self._views.get(view)
+        if kept is not None and kept[0] == source:
+            return kept[1]
+        ids = [summary.job_id for summary in pick_and_sort(summaries, query)]
+        with self._lock:
+            self._views.pop(view, None)
+            while len(self._views) >= self.MAX_VIEWS:
+                del self._views[next(iter(self._views))]
+            self._views[view] = (source, ids)
+        return ids
 
     def rows(self, store: Store, job_ids: Sequence[str]) -> list[JobRow]:
         """The rows of these jobs (:func:`job_rows`), an ended job's from the last time it was read."""
@@ -265,9 +296,9 @@ def jobs_page(store: Store, query: JobsQuery, catalog: JobCatalog | None = None)
                 job_ids=[i for i in ids if job_id_time(i) is None])]
         ids.sort()
     if not query.is_cheap:
-        ids = [summary.job_id for summary in pick_and_sort(catalog.summaries(store, ids), query)]
+        ids = catalog.picked(store, ids, query)
     if query.descending:
-        ids.reverse()
+        ids = ids[::-1]
     first = (query.page - 1) * query.per_page
     return JobsPage(query, catalog.rows(store, ids[first:first + query.per_page]), len(ids))
 
