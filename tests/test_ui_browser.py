@@ -1,8 +1,9 @@
 """The web page in a real browser: Debian's headless Chromium driven by Playwright.
 
 One server (``rxjobs ui`` in a subprocess, on a free loopback port) over a
-seeded share dir, and one browser with a fresh profile, for the module; both
-are stopped at teardown, whatever happened.  Each test saves a screenshot
+seeded share dir, one over the session's 20,000-job share dir (``big_share``)
+for what the page must do at scale, and one browser with a fresh profile, for
+the module; all are stopped at teardown, whatever happened.  Each test saves a screenshot
 under ``tests/artifacts/``.  Never ``playwright install``: the browser is
 Debian's ``chromium`` (``.ci/install-system-deps``).
 """
