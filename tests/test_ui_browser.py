@@ -544,7 +544,7 @@ def test_every_page_fits_390_px_without_horizontal_scroll(browser_context, share
             tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
             width = tab.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{url} is {width} px wide: {tab.evaluate(WIDEST_JS)}"
-            name = re.sub(r"[^a-z0-9]+", "-", url.split("/", 4)[-1].lower())[:40]
+            name = re.sub(r"[^a-z0-9]+", "-", url.split("/", 4)[-1].split("token=")[0].lower())[:40]
             shot(tab, f"390-{name}")
         # The traceback of a failed run keeps its lines: it scrolls inside its box.
         tab.goto(f"{base}/jobs/{partly_failed}?preview=1")
