@@ -349,7 +349,11 @@ def test_cancel_needs_csrf_and_says_an_ended_job_had_ended(client, csrf, seeded)
     refused = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf},
                           headers={"Origin": "http://evil.example"})
     assert refused.status_code == 403
-    done = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf}, follow_redirects=False)
+    unconfirmed = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf}, follow_redirects=False)
+    assert unconfirmed.status_code == 303
+    assert unconfirmed.headers["location"].endswith(f"/jobs/{job_id}/cancel")
+    done = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": csrf, "confirm": "1"},
+                       follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"].endswith("notice=not-canceled")
     assert "already ended" in client.get(done.headers["location"]).text
     api = client.post(f"/api/jobs/{job_id}/cancel", headers={"X-CSRF-Token": csrf})
@@ -526,4 +530,60 @@ def test_a_refresh_of_a_filtered_view_reads_only_the_jobs_that_have_not_ended(se
     assert looked == []
     assert [r.job_id for r in again.rows] == [r.job_id for r in first.rows]
     assert {r.job_id for r in first.rows} == set(made["failed"] + made["canceled"])
-    assert views.jobs_page(store, views.JobsQuery(), views.JobCatalog()).total == 9
+    # A new job is read, and the view's kept order is made again with it.
+    newcomer = make_job(store, "failed", extra_bytes=10**6).job_id
+    looked.clear()
+    third = views.jobs_page(store, query, catalog)
+    assert set(looked) == {newcomer}
+    assert third.rows[0].job_id == newcomer and third.total == 5
+    assert views.jobs_page(store, views.JobsQuery(), views.JobCatalog()).total == 10
+
+
+def test_cancel_asks_for_confirmation_on_a_page_of_its_own(client, seeded):
+    """GET /jobs/ID/cancel is the confirmation: a form that POSTs with ``confirm``; it changes
+    nothing, and of an ended job it says there is nothing to cancel."""
+    path, made, _ = seeded
+    store = open_store(path)
+    job_id = made["unretrieved"][0]
+    before = sorted(p.name for p in (Path(path) / job_id).rglob("*"))
+    page = client.get(f"/jobs/{job_id}/cancel")
+    assert page.status_code == 200
+    assert "Nothing to cancel" in page.text and 'id="confirm-cancel"' not in page.text
+    assert sorted(p.name for p in (Path(path) / job_id).rglob("*")) == before
+    assert store.is_job_dir(job_id)
+    assert 'href="/jobs/' + job_id + '/cancel"' not in client.get(f"/jobs/{job_id}").text  # ended: no button
+    assert client.get("/jobs/bad!/cancel").status_code == 404
+    assert client.get("/jobs/rxJob_20000101000000000000_dead/cancel").status_code == 404
+
+
+def test_a_jobs_own_files_download_as_attachments_and_nothing_else(client, seeded):
+    path, made, hostile = seeded
+    store = open_store(path)
+    job_id = made["unretrieved"][0]
+    paths = store.paths(job_id)
+    page = client.get(f"/jobs/{job_id}").text
+    assert f"/jobs/{job_id}/download/output.txt" in page
+    assert f"/jobs/{job_id}/download/task-0.result.pkl" in page and "task-0.out" in page
+    output = client.get(f"/jobs/{job_id}/download/output.txt")
+    assert output.status_code == 200
+    assert output.headers["content-disposition"] == f'attachment; filename="{job_id}-output.txt"'
+    assert output.text == client.get(f"/api/jobs/{job_id}/output").text
+    out = client.get(f"/jobs/{job_id}/download/task-0.out")
+    assert out.content == store.read_bytes(paths.output(0))
+    assert out.headers["content-disposition"] == f'attachment; filename="{job_id}-task-0.out"'
+    result = client.get(f"/jobs/{job_id}/download/task-1.result.pkl")
+    assert result.content == store.read_bytes(paths.result(1))
+    assert result.headers["content-type"] == "application/octet-stream"
+    assert result.headers["content-disposition"] == f'attachment; filename="{job_id}-task-1.result.pkl"'
+    hostile_out = client.get(f"/jobs/{hostile}/download/task-0.out")
+    assert HOSTILE.encode() in hostile_out.content
+    assert hostile_out.headers["content-type"].startswith("text/plain")
+    # Not the job's own task files: refused by name, by task number or by kind of file.
+    os.remove(Path(paths.tasks) / "2.out")
+    os.symlink(Path(path) / job_id / "job.json", Path(paths.tasks) / "2.out")  # never followed
+    for name in ("job.json", "payload.pkl", "..%2Fjob.json", "task-99.out", "task-0.txt", "task--1.out",
+                 "task-0.result.pkl.bak", "task-2.out", "TASK-0.out"):
+        refused = client.get(f"/jobs/{job_id}/download/{name}")
+        assert refused.status_code == 404, name
+    assert client.get("/jobs/rxJob_20000101000000000000_dead/download/output.txt").status_code == 404
+    assert client.get("/jobs/bad!/download/output.txt").status_code == 404

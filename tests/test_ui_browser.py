@@ -1,8 +1,9 @@
 """The web page in a real browser: Debian's headless Chromium driven by Playwright.
 
 One server (``rxjobs ui`` in a subprocess, on a free loopback port) over a
-seeded share dir, and one browser with a fresh profile, for the module; both
-are stopped at teardown, whatever happened.  Each test saves a screenshot
+seeded share dir, one over the session's 20,000-job share dir (``big_share``)
+for what the page must do at scale, and one browser with a fresh profile, for
+the module; all are stopped at teardown, whatever happened.  Each test saves a screenshot
 under ``tests/artifacts/``.  Never ``playwright install``: the browser is
 Debian's ``chromium`` (``.ci/install-system-deps``).
 """
@@ -287,11 +288,31 @@ def test_cancel_a_running_job(page, share, server):
     page.goto(f"{base}/jobs/{job.job_id}")
     wait_for(lambda: (page.reload(), page.inner_text("#job-state") == "running")[1], 30, "the job to run")
     shot(page, "job-before-cancel")
+    page.click("#cancel-button")  # a page that asks first, and changes nothing
+    page.wait_for_selector("#confirm-cancel")
+    assert page.inner_text("#cancel-job-id") == job.job_id
+    shot(page, "job-cancel-confirm")
+    for scheme in ("light", "dark"):  # this page needs a running job: checked here, not in every_page
+        page.emulate_media(color_scheme=scheme)
+        assert page.evaluate(LOW_CONTRAST_JS)["low"] == []
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.click("#keep-running")
+    page.wait_for_selector("#job-state")
+    assert page.inner_text("#job-state") == "running"
     page.click("#cancel-button")
+    page.click("#confirm-cancel")
     page.wait_for_url(re.compile(r"notice=canceled"))
     assert page.inner_text("#job-state") == "canceled"
     assert "canceled" in page.inner_text(".notice")
     shot(page, "job-canceled")
+    # POST-redirect-GET: a reload asks for the job's page again, and posts nothing.
+    methods = []
+    page.on("request", lambda request: methods.append(request.method))
+    page.reload()
+    assert methods and set(methods) == {"GET"}
+    assert "canceled" in page.inner_text(".notice")
 
 
 def test_cleanup_preview_then_confirm(page, share, server):
@@ -484,7 +505,8 @@ def every_page(share, base: str) -> list[str]:
             f"{base}/jobs/{made['unretrieved'][2]}?notice=canceled", f"{base}/jobs/{made['canceled'][2]}",
             f"{base}/jobs/{made['hostile'][0]}", f"{base}/usage",
             f"{base}/cleanup?job_id={made['unretrieved'][2]}&job_id={made['failed'][2]}&force=1",
-            f"{base}/cleanup?job_id={made['unretrieved'][2]}", f"{base}/jobs/rxJob_20000101000000000000_dead"]
+            f"{base}/cleanup?job_id={made['unretrieved'][2]}", f"{base}/jobs/rxJob_20000101000000000000_dead",
+            f"{base}/jobs/{made['unretrieved'][2]}/cancel"]
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -522,7 +544,7 @@ def test_every_page_fits_390_px_without_horizontal_scroll(browser_context, share
             tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
             width = tab.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{url} is {width} px wide: {tab.evaluate(WIDEST_JS)}"
-            name = re.sub(r"[^a-z0-9]+", "-", url.split("/", 4)[-1].lower())[:40]
+            name = re.sub(r"[^a-z0-9]+", "-", url.split("/", 4)[-1].split("token=")[0].lower())[:40]
             shot(tab, f"390-{name}")
         # The traceback of a failed run keeps its lines: it scrolls inside its box.
         tab.goto(f"{base}/jobs/{partly_failed}?preview=1")
@@ -549,3 +571,32 @@ def test_a_partly_failed_job_says_how_many_runs_failed(page, server, partly_fail
     assert page.locator("#preview tr.failed").count() == 3
     assert "ValueError" in page.inner_text("#preview")
     shot(page, "job-partly-failed")
+
+
+def test_copy_id_with_one_click_and_download_the_output(browser_context, page, share, server):
+    """The copy button puts the id on the clipboard; where the Clipboard API is refused it
+    selects the id instead.  The output downloads as a file named after the job."""
+    _, made = share
+    base, _ = server
+    job_id = made["unretrieved"][0]
+    browser_context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base.split("/", 3)[0]
+                                      + "//" + base.split("/", 3)[2])
+    try:
+        page.goto(f"{base}/jobs/{job_id}")
+        page.click("h1 button.copy")
+        expect(page.locator("h1 button.copy")).to_have_attribute("data-copied", "yes")
+        assert page.evaluate("navigator.clipboard.readText()") == job_id
+        page.goto(f"{base}/jobs?q={job_id}")
+        page.evaluate("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
+        page.click(f"tr[data-job-id='{job_id}'] button.copy")
+        expect(page.locator(f"tr[data-job-id='{job_id}'] button.copy")).to_have_attribute(
+            "data-copied", "selected")
+        assert page.evaluate("window.getSelection().toString()") == job_id
+    finally:
+        browser_context.clear_permissions()
+    page.goto(f"{base}/jobs/{job_id}")
+    with page.expect_download() as download_info:
+        page.click("#download-output")
+    download = download_info.value
+    assert download.suggested_filename == f"{job_id}-output.txt"
+    assert Path(download.path()).read_text() == page.inner_text("#output")

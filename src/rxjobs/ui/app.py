@@ -7,7 +7,8 @@ are rendered on the server with Jinja2 (autoescaping on: everything read from
 a share dir is hostile), and a little JavaScript of our own (``static/``)
 refreshes them.  The JSON endpoints return what the CLI's ``--json``
 prints; docs/ui.md lists them.  A GET never changes anything; cancel and
-cleanup are POSTs that need the CSRF token when a browser sends them.
+cleanup are POSTs that need the CSRF token when a browser sends them, and
+the page's cancel is confirmed first and answered by a redirect to a GET.
 """
 
 from __future__ import annotations
@@ -233,12 +234,14 @@ class JobsPage:
                 return self.not_found(request, job_id)
             output, cut = await self.share.run(
                 lambda store: views.output_tail(jobs.read_output(store, job_id)))
+            downloads = await self.share.run(lambda store: views.job_downloads(store, job_id))
             preview = None
             if views.is_on(request.query_params.get("preview")):
                 preview = await run_in_threadpool(preview_results, self.share.url, self.share.options,
                                                   job_id)
             notice = NOTICES.get(request.query_params.get("notice", ""))
             return self.page(request, "job.html", job=detail, output=output, output_cut=cut,
+                             downloads=downloads,
                              preview=preview, notice=notice, nav="jobs")
         return await self.guarded(request, handler)
 
@@ -252,6 +255,32 @@ class JobsPage:
             return PlainTextResponse(text)
         return await self.guarded(request, handler)
 
+    async def download(self, request: Request) -> Response:
+        """One of a job's own files as an attachment (``GET /jobs/ID/download/NAME``).
+
+        NAME is ``output.txt`` (the whole console output), ``task-N.out`` or
+        ``task-N.result.pkl`` (:func:`views.parse_download`); anything else,
+        and any file the job does not have, is a 404.
+        """
+        job_id = request.path_params["job_id"]
+        wanted = views.parse_download(request.path_params["name"])
+        if not is_job_id(job_id) or wanted is None:
+            return self.error(request, 404, "no such file of a job: the job's page lists its files")
+
+        async def handler() -> Response:
+            if not await self.share.run(lambda store: store.is_job_dir(job_id)):
+                return self.not_found(request, job_id)
+            try:
+                data = await self.share.run(lambda store: views.read_download(store, job_id, wanted))
+            except ValueError:  # not a regular file, or beyond the size limit
+                data = None
+            if data is None:
+                return self.error(request, 404, f"job {job_id} has no {wanted.name}")
+            return Response(data, media_type=wanted.media_type, headers={
+                "Content-Disposition": f'attachment; filename="{wanted.filename(job_id)}"',
+                "X-Content-Type-Options": "nosniff"})
+        return await self.guarded(request, handler)
+
     async def preview_json(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
         if not is_job_id(job_id):
@@ -262,7 +291,23 @@ class JobsPage:
         answer = await run_in_threadpool(preview_results, self.share.url, self.share.options, job_id)
         return JSONResponse(answer, status_code=200 if "error" not in answer else 409)
 
+    async def cancel_page(self, request: Request) -> Response:
+        """The confirmation a cancel asks for (``GET /jobs/ID/cancel``): it changes nothing."""
+        job_id = request.path_params["job_id"]
+        if not is_job_id(job_id):
+            return self.not_found(request, job_id)
+
+        async def handler() -> Response:
+            detail = await self.share.run(lambda store: views.job_detail(store, job_id))
+            if detail is None:
+                return self.not_found(request, job_id)
+            return self.page(request, "cancel.html", job=detail, nav="jobs", title=f"Cancel {job_id}?")
+        return await self.guarded(request, handler)
+
     async def cancel(self, request: Request) -> Response:
+        """Cancel a job (a POST), then redirect to its page (POST-redirect-GET: a reload
+        repeats nothing).  The page's form must carry ``confirm`` (it comes from
+        :meth:`cancel_page`); without it the browser is sent to that confirmation."""
         job_id = request.path_params["job_id"]
         form = await request.form()
         refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
@@ -270,11 +315,14 @@ class JobsPage:
             return refusal
         if not is_job_id(job_id):
             return self.not_found(request, job_id)
+        from_api = request.url.path.startswith("/api/")
+        if not from_api and not views.is_on(form.get("confirm")):
+            return RedirectResponse(f"/jobs/{job_id}/cancel", status_code=303)
 
         async def handler() -> Response:
             canceled = await self.share.run(lambda store: jobs.cancel_job(store, job_id))
             state = await self.share.run(lambda store: jobs.job_status(store, job_id).status.value)
-            if request.url.path.startswith("/api/"):
+            if from_api:
                 return JSONResponse({"job_id": job_id, "canceled": canceled, "state": state})
             notice = "canceled" if canceled else "not-canceled"
             return RedirectResponse(f"/jobs/{job_id}?notice={notice}", status_code=303)
@@ -499,6 +547,8 @@ class JobsPage:
             Route("/api/du", self.usage_html),
             Route("/api/cleanup", self.cleanup_json, methods=["POST"]),
             Route("/api/rows", self.rows_json),
+            Route("/jobs/{job_id}/cancel", self.cancel_page),
+            Route("/jobs/{job_id}/download/{name}", self.download),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,9 +31,10 @@ from .. import jobs, listing
 from ..cleanup import CleanupOutcome, CleanupReport, cleanup_jobs
 from ..durations import parse_size
 from ..ids import job_id_time, validate_job_id
+from ..records import read_job_record
 from ..retention import RetentionPolicy, Selection, preview_cleanup, survey_jobs
 from ..status import RxRemoteJobStatus
-from ..store import Store
+from ..store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
 from ..times import parse_age, parse_time, parse_timestamp, to_utc, utc_now
 from ..usage import UsageReport, disk_usage
 
@@ -200,13 +202,21 @@ class JobCatalog:
     every job.  Shared by every request of a server (a lock guards it).
     """
 
+    MAX_VIEWS = 32  # the filtered views whose order is kept
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._summaries: dict[str, listing.JobSummary] = {}  # of ended jobs
         self._rows: dict[str, JobRow] = {}  # of ended jobs
+        # A view's picked ids, with what they were picked from: the listed ids and the unended jobs.
+        self._views: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[str]]] = {}
 
     def summaries(self, store: Store, job_ids: Sequence[str]) -> list[listing.JobSummary]:
         """Every named job's summary (state, function, runs, size), in order; removed ones left out."""
+        return self._summaries_and_fresh(store, job_ids)[0]
+
+    def _summaries_and_fresh(self, store: Store, job_ids: Sequence[str]
+                             ) -> tuple[list[listing.JobSummary], tuple[listing.JobSummary, ...]]:
         with self._lock:
             known = {i: self._summaries[i] for i in job_ids if i in self._summaries}
         fresh = {}
@@ -218,7 +228,30 @@ class JobCatalog:
                 submitted=listing.submit_time(job.job_id, job.record)))
         with self._lock:
             self._summaries.update((i, s) for i, s in fresh.items() if _ended(s.status))
-        return [known.get(i) or fresh[i] for i in job_ids if i in known or i in fresh]
+        return ([known.get(i) or fresh[i] for i in job_ids if i in known or i in fresh],
+                tuple(fresh.values()))
+
+    def picked(self, store: Store, job_ids: Sequence[str], query: JobsQuery) -> list[str]:
+        """The ids of ``job_ids`` that pass ``query``'s filters, in its order (ascending).
+
+        The order is kept per view and reused while the listed ids and the
+        unended jobs are as they were: a refresh of a filtered view then
+        costs a listing and a read of the unended jobs, no sort.
+        """
+        view = (query.states, query.text.lower(), query.sort_key, query.since, query.until)
+        summaries, fresh = self._summaries_and_fresh(store, job_ids)
+        source = (tuple(job_ids), fresh)
+        with self._lock:
+            kept = self._views.get(view)
+        if kept is not None and kept[0] == source:
+            return kept[1]
+        ids = [summary.job_id for summary in pick_and_sort(summaries, query)]
+        with self._lock:
+            self._views.pop(view, None)
+            while len(self._views) >= self.MAX_VIEWS:
+                del self._views[next(iter(self._views))]
+            self._views[view] = (source, ids)
+        return ids
 
     def rows(self, store: Store, job_ids: Sequence[str]) -> list[JobRow]:
         """The rows of these jobs (:func:`job_rows`), an ended job's from the last time it was read."""
@@ -263,9 +296,9 @@ def jobs_page(store: Store, query: JobsQuery, catalog: JobCatalog | None = None)
                 job_ids=[i for i in ids if job_id_time(i) is None])]
         ids.sort()
     if not query.is_cheap:
-        ids = [summary.job_id for summary in pick_and_sort(catalog.summaries(store, ids), query)]
+        ids = catalog.picked(store, ids, query)
     if query.descending:
-        ids.reverse()
+        ids = ids[::-1]
     first = (query.page - 1) * query.per_page
     return JobsPage(query, catalog.rows(store, ids[first:first + query.per_page]), len(ids))
 
@@ -366,6 +399,74 @@ MAX_OUTPUT_SHOWN = 512 * 1024
 def output_tail(text: str, limit: int = MAX_OUTPUT_SHOWN) -> tuple[str, bool]:
     """The last ``limit`` characters of an output, and whether it was cut."""
     return (text[-limit:], True) if len(text) > limit else (text, False)
+
+
+# -- downloads -------------------------------------------------------------------------------
+
+MAX_DOWNLOAD_BYTES = 1 << 30  # a file is read whole to be sent: refuse giants
+_TASK_FILE_RE = re.compile(r"task-([0-9]{1,9})(\.out|\.result\.pkl)\Z")
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file of one job that the page offers: the whole output, or one task's output or result.
+
+    ``task`` is None for the whole output (``output.txt``); ``suffix`` is
+    ``.out`` or ``.result.pkl`` for a task's file.
+    """
+
+    name: str
+    task: int | None = None
+    suffix: str = ""
+
+    @property
+    def media_type(self) -> str:
+        return "application/octet-stream" if self.suffix == RESULT_SUFFIX else "text/plain; charset=utf-8"
+
+    def filename(self, job_id: str) -> str:
+        """The name the browser saves it as: the (validated) job id, then what it is."""
+        return f"{validate_job_id(job_id)}-{self.name}"
+
+
+def parse_download(name: str) -> Download | None:
+    """The download a URL names (``output.txt``, ``task-N.out``, ``task-N.result.pkl``), or None.
+
+    Only these names: anything else, a path or another file of the job, is refused.
+    """
+    if name == "output.txt":
+        return Download(name)
+    match = _TASK_FILE_RE.match(name)
+    if match is None:
+        return None
+    return Download(name, int(match.group(1)), OUTPUT_SUFFIX if match.group(2) == ".out" else RESULT_SUFFIX)
+
+
+def job_downloads(store: Store, job_id: str) -> list[Download]:
+    """The task files of a job there are to download, task by task (outputs, then results)."""
+    n_tasks = read_job_record(store, job_id).n_tasks
+    names = store.listdir(store.paths(job_id).tasks)
+    found = [Download(f"task-{task}{suffix}", task, suffix) for suffix in (OUTPUT_SUFFIX, RESULT_SUFFIX)
+             for task in JobPaths.task_indexes(names, suffix, n_tasks)]
+    return sorted(found, key=lambda d: (d.task or 0, d.suffix))
+
+
+def read_download(store: Store, job_id: str, download: Download) -> bytes | None:
+    """The bytes of ``download`` of the job (None: it has no such file).
+
+    Read through the store (a symlink is never followed, a task beyond the
+    job's ``n_tasks`` is refused); a pickled result is sent as it is, never
+    unpickled here.
+    """
+    if download.task is None:
+        return jobs.read_output(store, job_id).encode()
+    if download.task >= read_job_record(store, job_id).n_tasks:
+        return None
+    paths = store.paths(job_id)
+    path = paths.output(download.task) if download.suffix == OUTPUT_SUFFIX else paths.result(download.task)
+    try:
+        return store.read_bytes(path, limit=MAX_DOWNLOAD_BYTES)
+    except FileNotFoundError:
+        return None
 
 
 # -- cleanup -----------------------------------------------------------------------------------

@@ -193,6 +193,39 @@
     timer = window.setInterval(tick, POLL_JOB_MS);
   }
 
+  // -- copy an id ----------------------------------------------------------------------
+  // A "copy" button names the element whose text it copies (data-copy).  The
+  // Clipboard API needs a secure context and the user's permission; without it,
+  // the text is selected for the user to copy with the keyboard.
+  function selectText(el) {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  async function copyFrom(button) {
+    const source = document.getElementById(button.dataset.copy);
+    if (!source) return;
+    const text = source.textContent.trim();
+    try {
+      if (!navigator.clipboard || !window.isSecureContext) throw new Error("no clipboard");
+      await navigator.clipboard.writeText(text);
+      button.dataset.copied = "yes";
+      said("copied " + text);
+    } catch (error) {
+      selectText(source);
+      button.dataset.copied = "selected";
+      said("selected " + text + ": press Ctrl+C (⌘C) to copy");
+    }
+  }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest ? event.target.closest("button.copy") : null;
+    if (button) copyFrom(button);
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     refreshAgo();
     window.setInterval(refreshAgo, 30000);
