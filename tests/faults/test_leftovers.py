@@ -75,7 +75,13 @@ def rxjobs_files_of_dead_processes(tmp: Path) -> list[str]:
 
 
 @pytest.fixture
-def s3(s3_share, s3_server, private_tmp):
+def s3(s3_share, s3_server, private_tmp, monkeypatch):
+    """A share dir on S3, whose jobs' drivers start as fresh interpreters that log to the
+    runtime dir in ``private_tmp`` (not forked by the fork server: ``RXJOBS_FORK_SERVER=0``;
+    these tests are about the drivers ``start_detached`` starts)."""
+    from rxjobs.engines.forkserver import ENABLE_ENV
+
+    monkeypatch.setenv(ENABLE_ENV, "0")
     return s3_share, dict(s3_server.options)
 
 
