@@ -29,6 +29,11 @@ import psutil
 DAEMONS = ("munged", "slurmctld", "slurmd")
 COMMANDS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 PACKAGES = "slurm-wlm and munge"
+# A requeued job may start again only once its launch credential has expired (slurm.conf(5),
+# AuthInfo `cred_expire`: 120 s by default, at least 5): short here, so that a test of
+# requeue waits seconds, not two minutes.  Scheduling passes every second (`sched_interval`,
+# `bf_interval`; 60 s and 30 s by default) then start it as soon as it may.
+CRED_EXPIRE_S = 10
 
 
 def slurm_unavailable() -> str | None:
@@ -101,7 +106,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
+AuthInfo=socket={self.munge_socket},cred_expire={CRED_EXPIRE_S}
 StateSaveLocation={w / 'state'}
 SlurmdSpoolDir={w / 'spool'}
 SlurmctldPidFile={w / 'slurmctld.pid'}
@@ -117,7 +122,7 @@ SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=1,bf_interval=1
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt

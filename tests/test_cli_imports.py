@@ -19,6 +19,8 @@ import pytest
 
 from rxjobs.cli import LAZY_COMMANDS, cli
 
+pytestmark = pytest.mark.timeout(120)
+
 # Never needed to parse arguments and print help, or to list a share dir.
 HEAVY = ("rich.console", "rich.table", "rich.progress", "rxjobs.api", "rxjobs.cleanup", "rxjobs.sweep",
          "rxjobs.retention", "rxjobs.usage", "rxjobs.doctor", "rxjobs.ui", "rxjobs.demo",
@@ -61,14 +63,33 @@ def test_help_imports_no_command_no_rich_and_no_job_service():
     assert sorted(loaded & {*HEAVY, *SERVICES}) == []
 
 
-def test_list_imports_neither_rich_nor_the_cleanup_nor_the_api(tmp_path: Path):
+# What `rxjobs list` on an empty share dir does without: it lists the names and stops, so
+# neither the listing (records, contexts), nor a process table, nor secrets' hashlib.
+EMPTY_LIST_DEFERS = ("rxjobs.listing", "rxjobs.records", "rxjobs.contexts", "psutil", "secrets", "hashlib")
+
+
+@pytest.mark.parametrize("args", [["list"], ["list", "--json"], ["list", "--since", "2h"]],
+                         ids=["table", "json", "window"])
+def test_list_imports_neither_rich_nor_the_cleanup_nor_the_api(tmp_path: Path, args: list[str]):
     share = tmp_path / "share"
-    loaded = _modules_after(_cli_run(["--share-dir", str(share), "list"]))
-    assert "rxjobs.cli.listing" in loaded and "rxjobs.listing" in loaded
+    loaded = _modules_after(_cli_run(["--share-dir", str(share), *args]))
+    assert "rxjobs.cli.listing" in loaded and "rxjobs.store.local" in loaded
     assert sorted(loaded & set(HEAVY)) == []
     # An empty share dir has no job to look at: not even the jobs service, the engines
-    # or cloudpickle (most of the command's start-up).
-    assert sorted(loaded & {"rxjobs.jobs", "rxjobs.engines", "cloudpickle"}) == []
+    # or cloudpickle (most of the command's start-up), nor the listing itself.
+    assert sorted(loaded & {"rxjobs.jobs", "rxjobs.engines", "cloudpickle", *EMPTY_LIST_DEFERS}) == []
+
+
+def test_a_list_with_jobs_imports_the_listing(tmp_path: Path):
+    """The guard above sees what it guards: with one job there, the listing is imported."""
+    from rxjobs.store import open_store
+
+    store = open_store(str(tmp_path / "share"))
+    store.ensure_root()
+    job_id = "rxJob_20261205000000000000_abcd"
+    store.makedir(store.paths(job_id).dir)  # no job.json: debris, not listed, yet looked at
+    loaded = _modules_after(_cli_run(["--share-dir", store.url, "list"]))
+    assert {"rxjobs.listing", "rxjobs.records", "rxjobs.contexts"} <= loaded
 
 
 def test_a_commands_own_help_imports_its_module():

@@ -3,7 +3,9 @@ runs failed" in ``rxjobs status``, ``rxjobs list`` and on the page.
 
 The count is the driver's: ``status.json``'s ``failed_runs``, never found by
 unpickling results.  The wording is a pure function, tested by a table; a real
-9-run job where 3 runs raise runs on the local engine (and on Dask).
+9-run job where 3 runs raise runs on the local engine (and on Dask, Spark and a
+real single-node Slurm, whose array tasks count their failed runs in
+``tasks/<k>.failed.json`` for the task that ends the job).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from rxjobs import RxLocalParallel, rx_exec, rx_wait_for_job
 from rxjobs.cli import cli
 from rxjobs.jobs import job_status
 from rxjobs.records import Record, StatusRecord, read_status_record
+from rxjobs.runner import count_failed_runs
 from rxjobs.status import JobFacts, RxRemoteJobStatus, derive_status, finished_reason
 from rxjobs.store import open_store
 
@@ -77,6 +80,28 @@ def test_status_record_reads_failed_runs_and_old_records(data, failed):
 def test_status_record_with_a_hostile_count_is_corrupt(hostile):
     record = StatusRecord.from_json({"state": "finished", "failed_runs": hostile})
     assert record.state is Record.CORRUPT
+
+
+@pytest.mark.parametrize("files, count", [
+    ({}, 0),                                                   # no run raised
+    ({0: b'{"failed": 2}', 3: b'{"failed": 1}'}, 3),
+    ({0: b'{"failed": 2}', 9: b'{"failed": 5}'}, 2),         # a task the job does not have
+    ({0: b'{"failed": 2}', 1: b'{"failed": -1}'}, None),     # hostile: the record says nothing
+    ({0: b'{"failed": "2"}'}, None),
+    ({0: b'{"failed": true}'}, None),
+    ({0: b'[2]'}, None),
+    ({0: b'not json'}, None),
+])
+def test_count_failed_runs(tmp_path, files, count):
+    store = open_store(str(tmp_path / "share"))
+    store.ensure_root()
+    job_id = "rxJob_20261205000000000000_abcd"
+    paths = store.paths(job_id)
+    store.makedir(paths.dir)
+    store.makedir(paths.tasks)
+    for task, data in files.items():
+        store.write_atomic(paths.failures(task), data)
+    assert count_failed_runs(store, job_id, store.listdir(paths.tasks), 5) == count
 
 
 # -- a real job ------------------------------------------------------------------------------
@@ -195,3 +220,26 @@ def test_a_partly_failed_spark_job_says_so(tmp_path, monkeypatch, persistent):
                 rx_spark_disconnect(cc)
             kill_processes_mentioning(share)
             kill_processes_mentioning(runtime)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("chunk", [2, 9], ids=["5 tasks", "1 task"])
+def test_a_partly_failed_slurm_job_says_so(slurm, tmp_path, chunk):
+    from rxjobs import RxSlurm
+
+    from engine_contract import fail_on_three
+
+    share = str(tmp_path / "share")
+    job = rx_exec(fail_on_three, x=[3, 1, 3, 2, 4, 3, 5, 6, 7], task_chunk_size=chunk,
+                  compute_context=RxSlurm(wait=False, share_dir=share))
+    assert rx_wait_for_job(job, timeout=180) is RxRemoteJobStatus.FINISHED
+    store = open_store(share)
+    assert read_status_record(store, job.job_id).failed_runs == 3  # counted by the array tasks
+    assert job_status(store, job.job_id).reason == "finished, 3 of 9 runs failed"
+    (listed,) = json.loads(_rxjobs(share, "list", "--json"))
+    assert (listed["state"], listed["failed_runs"], listed["n_runs"]) == ("finished", 3, 9)
+    clean = rx_exec(fail_on_three, x=[1, 2], compute_context=RxSlurm(wait=False, share_dir=share))
+    assert rx_wait_for_job(clean, timeout=180) is RxRemoteJobStatus.FINISHED
+    assert read_status_record(store, clean.job_id).failed_runs == 0
+    assert job_status(store, clean.job_id).reason == "finished"

@@ -19,7 +19,10 @@ import pytest
 import rxjobs.compat.submitit as submitit
 from rxjobs import RxSlurm, list_jobs
 from rxjobs.executor import Executor
+from rxjobs.jobs import job_status
 from rxjobs.records import read_engine_record
+
+from conftest import wait_until
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slurm]
 
@@ -164,7 +167,36 @@ def test_errors_and_job_environment_on_slurm(in_tmp):
     assert "_" in slurm_id  # an array task: <array id>_<index>
 
 
+def slurm_rank_report(x):
+    """What a task of a multi-task job sees on Slurm: its ranks and ids, from Slurm's variables."""
+    env = submitit.JobEnvironment()
+    print(f"rank {env.global_rank} of {env.num_tasks}", flush=True)
+    return x, env.global_rank, env.local_rank, env.num_tasks, env.raw_job_id, os.getpid()
+
+
+def test_a_multi_task_job_is_one_slurm_job_of_srun_tasks(in_tmp):
+    executor = submitit.AutoExecutor(folder="log_test")
+    executor.update_parameters(nodes=1, tasks_per_node=2, timeout_min=2)
+    job = executor.submit(slurm_rank_report, 5)
+    assert job.num_tasks == 2
+    results = job.results()
+    assert [r[:4] for r in results] == [(5, 0, 0, 2), (5, 1, 1, 2)]  # ranks Slurm gave (SLURM_PROCID...)
+    assert results[0][4] == results[1][4]  # one Slurm job (one array element)...
+    assert results[0][5] != results[1][5]  # ...whose two tasks are two processes
+    assert job.result() == results[0] and job.task(1).result() == results[1]
+    output = job.stdout()
+    assert "rank 0 of 2" in output and "rank 1 of 2" in output
+    handle = read_engine_record(job.rx_job.store, job.rx_job.job_id).handle
+    assert handle["n_tasks"] == 1  # one array task, its ranks a srun step
+
+
 # -- checkpoint and requeue -------------------------------------------------------------
+
+
+def _requeue_said(store, job_id: str) -> tuple[str, str] | None:
+    """The job's state and reason once the reason says it was requeued, else None."""
+    derived = job_status(store, job_id)
+    return (derived.status.value, derived.reason) if derived.reason.startswith("requeued") else None
 
 
 class Attempts(submitit.helpers.Checkpointable):
@@ -181,19 +213,22 @@ class Attempts(submitit.helpers.Checkpointable):
         return self.attempts
 
 
-@pytest.mark.timeout(600)  # Slurm holds a requeued job back before it runs again
+# Slurm holds a requeued job back until its launch credential expires: 10 s on the test
+# cluster (tests/slurm_cluster.py, CRED_EXPIRE_S), so the whole test takes well under a minute.
+@pytest.mark.timeout(180)
 def test_checkpointable_is_requeued_with_its_state_on_usr2(in_tmp):
     marker = str(in_tmp / "attempt")
     executor = submitit.AutoExecutor(folder="log_test")
     executor.update_parameters(timeout_min=10)
     job = executor.submit(Attempts(), marker)
-    deadline = time.monotonic() + 180
-    while not os.path.exists(f"{marker}.1"):
-        assert time.monotonic() < deadline, "the first attempt never started"
-        time.sleep(0.1)
+    wait_until(lambda: os.path.exists(f"{marker}.1"), timeout=180, what="the first attempt to start")
     store = job.rx_job.store
     array = read_engine_record(store, job.rx_job.job_id).handle["array"]
     subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array}_0"], check=True, timeout=30)
+    # While it waits to run again (and then runs), the job says why: requeued, and which attempt.
+    requeued = wait_until(lambda: _requeue_said(store, job.rx_job.job_id), timeout=60,
+                          what="the job to say it was requeued")
+    assert requeued == ("running", "requeued by Slurm after checkpoint (run 0, attempt 2)")
     assert job.result() == 2  # the checkpointed state (1 attempt) went on in the requeued task
     assert os.path.exists(f"{marker}.2") and not os.path.exists(f"{marker}.3")
     assert len(list_jobs(str(in_tmp / "log_test"))) == 1  # still one rxjobs job

@@ -30,6 +30,15 @@ CASES = [
     (JobFacts(present=True, probe=Probe.STARTED), S.RUNNING, "running"),
     (JobFacts(present=True, record=Record.RUNNING, probe=Probe.STARTED), S.RUNNING, "running"),
     (JobFacts(present=True, record=Record.RUNNING, probe=Probe.ALIVE), S.RUNNING, "running"),
+    # A running record may say why the job runs again (a Slurm requeue after a checkpoint).
+    (JobFacts(present=True, record=Record.RUNNING, record_reason="requeued by Slurm after checkpoint "
+              "(run 0, attempt 2)", probe=Probe.ALIVE), S.RUNNING, "requeued by Slurm after checkpoint"),
+    (JobFacts(present=True, record=Record.RUNNING, record_reason="requeued by Slurm", probe=Probe.STARTED),
+     S.RUNNING, "requeued by Slurm"),
+    (JobFacts(present=True, record=Record.RUNNING, record_reason="requeued", probe=Probe.GONE),
+     S.FAILED, "driver lost"),
+    (JobFacts(present=True, record=Record.FINISHED, record_reason="requeued", probe=Probe.ALIVE),
+     S.FINISHED, "finished"),
     (JobFacts(present=True, probe=Probe.ALIVE), S.QUEUED, "queued"),
     (JobFacts(present=True, probe=Probe.GONE), S.FAILED, "driver lost"),
     (JobFacts(present=True, record=Record.RUNNING, probe=Probe.GONE), S.FAILED, "driver lost"),

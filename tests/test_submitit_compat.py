@@ -189,10 +189,48 @@ def test_job_environment_and_task_and_stdout():
         job.task(2)
 
 
-def test_multi_task_jobs_are_refused_with_a_clear_error():
-    executor = submitit.AutoExecutor(folder="log_test")
-    with pytest.raises(ValueError, match="multi-task"):
-        executor.update_parameters(tasks_per_node=3, nodes=2, timeout_min=1, slurm_partition="dev")
+def rank_report(x):
+    """What a task of a multi-task job sees: its rank among how many, in which process."""
+    env = submitit.JobEnvironment()
+    print(f"rank {env.global_rank} of {env.num_tasks}", flush=True)
+    if x == "raise" and env.global_rank == 1:
+        raise ValueError("rank 1 says no")
+    return x, env.global_rank, env.local_rank, env.num_tasks, os.getpid()
+
+
+def test_a_multi_task_job_runs_its_ranks_as_processes():
+    executor = submitit.AutoExecutor(folder="log_test", cluster="local")
+    executor.update_parameters(tasks_per_node=2, timeout_min=1)
+    job = executor.submit(rank_report, 7)
+    assert job.num_tasks == 2
+    results = job.results()
+    assert [r[:4] for r in results] == [(7, 0, 0, 2), (7, 1, 1, 2)]
+    assert results[0][4] != results[1][4] and os.getpid() not in (results[0][4], results[1][4])
+    assert job.result() == results[0]  # submitit: task 0's
+    assert [job.task(i).result() for i in (0, 1)] == results
+    with pytest.raises(ValueError, match="task 2 does not exist"):
+        job.task(2)
+    output = job.stdout()
+    assert "rank 0 of 2" in output and "rank 1 of 2" in output
+    assert not [n for n in os.listdir(job.paths.folder / "tasks") if ".rank-" in n]  # gathered, removed
+
+
+def test_a_multi_task_job_raises_its_ranks_error_and_maps_over_arrays():
+    executor = submitit.AutoExecutor(folder="log_test", cluster="local")
+    executor.update_parameters(nodes=2, tasks_per_node=2)
+    failing = executor.submit(rank_report, "raise")
+    with pytest.raises(submitit.FailedJobError, match="rank 1 says no"):
+        failing.result()
+    jobs = executor.map_array(rank_report, ["a", "b"])
+    assert [[r[:4] for r in job.results()] for job in jobs] == [
+        [(x, rank, rank, 4) for rank in range(4)] for x in "ab"]
+
+
+def test_a_checkpointable_multi_task_job_is_refused_with_a_clear_error():
+    executor = submitit.AutoExecutor(folder="log_test", cluster="local")
+    executor.update_parameters(tasks_per_node=2)
+    with pytest.raises(ValueError, match="checkpointable call runs as one task"):
+        executor.submit(submitit.helpers.Checkpointable())
 
 
 def test_helpers_as_completed():
@@ -327,10 +365,24 @@ def test_unknown_names_table(cluster, params, bad):
         parameters.check_auto(cluster, params)
 
 
-@pytest.mark.parametrize("params", [{"nodes": 2}, {"tasks_per_node": 2}, {"cpus_per_task": 0}])
+@pytest.mark.parametrize("params", [{"nodes": 0}, {"tasks_per_node": -1}, {"tasks_per_node": 1.5},
+                                    {"nodes": True}, {"cpus_per_task": 0}])
 def test_bad_values_table(params):
     with pytest.raises(parameters.ParameterError):
         parameters.slurm_settings(parameters.native_of_auto("slurm", params))
+
+
+@pytest.mark.parametrize("params, tasks, extra", [
+    ({}, 1, None),
+    ({"nodes": 1, "tasks_per_node": 1}, 1, None),
+    ({"tasks_per_node": 2}, 2, ["--nodes=1", "--ntasks-per-node=2"]),
+    ({"nodes": 2, "tasks_per_node": 3}, 6, ["--nodes=2", "--ntasks-per-node=3"]),
+])
+def test_multi_task_layout_table(params, tasks, extra):
+    native = parameters.native_of_auto("slurm", params)
+    assert parameters.num_tasks("slurm", native) == tasks
+    assert parameters.slurm_settings(native).get("extra_sbatch_options") == extra
+    assert parameters.num_tasks("local", parameters.native_of_auto("local", params)) == tasks
 
 
 def test_local_prefixed_params_win_on_local():
@@ -344,3 +396,15 @@ def test_module_is_importable_as_submitit():
                  "helpers"):
         assert hasattr(submitit, name)
     assert sys.modules["rxjobs.compat.submitit"] is submitit
+
+
+@pytest.mark.parametrize("restart_count, words", [
+    (None, "requeued by Slurm after checkpoint (run 0, attempt 2)"),   # a first attempt: unset
+    ("0", "requeued by Slurm after checkpoint (run 0, attempt 2)"),
+    ("1", "requeued by Slurm after checkpoint (run 0, attempt 3)"),
+    ("x", "requeued by Slurm after checkpoint (run 0, attempt 2)"),    # not a count: as unset
+])
+def test_requeued_reason(restart_count, words):
+    from rxjobs.compat.submitit.requeue import requeued_reason
+
+    assert requeued_reason(0, restart_count) == words

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from rxjobs.cli import cli
 from rxjobs.records import JobRecord
 from rxjobs.store import open_store
 
+from conftest import wait_until
 from factory import KINDS, make_job
 
 if os.environ.get("CI"):  # in CI a missing install is a failure, never a skip
@@ -354,40 +357,51 @@ def test_cancel_needs_csrf_and_says_an_ended_job_had_ended(client, csrf, seeded)
     assert client.post("/jobs/bad!/cancel", data={"csrf_token": csrf}).status_code == 404
 
 
+def previewed(client, query: str):
+    """Preview a cleanup: follow ``GET /cleanup?query`` to its plan page, until the plan is ready."""
+    answer = client.get(f"/cleanup?{query}", follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    plan_url = answer.headers["location"]
+    assert re.fullmatch(r"/cleanup/plans/[A-Za-z0-9_-]+", plan_url)
+    page = wait_until(lambda: (lambda r: r if "Refresh" not in r.headers else None)(client.get(plan_url)),
+                      30, "the plan")
+    assert page.status_code == 200, page.text
+    return plan_url, page, re.search(r'name="plan_id" value="([^"]+)"', page.text)
+
+
 def test_cleanup_preview_then_confirm_removes_exactly_those(client, csrf, seeded):
     path, made, _ = seeded
     store = open_store(path)
     named = [made["retrieved"][0], made["failed"][0], made["canceled"][0], made["unretrieved"][0]]
     gone = named[:3]
-    preview = client.get("/cleanup?" + "&".join(f"job_id={i}" for i in named))
-    assert preview.status_code == 200
+    plan_url, preview, plan_id = previewed(client, "&".join(f"job_id={i}" for i in named))
     freed = sum(store.usage(i).bytes for i in gone)
-    assert 'id="would-count">3<' in preview.text
+    assert 'id="would-count">3<' in preview.text and 'id="kept-count">1<' in preview.text
     assert f'data-bytes="{freed}"' in preview.text
     assert "never retrieved" in preview.text
-    form = {"csrf_token": csrf, "job_id": gone, "kept": [made["unretrieved"][0]]}
+    form = {"csrf_token": csrf, "plan_id": plan_id.group(1)}
     assert client.post("/cleanup", data={**form, "csrf_token": "x"}).status_code == 403
     assert all(store.is_job_dir(i) for i in named)
-    done = client.post("/cleanup", data=form)
-    assert done.status_code == 200
-    assert 'id="removed-count">3<' in done.text
-    assert "never retrieved" in done.text  # the kept job, with the warning
+    done = client.post("/cleanup", data=form, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"].startswith("/cleanup/results/")
+    result = client.get(done.headers["location"])
+    assert 'id="removed-count">3<' in result.text and 'id="kept-count">1<' in result.text
+    assert "never retrieved" in result.text  # the kept job, why, and how to remove it anyway
+    assert f"rxjobs --share-dir {path} cleanup --force {made['unretrieved'][0]}" in result.text
     assert [store.is_job_dir(i) for i in named] == [False, False, False, True]
 
 
-def test_forced_cleanup_needs_the_confirmation_and_a_fresh_preview(client, csrf, seeded):
+def test_forced_cleanup_needs_the_confirmation(client, csrf, seeded):
     path, made, _ = seeded
     store = open_store(path)
     job_id = made["unretrieved"][0]
-    preview = client.get(f"/cleanup?job_id={job_id}&force=1")
+    _, preview, plan_id = previewed(client, f"job_id={job_id}&force=1")
     assert 'id="force-warning"' in preview.text
     assert "results, never retrieved, are deleted" in preview.text
-    base = {"csrf_token": csrf, "job_id": [job_id], "force": "1"}
-    assert client.post("/cleanup", data=base).status_code == 400  # no confirmation box
-    # Confirmed, but the job was not among those the preview said force would cost.
-    assert client.post("/cleanup", data={**base, "confirm_force": "1"}).status_code == 409
+    form = {"csrf_token": csrf, "plan_id": plan_id.group(1)}
+    assert client.post("/cleanup", data=form).status_code == 400  # no confirmation box
     assert store.is_job_dir(job_id)
-    done = client.post("/cleanup", data={**base, "confirm_force": "1", "forced": [job_id]})
+    done = client.post("/cleanup", data={**form, "confirm_force": "1"})
     assert done.status_code == 200 and 'id="removed-count">1<' in done.text
     assert not store.is_job_dir(job_id)
 
@@ -397,10 +411,12 @@ def test_cleanup_json_is_the_cli_cleanup_json(client, csrf, seeded):
     ours = client.post("/api/cleanup", json={"policy": {}, "dry_run": True},
                        headers={"X-CSRF-Token": csrf}).json()
     theirs = cli_json(path, "cleanup", "--all", "--dry-run", "--json")
+    assert ours.pop("plan")["to_remove"] == theirs["would_remove"]  # a preview also gives its plan
     assert ours == theirs
     ours = client.post("/api/cleanup", json={"policy": {"older_than": "0s", "keep_last": 2},
                                              "dry_run": True}, headers={"X-CSRF-Token": csrf}).json()
     theirs = cli_json(path, "cleanup", "--older-than", "0s", "--keep-last", "2", "--dry-run", "--json")
+    assert ours.pop("plan")["to_remove"] == theirs["would_remove"]
     assert ours == theirs
     ids = [made["failed"][1], made["unretrieved"][1]]
     ours = client.post("/api/cleanup", json={"job_ids": ids}, headers={"X-CSRF-Token": csrf}).json()
@@ -421,7 +437,7 @@ def test_usage_json_is_the_cli_du_json_and_the_page_shows_it(client, seeded):
     assert page.status_code == 200
     for part in ('id="by-state"', 'id="by-age"', 'id="largest"', 'id="policies"', "cleanup --all"):
         assert part in page.text
-    preview = client.get("/cleanup?older_than=0s&keep_last=3")
+    _, preview, _ = previewed(client, "older_than=0s&keep_last=3")
     assert "cleanup --older-than 0s --keep-last 3" in preview.text
 
 
@@ -466,3 +482,48 @@ def test_ui_command_refuses_a_directory_that_is_no_share_dir(tmp_path):
     assert result.exit_code == 1
     assert "rxjobs: error:" in result.output
     assert Path(tmp_path / "home" / "notes.txt").exists()
+
+
+def test_rows_json_has_a_version_and_an_unchanged_page_is_a_304(client, seeded):
+    path, made, _ = seeded
+    first = client.get("/api/rows?state=failed&sort=-size")
+    assert first.status_code == 200
+    body = first.json()
+    assert body["version"] == first.headers["etag"] and body["total"] == 2
+    assert {row["job_id"] for row in body["rows"]} == set(made["failed"])
+    assert {row["state"] for row in body["rows"]} == {"failed"}
+    assert [row["bytes"] for row in body["rows"]] == sorted((row["bytes"] for row in body["rows"]),
+                                                            reverse=True)
+    again = client.get("/api/rows?state=failed&sort=-size", headers={"If-None-Match": body["version"]})
+    assert again.status_code == 304 and not again.content
+    page = client.get("/jobs?state=failed&sort=-size")
+    assert html.unescape(re.search(r'data-version="([^"]*)"', page.text).group(1)) == body["version"]
+    # A removed job changes the version: the page is sent again, without it.
+    shutil.rmtree(Path(path) / made["failed"][0])
+    changed = client.get("/api/rows?state=failed&sort=-size", headers={"If-None-Match": body["version"]})
+    assert changed.status_code == 200
+    assert [row["job_id"] for row in changed.json()["rows"]] == [made["failed"][1]]
+
+
+def test_a_refresh_of_a_filtered_view_reads_only_the_jobs_that_have_not_ended(seeded, monkeypatch):
+    """The catalog reads an ended job once: a second refresh of a view filtered by state and
+    sorted by size reads no job, as a refresh of the default view reads only its page."""
+    from rxjobs import jobs
+    from rxjobs.ui import views
+
+    path, made, _ = seeded
+    store = open_store(path)
+    looked: list[str] = []
+    look = jobs.look_at_job
+    monkeypatch.setattr(jobs, "look_at_job", lambda store, job_id, *a, **k: (
+        looked.append(job_id), look(store, job_id, *a, **k))[1])
+    catalog = views.JobCatalog()
+    query = views.JobsQuery(states=("failed", "canceled"), sort="-size")
+    first = views.jobs_page(store, query, catalog)
+    assert len(set(looked)) == 9  # every job, once for its state
+    looked.clear()
+    again = views.jobs_page(store, query, catalog)
+    assert looked == []
+    assert [r.job_id for r in again.rows] == [r.job_id for r in first.rows]
+    assert {r.job_id for r in first.rows} == set(made["failed"] + made["canceled"])
+    assert views.jobs_page(store, views.JobsQuery(), views.JobCatalog()).total == 9

@@ -9,6 +9,7 @@ Debian's ``chromium`` (``.ci/install-system-deps``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -54,6 +55,13 @@ def print_steps(n: int, pause: float) -> int:
     return n
 
 
+def fail_every_third(x: int) -> int:
+    """A job's run: raises for x = 2, 5, 8 (3 of 9 runs), doubles x otherwise."""
+    if x % 3 == 2:
+        raise ValueError(f"run {x} fails on purpose, with a message long enough to need a scroll bar " * 2)
+    return 2 * x
+
+
 def wait_for(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,9 +87,21 @@ def share(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(share):
-    """``rxjobs ui`` on a free loopback port; yields (base URL, token). Stopped at teardown."""
+def partly_failed(share) -> str:
+    """A real job on the local engine, 3 of whose 9 runs raised; its id."""
     path, _ = share
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=path)
+    job = rx_exec(fail_every_third, x=list(range(9)), compute_context=cc)
+    store = open_store(path)
+    from rxjobs import jobs
+
+    wait_for(lambda: jobs.job_status(store, job.job_id).status.is_terminal(), 60, "the job to end")
+    return job.job_id
+
+
+@contextlib.contextmanager
+def serving(path: str):
+    """``rxjobs ui`` over ``path`` on a free loopback port; yields (base URL, token); stopped after."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "rxjobs", "--share-dir", path, "ui", "--no-browser",
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -105,6 +125,20 @@ def server(share):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(share):
+    """``rxjobs ui`` on a free loopback port; yields (base URL, token). Stopped at teardown."""
+    with serving(share[0]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def big_server(big_share):
+    """``rxjobs ui`` over the 20,000-job share dir; yields (base URL, token). Stopped at teardown."""
+    with serving(big_share[0]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +305,7 @@ def test_cleanup_preview_then_confirm(page, share, server):
     for job_id in chosen:
         page.check(f"input[name=job_id][value='{job_id}']")
     page.click("#cleanup-selected")
-    page.wait_for_url(re.compile(r"/cleanup\?"))
+    page.wait_for_url(re.compile(r"/cleanup/plans/"))
     assert page.inner_text("#would-count") == "3"
     assert page.get_attribute("#would-bytes", "data-bytes") == str(freed)
     assert page.inner_text("#kept-count") == "1"
@@ -325,3 +359,193 @@ def test_disk_use_page(page, server):
     page.wait_for_selector("#plan-summary")
     assert "--keep-last 2" in page.inner_text("#plan-summary")
     shot(page, "usage-policy-preview")
+
+
+def tab_on(browser_context, url, **viewport):
+    """A new tab let in with the token at ``url`` = (base, token); the caller closes it."""
+    base, token = url
+    tab = browser_context.new_page()
+    if viewport:
+        tab.set_viewport_size(viewport)
+    tab.goto(f"{base}/jobs?token={token}")
+    return tab
+
+
+def refreshes(tab) -> int:
+    return int(tab.get_attribute("#jobs-table", "data-refreshes"))
+
+
+def select_text_of(tab, selector: str) -> None:
+    """Select the text of the element (as a user's drag would)."""
+    tab.eval_on_selector(selector, """el => { const range = document.createRange();
+        range.selectNodeContents(el); const s = window.getSelection(); s.removeAllRanges();
+        s.addRange(range); }""")
+
+
+def test_refresh_keeps_selection_and_focus_and_shows_a_new_state(page, share, server):
+    """A refresh changes cells in place: the selected id and the focused checkbox stay as they
+    were, while the running job's row turns finished."""
+    path, _ = share
+    base, _ = server
+    cc = RxLocalParallel(num_workers=1, wait=False, share_dir=path)
+    job = rx_exec(print_steps, n=[0, 1], pause=[3.0, 3.0], task_chunk_size=1, compute_context=cc)
+    page.goto(f"{base}/jobs?q={job.job_id}")
+    page.evaluate("window.__notReloaded = true")
+    row = f"tr[data-job-id='{job.job_id}']"
+    expect(page.locator(row)).to_have_attribute("data-state", re.compile("queued|running"), timeout=30000)
+    select_text_of(page, f"{row} td.id a")
+    page.focus(f"{row} input[name=job_id]")
+    before = refreshes(page)
+    expect(page.locator(row)).to_have_attribute("data-state", "finished", timeout=60000)
+    wait_for(lambda: refreshes(page) >= before + 2, 30, "two refreshes")
+    assert page.evaluate("window.getSelection().toString()") == job.job_id
+    assert page.evaluate("document.activeElement.value") == job.job_id
+    assert page.evaluate("window.__notReloaded") is True
+    shot(page, "jobs-refresh-kept-selection")
+
+
+@pytest.mark.timeout(300)  # making the 20,000 jobs, once per session, takes 20-60 s
+def test_refresh_at_scale_filtered_and_sorted_keeps_selection(browser_context, big_share, big_server):
+    """On 20,000 jobs, a view filtered by state and sorted by size refreshes (304s once the
+    catalog knows every ended job) without losing the selection or the focus."""
+    base, _ = big_server
+    tab = tab_on(browser_context, big_server)
+    try:
+        tab.goto(f"{base}/jobs?state=failed&sort=-size&per_page=50", timeout=120000)
+        ids = job_ids_on(tab)
+        assert len(ids) == 50 and set(ids) <= set(big_share[1]["failed"])
+        assert tab.inner_text("h1 small").startswith(f"{len(big_share[1]['failed'])} jobs")
+        select_text_of(tab, f"tr[data-job-id='{ids[3]}'] td.id a")
+        tab.focus(f"tr[data-job-id='{ids[5]}'] input[name=job_id]")
+        before = refreshes(tab)
+        wait_for(lambda: refreshes(tab) >= before + 2, 60, "two refreshes")
+        assert tab.evaluate("window.getSelection().toString()") == ids[3]
+        assert tab.evaluate("document.activeElement.value") == ids[5]
+        assert job_ids_on(tab) == ids
+        shot(tab, "jobs-20000-failed-by-size")
+    finally:
+        tab.close()
+
+
+# Every visible text against the background it is drawn on (the nearest ancestor's that is
+# not transparent, blended down): WCAG 2's contrast ratio, AA's thresholds.
+LOW_CONTRAST_JS = """() => {
+  function rgba(text) {
+    const m = text.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) throw new Error("unparsed colour " + text);
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  }
+  function over(top, under) {
+    const a = top[3];
+    return [0, 1, 2].map((i) => top[i] * a + under[i] * (1 - a)).concat([1]);
+  }
+  function luminance(c) {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  }
+  function background(el) {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) bg = over(layer, bg);
+    return bg;
+  }
+  const low = [];
+  let checked = 0;
+  for (const el of document.querySelectorAll("body *")) {
+    if (!Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    if (["OPTION", "SCRIPT", "STYLE"].includes(el.tagName)) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility !== "visible" || !el.getClientRects().length) continue;
+    const bg = background(el);
+    const fg = over(rgba(style.color), bg);
+    const [a, b] = [luminance(fg), luminance(bg)];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (parseInt(style.fontWeight, 10) >= 700 && size >= 18.66);
+    checked += 1;
+    if (ratio < (large ? 3 : 4.5)) {
+      low.push(el.tagName + "." + el.className + " '" + el.textContent.trim().slice(0, 30) + "' "
+        + ratio.toFixed(2) + ":1 (" + style.color + " on rgb(" + bg.slice(0, 3).map(Math.round) + "))");
+    }
+  }
+  return { checked, low };
+}"""
+
+
+def every_page(share, base: str) -> list[str]:
+    """A URL of each kind of page, each state of job among them."""
+    _, made = share
+    return [f"{base}/jobs?per_page=100", f"{base}/jobs/{made['failed'][2]}?preview=1",
+            f"{base}/jobs/{made['unretrieved'][2]}?notice=canceled", f"{base}/jobs/{made['canceled'][2]}",
+            f"{base}/jobs/{made['hostile'][0]}", f"{base}/usage",
+            f"{base}/cleanup?job_id={made['unretrieved'][2]}&job_id={made['failed'][2]}&force=1",
+            f"{base}/cleanup?job_id={made['unretrieved'][2]}", f"{base}/jobs/rxJob_20000101000000000000_dead"]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_text_meets_wcag_aa_contrast(page, share, server, scheme):
+    base, _ = server
+    page.emulate_media(color_scheme=scheme)
+    for url in every_page(share, base):
+        page.goto(url)
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        found = page.evaluate(LOW_CONTRAST_JS)
+        assert found["checked"] > 5, url
+        assert found["low"] == [], f"{url} in {scheme} mode"
+    shot(page, f"contrast-{scheme}")
+
+
+WIDEST_JS = """() => [...document.querySelectorAll("body *")]
+  .filter((el) => el.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+  .slice(0, 8)
+  .map((el) => el.tagName + "." + el.className + " " + Math.round(el.getBoundingClientRect().right))"""
+
+
+@pytest.mark.timeout(300)  # making the 20,000 jobs, once per session, takes 20-60 s
+def test_every_page_fits_390_px_without_horizontal_scroll(browser_context, share, server, big_server,
+                                                          partly_failed):
+    """At 390 px wide no page scrolls sideways; a long id or traceback wraps or scrolls in its own box."""
+    tab = tab_on(browser_context, server, width=390, height=844)
+    try:
+        base, _ = server
+        big_base, big_token = big_server
+        urls = every_page(share, base) + [f"{base}/jobs/{partly_failed}?preview=1",
+                                          f"{big_base}/jobs?token={big_token}",
+                                          f"{big_base}/jobs?state=canceled&sort=size"]
+        for url in urls:
+            tab.goto(url, timeout=120000)
+            tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            width = tab.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{url} is {width} px wide: {tab.evaluate(WIDEST_JS)}"
+            name = re.sub(r"[^a-z0-9]+", "-", url.split("/", 4)[-1].lower())[:40]
+            shot(tab, f"390-{name}")
+        # The traceback of a failed run keeps its lines: it scrolls inside its box.
+        tab.goto(f"{base}/jobs/{partly_failed}?preview=1")
+        tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        pre = tab.locator("#preview pre").first
+        assert pre.evaluate("el => getComputedStyle(el).overflowX") == "auto"
+        assert pre.evaluate("el => el.getBoundingClientRect().right") <= 390
+    finally:
+        tab.close()
+
+
+def test_a_partly_failed_job_says_how_many_runs_failed(page, server, partly_failed):
+    """A real job 3 of whose 9 runs raised reads "finished, 3 of 9 runs failed" in the list
+    and on its page, not a bare "finished"."""
+    base, _ = server
+    page.goto(f"{base}/jobs?q={partly_failed}")
+    row = page.locator(f"tr[data-job-id='{partly_failed}']")
+    expect(row).to_have_attribute("data-state", "finished")
+    assert row.locator(".state").inner_text() == "finished, 3 of 9 runs failed"
+    page.goto(f"{base}/jobs/{partly_failed}")
+    assert page.inner_text("#job-state") == "finished, 3 of 9 runs failed"
+    assert page.inner_text("#job-reason") == "finished, 3 of 9 runs failed"
+    page.goto(f"{base}/jobs/{partly_failed}?preview=1")
+    assert page.locator("#preview tr.failed").count() == 3
+    assert "ValueError" in page.inner_text("#preview")
+    shot(page, "job-partly-failed")

@@ -9,7 +9,6 @@ a share dir's names by comparing strings, without reading any job.
 from __future__ import annotations
 
 import re
-import secrets
 from datetime import datetime, timezone
 
 JOB_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -44,6 +43,8 @@ def validate_job_id(job_id: object) -> str:
 
 def new_job_id(now: datetime | None = None) -> str:
     """Make a time-ordered job id: UTC microseconds, then random hex."""
+    import secrets  # here: reading ids (every listing) needs no hashlib
+
     now = now or datetime.now(timezone.utc)
     return f"rxJob_{now.astimezone(timezone.utc):%Y%m%d%H%M%S%f}_{secrets.token_hex(2)}"
 

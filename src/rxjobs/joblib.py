@@ -40,6 +40,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from rxjobs import api, jobs
+from rxjobs.calls import run_batch
 from rxjobs.contexts import RxComputeContext, RxLocalParallel, RxSlurm
 from rxjobs.engines import get_engine
 from rxjobs.errors import EngineNotInstalledError
@@ -103,11 +104,6 @@ def _joblib() -> Any:
         raise EngineNotInstalledError(
             "the rxjobs joblib backend needs joblib: pip install 'rxjobs[joblib]'") from exc
     return joblib
-
-
-def run_batch(batch: Callable[[], list[Any]]) -> list[Any]:
-    """What a task runs for one batch: joblib's ``BatchedCalls``, which returns its calls' values."""
-    return batch()
 
 
 def check_context(compute_context: Any) -> RxComputeContext:

@@ -33,6 +33,7 @@ from .errors import (
     NewerFormatError,
 )
 from .ids import new_job_id
+from .preload import referenced_modules
 from .records import (
     ABSENT_STATUS,
     EngineRecord,
@@ -108,7 +109,8 @@ def submit_job(
         write_job_record(store, record)
         store.write_atomic(paths.payload, data)
         handle = engine.submit(SubmittedJob(store.url, job_id, context, payload.n_tasks,
-                                            share_dir_options=store.options or None))
+                                            share_dir_options=store.options or None,
+                                            modules=tuple(referenced_modules(data))))
         write_engine_record(store, record, EngineRecord(context.engine, handle))
     except BaseException:
         store.discard_new_job(job_id)  # nothing is left behind, even on a full disk

@@ -328,7 +328,7 @@ def select_jobs(surveyed: Sequence[SurveyedJob], policy: RetentionPolicy, now: d
 
 
 def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
-                threads: int = 8) -> list[SurveyedJob]:
+                threads: int = 8, job_ids: Sequence[str] | None = None) -> list[SurveyedJob]:
     """Look at every job of a share dir once: state, markers, expiry and (if asked) size.
 
     Every job is visited once through :meth:`Store.snapshots` (the store
@@ -338,10 +338,11 @@ def survey_jobs(store: Store, now: datetime | None = None, sizes: bool = True,
     still running, whose engines must be asked, are looked at afterwards in
     up to ``threads`` threads (a probe may wait on the network).  One job's
     problem never stops the survey: it is ``undetermined``, with the error.
+    ``job_ids`` limits the survey to those jobs (a job not there is ``missing``).
     """
     now = now or utc_now()
     me = os.geteuid()
-    ids = store.list_job_ids()
+    ids = store.list_job_ids() if job_ids is None else list(job_ids)
     found: list[SurveyedJob | None] = []
     running: list[tuple[int, str, JobSnapshot]] = []
     done = 0

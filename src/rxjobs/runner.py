@@ -37,7 +37,7 @@ import cloudpickle
 
 from .errors import RxRunError
 from .seeds import NUMPY_GLOBAL_STREAM, PYTHON_RANDOM_STREAM, stream_seed, stream_words
-from .store import Store, open_store
+from .store import FAILURES_SUFFIX, JobPaths, Store, open_store
 from .times import utc_now_iso
 
 PAYLOAD_FORMAT = 1
@@ -119,7 +119,7 @@ def load_task_result(store: Store, job_id: str, task: int) -> TaskResult:
 
 
 def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
-             options: dict[str, Any] | None = None) -> TaskSummary:
+             options: dict[str, Any] | None = None, note_failures: bool = False) -> TaskSummary:
     """Run task ``task`` of a job and write its output and result files.
 
     Parameters
@@ -136,6 +136,11 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
         one task at a time); ``"python"`` redirects ``sys.stdout``/``sys.stderr``.
     options
         fsspec storage options of the share dir (endpoint, credentials...).
+    note_failures
+        Also write ``tasks/<k>.failed.json`` (how many runs raised, when some
+        did), before the result file: for engines with no driver to tell
+        (Slurm), so the task that ends the job can count them
+        (:func:`count_failed_runs`).
 
     Returns
     -------
@@ -174,8 +179,31 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
         return TaskSummary(task, len(result.values), skipped=True, first_error=first_error)
     if output.getvalue() or live.published:
         store.write_atomic(paths.output(task), output.getvalue())
+    if note_failures and result.failed:
+        store.write_json(paths.failures(task), {"failed": len(result.failed)})
     store.write_atomic(paths.result(task), _dumps_result(result))
     return TaskSummary(task, len(result.values), first_error=first_error, failed=len(result.failed))
+
+
+def count_failed_runs(store: Store, job_id: str, names: list[str], n_tasks: int) -> int | None:
+    """How many runs of a job raised, from its ``tasks/<k>.failed.json`` files.
+
+    ``names`` is a listing of the job's ``tasks/`` taken once every task's
+    result file was there (each task writes its count before its result, so
+    none is missing).  None when a count cannot be read or is not one: the
+    job's record then says nothing rather than something wrong.
+    """
+    paths = store.paths(job_id)
+    total = 0
+    for task in JobPaths.task_indexes(names, FAILURES_SUFFIX, n_tasks):
+        try:
+            failed = store.read_json(paths.failures(task)).get("failed")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if type(failed) is not int or failed < 0:
+            return None
+        total += failed
+    return total
 
 
 # -- the run in progress ------------------------------------------------------------------

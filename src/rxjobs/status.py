@@ -82,7 +82,9 @@ class JobFacts:
     record
         What ``status.json`` says.
     record_reason
-        The reason stored with a failed record.
+        The reason stored with a failed record, or with a running one that
+        says why the job runs again (``requeued by Slurm after checkpoint (run
+        0, attempt 2)``).
     probe
         The engine's answer about the job's handle, or None when
         there is no handle yet (submission in progress or interrupted).
@@ -171,11 +173,12 @@ def derive_status(facts: JobFacts) -> Derived:
         if facts.submitter_alive is False:
             return Derived(S.FAILED, "submission did not complete (submitter exited)")
         return Derived(S.UNDETERMINED, "no engine handle and the submitter cannot be checked")
+    running = (facts.record is Record.RUNNING and facts.record_reason) or "running"
     if facts.probe is Probe.STARTED:
-        return Derived(S.RUNNING, "running")
+        return Derived(S.RUNNING, running)
     if facts.probe is Probe.ALIVE:
         if facts.record is Record.RUNNING:
-            return Derived(S.RUNNING, "running")
+            return Derived(S.RUNNING, running)
         return Derived(S.QUEUED, "queued")
     if facts.probe is Probe.GONE:
         return Derived(S.FAILED, "driver lost: the engine no longer runs the job")

@@ -1,7 +1,9 @@
 """``rxjobs list`` and ``rxjobs status``: the jobs of a share dir and their states.
 
 Printed through :func:`rxjobs.cli.printing.print_columns`, not rich: a table of
-20,000 jobs costs little more than their JSON.
+20,000 jobs costs little more than their JSON.  The job services are imported
+when a command has a job to look at: ``rxjobs list`` on an empty share dir
+stops after one listing of its names.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from datetime import datetime
 
 import click
 
-from .. import listing
 from ..status import RxRemoteJobStatus
 from .boundary import error
 from .params import TIME, ShareDir, json_option, state_option
@@ -37,8 +38,17 @@ def list_command(share: ShareDir, states: tuple[str, ...], since: datetime | Non
                  until: datetime | None, as_json: bool) -> None:
     """List the jobs of the share dir, oldest first."""
     store = share.store()
-    found = listing.list_jobs(store, start=since, end=until, states=states or None, sizes=True)
-    rows = [listing.summarize(store, job) for job in found]
+    # One listing of the names (the window chosen by name, as the listing would): a share
+    # dir with no job needs none of the listing's machinery (records, contexts), so an
+    # empty `rxjobs list` does not even import it.
+    ids = store.list_job_ids(since, until)
+    rows = []
+    if ids:
+        from .. import listing
+
+        found = listing.list_jobs(store, start=since, end=until, states=states or None, sizes=True,
+                                  job_ids=ids)
+        rows = [listing.summarize(store, job) for job in found]
     if as_json:
         for text in json_list_lines(row.to_json() for row in rows):
             click.echo(text, nl=False)

@@ -25,6 +25,9 @@ class SubmittedJob:
     context: RxComputeContext
     n_tasks: int
     share_dir_options: dict[str, Any] | None = None  # fsspec options, credentials included
+    # The installed top-level modules the payload refers to (rxjobs.preload): an engine
+    # that keeps processes between jobs (the local fork server) may import them once.
+    modules: tuple[str, ...] = ()
 
 
 class Engine(Protocol):

@@ -35,6 +35,23 @@ removing both, after ``$RXJOBS_FORK_SERVER_IDLE_S`` seconds without a request
 rxjobs.engines.forkserver list`` shows the live servers, ``stop`` stops them;
 ``$RXJOBS_FORK_SERVER=0`` turns the fork server off (drivers are then
 started as fresh interpreters).
+
+A request also names the installed modules the job's payload refers to
+(:mod:`rxjobs.preload`), each with the file, mtime and size it resolves to
+in the caller.  Before forking the driver, the server imports those it may
+(installed distributions resolving to that same file in a site directory,
+at most :data:`~rxjobs.preload.MAX_MODULES`, within
+``_PRELOAD_BUDGET_S``), once: this driver and every later one, and their pool
+workers, start with them imported (scikit-learn's seconds are paid once per
+server, not per job).  A module that fails to import is skipped and
+remembered.  The server retires (answers with an error, so that the caller
+starts this driver as a fresh interpreter, and exits, so that the next caller
+starts a new one) when a request names a package it holds an older copy of
+(reinstalled since), or when an import started a Python thread (forking is
+then unsafe; the caller names that package no more).  Threads of C libraries
+(OpenBLAS's) are not seen; those libraries make themselves safe to fork, as
+they must for ``multiprocessing``'s fork.  ``$RXJOBS_FORK_SERVER_PRELOAD=0``
+turns preloading off.
 """
 
 from __future__ import annotations
@@ -52,11 +69,13 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .. import preload
 from ..runtime import FORK_SERVER_PREFIX, TMP_MARK, runtime_dir
 from .base import Handle
 from .drivers import OPTIONS_ENV, driver_log_path, find_driver, take_stdio
@@ -73,6 +92,10 @@ _PRELOAD = ("rxjobs.engines.local", "rxjobs.runner", "rxjobs.records", "rxjobs.s
             "rxjobs.store.local", "cloudpickle", "concurrent.futures.process", "multiprocessing",
             "setproctitle", "psutil")
 _PREFIX = FORK_SERVER_PREFIX
+# Preloading stops for this request after this long (what is left is imported at the next).
+_PRELOAD_BUDGET_S = 10.0
+# Packages whose import started a thread in a fork server, named to no server again.
+_unsafe_modules: set[str] = set()
 
 
 class ForkServerError(RuntimeError):
@@ -116,11 +139,15 @@ def record_path(base: str, key: str) -> str:
 
 
 def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str],
-                           options: dict[str, Any] | None = None) -> Handle:
+                           options: dict[str, Any] | None = None,
+                           modules: tuple[str, ...] = ()) -> Handle:
     """Have the fork server start ``module``'s driver for ``job_id``; return its handle.
 
     The driver is what :func:`rxjobs.engines.drivers.start_driver` would
     start, forked from the fork server (started first if none is running).
+    ``modules`` are the top-level modules the job's payload refers to
+    (:func:`rxjobs.preload.referenced_modules`): the server imports those it
+    may first, unless ``$RXJOBS_FORK_SERVER_PRELOAD=0``.
 
     Raises
     ------
@@ -141,6 +168,11 @@ def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str]
     os.umask(umask)
     message = {"module": module, "argv": argv, "log": log_path, "env": env, "cwd": os.getcwd(),
                "sys_path": list(sys.path), "umask": umask}
+    if modules and preload.preload_enabled():
+        named = [name for name in modules if preload.top_level(name) not in _unsafe_modules]
+        stamps = preload.caller_stamps(named)
+        message["preload"] = {"stamps": stamps,
+                              "modules": [m for m in named if preload.top_level(m) in stamps]}
     try:
         with _connect_or_start() as conn:
             _send(conn, message)
@@ -150,6 +182,9 @@ def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str]
         raise ForkServerError(f"the fork server could not start the driver of job {job_id}: "
                               f"{exc}") from exc
     if "error" in reply:
+        unsafe = reply.get("unsafe")
+        if isinstance(unsafe, list):
+            _unsafe_modules.update(str(name) for name in unsafe)
         raise ForkServerError(f"the fork server could not start the driver of job {job_id}: "
                               f"{reply['error']}")
     try:
@@ -313,6 +348,64 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop()
 
 
+def _server_signals() -> None:
+    """SIGTERM and SIGHUP stop the server; SIGINT (a terminal's Ctrl-C) does not."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Preloader:
+    """The modules a server imported for its requests (with their stamps), and those that failed."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+        self.failed: set[str] = set()
+        self._dirs: list[str] | None = None
+        self._installed: set[str] = set()
+
+    def load(self, stamps: dict[str, str], modules: list[str]) -> dict[str, Any] | None:
+        """Import the ``modules`` a request names that may be imported (:mod:`rxjobs.preload`),
+        their packages checked against the caller's ``stamps``.
+
+        Returns None, or the error reply with which the server retires: it holds
+        an older copy of a named package, or an import started a thread.
+        """
+        old = preload.stale(stamps, self.held)
+        if old:
+            return {"error": f"the fork server holds an older copy of {', '.join(old)} (reinstalled "
+                             "since it started); the next job starts a new one"}
+        if self._dirs is None:
+            self._dirs = preload.site_dirs()
+            self._installed = preload.installed_top_level()
+        names = preload.modules_to_preload(modules, self._installed, sys.modules, self.held,
+                                           self.failed)
+        deadline = time.monotonic() + _PRELOAD_BUDGET_S
+        for name in names:
+            if time.monotonic() > deadline:
+                break  # the rest at the next request: a caller waits for this one
+            top = preload.top_level(name)
+            stamp = stamps.get(top)
+            if stamp is None or (top not in self.held
+                                 and preload.module_stamp(top, self._dirs) != stamp):
+                continue  # not the package the caller would import
+            try:
+                importlib.import_module(name)
+            except _Stop:
+                raise
+            except (Exception, SystemExit):
+                self.failed.add(name)
+            finally:
+                _server_signals()  # an imported module may have set its own
+                if top in sys.modules:
+                    self.held[top] = stamp
+            if threading.active_count() > 1:  # a Python thread: a lock it holds may be forked
+                return {"error": f"importing {name} started a thread in the fork server, which may "
+                                 "then fork no more; the next job starts a new one",
+                        "unsafe": [top]}
+        return None
+
+
 def serve(base: str, key: str, idle_timeout: float) -> int:
     """Detach, listen on ``forkserver-<key>.sock`` and fork a driver per request."""
     if os.fork() > 0:  # the starter's child exits: the server is nobody's child
@@ -342,9 +435,7 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
         json.dump(info, f)
     os.rename(tmp_record, record)
     setproctitle(f"rxjobs fork-server {key} (uid {os.geteuid()}, {path})")
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGHUP, _raise_stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _server_signals()
     os.chdir("/")
     sys.stdout.write("ready\n")
     sys.stdout.flush()
@@ -353,6 +444,7 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
         os.dup2(null, target)
     os.close(null)
     last = time.monotonic()
+    preloader = _Preloader()
     try:
         while True:
             readable, _, _ = select.select([listener], [], [], min(60.0, idle_timeout))
@@ -366,7 +458,8 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
             except OSError:
                 continue
             with conn:
-                _handle(listener, conn)
+                if not _handle(listener, conn, preloader):
+                    return 0  # retired
     except _Stop:
         return 0
     finally:
@@ -386,8 +479,9 @@ def _still_ours(path: str, inode: int) -> bool:
         return False
 
 
-def _handle(listener: socket.socket, conn: socket.socket) -> None:
-    """Check and read one request, fork its driver (through a child that exits at once)."""
+def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader) -> bool:
+    """Check and read one request, preload its modules, fork its driver (through a child that
+    exits at once); False if the server must retire (see :meth:`_Preloader.load`)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     try:
@@ -401,10 +495,16 @@ def _handle(listener: socket.socket, conn: socket.socket) -> None:
         argv = request.get("argv")
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise ValueError("argv must be a list of strings")
+        stamps, modules = _preload_request(request.get("preload") or {})
     except (OSError, ValueError) as exc:
         with contextlib.suppress(OSError):
             _send(conn, {"error": str(exc)})
-        return
+        return True
+    retire = preloader.load(stamps, modules)
+    if retire is not None:
+        with contextlib.suppress(OSError):
+            _send(conn, retire)
+        return False
     child = os.fork()
     if child == 0:  # the server's child: fork the driver, then exit at once
         code = 1
@@ -417,6 +517,20 @@ def _handle(listener: socket.socket, conn: socket.socket) -> None:
         finally:
             os._exit(code)
     os.waitpid(child, 0)
+    return True
+
+
+def _preload_request(part: Any) -> tuple[dict[str, str], list[str]]:
+    """A request's ``preload``: the caller's stamps of packages and the modules to import."""
+    stamps = part.get("stamps", {}) if isinstance(part, dict) else None
+    modules = part.get("modules", []) if isinstance(part, dict) else None
+    if not (isinstance(stamps, dict) and isinstance(modules, list)
+            and len(stamps) <= preload.MAX_MODULES and len(modules) <= preload.MAX_MODULES
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in stamps.items())
+            and all(isinstance(m, str) for m in modules)):
+        raise ValueError(f"preload must name at most {preload.MAX_MODULES} modules and their "
+                         "packages' stamps")
+    return stamps, modules
 
 
 def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:

@@ -326,6 +326,7 @@ def _record_slurm_end(handle: Handle, final: SlurmState | None, unknown: bool) -
     never over a recorded end.  Best effort: a probe must answer anyway.
     """
     from .. import records
+    from ..runner import count_failed_runs
     from ..store import open_store
 
     try:
@@ -348,7 +349,9 @@ def _record_slurm_end(handle: Handle, final: SlurmState | None, unknown: bool) -
         n_tasks = records.read_job_record(store, job_id).n_tasks
         reason = failure_reason(store, job_id, n_tasks, states)
         if reason is None:  # every task wrote its result: the end just went unrecorded
-            records.write_status(store, job_id, Record.FINISHED)
+            names = store.listdir(store.paths(job_id).tasks)
+            records.write_status(store, job_id, Record.FINISHED,
+                                 failed_runs=count_failed_runs(store, job_id, names, n_tasks))
             return
         if final is not None and final.state == "COMPLETED":
             reason += (f"; the final job ran but could not record the end: check that every node "

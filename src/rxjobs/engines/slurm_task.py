@@ -23,14 +23,14 @@ from .slurm_states import OPTIONS_ENV, failure_reason, final_job_name, query_arr
 def run_array_task(share_dir: str, job_id: str, task: int) -> int:
     """One array task: run rxjobs task ``task``, then record the end if it completes the job."""
     from .. import records
-    from ..runner import run_task
+    from ..runner import count_failed_runs, run_task
     from ..store import RESULT_SUFFIX, JobPaths, open_store
 
     options = _options_from_env()
     store = open_store(share_dir, options)
     if records.read_status_record(store, job_id).is_final:
         return 0  # the job already failed (a first failure with continue_on_failure=False)
-    summary = run_task(store.url, job_id, task, capture="fd", options=options)
+    summary = run_task(store.url, job_id, task, capture="fd", options=options, note_failures=True)
     job = records.read_job_record(store, job_id)
     if not job.options.get("continue_on_failure", True):
         if summary.first_error:
@@ -42,7 +42,8 @@ def run_array_task(share_dir: str, job_id: str, task: int) -> int:
     names = store.listdir(paths.tasks)
     if len(JobPaths.task_indexes(names, RESULT_SUFFIX, job.n_tasks)) == job.n_tasks:
         if not store.being_removed(job_id, or_canceled=True):
-            if records.write_status(store, job_id, Record.FINISHED):
+            failed = count_failed_runs(store, job_id, names, job.n_tasks)
+            if records.write_status(store, job_id, Record.FINISHED, failed_runs=failed):
                 _cancel_final_job(job_id)
     return 0
 
@@ -85,6 +86,7 @@ def _cancel_other_tasks(task: int, n_tasks: int) -> None:
 def finish_job(share_dir: str, job_id: str, array_id: str) -> int:
     """The final job: record FINISHED, or FAILED with Slurm's reasons for missing results."""
     from .. import records
+    from ..runner import count_failed_runs
     from ..store import open_store
 
     store = open_store(share_dir, _options_from_env())
@@ -102,7 +104,9 @@ def finish_job(share_dir: str, job_id: str, array_id: str) -> int:
             states = {}
         reason = failure_reason(store, job_id, n_tasks, states)
     if reason is None:
-        records.write_status(store, job_id, Record.FINISHED)
+        names = store.listdir(store.paths(job_id).tasks)
+        records.write_status(store, job_id, Record.FINISHED,
+                             failed_runs=count_failed_runs(store, job_id, names, n_tasks))
         return 0
     print(f"rxjobs: job {job_id} failed: {reason}", file=sys.stderr)
     records.write_status(store, job_id, Record.FAILED, reason)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..sharedir import normalize_share_dir
 from .base import (
+    FAILURES_SUFFIX,
     LOCKS,
     MARKER,
     MAX_RECORD_BYTES,
@@ -31,9 +32,9 @@ from .base import (
     loads_record,
 )
 
-__all__ = ["LOCKS", "MARKER", "MAX_RECORD_BYTES", "OUTPUT_SUFFIX", "RESERVED", "RESULT_SUFFIX",
-           "TRASH", "JobPaths", "JobSnapshot", "Store", "TempFile", "TopEntry", "TrashEntry", "Usage",
-           "loads_record", "open_store"]
+__all__ = ["FAILURES_SUFFIX", "LOCKS", "MARKER", "MAX_RECORD_BYTES", "OUTPUT_SUFFIX", "RESERVED",
+           "RESULT_SUFFIX", "TRASH", "JobPaths", "JobSnapshot", "Store", "TempFile", "TopEntry", "TrashEntry",
+           "Usage", "loads_record", "open_store"]
 
 
 def open_store(share_dir: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> Store:

@@ -35,6 +35,7 @@ TMP_MARK = ".tmp-"
 RESULT_SUFFIX = ".result.pkl"
 OUTPUT_SUFFIX = ".out"
 CHECKPOINT_SUFFIX = ".checkpoint.pkl"
+FAILURES_SUFFIX = ".failed.json"
 MAX_RECORD_BYTES = 1 << 20  # job.json, status.json, engine.json are small; refuse giants
 MAX_RECORD_DEPTH = 32  # and nest a few levels; refuse what would exhaust the parser's recursion
 LOCK_STRIPES = 64
@@ -94,15 +95,25 @@ class JobPaths:
     def output(self, task: int) -> str:
         return f"{self.tasks}/{task}{OUTPUT_SUFFIX}"
 
+    def failures(self, task: int) -> str:
+        """How many runs of task ``task`` raised, when some did (Slurm engine; written by the
+        task's worker before its result file, so the task that ends the job can count them)."""
+        return f"{self.tasks}/{task}{FAILURES_SUFFIX}"
+
     def checkpoint(self, run: int) -> str:
         """Where a run that was checkpointed before a Slurm requeue keeps the call to resume
         with (``rxjobs.compat.submitit``; written by the run itself, read when it runs again)."""
         return f"{self.tasks}/run-{run}{CHECKPOINT_SUFFIX}"
 
+    def rank_outcome(self, run: int, rank: int) -> str:
+        """The outcome of rank ``rank`` of run ``run`` of a multi-task job (``rxjobs.compat.submitit``;
+        written by the rank, read and removed by the run that started the ranks)."""
+        return f"{self.tasks}/run-{run}.rank-{rank}.pkl"
+
     @staticmethod
     def task_indexes(names: Iterable[str], suffix: str, n_tasks: int) -> list[int]:
         """The task numbers below ``n_tasks`` of the files named in ``names`` that end
-        with ``suffix`` (``RESULT_SUFFIX`` or ``OUTPUT_SUFFIX``), in order.
+        with ``suffix`` (``RESULT_SUFFIX``, ``OUTPUT_SUFFIX``...), in order.
 
         Bounded by what the directory holds, not by what a (hostile) record claims.
         """

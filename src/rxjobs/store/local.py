@@ -18,7 +18,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import stat
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -63,6 +62,12 @@ from .removers import process_mark, process_running, remover_alive
 from .trust import check_trusted, reserved_problem, trusts_everyone
 
 _NOT_NAMES = frozenset({"", ".", ".."})  # what no part of a path inside a share dir may be
+
+
+def _token() -> str:
+    """8 random hex digits for a unique name: what ``secrets.token_hex(4)`` returns, without
+    importing ``secrets`` (and hashlib) into every command that opens a store."""
+    return os.urandom(4).hex()
 
 
 def root_creation_refusal(euid: int, owner: int, url: str) -> str | None:
@@ -356,7 +361,7 @@ class LocalStore(Store):
         st = os.stat(name, dir_fd=root, follow_symlinks=False)
         if self._reserved_problem(st) is None:
             raise ValueError(f"{self.url}/{name} is what rxjobs made: left alone")
-        aside = f"{name}.squatted-{st.st_uid}-{secrets.token_hex(4)}"
+        aside = f"{name}.squatted-{st.st_uid}-{_token()}"
         os.rename(name, aside, src_dir_fd=root, dst_dir_fd=root)
         fsync_dir(root)
         return aside
@@ -407,7 +412,7 @@ class LocalStore(Store):
         rename, which fails if ``name`` exists: exactly one writer wins, and no
         reader ever sees the file half-written.
         """
-        target = f"{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        target = f"{name}{TMP_MARK}{os.getpid()}-{_token()}"
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      self._file_mode(), dir_fd=dir_fd)
         try:
@@ -647,7 +652,7 @@ class LocalStore(Store):
         validate_job_id(job_id)
         root = self._root_or_missing()
         self._check_searchable(root, job_id)
-        target = f"{job_id}.{process_mark()}-{secrets.token_hex(4)}"
+        target = f"{job_id}.{process_mark()}-{_token()}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
             try:
@@ -846,7 +851,7 @@ class LocalStore(Store):
         (fd-relative, never following a symlink), as a job is removed."""
         plain_name(name, self.url)
         root = self._root_or_missing()
-        target = f"{name}.{process_mark()}-{secrets.token_hex(4)}"
+        target = f"{name}.{process_mark()}-{_token()}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
             os.rename(name, target, src_dir_fd=root, dst_dir_fd=trash)

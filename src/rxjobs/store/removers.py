@@ -5,6 +5,9 @@ its trash name (:func:`process_mark`), so that a concurrent purge leaves the
 entry alone while its remover lives, and not while another process that
 reused the pid does (:func:`remover_alive`).  A temporary file names its
 writer's pid the same way (:func:`process_running`).
+
+psutil is imported on first use: opening a store (``rxjobs list`` on an empty
+share dir) asks about no process.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-
-import psutil
 
 
 def remover_alive(name: str) -> bool:
@@ -29,6 +30,8 @@ def process_mark() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _mark_of(pid: int) -> str:
+    import psutil
+
     return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
 
 
@@ -46,6 +49,8 @@ def trash_owner(name: str) -> tuple[int, int | None] | None:
 
 def process_running(pid: int, start: int | None) -> bool:
     """Whether process ``pid`` runs, and is the one that started at ``start`` if known."""
+    import psutil
+
     try:
         created = psutil.Process(pid).create_time()
     except psutil.NoSuchProcess:

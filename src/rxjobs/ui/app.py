@@ -13,6 +13,8 @@ cleanup are POSTs that need the CSRF token when a browser sends them.
 from __future__ import annotations
 
 import importlib.metadata
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +39,7 @@ from ..ids import is_job_id
 from ..retention import RetentionPolicy
 from ..store import Store, open_store
 from ..times import utc_now
-from . import views
+from . import plans, views
 from .prefix import PrefixMiddleware, check_prefix
 from .preview import preview_results
 from .security import CSRF_FIELD, AccessMiddleware, Secrets, check_csrf, refused, wants_json
@@ -53,6 +55,9 @@ def _version() -> str:
 
 
 T = TypeVar("T")
+
+NO_SUCH_PLAN = ("no such cleanup preview (a preview lasts 30 minutes and belongs to the browser "
+                "session that made it): preview again")
 
 NOTICES = {  # what a redirect after an action says; keys only, so no text is reflected
     "canceled": "The job was canceled.",
@@ -97,17 +102,17 @@ class ShareDirApp:
 
     async def run(self, work: Callable[[Store], T]) -> T:
         """Run ``work(store)`` in a worker thread (the services block on the disk)."""
+        return await run_in_threadpool(self.call, work)
 
-        def call() -> T:
-            store = open_store(self.url, self.options)
-            try:
-                return work(store)
-            finally:
-                close = getattr(store, "close", None)
-                if close is not None:
-                    close()
-
-        return await run_in_threadpool(call)
+    def call(self, work: Callable[[Store], T]) -> T:
+        """Run ``work(store)`` in this thread, on the share dir opened afresh."""
+        store = open_store(self.url, self.options)
+        try:
+            return work(store)
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
 
 
 class JobsPage:
@@ -133,6 +138,8 @@ class JobsPage:
         self.secrets = Secrets(token, port, self.prefix)
         self.templates = _templates()
         self.templates.env.globals["base"] = self.prefix
+        self.book = plans.PlanBook()
+        self.catalog = views.JobCatalog()
 
     # -- answers -------------------------------------------------------------------------
 
@@ -168,9 +175,10 @@ class JobsPage:
     async def jobs_html(self, request: Request) -> Response:
         async def handler() -> Response:
             query = views.JobsQuery.from_params(request.query_params)
-            result = await self.share.run(lambda store: views.jobs_page(store, query))
+            result = await self.share.run(lambda store: views.jobs_page(store, query, self.catalog))
             fragment = request.headers.get("x-fragment") == "rows"
             return self.page(request, "_rows.html" if fragment else "jobs.html", result=result,
+                             rows_version=views.rows_version(result),
                              query=query, states=views.STATES, sorts=views.SORTS, nav="jobs",
                              url_for_query=lambda **changes: f"{self.prefix}/jobs?"
                              + urlencode(query.params(**changes)))
@@ -179,10 +187,27 @@ class JobsPage:
     async def jobs_json(self, request: Request) -> Response:
         async def handler() -> Response:
             query = views.JobsQuery.from_params(request.query_params)
-            result = await self.share.run(lambda store: views.jobs_page(store, query))
+            result = await self.share.run(lambda store: views.jobs_page(store, query, self.catalog))
             return JSONResponse([row.to_json() for row in result.rows], headers={
                 "X-Total-Count": str(result.total), "X-Page": str(query.page),
                 "X-Per-Page": str(query.per_page)})
+        return await self.guarded(request, handler)
+
+    async def rows_json(self, request: Request) -> Response:
+        """What the jobs table's refresh needs of its page (``GET /api/rows``), with an ETag.
+
+        The page sends back the version it shows (``If-None-Match``): an
+        unchanged page is a bodiless 304, a changed one says each row's
+        cells, for the script to update them in place.
+        """
+        async def handler() -> Response:
+            query = views.JobsQuery.from_params(request.query_params)
+            result = await self.share.run(lambda store: views.jobs_page(store, query, self.catalog))
+            version = views.rows_version(result)
+            headers = {"ETag": version, "Cache-Control": "no-store"}
+            if request.headers.get("if-none-match") == version:
+                return Response(status_code=304, headers=headers)
+            return JSONResponse(views.rows_json(result, version), headers=headers)
         return await self.guarded(request, handler)
 
     async def status_json(self, request: Request) -> Response:
@@ -270,37 +295,135 @@ class JobsPage:
                                                      if k != "top"]), nav="usage")
         return await self.guarded(request, handler)
 
+    # -- cleanup plans (ui/plans.py): preview, plan page, confirm, result ---------------------
+
+    def session_of(self, request: Request) -> tuple[str, bool]:
+        """The browser session a request comes from, and whether it is new (give it the cookie).
+
+        A script let in by the token itself, with no session cookie, is the
+        session ``token``: whoever holds the token.
+        """
+        given = request.cookies.get(self.session_cookie, "")
+        if plans.is_session_id(given):
+            return given, False
+        if request.scope.get("state", {}).get("csrf_exempt"):
+            return "token", False
+        return plans.new_session_id(), True
+
+    @property
+    def session_cookie(self) -> str:
+        return f"{self.secrets.cookie_name}-session"
+
+    def with_session(self, response: Response, session: str, new: bool) -> Response:
+        if new:
+            response.set_cookie(self.session_cookie, session, httponly=True, samesite="strict",
+                                path=self.secrets.cookie_path)
+        return response
+
+    def start_plan(self, session: str, params: Any, job_ids: list[str], states: list[str],
+                   again: str) -> plans.Plan:
+        """Check what a preview asks for, then make its plan in a background thread."""
+        ids, policy = _asked_cleanup(params, job_ids, states)
+        plan = self.book.new_plan(session, self.share.url, policy.force, plans.describe(ids, policy), again)
+
+        def make() -> None:
+            try:
+                made = self.share.call(lambda store: plans.plan_jobs(store, ids, policy))
+            except Exception as exc:  # the plan page says what went wrong
+                self.book.finish(plan, None, f"{type(exc).__name__}: {exc}")
+            else:
+                self.book.finish(plan, made)
+
+        threading.Thread(target=make, name=f"rxjobs-plan-{plan.plan_id[:6]}", daemon=True).start()
+        return plan
+
     async def cleanup_preview(self, request: Request) -> Response:
         async def handler() -> Response:
             params = request.query_params
-            plan = await self.share.run(lambda store: _plan(store, params, params.getlist("job_id"),
-                                                            params.getlist("state")))
-            return self.page(request, "cleanup.html", plan=plan, done=None, left=None, nav="usage")
+            session, new = self.session_of(request)
+            try:
+                plan = self.start_plan(session, params, params.getlist("job_id"), params.getlist("state"),
+                                       request.url.query)
+            except plans.TooManyPlans as exc:
+                return self.error(request, 429, str(exc))
+            return self.with_session(RedirectResponse(f"/cleanup/plans/{plan.plan_id}", status_code=303),
+                                     session, new)
         return await self.guarded(request, handler)
+
+    async def plan_html(self, request: Request) -> Response:
+        session, _ = self.session_of(request)
+        plan = self.book.plan(session, request.path_params["plan_id"])
+        if plan is None:
+            return self.error(request, 404, NO_SUCH_PLAN)
+        if plan.result_id:
+            return RedirectResponse(f"/cleanup/results/{plan.result_id}", status_code=303)
+        if not plan.ready:  # small plans are ready at once; big ones show progress
+            await run_in_threadpool(plan.done.wait, 0.5)
+        if not plan.ready:
+            response = self.page(request, "cleanup_wait.html", plan=plan, nav="usage",
+                                 waited=time.monotonic() - plan.started)
+            response.headers["Refresh"] = "1"
+            return response
+        if plan.error:
+            return self.error(request, 500, f"the preview failed: {plan.error}")
+        show = request.query_params.get("show", "")
+        rows = plan.to_remove if show == "remove" else plan.to_keep if show == "keep" else plan.jobs or []
+        page = plans.Page.of(len(rows), views.int_param(request.query_params, "page", 1, 1, 10**9))
+        return self.page(request, "cleanup.html", plan=plan, rows=rows[page.start:page.stop], page=page,
+                         show=show, nav="usage")
 
     async def cleanup_confirm(self, request: Request) -> Response:
         form = await request.form()
         refusal = check_csrf(request, _text(form.get(CSRF_FIELD)))
         if refusal is not None:
             return refusal
+        session, _ = self.session_of(request)
+        plan = self.book.plan(session, _text(form.get("plan_id")) or "")
+        if plan is None:
+            return self.error(request, 404, NO_SUCH_PLAN)
+        if plan.result_id:  # confirmed already: show what was done, never do it again
+            return RedirectResponse(f"/cleanup/results/{plan.result_id}", status_code=303)
+        if plan.forced and not views.is_on(form.get("confirm_force")):
+            return self.error(request, 400, "cleaning up with force needs the confirmation box "
+                                            "ticked: it deletes what the preview says will be lost")
+        outcome = await self.confirm(plan)
+        if isinstance(outcome, str):
+            return self.stale(request, plan, outcome)
+        return RedirectResponse(f"/cleanup/results/{outcome.result_id}", status_code=303)
 
-        async def handler() -> Response:
-            ids, kept, forced = (_texts(form.getlist(name)) for name in ("job_id", "kept", "forced"))
-            force = views.is_on(form.get("force"))
-            if force and not views.is_on(form.get("confirm_force")):
-                return self.error(request, 400, "cleaning up with force needs the confirmation box "
-                                                "ticked: it deletes what the preview says will be lost")
-            if not all(is_job_id(i) for i in ids + kept + forced):
-                raise views.BadQuery("invalid job id in the cleanup")
-            try:
-                report = await self.share.run(lambda store: views.run_cleanup(store, ids, force, forced))
-            except views.PlanChanged as exc:
-                return self.error(request, 409, str(exc))
-            # The jobs the preview said it keeps: say again why, as they are now.
-            left = (await self.share.run(lambda store: views.plan_named(store, kept, False).report)
-                    if kept else None)
-            return self.page(request, "cleanup.html", plan=None, done=report, left=left, nav="usage")
-        return await self.guarded(request, handler)
+    async def confirm(self, plan: plans.Plan) -> plans.CleanupResult | str:
+        """Carry out a plan unless it is stale or busy: its result, or why not (a 409's message)."""
+        if not self.book.claim(plan):
+            return ("this preview is not ready yet, or is being confirmed already: "
+                    "wait a moment and reload")
+        result = None
+        try:
+            changed = await self.share.run(lambda store: plans.stale_jobs(store, plan))
+            if changed:
+                return plans.stale_message(changed)
+            result = await self.share.run(lambda store: plans.carry_out(store, plan))
+            return result
+        finally:
+            self.book.release(plan, result)
+
+    def stale(self, request: Request, plan: plans.Plan, message: str) -> Response:
+        again = f"{self.prefix}/cleanup?{plan.again}"
+        if wants_json(request):
+            return JSONResponse({"error": message, "preview_again": again}, status_code=409)
+        return self.page(request, "error.html", 409, message=message, title="Error 409",
+                         again=again)
+
+    async def result_html(self, request: Request) -> Response:
+        session, _ = self.session_of(request)
+        result = self.book.result(session, request.path_params["result_id"])
+        if result is None:
+            return self.error(request, 404, "no such cleanup result (results are kept for an hour, "
+                                            "for the browser that confirmed the cleanup)")
+        params = request.query_params
+        removed = plans.Page.of(len(result.removed), views.int_param(params, "page", 1, 1, 10**9))
+        kept = plans.Page.of(len(result.kept), views.int_param(params, "kept_page", 1, 1, 10**9))
+        return self.page(request, "cleanup_done.html", result=result, removed_page=removed,
+                         kept_page=kept, nav="usage")
 
     async def cleanup_json(self, request: Request) -> Response:
         refusal = check_csrf(request, None)
@@ -312,11 +435,37 @@ class JobsPage:
                 body = await request.json()
             except ValueError:
                 raise views.BadQuery("the body must be a JSON object") from None
+            session, new = self.session_of(request)
+            if isinstance(body, dict) and "plan_id" in body:
+                plan = self.book.plan(session, str(body["plan_id"]))
+                if plan is None:
+                    return self.error(request, 404, NO_SUCH_PLAN)
+                if plan.result_id:
+                    result = self.book.result(session, plan.result_id)
+                    if result is not None:
+                        return JSONResponse({**result.to_json(), "repeated": True})
+                    return self.error(request, 409, "this plan was carried out already")
+                outcome = await self.confirm(plan)
+                if isinstance(outcome, str):
+                    return self.stale(request, plan, outcome)
+                return JSONResponse(outcome.to_json())
             asked = CleanupRequest.from_body(body)
             try:
-                return JSONResponse(await self.share.run(asked.run))
+                answer = await self.share.run(asked.run)
             except views.PlanChanged as exc:
                 return self.error(request, 409, str(exc))
+            if asked.dry_run:  # a preview: its plan, to confirm by id
+                try:
+                    plan = self.book.new_plan(session, self.share.url, asked.force, asked.describe(), "")
+                except plans.TooManyPlans as exc:
+                    return self.error(request, 429, str(exc))
+                made = None
+                try:
+                    made = await self.share.run(asked.plan_jobs)
+                finally:
+                    self.book.finish(plan, made, "" if made is not None else "the plan failed")
+                answer["plan"] = plan.to_json()
+            return self.with_session(JSONResponse(answer), session, new)
         return await self.guarded(request, handler)
 
     async def home(self, request: Request) -> Response:
@@ -340,6 +489,8 @@ class JobsPage:
             Route("/usage", self.usage_html),
             Route("/cleanup", self.cleanup_preview),
             Route("/cleanup", self.cleanup_confirm, methods=["POST"]),
+            Route("/cleanup/plans/{plan_id}", self.plan_html),
+            Route("/cleanup/results/{result_id}", self.result_html),
             Route("/api/jobs", self.jobs_json),
             Route("/api/status", self.status_json),
             Route("/api/jobs/{job_id}/output", self.output_text),
@@ -347,6 +498,7 @@ class JobsPage:
             Route("/api/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
             Route("/api/du", self.usage_html),
             Route("/api/cleanup", self.cleanup_json, methods=["POST"]),
+            Route("/api/rows", self.rows_json),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -406,6 +558,20 @@ class CleanupRequest:
         return cls(ids, dict(policy_keys) if isinstance(policy_keys, dict) else {},
                    views.is_on(body.get("dry_run")), views.is_on(body.get("force")))
 
+    def policy(self) -> RetentionPolicy:
+        """The asked policy (BadQuery if invalid); for named jobs only its ``force``."""
+        try:
+            return RetentionPolicy.from_mapping({**self.policy_keys, "force": self.force})
+        except ValueError as exc:
+            raise views.BadQuery(str(exc)) from None
+
+    def describe(self) -> str:
+        return plans.describe(self.ids or None, self.policy())
+
+    def plan_jobs(self, store: Store) -> list[plans.PlanJob]:
+        """The jobs of this cleanup's plan (:func:`plans.plan_jobs`)."""
+        return plans.plan_jobs(store, self.ids or None, self.policy())
+
     def run(self, store: Store) -> dict[str, Any]:
         """Plan or run the cleanup in ``store``; its JSON report."""
         if self.ids:
@@ -414,10 +580,7 @@ class CleanupRequest:
                 return views.cleanup_json(plan.report, store, True, self.force)
             report = views.run_cleanup(store, self.ids, self.force, confirmed_forced=self.ids)
             return views.cleanup_json(report, store, False, self.force)
-        try:
-            policy = RetentionPolicy.from_mapping({**self.policy_keys, "force": self.force})
-        except ValueError as exc:
-            raise views.BadQuery(str(exc)) from None
+        policy = self.policy()
         plan = views.plan_policy(store, policy)
         if self.dry_run:
             return views.cleanup_json(plan.report, store, True, self.force, plan)
@@ -441,22 +604,19 @@ def _states(store: Store, ids: list[str]) -> list[dict[str, str]]:
     return rows
 
 
-def _texts(values: list[Any]) -> list[str]:
-    """Form fields as text ("" for an uploaded file)."""
-    return [_text(v) or "" for v in values]
-
-
 def _text(value: Any) -> str | None:
     """A form field as text (an uploaded file is no text)."""
     return value if isinstance(value, str) else None
 
 
-def _plan(store: Store, params: Any, job_ids: list[str], states: list[str]) -> views.CleanupPlan:
+def _asked_cleanup(params: Any, job_ids: list[str],
+                   states: list[str]) -> tuple[list[str] | None, RetentionPolicy]:
+    """The jobs a preview names (None: what the policy picks) and its policy (BadQuery if invalid)."""
     force = views.is_on(params.get("force"))
     if views.is_on(params.get("selected")) and not job_ids:
         raise views.BadQuery("no jobs selected: tick the jobs to clean up on the jobs page")
     if job_ids:
         if not all(is_job_id(i) for i in job_ids):
             raise views.BadQuery("invalid job id in the cleanup")
-        return views.plan_named(store, job_ids, force)
-    return views.plan_policy(store, views.policy_from_params(params, states))
+        return job_ids, RetentionPolicy(force=force)
+    return None, views.policy_from_params(params, states)

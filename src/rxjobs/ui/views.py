@@ -8,17 +8,23 @@ picks, pages and shapes them for templates and JSON.
 
 A page of a big share dir stays cheap: without a state or text filter and
 sorted by submit time (job ids are time-ordered), the ids are listed by name,
-sliced, and only the page's jobs are read and have their state derived.
+sliced, and only the page's jobs are read and have their state derived.  A
+server keeps a :class:`JobCatalog`, so that a refresh reads again only the
+jobs that have not ended, whatever the view.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from rich.filesize import decimal as human_bytes
 
 from .. import jobs, listing
 from ..cleanup import CleanupOutcome, CleanupReport, cleanup_jobs
@@ -182,43 +188,123 @@ def job_rows(store: Store, job_ids: Sequence[str]) -> list[JobRow]:
     return rows
 
 
-def jobs_page(store: Store, query: JobsQuery) -> JobsPage:
+class JobCatalog:
+    """The jobs table's facts, kept between refreshes of one server: an ended job's never change.
+
+    A refresh lists the ids by name (one directory listing), forgets the jobs
+    gone, and reads only the jobs it has not seen end: a job in a terminal
+    state (:meth:`RxRemoteJobStatus.is_terminal`) keeps its state, function,
+    runs and size until it is removed.  So a view filtered by state or text,
+    or sorted by function, state or size, costs a refresh what the default
+    view costs (reading the jobs still queued or running), not a read of
+    every job.  Shared by every request of a server (a lock guards it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._summaries: dict[str, listing.JobSummary] = {}  # of ended jobs
+        self._rows: dict[str, JobRow] = {}  # of ended jobs
+
+    def summaries(self, store: Store, job_ids: Sequence[str]) -> list[listing.JobSummary]:
+        """Every named job's summary (state, function, runs, size), in order; removed ones left out."""
+        with self._lock:
+            known = {i: self._summaries[i] for i in job_ids if i in self._summaries}
+        fresh = {}
+        for job in listing.list_jobs(store, job_ids=[i for i in job_ids if i not in known],
+                                     need_status=True, sizes=True):
+            if job.status is RxRemoteJobStatus.MISSING:
+                continue
+            fresh[job.job_id] = listing.summarize(store, job._replace(
+                submitted=listing.submit_time(job.job_id, job.record)))
+        with self._lock:
+            self._summaries.update((i, s) for i, s in fresh.items() if _ended(s.status))
+        return [known.get(i) or fresh[i] for i in job_ids if i in known or i in fresh]
+
+    def rows(self, store: Store, job_ids: Sequence[str]) -> list[JobRow]:
+        """The rows of these jobs (:func:`job_rows`), an ended job's from the last time it was read."""
+        with self._lock:
+            known = {i: self._rows[i] for i in job_ids if i in self._rows}
+        fresh = {row.job_id: row for row in job_rows(store, [i for i in job_ids if i not in known])}
+        with self._lock:
+            self._rows.update((i, r) for i, r in fresh.items() if _ended(r.summary.status))
+        return [known.get(i) or fresh[i] for i in job_ids if i in known or i in fresh]
+
+    def forget_all_but(self, job_ids: Sequence[str]) -> None:
+        """Forget the jobs not in ``job_ids`` (the share dir's, listed: the others were removed)."""
+        present = set(job_ids)
+        with self._lock:
+            for cache in (self._summaries, self._rows):
+                for job_id in [i for i in cache if i not in present]:
+                    del cache[job_id]
+
+
+def _ended(status: RxRemoteJobStatus | None) -> bool:
+    return status is not None and status.is_terminal() and status is not RxRemoteJobStatus.MISSING
+
+
+def jobs_page(store: Store, query: JobsQuery, catalog: JobCatalog | None = None) -> JobsPage:
     """One page of the share dir's jobs that pass ``query``'s filters, in its order.
 
     Without a state or text filter and sorted by time or id, this lists the
-    ids by name and derives only the page's states; otherwise it asks the
-    listing for every job in the window, as ``rxjobs list --state`` does.
+    ids by name and reads only the page's jobs; otherwise it reads every job
+    in the window, as ``rxjobs list --state`` does, but through ``catalog``
+    (a fresh one if None), which reads an ended job only once.
     """
+    catalog = catalog if catalog is not None else JobCatalog()
     start, end = query.window()
-    ids: list[str]
-    if query.is_cheap:
-        ids = store.list_job_ids(start, end)
-        if start is not None or end is not None:
-            # Ids not of rxjobs' time-ordered form are kept by name; their records say when.
-            ids = [i for i in ids if job_id_time(i) is not None] + [
-                job.job_id for job in listing.list_jobs(
-                    store, start=start, end=end, need_status=False,
-                    job_ids=[i for i in ids if job_id_time(i) is None])]
-            ids.sort()
-    else:
-        need_state = bool(query.states) or query.sort_key == "state"
-        found = listing.list_jobs(store, start=start, end=end, states=query.states or None,
-                                  need_status=need_state)
-        needle = query.text.lower()
-        picked = [job for job in found if not needle or needle in job.job_id.lower()
-                  or (job.record is not None and needle in job.record.function.lower())]
-        if query.sort_key == "function":
-            picked.sort(key=lambda j: (j.record.function if j.record is not None else "", j.job_id))
-        elif query.sort_key == "state":
-            picked.sort(key=lambda j: (j.status.value if j.status is not None else "", j.job_id))
-        elif query.sort_key == "size":
-            sizes = {j.job_id: store.usage(j.job_id).bytes for j in picked}
-            picked.sort(key=lambda j: (sizes[j.job_id], j.job_id))
-        ids = [job.job_id for job in picked]
+    ids = store.list_job_ids(start, end)
+    if start is None and end is None:
+        catalog.forget_all_but(ids)
+    elif any(job_id_time(i) is None for i in ids):
+        # Ids not of rxjobs' time-ordered form are kept by name; their records say when.
+        ids = [i for i in ids if job_id_time(i) is not None] + [
+            job.job_id for job in listing.list_jobs(
+                store, start=start, end=end, need_status=False,
+                job_ids=[i for i in ids if job_id_time(i) is None])]
+        ids.sort()
+    if not query.is_cheap:
+        ids = [summary.job_id for summary in pick_and_sort(catalog.summaries(store, ids), query)]
     if query.descending:
         ids.reverse()
     first = (query.page - 1) * query.per_page
-    return JobsPage(query, job_rows(store, ids[first:first + query.per_page]), len(ids))
+    return JobsPage(query, catalog.rows(store, ids[first:first + query.per_page]), len(ids))
+
+
+def pick_and_sort(summaries: Sequence[listing.JobSummary], query: JobsQuery) -> list[listing.JobSummary]:
+    """The jobs that pass ``query``'s state and text filters, in its order (ascending)."""
+    needle = query.text.lower()
+    picked = [s for s in summaries
+              if (not query.states or (s.status is not None and s.status.value in query.states))
+              and (not needle or needle in s.job_id.lower() or needle in s.function.lower())]
+    if query.sort_key == "function":
+        picked.sort(key=lambda s: (s.function, s.job_id))
+    elif query.sort_key == "state":
+        picked.sort(key=lambda s: (s.status.value if s.status is not None else "", s.job_id))
+    elif query.sort_key == "size":
+        picked.sort(key=lambda s: (s.bytes, s.job_id))
+    return picked
+
+
+def row_cells(row: JobRow) -> dict[str, Any]:
+    """What the refresh of one row of the jobs table sets: its state badge, progress and size."""
+    summary = row.summary
+    return {"job_id": row.job_id, "state": row.state,
+            "badge": row.reason if row.state == "finished" else row.state, "reason": row.reason,
+            "done": row.tasks_done if row.tasks_done is not None else 0, "n_tasks": summary.n_tasks or 0,
+            "n_runs": summary.n_runs, "bytes": summary.bytes, "size": human_bytes(summary.bytes)}
+
+
+def rows_version(result: JobsPage) -> str:
+    """A version of what a page of the jobs table shows (an ETag): it changes when a cell does."""
+    cells = [row_cells(row) for row in result.rows]
+    text = json.dumps([result.total, result.pages, cells], sort_keys=True, default=str)
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:24] + '"'
+
+
+def rows_json(result: JobsPage, version: str) -> dict[str, Any]:
+    """The body of ``GET /api/rows``: the page's rows as cells, its totals and ``version``."""
+    return {"version": version, "total": result.total, "page": result.query.page, "pages": result.pages,
+            "rows": [row_cells(row) for row in result.rows]}
 
 
 # -- one job ---------------------------------------------------------------------------------
@@ -402,9 +488,18 @@ def run_cleanup(store: Store, job_ids: Sequence[str], force: bool,
         if unconfirmed:
             raise PlanChanged(f"{len(unconfirmed)} job(s) changed since the preview and now need "
                               f"force ({', '.join(unconfirmed[:5])}): preview the cleanup again")
+    return cleanup_quietly(store, ids, force)
+
+
+def cleanup_quietly(store: Store, job_ids: Sequence[str], force: bool) -> CleanupReport:
+    """Clean up exactly ``job_ids`` (cleanup decides each again under its locks); its report.
+
+    Cleanups of the page run one at a time, their warnings caught (the
+    report says why each kept job was kept).
+    """
     with _cleanup_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return cleanup_jobs([(store, job_id) for job_id in ids], force=force, verbose=False)
+        return cleanup_jobs([(store, job_id) for job_id in job_ids], force=force, verbose=False)
 
 
 def cleanup_json(report: CleanupReport, store: Store, dry_run: bool, force: bool,

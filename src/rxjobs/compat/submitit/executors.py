@@ -18,7 +18,7 @@ from ... import jobs
 from ...calls import as_invocation, invoke
 from ...contexts import RxComputeContext, RxLocalParallel, RxSlurm
 from ...store import open_store
-from . import parameters, requeue
+from . import parameters, ranks, requeue
 from .job import DebugJob, DelayedSubmission, Job, RxArray
 
 
@@ -131,16 +131,28 @@ class Executor:
         """The context of a job; ``checkpointable``: one of its calls has ``checkpoint``."""
         return self.context()
 
+    def _num_tasks(self) -> int:
+        """How many tasks (ranks) each call runs as: ``nodes`` × tasks per node."""
+        return parameters.num_tasks(self.cluster, self._native())
+
     def _submit(self, submitted: list[Job], chunk: int | None) -> None:
         checkpointable = any(requeue.has_checkpoint(job.submission().function) for job in submitted)
+        num_tasks = self._num_tasks()
+        if checkpointable and num_tasks > 1:
+            raise ValueError(f"a checkpointable call runs as one task here, not {num_tasks}: set nodes and "
+                             "tasks_per_node to 1, or submit a callable without checkpoint")
         cc = self._context_for(checkpointable)
         runs = [as_invocation(job.submission().function, job.submission().args, job.submission().kwargs)
                 for job in submitted]
-        function = requeue.run_checkpointable if checkpointable else invoke
+        function: Callable[..., Any] = requeue.run_checkpointable if checkpointable else invoke
+        if num_tasks > 1:  # each run starts its ranks (ranks.py) and returns their values
+            launcher = "srun" if self.cluster == "slurm" else "local"
+            runs = [{**run, "num_tasks": num_tasks, "launcher": launcher} for run in runs]
+            function = ranks.run_ranks
         payload, options = jobs.prepare_job(cc, function, runs, chunk, True, False, False, None)
         store = open_store(cc.job_share_dir(), cc.job_share_dir_options())
         job_id = jobs.submit_job(store, cc, payload, options)
-        array = RxArray(store, cc, job_id, len(runs), payload.task_chunk_size)
+        array = RxArray(store, cc, job_id, len(runs), payload.task_chunk_size, num_tasks)
         for run, job in enumerate(submitted):
             job._attach(array, run)
 
@@ -199,6 +211,9 @@ class DebugExecutor(Executor):
 
     def _submit(self, submitted: list[Job], chunk: int | None) -> None:
         pass  # each DebugJob runs itself when asked
+
+    def _num_tasks(self) -> int:
+        return 1  # a call runs once, in this process
 
     def context(self) -> RxComputeContext:
         raise RuntimeError("the debug executor runs jobs in this process, with no compute context")

@@ -81,9 +81,10 @@ class RxArray:
     """The rxjobs job behind one or many submitit jobs, and which of its runs were read."""
 
     def __init__(self, store: Store, context: RxComputeContext, job_id: str, n_runs: int,
-                 chunk: int) -> None:
+                 chunk: int, num_tasks: int = 1) -> None:
         self.store, self.context, self.job_id = store, context, job_id
         self.n_runs, self.chunk = n_runs, chunk
+        self.num_tasks = num_tasks  # ranks per run: a run's value is then the list of theirs
         self._read: set[int] = set()
         self._lock = threading.Lock()
 
@@ -123,6 +124,7 @@ class Job:
         self._submission = submission
         self._array: RxArray | None = None
         self._run = 0
+        self._rank = 0  # which task's value result() returns (task(i) makes a view of task i)
 
     def _attach(self, array: RxArray, run: int) -> None:
         self._array, self._run = array, run
@@ -149,7 +151,8 @@ class Job:
 
     @property
     def num_tasks(self) -> int:
-        return 1
+        """Tasks (ranks) of the job: ``nodes`` × tasks per node when it was submitted."""
+        return self._rx.num_tasks
 
     @property
     def paths(self) -> JobPaths:
@@ -164,10 +167,20 @@ class Job:
         return self._submission
 
     def task(self, task_id: int) -> Job:
-        """Task ``task_id`` of the job: rxjobs jobs made here have one task, task 0 (this job)."""
-        if task_id != 0:
-            raise ValueError(f"task {task_id} does not exist: this job has 1 task (task 0)")
-        return self
+        """Task (rank) ``task_id`` of the job, as a job whose ``result()`` is that task's value.
+
+        A job of one task is its own task 0.
+        """
+        tasks = self.num_tasks
+        if not 0 <= task_id < tasks:
+            raise ValueError(f"task {task_id} does not exist: this job has {tasks} task"
+                             f"{'' if tasks == 1 else 's'} (0 to {tasks - 1})")
+        if tasks == 1:
+            return self
+        view = Job(self._submission)
+        view._attach(self._rx, self._run)
+        view._rank = task_id
+        return view
 
     # -- state ---------------------------------------------------------------------------
 
@@ -228,7 +241,13 @@ class Job:
                                   + (f" ({look.derived.reason})" if look.derived.reason else ""))
 
     def result(self) -> Any:
-        """Wait for the job and return its value; a raising function raises ``FailedJobError``."""
+        """Wait for the job and return its value (a multi-task job's: task 0's, as in submitit;
+        ``task(i).result()`` is task i's); a raising function raises ``FailedJobError``."""
+        value = self._value()
+        return value[self._rank] if self._rx.num_tasks > 1 else value
+
+    def _value(self) -> Any:
+        """The run's value (of a multi-task job: the list of its tasks'), once read."""
         outcome = self._outcome()
         self._rx.read(self._run)
         if outcome.failed:
@@ -240,8 +259,9 @@ class Job:
         return outcome.value
 
     def results(self) -> list[Any]:
-        """The value of every task, in task order (one here)."""
-        return [self.result()]
+        """The value of every task, in task order."""
+        value = self._value()
+        return list(value) if self._rx.num_tasks > 1 else [value]
 
     def exception(self) -> BaseException | None:
         """Wait for the job; the ``FailedJobError`` its result would raise, or None."""
@@ -293,7 +313,8 @@ class _AwaitableJob:
         return await self._job.async_result(poll_frequency)
 
     async def results(self, poll_frequency: float = 1.0) -> list[Any]:
-        return [await self._job.async_result(poll_frequency)]
+        await self.wait(poll_frequency)
+        return self._job.results()
 
     async def wait(self, poll_frequency: float = 1.0) -> None:
         while not await asyncio.to_thread(self._job.done):
@@ -320,6 +341,10 @@ class DebugJob(Job):
     @property
     def job_id(self) -> str:
         return f"DEBUG_{id(self)}"
+
+    @property
+    def num_tasks(self) -> int:
+        return 1  # a debug job runs its call once, here
 
     @property
     def state(self) -> str:

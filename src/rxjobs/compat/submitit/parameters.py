@@ -99,14 +99,24 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _single_task(native: dict[str, Any], tasks_key: str) -> None:
-    nodes = _positive_int("nodes", native.get("nodes", 1))
-    tasks = _positive_int(tasks_key, native.get(tasks_key, 1))
-    if nodes * tasks != 1:
-        raise ParameterError(
-            f"nodes={nodes}, {tasks_key}={tasks}: rxjobs runs one task per job here, not multi-task "
-            "jobs (see docs/executor.md); submit one job per task, or use map_array"
-        )
+_TASKS_KEY = {"slurm": "ntasks_per_node", "local": "tasks_per_node", "debug": "tasks_per_node"}
+
+
+def _layout(cluster: str, native: dict[str, Any]) -> tuple[int, int]:
+    key = _TASKS_KEY[cluster]
+    return _positive_int("nodes", native.get("nodes", 1)), _positive_int(key, native.get(key, 1))
+
+
+def num_tasks(cluster: str, native: dict[str, Any]) -> int:
+    """How many tasks (ranks) each submitted call runs as: ``nodes`` × tasks per node.
+
+    Raises
+    ------
+    ParameterError
+        A count that is not a positive integer.
+    """
+    nodes, tasks = _layout(cluster, native)
+    return nodes * tasks
 
 
 def _option(name: str, value: Any) -> str:
@@ -121,9 +131,11 @@ def slurm_settings(native: dict[str, Any]) -> dict[str, Any]:
     sbatch options named like a parameter become ``--name=value``; and
     ``additional_parameters`` (a dict) adds any other ``--key=value``.
     """
-    _single_task(native, "ntasks_per_node")
+    nodes, tasks = _layout("slurm", native)
     settings: dict[str, Any] = {}
     extra: list[str] = []
+    if nodes * tasks > 1:  # a multi-task job: its ranks are one srun step in the allocation
+        extra += [f"--nodes={nodes}", f"--ntasks-per-node={tasks}"]
     for key in ("partition", "account", "qos"):
         if native.get(key) is not None:
             settings[key] = str(native[key])
@@ -154,9 +166,10 @@ def slurm_settings(native: dict[str, Any]) -> dict[str, Any]:
 def local_settings(native: dict[str, Any]) -> dict[str, Any]:
     """``RxLocalParallel`` keyword arguments for the local executor's native parameters.
 
-    Only the number of tasks matters on one machine; the resource
-    parameters are accepted and have no effect (as with submitit's local
-    executor, which does not enforce them either).
+    Only the number of tasks matters on one machine (``nodes`` ×
+    ``tasks_per_node`` processes, :func:`num_tasks`); the resource parameters
+    are accepted and have no effect (as with submitit's local executor, which
+    does not enforce them either).
     """
-    _single_task(native, "tasks_per_node")
+    _layout("local", native)
     return {}

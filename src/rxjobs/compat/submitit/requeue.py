@@ -7,9 +7,12 @@ near, a preemption, or ``scancel --signal=USR2 --batch``), the handler asks
 the callable for its ``checkpoint(*args, **kwargs)``; a
 ``DelayedSubmission`` is written to the run's checkpoint file
 (``tasks/run-<i>.checkpoint.pkl``, :meth:`~rxjobs.store.JobPaths.checkpoint`)
-and the array task is requeued (``scontrol requeue``).  When it runs again,
-the run resumes with that submission instead of the original call, so the
-job stays one rxjobs job and ``result()`` waits through the requeue.
+and the array task is requeued (``scontrol requeue``), which the job's
+``status.json`` then says: a ``running`` record whose reason reads
+``requeued by Slurm after checkpoint (run 0, attempt 2)`` (:func:`requeued_reason`).
+When it runs again, the run resumes with that submission instead of the
+original call, so the job stays one rxjobs job and ``result()`` waits through
+the requeue.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import Any
 
 import cloudpickle
 
+from ... import records
 from ...runner import CurrentRun, current_run
+from ...status import Record
 
 # How long a requeued task lets Slurm stop it before it exits by itself (the requeue
 # is already recorded by slurmctld when `scontrol requeue` returns).
@@ -34,6 +39,13 @@ def has_checkpoint(fn: Any) -> bool:
     """The callable can be checkpointed (submitit's rule: a ``checkpoint`` or
     ``__submitit_checkpoint__`` method)."""
     return callable(getattr(fn, "__submitit_checkpoint__", None)) or callable(getattr(fn, "checkpoint", None))
+
+
+def requeued_reason(run: int, restart_count: str | None) -> str:
+    """The job's reason once run ``run`` is requeued; ``restart_count`` is the
+    attempt's ``$SLURM_RESTART_COUNT`` (unset in a first attempt, which is 1)."""
+    done = int(restart_count) if restart_count and restart_count.isdigit() else 0
+    return f"requeued by Slurm after checkpoint (run {run}, attempt {done + 2})"
 
 
 def _checkpoint_method(fn: Any) -> Callable[..., Any]:
@@ -65,7 +77,16 @@ def _requeue_on_signal(where: CurrentRun, fn: Any, args: tuple[Any, ...], kwargs
                                  cloudpickle.dumps(submission))
         from ...slurm_client import run_slurm
 
-        run_slurm(["scontrol", "requeue", job])
+        # Said in the job's record (never over a recorded end) before the requeue, which
+        # has Slurm stop this process: a requeued job stays running, and its reason says
+        # why it runs again.
+        records.write_status(where.store, where.job_id, Record.RUNNING,
+                             requeued_reason(where.run, os.environ.get("SLURM_RESTART_COUNT")))
+        try:
+            run_slurm(["scontrol", "requeue", job])
+        except BaseException:
+            records.write_status(where.store, where.job_id, Record.RUNNING)  # not requeued after all
+            raise
         print(f"rxjobs: run {where.run} checkpointed and requeued (Slurm job {job})", file=sys.stderr,
               flush=True)
         time.sleep(_REQUEUE_GRACE_S)  # Slurm stops this attempt; nothing is written for it

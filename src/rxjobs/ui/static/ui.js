@@ -65,18 +65,86 @@
         }
       });
     }
+    const table = document.getElementById("jobs-table");
+    let version = table ? table.dataset.version : "";
+    let refreshes = 0;
+
+    // The user is selecting text in, or working a control of, the table: rows are
+    // not added, removed or moved under them (cells still update in place).
+    function busyInTable() {
+      const selection = window.getSelection();
+      const selecting = selection && !selection.isCollapsed && selection.rangeCount > 0
+        && body.contains(selection.getRangeAt(0).commonAncestorContainer);
+      return selecting || body.contains(document.activeElement);
+    }
+
+    function setText(el, text) {
+      if (el && el.textContent !== text) el.textContent = text;
+    }
+
+    function setAttr(el, name, value) {
+      if (el && el.getAttribute(name) !== value) el.setAttribute(name, value);
+    }
+
+    // One row's cells, changed in place: only a cell whose text differs is touched,
+    // so a selection or focus elsewhere in the row survives.
+    function updateRow(tr, row) {
+      setAttr(tr, "data-state", row.state);
+      const badge = tr.querySelector(".state");
+      setText(badge, row.badge);
+      setAttr(badge, "class", "state state-" + row.state.replace(/[^a-z]/g, ""));
+      setAttr(badge, "title", row.reason);
+      const bar = tr.querySelector("progress");
+      setAttr(bar, "max", String(row.n_tasks || 1));
+      setAttr(bar, "value", String(row.n_tasks ? row.done : 0));
+      setText(tr.querySelector(".counts"), row.done + "/" + row.n_tasks + " tasks · "
+        + (row.n_runs === null ? "?" : row.n_runs) + " runs");
+      const size = tr.querySelector("td.size");
+      setAttr(size, "data-bytes", String(row.bytes));
+      setText(size, row.size);
+    }
+
+    async function replaceRows() {
+      const checked = new Set([...boxes()].filter((b) => b.checked).map((b) => b.value));
+      const response = await get(window.location.href, { "X-Fragment": "rows" });
+      body.innerHTML = await response.text();  // rendered and escaped by the server
+      for (const box of boxes()) box.checked = checked.has(box.value);
+      refreshAgo(body);
+    }
+
     let busy = false;
     async function tick() {
       if (busy || document.hidden) return;
       busy = true;
       try {
-        const checked = new Set([...boxes()].filter((b) => b.checked).map((b) => b.value));
-        const response = await get(window.location.href, { "X-Fragment": "rows" });
-        const html = await response.text();
-        body.innerHTML = html;  // rendered and escaped by the server
-        for (const box of boxes()) box.checked = checked.has(box.value);
-        refreshAgo(body);
-        said("updated " + stamp());
+        const response = await fetch(base() + "/api/rows" + window.location.search, {
+          credentials: "same-origin", cache: "no-store", headers: { "If-None-Match": version } });
+        if (response.status === 304) {
+          said("up to date " + stamp());
+        } else if (!response.ok) {
+          throw new Error(response.status + " " + response.statusText);
+        } else {
+          const data = await response.json();
+          const shown = [...body.querySelectorAll("tr[data-job-id]")];
+          const same = shown.length === data.rows.length
+            && shown.every((tr, i) => tr.dataset.jobId === data.rows[i].job_id);
+          if (same) {
+            data.rows.forEach((row, i) => updateRow(shown[i], row));
+            version = data.version;
+            said("updated " + stamp());
+          } else if (busyInTable()) {
+            const byId = new Map(shown.map((tr) => [tr.dataset.jobId, tr]));
+            for (const row of data.rows) if (byId.has(row.job_id)) updateRow(byId.get(row.job_id), row);
+            said("new rows wait while you select or type in the table");
+          } else {
+            await replaceRows();
+            version = data.version;
+            said("updated " + stamp());
+          }
+          setText(document.getElementById("page-of"), "page " + data.page + " of " + data.pages);
+        }
+        refreshes += 1;
+        if (table) table.dataset.refreshes = String(refreshes);
       } catch (error) {
         said("live updates paused: " + error.message);
       } finally {
