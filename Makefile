@@ -4,9 +4,13 @@
 # PYTHON and VENV may be given: `make demo PYTHON=python3.10 VENV=.venv-3.10` (what .ci/run does).
 # `make test-full` is `make test` with the fault, load and fuzz trials at their full counts,
 # and line and branch coverage, which must reach the floor of [tool.coverage.report] fail_under.
+# Both run pytest on TEST_WORKERS processes (pytest-xdist, `--dist loadgroup` from pyproject's
+# addopts: the tests that share a module's cluster, JVM or browser run on one worker, see
+# tests/conftest.py); `make test TEST_WORKERS=0` runs them serially, in one process.
 
 PYTHON ?= python3
 VENV   ?= .venv
+TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
@@ -35,14 +39,14 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-full: $(STAMP)
 	bash .ci/install-system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	RXJOBS_FULL_TRIALS=1 $(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
+	RXJOBS_FULL_TRIALS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --cov --cov-report=term-missing:skip-covered
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

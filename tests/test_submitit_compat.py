@@ -24,6 +24,8 @@ from rxjobs import RxRemoteJobStatus, list_jobs, rx_cleanup_jobs
 from rxjobs.compat.submitit import parameters
 from rxjobs.compat.submitit.executors import share_dir_of
 
+from conftest import wait_until
+
 pytestmark = pytest.mark.timeout(300)
 S = RxRemoteJobStatus
 
@@ -257,6 +259,8 @@ def test_reading_marks_retrieved_and_cleanup_removes_then():
     assert jobs[0].result() == "a"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # The other run ("b", not read) may still be finishing on a loaded machine.
+        wait_until(lambda: jobs_in("log_test")[0][2] is S.FINISHED, what="the job to finish")
         [(rx, _, state)] = jobs_in("log_test")
         assert state is S.FINISHED
         rx_cleanup_jobs(rx, verbose=False)  # one run unread: kept

@@ -13,6 +13,7 @@ asserts that no rxjobs file of a dead process is left in the temp dir.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -49,15 +50,19 @@ def nap_and_say(seconds):
 
 
 @pytest.fixture
-def private_tmp(tmp_path, monkeypatch) -> Path:
-    """A temp dir of this test's own, for this process and every process it starts."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+def private_tmp(monkeypatch) -> Path:
+    """A temp dir of this test's own, for this process and every process it starts; removed
+    when the test ends.  Its path is short (``/tmp/rxtmp-...``, not under ``tmp_path``, which a
+    parallel run makes longer): the Unix sockets of the runtime dir in it must fit in ~100 bytes."""
+    tmp = Path(tempfile.mkdtemp(prefix="rxtmp-", dir="/tmp"))
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", None)
     monkeypatch.delenv(RUNTIME_DIR_ENV, raising=False)
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    return tmp
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def rxjobs_files_of_dead_processes(tmp: Path) -> list[str]:
@@ -70,7 +75,13 @@ def rxjobs_files_of_dead_processes(tmp: Path) -> list[str]:
 
 
 @pytest.fixture
-def s3(s3_share, s3_server, private_tmp):
+def s3(s3_share, s3_server, private_tmp, monkeypatch):
+    """A share dir on S3, whose jobs' drivers start as fresh interpreters that log to the
+    runtime dir in ``private_tmp`` (not forked by the fork server: ``RXJOBS_FORK_SERVER=0``;
+    these tests are about the drivers ``start_detached`` starts)."""
+    from rxjobs.engines.forkserver import ENABLE_ENV
+
+    monkeypatch.setenv(ENABLE_ENV, "0")
     return s3_share, dict(s3_server.options)
 
 
