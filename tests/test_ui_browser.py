@@ -414,6 +414,7 @@ def test_refresh_keeps_selection_and_focus_and_shows_a_new_state(page, share, se
     page.evaluate("window.__notReloaded = true")
     row = f"tr[data-job-id='{job.job_id}']"
     expect(page.locator(row)).to_have_attribute("data-state", re.compile("queued|running"), timeout=30000)
+    assert page.inner_text("#jobs-total") == "1"
     select_text_of(page, f"{row} td.id a")
     page.focus(f"{row} input[name=job_id]")
     before = refreshes(page)

@@ -142,6 +142,7 @@
             said("updated " + stamp());
           }
           setText(document.getElementById("page-of"), "page " + data.page + " of " + data.pages);
+          setText(document.getElementById("jobs-total"), String(data.total));
         }
         refreshes += 1;
         if (table) table.dataset.refreshes = String(refreshes);
