@@ -278,9 +278,14 @@ def test_fork_server_forks_a_threaded_callers_driver_and_can_be_found_and_stoppe
             proc.wait()
     assert proc.returncode == 0, err
     assert json.loads(out.strip().splitlines()[-1]) == [False, False]  # nothing of the caller's
+    # The next request's driver waits, forked ahead (detached too), and goes with the server.
+    title = f"rxjobs fork-server spare driver (server {server.pid})"
+    spares = wait_until(lambda: processes_mentioning(title), what="the spare driver")
+    assert len(spares) == 1 and spares[0].ppid() != server.pid
     assert forkserver.stop_servers() == 1
     assert forkserver.list_servers() == []
     assert not [n for n in os.listdir(runtime_dir()) if n.startswith("forkserver-")]
+    wait_until(lambda: not processes_mentioning(title), what="the spare driver to exit with the server")
 
 
 def test_fork_server_refuses_a_module_that_is_no_rxjobs_driver(share_path):

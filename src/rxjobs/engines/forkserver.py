@@ -14,6 +14,12 @@ interpreter would be:
   on the job's driver log, its parent the init process (the server forks an
   intermediate child that forks the driver and exits), so it outlives the
   caller and the server;
+- it is forked ahead of its request: after each request (and at the start)
+  the server forks the next driver, a *spare* (``ps`` title ``rxjobs
+  fork-server spare driver (server <pid>)``), which waits for the request and
+  the caller's connection on a socket pair and exits when the server closes
+  it (at the server's exit, or when a request's preloads made it stale); the
+  two forks of a process holding scikit-learn are then off the request's path;
 - its command line is ``python -m rxjobs.engines.local <job_id> --share-dir
   …`` (``setproctitle``), so ``ps`` names the job;
 - its handle is its pid and start time, probed, awaited (pidfd) and stopped
@@ -445,8 +451,11 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
     os.close(null)
     last = time.monotonic()
     preloader = _Preloader()
+    spare: _Spare | None = None
     try:
         while True:
+            if spare is None:
+                spare = _Spare.fork(listener)
             readable, _, _ = select.select([listener], [], [], min(60.0, idle_timeout))
             if not readable:
                 if time.monotonic() - last >= idle_timeout or not _still_ours(path, inode):
@@ -458,11 +467,14 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
             except OSError:
                 continue
             with conn:
-                if not _handle(listener, conn, preloader):
+                spare, serving = _handle(listener, conn, preloader, spare)
+                if not serving:
                     return 0  # retired
     except _Stop:
         return 0
     finally:
+        if spare is not None:
+            spare.channel.close()  # it exits
         with contextlib.suppress(OSError):
             if _still_ours(path, inode):
                 os.unlink(path)
@@ -479,9 +491,11 @@ def _still_ours(path: str, inode: int) -> bool:
         return False
 
 
-def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader) -> bool:
-    """Check and read one request, preload its modules, fork its driver (through a child that
-    exits at once); False if the server must retire (see :meth:`_Preloader.load`)."""
+def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader,
+            spare: _Spare | None) -> tuple[_Spare | None, bool]:
+    """Check and read one request, preload its modules and hand it to the spare driver
+    (forked anew if it was forked before these imports); return the spare still unused
+    (None if it was), and False if the server must retire (see :meth:`_Preloader.load`)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     try:
@@ -499,25 +513,93 @@ def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader)
     except (OSError, ValueError) as exc:
         with contextlib.suppress(OSError):
             _send(conn, {"error": str(exc)})
-        return True
+        return spare, True
     retire = preloader.load(stamps, modules)
     if retire is not None:
         with contextlib.suppress(OSError):
             _send(conn, retire)
-        return False
-    child = os.fork()
-    if child == 0:  # the server's child: fork the driver, then exit at once
-        code = 1
+        return spare, False
+    for _attempt in range(2):  # a spare that died meanwhile (killed) is replaced once
+        if spare is None or spare.modules != len(sys.modules):
+            if spare is not None:
+                spare.channel.close()  # forked before this request's imports: it exits
+            spare = _Spare.fork(listener)
+        if spare.hand_over(conn, request):
+            return None, True
+        spare = None
+    with contextlib.suppress(OSError):
+        _send(conn, {"error": "no driver process could be forked"})
+    return None, True
+
+
+class _Spare:
+    """The next request's driver, forked ahead of it (off the request's path).
+
+    Forking a process that holds scikit-learn costs milliseconds, and a
+    detached driver takes two forks (the server's child forks the driver and
+    exits, so that the driver is nobody's child).  So the server forks the
+    next driver after each request, and the spare waits, in its own process,
+    on a socket pair for the request and the caller's connection
+    (``SCM_RIGHTS``); it then becomes the driver (:func:`_run_driver`).  It
+    exits when the server closes its end: at the server's exit, or when a
+    request's preloads made it stale (it lacks the modules imported since it
+    was forked, counted by ``modules``).
+    """
+
+    def __init__(self, channel: socket.socket, modules: int) -> None:
+        self.channel = channel
+        self.modules = modules
+
+    @classmethod
+    def fork(cls, listener: socket.socket) -> _Spare:
+        """Fork a detached spare (through a child that exits at once) of the server as it is."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        server = os.getpid()
+        child = os.fork()
+        if child == 0:  # the server's child: fork the spare, then exit at once
+            code = 1
+            try:
+                listener.close()
+                ours.close()
+                code = 0 if os.fork() > 0 else _wait_as_spare(theirs, server)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    traceback.print_exc()
+            finally:
+                os._exit(code)
+        theirs.close()
+        os.waitpid(child, 0)
+        return cls(ours, len(sys.modules))  # modules are only ever added
+
+    def hand_over(self, conn: socket.socket, request: dict[str, Any]) -> bool:
+        """Pass the caller's connection and the request to the spare (closing our end);
+        False if the spare is gone."""
         try:
-            listener.close()
-            code = 0 if os.fork() > 0 else _run_driver(request, conn)
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                traceback.print_exc()
+            socket.send_fds(self.channel, [b"r"], [conn.fileno()])
+            _send(self.channel, request)
+        except OSError:
+            return False
         finally:
-            os._exit(code)
-    os.waitpid(child, 0)
-    return True
+            self.channel.close()
+        return True
+
+
+def _wait_as_spare(channel: socket.socket, server: int) -> int:
+    """In the spare: wait for a request and the caller's connection, then be its driver."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    from setproctitle import setproctitle
+
+    setproctitle(f"rxjobs fork-server spare driver (server {server})")
+    try:
+        _data, fds, _flags, _address = socket.recv_fds(channel, 1, 1)
+        if not fds:
+            return 0  # the server closed our channel: it exits, or we are stale
+        conn = socket.socket(fileno=fds[0])
+        request = _receive(channel)
+    except (OSError, ValueError):
+        return 0
+    return _run_driver(request, conn)
 
 
 def _preload_request(part: Any) -> tuple[dict[str, str], list[str]]:
