@@ -321,7 +321,9 @@ def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
     Returns the entry, the decision and the trash path left to delete (None
     when nothing is left to delete).
     """
-    entry, decision = _decide(store, job_id, force, now)
+    # One visit of the job directory (its owner, names and records through one
+    # descriptor) instead of a stat, a listing and two reads that each open it anew.
+    entry, decision = _decide(store, job_id, force, now, store.snapshot(job_id, sizes=False))
     if decision.action not in REMOVALS:
         return entry, decision, None
     if dry_run:
