@@ -121,3 +121,35 @@ def test_a_big_cleanup_keeps_more_deletions_in_flight_than_it_has_threads(store,
                           threads=threads)
     assert [e.outcome for e in report] == ["removed"] * len(made)
     assert started == [(2, in_flight // 2)]
+
+
+@pytest.mark.parametrize("how", [["--all", "--force"], "named"])
+def test_the_command_cleans_every_job_in_one_cleanup_with_helpers(store, monkeypatch, how):
+    """``rxjobs cleanup`` hands all its jobs to one cleanup (not one per 64), so a big one
+    starts the helper processes once, and prints a line per job in the order given."""
+    from click.testing import CliRunner
+
+    from rxjobs.cli import cli
+
+    made = [make_job(store, kind, n_tasks=1, runs_per_task=1) for kind in ("failed", "retrieved") * 40]
+    started: list[int] = []
+    init = DeleteWorkers.__init__
+
+    def counted(self, processes, threads):
+        started.append(processes)
+        init(self, processes, threads)
+
+    monkeypatch.setattr(DeleteWorkers, "__init__", counted)
+    monkeypatch.setattr(cleanup, "HELPER_PROCESSES_FROM_JOBS", 70)  # more than a batch of 64
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    ids = [m.job_id for m in made]
+    args = how if isinstance(how, list) else ids
+    result = CliRunner().invoke(cli, ["--share-dir", store.url, "cleanup", *args])
+    assert result.exit_code == 0, result.output
+    assert len(started) == 1
+    removed = [line.split()[1].rsplit("/", 1)[-1] for line in result.output.splitlines()
+               if line.startswith("removed ")]
+    assert sorted(removed) == sorted(ids) and len(removed) == len(ids)
+    if how == "named":
+        assert removed == ids
+    assert store.list_job_ids() == [] and store.listdir(store.trash) == []

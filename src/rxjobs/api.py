@@ -590,8 +590,27 @@ def rx_cleanup_jobs(
                 f"element {i} of the job list is {item!r} ({type(item).__name__}), not an "
                 "RxRemoteJob; nothing was removed"
             )
-    targets = [(job.store, job.job_id) for job in map(_job, items)]
-    return cleanup_jobs(targets, force=force, verbose=verbose)
+    return cleanup_jobs(_targets(map(_job, items)), force=force, verbose=verbose)
+
+
+def _targets(found: Iterable[RxRemoteJob]) -> list[tuple[Store, str]]:
+    """``(store, job_id)`` of each job, with one store for the jobs of one share dir.
+
+    A store keeps its share dir open once checked (a descriptor, the marker
+    read): opened anew for each job, a cleanup of 2,000 jobs opened and
+    checked the share dir 2,000 times, six system calls a job
+    (docs/benchmarks.md).
+    """
+    opened: list[tuple[str, Any, Store]] = []
+    targets = []
+    for job in found:
+        store = next((s for share, options, s in opened
+                      if share == job.share_dir and options == job.share_dir_options), None)
+        if store is None:
+            store = job.store
+            opened.append((job.share_dir, job.share_dir_options, store))
+        targets.append((store, job.job_id))
+    return targets
 
 
 # -- persistent Spark --------------------------------------------------------------------

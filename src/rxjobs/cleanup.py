@@ -12,7 +12,7 @@ import contextlib
 import enum
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -321,7 +321,9 @@ def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
     Returns the entry, the decision and the trash path left to delete (None
     when nothing is left to delete).
     """
-    entry, decision = _decide(store, job_id, force, now)
+    # One visit of the job directory (its owner, names and records through one
+    # descriptor) instead of a stat, a listing and two reads that each open it anew.
+    entry, decision = _decide(store, job_id, force, now, store.snapshot(job_id, sizes=False))
     if decision.action not in REMOVALS:
         return entry, decision, None
     if dry_run:
@@ -348,6 +350,7 @@ def cleanup_jobs(
     threads: int = 8,
     purge: bool = True,
     now: datetime | None = None,
+    helper_processes: bool = True,
 ) -> CleanupReport:
     """Apply the cleanup rules to each ``(store, job_id)`` and remove what they allow.
 
@@ -355,11 +358,38 @@ def cleanup_jobs(
     by system calls, and object-store requests by the network, both of which
     release the GIL); reports, verbose lines and warnings come out in the
     order of ``targets``.  Leftovers of a crashed earlier cleanup are purged
-    first (``purge=False`` skips that, for a caller that cleans in batches).
+    first (``purge=False`` skips that).
     ``now`` is the moment job expiry is judged at (default: the current time).
     A big cleanup of local share dirs deletes the files in a few helper
     processes (see :mod:`rxjobs.store.delete_workers`); decisions and renames into
-    the trash stay in this process, and every deletion is waited for.
+    the trash stay in this process, and every deletion is waited for;
+    ``helper_processes=False`` keeps every deletion in this process.
+    :func:`iter_cleanup` gives the same entries one by one, as they are done.
+    """
+    return CleanupReport(list(iter_cleanup(targets, force, verbose, dry_run, echo, threads, purge, now,
+                                           helper_processes)))
+
+
+def iter_cleanup(
+    targets: Iterable[tuple[Store, str]],
+    force: bool = False,
+    verbose: bool = True,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+    threads: int = 8,
+    purge: bool = True,
+    now: datetime | None = None,
+    helper_processes: bool = True,
+) -> Iterator[CleanupEntry]:
+    """:func:`cleanup_jobs`, each job's entry yielded in the order of ``targets`` once it is done.
+
+    For a caller that reports as it goes (``rxjobs cleanup``'s lines and
+    progress bar): one cleanup of every job, rather than a cleanup per batch,
+    keeps the deletions in flight from the first job to the last (a batch
+    waited for its slowest job before the next one began) and starts the
+    helper processes once, when there are enough jobs to pay for them.
+    Every job is handed to the threads at the start: closing the iterator
+    early waits for all of them to be cleaned up, their entries unseen.
     """
     targets = list(targets)
     if not dry_run and purge:
@@ -372,13 +402,13 @@ def cleanup_jobs(
             except PermissionError:
                 pass  # a share dir that is not the caller's: each job's entry says so
             except OSError as exc:
-                warnings.warn(f"could not empty {store.trash}: {exc}", RxCleanupWarning, stacklevel=3)
+                warnings.warn(f"could not empty {store.trash}: {exc}", RxCleanupWarning, stacklevel=4)
 
     # Stores that remove many jobs faster together (object stores) take their jobs in
     # batches; the others, job by job below.
     in_bulk = _clean_in_bulk(targets, force, dry_run, now, threads)
     targets_left = [t for i, t in enumerate(targets) if i not in in_bulk]
-    helpers = _start_delete_workers(targets_left, threads) if not dry_run else None
+    helpers = _start_delete_workers(targets_left, threads) if helper_processes and not dry_run else None
 
     def work(target: tuple[Store, str]) -> tuple[CleanupEntry, Decision | None, Future | None]:
         store, job_id = target
@@ -389,7 +419,6 @@ def cleanup_jobs(
                                  f"{type(exc).__name__}: {exc}")
             return entry, None, None
 
-    report = CleanupReport()
     with contextlib.ExitStack() as stack:
         if helpers is not None:
             stack.callback(helpers.close)
@@ -398,16 +427,15 @@ def cleanup_jobs(
         for index in range(len(targets)):
             entry, decision, deleted = in_bulk[index] if index in in_bulk else next(one_by_one)
             entry = _finish_entry(entry, deleted, helpers)
-            report.entries.append(entry)
             if verbose:
                 echo(_verbose_line(entry))
             if decision is not None and decision.warn and entry.outcome == CleanupOutcome.KEPT:
                 warnings.warn(RxCleanupWarning(f"job {entry.job_id} kept: {entry.reason}",
-                                               entry.job_id), stacklevel=3)
+                                               entry.job_id), stacklevel=4)
             elif entry.outcome == CleanupOutcome.ERROR:
                 warnings.warn(RxCleanupWarning(f"job {entry.job_id} not cleaned up: {entry.reason}",
-                                               entry.job_id), stacklevel=3)
-    return report
+                                               entry.job_id), stacklevel=4)
+            yield entry
 
 
 # Jobs of a store that removes in bulk are decided, marked and deleted this many at once:

@@ -37,8 +37,8 @@ from .cleanup import (
     CleanupOutcome,
     CleanupReport,
     Decision,
-    cleanup_jobs,
     decide_cleanup,
+    iter_cleanup,
 )
 from .durations import format_duration, format_size, parse_size, to_timedelta
 from .ids import job_id_time
@@ -403,8 +403,7 @@ def _surveyed(store: Store, job_id: str, snapshot: JobSnapshot, seen: jobs.JobLo
 
 # -- applying a policy to one share dir ------------------------------------------------------
 
-# Jobs handed to cleanup per call: a caller sees progress, and a cleanup stays below the
-# size at which it would start helper processes (which re-run the interpreter).
+# Entries handed to ``on_entries`` at a time: a caller sees progress as jobs are done.
 POLICY_BATCH = 64
 
 
@@ -491,7 +490,8 @@ def _dry_entry(url: str, job: SurveyedJob, force: bool) -> CleanupEntry:
 def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
                  now: datetime | None = None, selection: Selection | None = None,
                  on_start: Callable[[PolicyRun, int], None] | None = None,
-                 on_entries: Callable[[list[CleanupEntry]], None] | None = None) -> PolicyRun:
+                 on_entries: Callable[[list[CleanupEntry]], None] | None = None,
+                 helper_processes: bool = True) -> PolicyRun:
     """Apply a retention policy to a share dir: survey, pick, then clean up what was picked.
 
     The cleanup rules still decide each picked job (un-retrieved results and
@@ -515,6 +515,10 @@ def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
         picked and why, an empty report) and the number of jobs to hand to cleanup.
     on_entries
         Called with each batch of entries as cleanup reports them (progress).
+    helper_processes
+        Whether a big cleanup may delete in helper processes (see
+        :func:`~rxjobs.cleanup.cleanup_jobs`); a sweep's child acting as a
+        share dir's owner starts none.
     """
     now = now or utc_now()
     surveyed: list[SurveyedJob] = []
@@ -538,13 +542,19 @@ def apply_policy(store: Store, policy: RetentionPolicy, dry_run: bool = False,
         if on_entries is not None:
             on_entries(entries)
         return run
-    for i in range(0, len(targets), POLICY_BATCH):
-        # Interrupted removals are finished once, before the first batch.
-        part = cleanup_jobs([(store, job_id) for job_id in targets[i:i + POLICY_BATCH]],
-                            force=policy.force, verbose=False, dry_run=dry_run, purge=i == 0, now=now)
-        run.report.entries.extend(part.entries)
-        if on_entries is not None:
-            on_entries(part.entries)
+    # One cleanup of every target, its entries handed on a batch at a time as they are
+    # done: a cleanup per batch drained the deletions in flight at the end of each
+    # batch, and never had enough jobs for the helper processes (docs/benchmarks.md).
+    batch: list[CleanupEntry] = []
+    for entry in iter_cleanup([(store, job_id) for job_id in targets], force=policy.force,
+                              verbose=False, dry_run=dry_run, now=now,
+                              helper_processes=helper_processes):
+        run.report.entries.append(entry)
+        batch.append(entry)
+        if len(batch) == POLICY_BATCH or len(run.report.entries) == len(targets):
+            if on_entries is not None:
+                on_entries(batch)
+            batch = []
     return run
 
 

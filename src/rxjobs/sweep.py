@@ -783,7 +783,10 @@ def _survey_work(now: datetime) -> Callable[[str], Any]:
 def _cleanup_work(policy: RetentionPolicy, dry_run: bool, now: datetime,
                   selection: Selection | None) -> Callable[[str], Any]:
     def work(path: str) -> Any:
-        return apply_policy(open_store(path), policy, dry_run, now, selection).to_json()
+        # Acting as the owner after dropping root, the child starts no new interpreter
+        # (a cleanup's helper processes): it runs only what it was forked with.
+        return apply_policy(open_store(path), policy, dry_run, now, selection,
+                            helper_processes=False).to_json()
     return work
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .. import jobs, listing
-from ..cleanup import CleanupEntry, CleanupOutcome, CleanupReport, cleanup_jobs
+from ..cleanup import CleanupEntry, CleanupOutcome, CleanupReport, iter_cleanup
 from ..ids import validate_job_id
 from ..retention import POLICY_BATCH, PolicyRun, RetentionPolicy, apply_policy
 from ..status import RxRemoteJobStatus
@@ -28,7 +28,7 @@ from .params import ShareDir, json_option
 from .policy import policy_from, retention_options
 from .printing import human_bytes
 
-# Jobs handed to the core per cleanup call, so that a big cleanup shows progress.
+# A cleanup of more jobs than this shows a progress bar on a terminal.
 _CLEANUP_BATCH = 64
 
 
@@ -112,23 +112,22 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool, q
     Returns the report and the warnings that no per-job line says (e.g. about the trash).
     """
     report = CleanupReport()
-    batches = [targets[i:i + _CLEANUP_BATCH] for i in range(0, len(targets), _CLEANUP_BATCH)]
     console = rich_output.console()
     progress = None
-    if not quiet and console.is_terminal and len(batches) > 1:
+    if not quiet and console.is_terminal and len(targets) > _CLEANUP_BATCH:
         # rich redirects stdout/stderr while the bar shows: the lines print above it.
         progress = rich_output.cleanup_progress(console)
     with captured_warnings() as caught, progress if progress is not None else nullcontext():
         bar = progress.add_task("cleanup", total=len(targets)) if progress is not None else None
-        for i, batch in enumerate(batches):
-            # Interrupted removals are finished once, before the first batch.
-            part = cleanup_jobs(batch, force=force, verbose=False, dry_run=dry_run, purge=i == 0,
-                                now=now)
-            report.entries.extend(part.entries)
+        # One cleanup of every job, each line printed as its job is done: a cleanup per
+        # batch of 64 drained the deletions in flight at the end of each batch, and never
+        # had enough jobs for the helper processes (docs/benchmarks.md).
+        for entry in iter_cleanup(targets, force=force, verbose=False, dry_run=dry_run, now=now):
+            report.entries.append(entry)
             if not quiet:
-                echo_entries(part.entries, why or {})
+                echo_entries([entry], why or {})
             if progress is not None and bar is not None:
-                progress.advance(bar, len(batch))
+                progress.advance(bar, 1)
     named = {entry.job_id for entry in report}
     others = [str(w.message) for w in caught
               if getattr(w.message, "job_id", None) not in named]

@@ -115,6 +115,8 @@ class _Helper:
             self._proc.kill()
             self._proc.wait()
         self._reader.join(timeout=10)
+        if not self._reader.is_alive():  # else it still reads the pipe: leave it to the reader
+            self._stdout.close()
 
 
 class DeleteWorkers:
