@@ -5,7 +5,7 @@
 # `make test-full` is `make test` with the fault, load and fuzz trials at their full counts,
 # and line and branch coverage, which must reach the floor of [tool.coverage.report] fail_under.
 # Both run pytest on TEST_WORKERS processes (pytest-xdist, `--dist loadgroup` from pyproject's
-# addopts: the tests that share a module's cluster, JVM or browser run on one worker, see
+# addopts: the tests that share a module's cluster, JVM or browser are marked for one worker, see
 # tests/conftest.py); `make test TEST_WORKERS=0` runs them serially, in one process.
 
 PYTHON ?= python3

@@ -313,29 +313,43 @@ HEAVY_SESSION_FIXTURES = ("big_share",)
 _SHARED_SCOPES = ("package", "module", "class")
 
 
-def worker_group_of(nodeid: str, fixture_scopes: dict[str, str]) -> str | None:
-    """The ``xdist_group`` a test joins in a parallel run (``pytest -n 2 --dist loadgroup``),
+def worker_groups(tests: list[tuple[str, dict[str, str]]]) -> list[str | None]:
+    """The ``xdist_group`` each test joins in a parallel run (``pytest -n 2 --dist loadgroup``),
     or None for a test any worker may run.
 
     Parameters
     ----------
-    nodeid
-        The test's node id (``tests/test_x.py::TestY::test_z[param]``).
-    fixture_scopes
-        The scope of every fixture the test uses, directly or through other fixtures.
+    tests
+        For each collected test, its node id (``tests/test_x.py::TestY::test_z[param]``) and
+        the scope of every fixture it uses, directly or through other fixtures.
 
     Returns
     -------
-    str or None
-        The test's module path when it uses a fixture shared by its module (or class), else
-        the name of the heavy session fixture it uses (``HEAVY_SESSION_FIXTURES``), else None.
+    list of str or None
+        For each test: the name of the heavy session fixture (``HEAVY_SESSION_FIXTURES``) it
+        uses, or that a test of its module uses if it shares a module (or class) fixture with
+        them (so that the session fixture and the module's fixture both start once); else its
+        module path if it uses a module (or class) fixture; else None.
     """
-    if any(scope in _SHARED_SCOPES for scope in fixture_scopes.values()):
+    def module_of(nodeid: str) -> str:
         return nodeid.split("::", 1)[0]
-    for name in HEAVY_SESSION_FIXTURES:
-        if name in fixture_scopes:
-            return name
-    return None
+
+    def heavy_of(scopes: dict[str, str]) -> str | None:
+        return next((name for name in HEAVY_SESSION_FIXTURES if name in scopes), None)
+
+    heavy_of_module: dict[str, str] = {}
+    for nodeid, scopes in tests:
+        heavy = heavy_of(scopes)
+        if heavy is not None:
+            heavy_of_module.setdefault(module_of(nodeid), heavy)
+    groups: list[str | None] = []
+    for nodeid, scopes in tests:
+        module = module_of(nodeid)
+        if any(scope in _SHARED_SCOPES for scope in scopes.values()):
+            groups.append(heavy_of_module.get(module, module))
+        else:
+            groups.append(heavy_of(scopes))
+    return groups
 
 
 def _fixture_scopes(item: pytest.Item) -> dict[str, str]:
@@ -354,14 +368,12 @@ def _fixture_scopes(item: pytest.Item) -> dict[str, str]:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test that must share a worker with others (``worker_group_of``) with
+    """Mark each test that must share a worker with others (``worker_groups``) with
     ``xdist_group``; ``--dist loadgroup`` then sends each group to one worker, largest first.
     Run serially (no ``-n``), the marks change nothing."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        group = worker_group_of(item.nodeid, _fixture_scopes(item))
-        if group is not None:
+    groups = worker_groups([(item.nodeid, _fixture_scopes(item)) for item in items])
+    for item, group in zip(items, groups, strict=True):
+        if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import worker_group_of
+from conftest import worker_groups
 
 
 @pytest.mark.timeout(10)
@@ -19,11 +19,27 @@ from conftest import worker_group_of
     ("tests/test_a.py::test_x", {"cluster": "package"}, "tests/test_a.py"),
     # a costly session fixture: its own group, across modules
     ("tests/test_a.py::test_x", {"big_share": "session"}, "big_share"),
-    # both: the module's group wins (its fixture would start again on another worker)
-    ("tests/test_a.py::test_x", {"big_share": "session", "browser": "module"}, "tests/test_a.py"),
+    ("tests/test_a.py::test_x", {"big_share": "session", "browser": "module"}, "big_share"),
 ])
-def test_a_test_shares_a_worker_with_those_of_its_costly_fixtures(nodeid, scopes, group):
-    assert worker_group_of(nodeid, scopes) == group
+def test_a_lone_test_shares_a_worker_with_those_of_its_costly_fixtures(nodeid, scopes, group):
+    assert worker_groups([(nodeid, scopes)]) == [group]
+
+
+@pytest.mark.timeout(10)
+def test_a_modules_fixture_and_a_session_fixture_of_one_of_its_tests_start_once():
+    """A module whose tests share a browser, one of which uses big_share: the whole module joins
+    big_share's group, with the other modules that use it; its tests without a module fixture,
+    and other modules, do not."""
+    tests = [
+        ("tests/test_ui.py::test_small", {"browser": "module"}),
+        ("tests/test_ui.py::test_at_scale", {"browser": "module", "big_share": "session"}),
+        ("tests/test_ui.py::test_plain", {"tmp_path": "function"}),
+        ("tests/test_copy.py::test_copy", {"big_copy": "module", "big_share": "session"}),
+        ("tests/test_dask.py::test_job", {"cluster": "module"}),
+        ("tests/test_cli.py::test_list", {"big_share": "session"}),
+    ]
+    assert worker_groups(tests) == ["big_share", "big_share", None, "big_share", "tests/test_dask.py",
+                                    "big_share"]
 
 
 @pytest.fixture(scope="module")
