@@ -261,3 +261,30 @@ def test_json_output_one_job_per_line(local_share, command):
     lines = [line for line in done.output.splitlines() if '"job_id"' in line]
     assert len(lines) >= 3 and all(json.loads(line.strip().rstrip(","))["job_id"] in made
                                    for line in lines)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("given", [None, "generator"])
+def test_a_listing_hands_the_store_a_sized_list_of_ids(odd_share, given):
+    """The store forks its size helper only for a list whose length it knows: a listing of
+    named jobs (how `rxjobs list` lists after looking at the names) must hand it one too,
+    or a 20,000-job listing loses the helper and takes a third longer."""
+    from collections.abc import Sequence
+
+    from rxjobs import listing
+
+    store = odd_share
+    ids = store.list_job_ids()
+    seen: list[object] = []
+    real = store.snapshots
+
+    def spy(job_ids, *args, **kwargs):
+        seen.append(job_ids)
+        return real(job_ids, *args, **kwargs)
+
+    store.snapshots = spy
+    named = None if given is None else (job_id for job_id in ids)
+    rows = list(listing.list_jobs(store, sizes=True, job_ids=named))
+    assert [row.job_id for row in rows] == [j for j in ids if j in {r.job_id for r in rows}]
+    assert rows and len(seen) == 1
+    assert isinstance(seen[0], Sequence) and list(seen[0]) == ids

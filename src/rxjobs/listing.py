@@ -145,8 +145,9 @@ def list_jobs(
     verdicts: dict[str, tuple[RxComputeContext | None, bool, dict[str, Any] | None]] = {}
     last_context: dict[str, Any] | None = None
     last_verdict: tuple[RxComputeContext | None, bool, dict[str, Any] | None] = (None, True, None)
+    # A list, not a generator: the store forks its size helper only for a known number of ids.
     ids = (store.list_job_ids(start, end) if job_ids is None
-           else (validate_job_id(job_id) for job_id in job_ids))
+           else [validate_job_id(job_id) for job_id in job_ids])
     # A job is visited once (its names, records and sizes in one look) when its state
     # or size is needed, or when the store reads many jobs faster together.
     looks: Iterable[tuple[str, JobSnapshot | None]]
