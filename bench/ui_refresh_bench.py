@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,27 +26,11 @@ from pathlib import Path
 
 from .cleanup_bench import machine_summary, verdict, write_docs
 from .listing_bench import make_templates, spaced_job_ids
-from .ui_bench import clone_spread, peak_rss_mb, stop
+from .ui_bench import clone_spread, peak_rss_mb, start_server, stop
 
 TARGET_RATIO = 1.5
 DEFAULT_VIEW = "/api/rows"
 FILTERED_VIEW = "/api/rows?state=failed&state=canceled&sort=-size"
-
-
-def start_server(share: Path) -> tuple[subprocess.Popen, str, str]:
-    """``rxjobs ui`` on a free loopback port; (process, base URL with its random path, token)."""
-    proc = subprocess.Popen([sys.executable, "-m", "rxjobs", "--share-dir", str(share), "ui", "--no-browser"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.search(r"(http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]+)/\?token=(\S+)", line)
-        if match:
-            return proc, match.group(1), match.group(2)
-        if not line and proc.poll() is not None:
-            break
-    stop(proc)
-    raise RuntimeError("rxjobs ui printed no URL")
 
 
 def cpu_seconds(pid: int) -> float:
