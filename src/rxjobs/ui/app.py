@@ -498,21 +498,23 @@ class JobsPage:
                     return self.stale(request, plan, outcome)
                 return JSONResponse(outcome.to_json())
             asked = CleanupRequest.from_body(body)
+            if not asked.dry_run:
+                try:
+                    answer = await self.share.run(asked.run)
+                except views.PlanChanged as exc:
+                    return self.error(request, 409, str(exc))
+                return self.with_session(JSONResponse(answer), session, new)
+            # A preview: its report, and its plan to confirm by id.
             try:
-                answer = await self.share.run(asked.run)
-            except views.PlanChanged as exc:
-                return self.error(request, 409, str(exc))
-            if asked.dry_run:  # a preview: its plan, to confirm by id
-                try:
-                    plan = self.book.new_plan(session, self.share.url, asked.force, asked.describe(), "")
-                except plans.TooManyPlans as exc:
-                    return self.error(request, 429, str(exc))
-                made = None
-                try:
-                    made = await self.share.run(asked.plan_jobs)
-                finally:
-                    self.book.finish(plan, made, "" if made is not None else "the plan failed")
-                answer["plan"] = plan.to_json()
+                plan = self.book.new_plan(session, self.share.url, asked.force, asked.describe(), "")
+            except plans.TooManyPlans as exc:
+                return self.error(request, 429, str(exc))
+            made = None
+            try:
+                answer, made = await self.share.run(asked.preview)
+            finally:
+                self.book.finish(plan, made, "" if made is not None else "the plan failed")
+            answer["plan"] = plan.to_json()
             return self.with_session(JSONResponse(answer), session, new)
         return await self.guarded(request, handler)
 
@@ -618,9 +620,18 @@ class CleanupRequest:
     def describe(self) -> str:
         return plans.describe(self.ids or None, self.policy())
 
-    def plan_jobs(self, store: Store) -> list[plans.PlanJob]:
-        """The jobs of this cleanup's plan (:func:`plans.plan_jobs`)."""
-        return plans.plan_jobs(store, self.ids or None, self.policy())
+    def preview(self, store: Store) -> tuple[dict[str, Any], list[plans.PlanJob]]:
+        """A dry run's JSON report, and the jobs of its plan (:func:`plans.plan_jobs`).
+
+        A policy's report and plan are decided on one survey of the share dir.
+        """
+        if self.ids:
+            return self.run(store), plans.plan_jobs(store, self.ids, self.policy())
+        policy = self.policy()
+        survey = views.survey_with_sizes(store)
+        plan = views.plan_policy(store, policy, survey)
+        return (views.cleanup_json(plan.report, store, True, self.force, plan),
+                plans.plan_jobs(store, None, policy, survey))
 
     def run(self, store: Store) -> dict[str, Any]:
         """Plan or run the cleanup in ``store``; its JSON report."""

@@ -33,6 +33,7 @@ from ..retention import RetentionPolicy, SurveyedJob, select_jobs, survey_jobs
 from ..store import Store
 from ..times import utc_now
 from . import views
+from .views import Survey
 
 PER_PAGE = 100
 MAX_PLANS = 8
@@ -392,18 +393,20 @@ def describe(job_ids: Sequence[str] | None, policy: RetentionPolicy) -> str:
 # -- I/O: making, checking and carrying out a plan ------------------------------------------
 
 
-def plan_jobs(store: Store, job_ids: Sequence[str] | None, policy: RetentionPolicy) -> list[PlanJob]:
+def plan_jobs(store: Store, job_ids: Sequence[str] | None, policy: RetentionPolicy,
+              survey: Survey | None = None) -> list[PlanJob]:
     """The jobs a cleanup covers, as a plan: the named ones, or what ``policy`` picks.
 
     One survey of the share dir (or of the named jobs) decides them all, as
-    ``rxjobs cleanup --dry-run`` does.
+    ``rxjobs cleanup --dry-run`` does.  For a policy, ``survey`` is one
+    already taken of the share dir (:data:`views.Survey`), decided on instead
+    of a new one.
     """
-    now = utc_now()
     if job_ids is not None:
         named = list(dict.fromkeys(job_ids))
-        surveyed = survey_jobs(store, now, sizes=True, job_ids=named)
+        surveyed = survey_jobs(store, utc_now(), sizes=True, job_ids=named)
         return [plan_job(job, policy.force) for job in surveyed]
-    surveyed = survey_jobs(store, now, sizes=True)
+    now, surveyed = survey if survey is not None else views.survey_with_sizes(store)
     selection = select_jobs(surveyed, policy, now)
     by_id = {job.job_id: job for job in surveyed}
     return [plan_job(by_id[pick.job_id], policy.force, pick.why) for pick in selection.picks]

@@ -32,7 +32,7 @@ from ..cleanup import CleanupOutcome, CleanupReport, cleanup_jobs
 from ..durations import parse_size
 from ..ids import job_id_time, validate_job_id
 from ..records import read_job_record
-from ..retention import RetentionPolicy, Selection, preview_cleanup, survey_jobs
+from ..retention import RetentionPolicy, Selection, SurveyedJob, preview_cleanup, survey_jobs
 from ..status import RxRemoteJobStatus
 from ..store import OUTPUT_SUFFIX, RESULT_SUFFIX, JobPaths, Store
 from ..times import parse_age, parse_time, parse_timestamp, to_utc, utc_now
@@ -550,10 +550,23 @@ def plan_named(store: Store, job_ids: Sequence[str], force: bool) -> CleanupPlan
     return plan
 
 
-def plan_policy(store: Store, policy: RetentionPolicy) -> CleanupPlan:
-    """A dry run of cleaning up what a retention policy picks."""
+Survey = tuple[datetime, list[SurveyedJob]]
+"""A look at every job of a share dir (with sizes), and the moment it was taken at."""
+
+
+def survey_with_sizes(store: Store) -> Survey:
+    """A :data:`Survey` of the share dir, taken now."""
     now = utc_now()
-    surveyed = survey_jobs(store, now, sizes=True)
+    return now, survey_jobs(store, now, sizes=True)
+
+
+def plan_policy(store: Store, policy: RetentionPolicy, survey: Survey | None = None) -> CleanupPlan:
+    """A dry run of cleaning up what a retention policy picks.
+
+    ``survey`` is one already taken, decided on instead of a new one: a
+    preview that also makes a server-side plan looks at the jobs once.
+    """
+    now, surveyed = survey if survey is not None else survey_with_sizes(store)
     selection, report = preview_cleanup(store, policy, now, surveyed)
     plan = CleanupPlan(report, policy.force, selection, policy)
     if policy.force:
