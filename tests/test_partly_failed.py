@@ -101,7 +101,8 @@ def test_count_failed_runs(tmp_path, files, count):
     store.makedir(paths.tasks)
     for task, data in files.items():
         store.write_atomic(paths.failures(task), data)
-    assert count_failed_runs(store, job_id, store.listdir(paths.tasks), 5) == count
+    assert count_failed_runs(store, job_id, 5, store.listdir(paths.tasks)) == count
+    assert count_failed_runs(store, job_id, 5) == count  # listed by the call itself
 
 
 # -- a real job ------------------------------------------------------------------------------

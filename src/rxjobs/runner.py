@@ -185,15 +185,18 @@ def run_task(share_dir: str, job_id: str, task: int, capture: Capture = "fd",
     return TaskSummary(task, len(result.values), first_error=first_error, failed=len(result.failed))
 
 
-def count_failed_runs(store: Store, job_id: str, names: list[str], n_tasks: int) -> int | None:
+def count_failed_runs(store: Store, job_id: str, n_tasks: int, names: list[str] | None = None) -> int | None:
     """How many runs of a job raised, from its ``tasks/<k>.failed.json`` files.
 
     ``names`` is a listing of the job's ``tasks/`` taken once every task's
     result file was there (each task writes its count before its result, so
-    none is missing).  None when a count cannot be read or is not one: the
+    none is missing); None: it is listed now, for a caller that knows every
+    result is there.  None when a count cannot be read or is not one: the
     job's record then says nothing rather than something wrong.
     """
     paths = store.paths(job_id)
+    if names is None:
+        names = store.listdir(paths.tasks)
     total = 0
     for task in JobPaths.task_indexes(names, FAILURES_SUFFIX, n_tasks):
         try:

@@ -349,9 +349,8 @@ def _record_slurm_end(handle: Handle, final: SlurmState | None, unknown: bool) -
         n_tasks = records.read_job_record(store, job_id).n_tasks
         reason = failure_reason(store, job_id, n_tasks, states)
         if reason is None:  # every task wrote its result: the end just went unrecorded
-            names = store.listdir(store.paths(job_id).tasks)
             records.write_status(store, job_id, Record.FINISHED,
-                                 failed_runs=count_failed_runs(store, job_id, names, n_tasks))
+                                 failed_runs=count_failed_runs(store, job_id, n_tasks))
             return
         if final is not None and final.state == "COMPLETED":
             reason += (f"; the final job ran but could not record the end: check that every node "

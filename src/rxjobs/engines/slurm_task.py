@@ -42,7 +42,7 @@ def run_array_task(share_dir: str, job_id: str, task: int) -> int:
     names = store.listdir(paths.tasks)
     if len(JobPaths.task_indexes(names, RESULT_SUFFIX, job.n_tasks)) == job.n_tasks:
         if not store.being_removed(job_id, or_canceled=True):
-            failed = count_failed_runs(store, job_id, names, job.n_tasks)
+            failed = count_failed_runs(store, job_id, job.n_tasks, names)
             if records.write_status(store, job_id, Record.FINISHED, failed_runs=failed):
                 _cancel_final_job(job_id)
     return 0
@@ -104,9 +104,8 @@ def finish_job(share_dir: str, job_id: str, array_id: str) -> int:
             states = {}
         reason = failure_reason(store, job_id, n_tasks, states)
     if reason is None:
-        names = store.listdir(store.paths(job_id).tasks)
         records.write_status(store, job_id, Record.FINISHED,
-                             failed_runs=count_failed_runs(store, job_id, names, n_tasks))
+                             failed_runs=count_failed_runs(store, job_id, n_tasks))
         return 0
     print(f"rxjobs: job {job_id} failed: {reason}", file=sys.stderr)
     records.write_status(store, job_id, Record.FAILED, reason)
