@@ -16,7 +16,7 @@ import click
 from .. import jobs, listing
 from ..cleanup import CleanupEntry, CleanupOutcome, CleanupReport, iter_cleanup
 from ..ids import validate_job_id
-from ..retention import POLICY_BATCH, PolicyRun, RetentionPolicy, apply_policy
+from ..retention import PolicyRun, RetentionPolicy, apply_policy
 from ..status import RxRemoteJobStatus
 from ..store import Store
 from ..times import time_ago
@@ -29,7 +29,7 @@ from .policy import policy_from, retention_options
 from .printing import human_bytes
 
 # A cleanup of more jobs than this shows a progress bar on a terminal.
-_CLEANUP_BATCH = 64
+_PROGRESS_MIN_JOBS = 64
 
 
 @click.command()
@@ -114,7 +114,7 @@ def _run_cleanup(targets: list[tuple[Store, str]], force: bool, dry_run: bool, q
     report = CleanupReport()
     console = rich_output.console()
     progress = None
-    if not quiet and console.is_terminal and len(targets) > _CLEANUP_BATCH:
+    if not quiet and console.is_terminal and len(targets) > _PROGRESS_MIN_JOBS:
         # rich redirects stdout/stderr while the bar shows: the lines print above it.
         progress = rich_output.cleanup_progress(console)
     with captured_warnings() as caught, progress if progress is not None else nullcontext():
@@ -179,7 +179,7 @@ def _cleanup_share_dir(ctx: click.Context, policy: RetentionPolicy, dry_run: boo
 
     def started(run: PolicyRun, total: int) -> None:
         why.update(run.why)
-        if not as_json and console.is_terminal and total > POLICY_BATCH:
+        if not as_json and console.is_terminal and total > _PROGRESS_MIN_JOBS:
             # rich redirects stdout/stderr while the bar shows: the lines print above it.
             progress = stack.enter_context(rich_output.cleanup_progress(console))
             shown.extend([progress, progress.add_task("cleanup", total=total)])
