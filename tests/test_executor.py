@@ -396,11 +396,72 @@ def test_a_process_that_drops_its_futures_exits(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "submitted" in proc.stdout
-    jobs_left = list_jobs(str(share))
-    assert len(jobs_left) == 2  # the jobs ran on; their results wait in the share dir
-    for job, _, _ in jobs_left:
-        assert job.wait(timeout=120) is S.FINISHED
-        assert job.result() == [None]
+    # The calls were still being gathered when the script ended: they became one job at exit,
+    # ran on, and their results wait in the share dir.
+    [(job, _, _)] = list_jobs(str(share))
+    assert job.wait(timeout=120) is S.FINISHED
+    assert job.result() == [None, None]
+
+
+# -- calls submitted together -----------------------------------------------------------
+
+
+def test_calls_submitted_together_are_one_job_per_function(executor, context):
+    squares = [executor.submit(square, i) for i in range(12)]
+    sums = [executor.submit(add, i, 1) for i in range(3)]
+    jobs_of_squares = {f.job_id for f in squares}
+    assert len(jobs_of_squares) <= 2 and None not in jobs_of_squares  # gathered, not 12 jobs
+    assert not jobs_of_squares & {f.job_id for f in sums}  # one function per job
+    for future in squares:  # each call is a run of its job
+        assert future.job.job_id == future.job_id
+    assert len({(f.job_id, f.run) for f in squares}) == 12
+    assert set(job_dirs(context)) == jobs_of_squares | {f.job_id for f in sums}
+    assert [f.result(timeout=120) for f in squares] == [i * i for i in range(12)]
+    assert [f.result(timeout=120) for f in sums] == [1, 2, 3]
+    wait_until(lambda: not job_dirs(context), timeout=60, what="every job read whole to be removed")
+
+
+def _largest_job(futures: list[RxFuture]) -> list[RxFuture]:
+    by_job: dict[str | None, list[RxFuture]] = {}
+    for future in futures:
+        by_job.setdefault(future.job_id, []).append(future)
+    return max(by_job.values(), key=len)
+
+
+def test_a_job_of_many_calls_stays_until_every_outcome_was_read(context):
+    ex = Executor(context)
+    futures = [ex.submit(square, i) for i in range(20)]
+    many = _largest_job(futures)
+    assert len(many) >= 2  # 20 calls in a loop are never 20 jobs
+    job_id, last = many[0].job_id, many[-1]
+    cf.wait(futures, timeout=120)
+    for i, future in enumerate(futures):
+        if future is not last:
+            assert future.result() == i * i
+    ex.shutdown(wait=True)  # the watcher has seen every job end
+    assert job_id in job_dirs(context)  # one outcome unread: nothing removed
+    assert last.result() == futures.index(last) ** 2
+    assert job_id not in job_dirs(context)  # the last read removed it at once
+
+
+def test_a_dropped_unread_future_of_many_leaves_its_job_for_cleanup(executor, context):
+    futures = [executor.submit(square, i) for i in range(3)]
+    unread_job = futures[2].job_id
+    cf.wait(futures, timeout=120)
+    assert [f.result() for f in futures[:2]] == [0, 1]
+    del futures
+    gc.collect()
+    executor.shutdown(wait=True)
+    [job] = [job for job, _, state in list_jobs(context.job_share_dir()) if job.job_id == unread_job]
+    assert 4 in job.result()  # the unread value is there, for whoever collects it
+
+
+def test_output_of_a_call_in_a_job_of_many(executor):
+    futures = [executor.submit(say_and_return, f"call {i} speaking") for i in range(3)]
+    cf.wait(futures, timeout=120)
+    for i, future in enumerate(futures):
+        assert f"call {i} speaking" in future.output()
+    assert [f.result() for f in futures] == [f"call {i} speaking" for i in range(3)]
 
 
 # -- bad input --------------------------------------------------------------------------

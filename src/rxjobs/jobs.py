@@ -639,6 +639,17 @@ def tasks_done(store: Store, job_id: str) -> int:
 # -- the life of a job as rx_exec runs it -------------------------------------------------
 
 
+def load_engine(context: RxComputeContext) -> None:
+    """Import the engine of ``context`` now.
+
+    For callers that submit later from another thread, possibly while the
+    interpreter exits: an engine's first import can register exit hooks
+    (``concurrent.futures`` does), which Python refuses once it is exiting.
+    """
+    if context.engine is not None:
+        get_engine(context.engine)
+
+
 def prepare_job(context: RxComputeContext, function: Callable[..., Any], runs: list[dict[str, Any]],
                 task_chunk_size: int | None, continue_on_failure: bool, console_output: bool | None,
                 auto_cleanup: bool | None, expires_after: Any,
