@@ -4,9 +4,11 @@ Three comparisons, medians of ``--repeat`` rounds in rotating order, one
 untimed warm-up round first:
 
 * **local, many calls**: ``--runs`` (default 1,000) ``Executor.submit(tiny, i)``
-  then ``result()`` of each, on the local engine (``RxLocalParallel()``),
-  every job removed as its result is read; against
-  ``concurrent.futures.ProcessPoolExecutor(2)``.  Target ≤ 1.5×.
+  then ``result()`` of each, on the local engine (``RxLocalParallel()``):
+  the executor gathers the calls into a job or two, removed once read;
+  against ``concurrent.futures.ProcessPoolExecutor(2)``.  Target ≤ 1.5×.
+  Beside it, untargeted: ``N_ONE_BY_ONE`` calls each waited for before the
+  next is submitted (a job per call: what a lone call costs).
 * **local, 20 jobs**: 20 ``submit`` then ``result()`` of each with
   ``rxjobs.compat.submitit.LocalExecutor``; against submitit's own
   ``LocalExecutor``.  Target ≤ 0.2×.
@@ -46,6 +48,7 @@ DOCS_SECTION = "executor_bench"
 TARGETS = {"local many": 1.5, "local 20": 0.2, "slurm map_array": 0.1}
 N_LOCAL = 20
 N_ARRAY = 200
+N_ONE_BY_ONE = 50
 
 
 def tiny(x: int) -> int:
@@ -63,6 +66,16 @@ def rx_executor_many(share: str, runs: int) -> float:
         results = [f.result() for f in futures]
     elapsed = time.perf_counter() - started
     assert results == [i + 1 for i in range(runs)]
+    assert list_jobs(share) == []
+    return elapsed
+
+
+def rx_executor_one_by_one(share: str) -> float:
+    started = time.perf_counter()
+    with Executor(RxLocalParallel(share_dir=share)) as ex:
+        results = [ex.submit(tiny, i).result() for i in range(N_ONE_BY_ONE)]
+    elapsed = time.perf_counter() - started
+    assert results == [i + 1 for i in range(N_ONE_BY_ONE)]
     assert list_jobs(share) == []
     return elapsed
 
@@ -150,6 +163,7 @@ def run(runs: int, repeat: int, workdir: Path, slurm: bool,
     contenders: dict[str, Callable[[], float]] = {
         "rx executor many": lambda: rx_executor_many(share, runs),
         "process pool many": lambda: process_pool_many(runs),
+        "rx executor one by one": lambda: rx_executor_one_by_one(share),
         "rx submitit local": lambda: rx_submitit_local(folder()),
         "submitit local": lambda: submitit_local(folder()),
     }
@@ -183,6 +197,7 @@ def format_table(times: dict[str, list[float]], runs: int) -> tuple[str, dict[st
     labels = {
         "rx executor many": f"rxjobs.Executor(): {runs} x submit + result()",
         "process pool many": f"ProcessPoolExecutor(2): {runs} x submit + result()",
+        "rx executor one by one": f"rxjobs.Executor(): {N_ONE_BY_ONE} x (submit, result()) one by one",
         "rx submitit local": f"rxjobs.compat.submitit.LocalExecutor: {N_LOCAL} x submit + result()",
         "submitit local": f"submitit.LocalExecutor: {N_LOCAL} x submit + result()",
         "rx submitit map_array": f"rxjobs.compat.submitit on Slurm: map_array({N_ARRAY}) + result()",
@@ -209,15 +224,16 @@ def docs_section(table: str, ratios: dict[str, float], runs: int, repeat: int, n
     return f"""## rxjobs.Executor and rxjobs.compat.submitit
 
 `python -m bench.executor_bench --runs {runs} --repeat {repeat}` — local: {runs} ×
-`Executor.submit(tiny, i)` then `result()` (each job removed as it is read) against
-`ProcessPoolExecutor(2)`; {N_LOCAL} jobs with `rxjobs.compat.submitit.LocalExecutor`
+`Executor.submit(tiny, i)` then `result()` of each (the executor gathers calls submitted
+together into one job, removed once every result was read) against
+`ProcessPoolExecutor(2)`; beside it, untargeted, {N_ONE_BY_ONE} calls each waited for before
+the next is submitted (a job per call); {N_LOCAL} jobs with `rxjobs.compat.submitit.LocalExecutor`
 against submitit's `LocalExecutor`; on the single-node Slurm of `tests/slurm_cluster.py`,
 `map_array(tiny, range({N_ARRAY}))` and `result()` of each against submitit's (with the
 `sacct` stand-in of the Slurm benchmark). One untimed warm-up round; medians of {repeat}
-repetitions, the order rotating. {note} Each `Executor.submit` is a whole rxjobs job
-(files written, a detached driver forked, its state derived, the job removed when read),
-where a process pool sends a message to a warm worker: the many-calls target is out of
-reach for one job per call; many small calls belong in one `Executor.map` (one job).
+repetitions, the order rotating. {note} A lone call is still a whole rxjobs job
+(files written, a detached driver forked, its state derived, the job removed when read):
+the one-by-one row says what that costs per call.
 
 - Date: {dt.date.today().isoformat()}
 - Machine: {machine_summary(f"submitit {submitit.__version__}")}
