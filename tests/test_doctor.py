@@ -384,6 +384,37 @@ def test_after_ordinary_use_with_the_fork_server_doctor_is_clean_until_the_serve
         s3_server.remove_prefix(s3)
 
 
+@pytest.mark.timeout(300)
+def test_a_live_driver_forked_by_the_fork_server_holds_its_runtime_log(tmp_path, short_runtime, s3_server):
+    """An object-store job's driver logs to the runtime dir; forked by the fork server, it must
+    hold that log as a freshly started driver does, or doctor --fix would take a live log."""
+    from rxjobs import RxLocalParallel, RxRemoteJobStatus, rx_cancel_job, rx_exec, rx_get_job_status
+    from rxjobs.engines import forkserver
+    from rxjobs.runtime import driver_log_file, is_held
+
+    from conftest import wait_until
+    from engine_contract import sleep_then_return
+
+    s3 = s3_server.new_prefix()
+    options = dict(s3_server.options)
+    try:
+        job = rx_exec(sleep_then_return, seconds=[120], compute_context=RxLocalParallel(
+            num_workers=1, wait=False, share_dir=s3, share_dir_options=options))
+        assert forkserver.list_servers()  # the driver came from the fork server
+        wait_until(lambda: rx_get_job_status(job) is RxRemoteJobStatus.RUNNING, timeout=120,
+                   what="the job to run")
+        log = driver_log_file(job.job_id)
+        assert os.path.exists(log) and is_held(log)
+        result = _doctor_cli(s3, "--fix", options=options)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["findings"] == []
+        assert os.path.exists(log)
+        assert rx_cancel_job(job)
+        wait_until(lambda: not os.path.exists(log), timeout=120, what="the log to be salvaged")
+    finally:
+        s3_server.remove_prefix(s3)
+
+
 def test_a_fork_server_being_started_is_not_a_finding(short_runtime):
     """Its socket comes a moment before its record; meanwhile its starter holds the runtime
     dir's lock, and the socket is left alone."""

@@ -84,7 +84,7 @@ from typing import Any
 from .. import preload
 from ..runtime import FORK_SERVER_PREFIX, TMP_MARK, runtime_dir
 from .base import Handle
-from .drivers import OPTIONS_ENV, driver_log_path, find_driver, take_stdio
+from .drivers import OPTIONS_ENV, driver_log_path, find_driver, open_driver_log, take_stdio
 
 ENABLE_ENV = "RXJOBS_FORK_SERVER"
 IDLE_ENV = "RXJOBS_FORK_SERVER_IDLE_S"
@@ -172,8 +172,8 @@ def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str]
         env[OPTIONS_ENV] = json.dumps(options)
     umask = os.umask(0o077)
     os.umask(umask)
-    message = {"module": module, "argv": argv, "log": log_path, "env": env, "cwd": os.getcwd(),
-               "sys_path": list(sys.path), "umask": umask}
+    message = {"module": module, "argv": argv, "log": log_path, "hold": local_copy, "env": env,
+               "cwd": os.getcwd(), "sys_path": list(sys.path), "umask": umask}
     if modules and preload.preload_enabled():
         named = [name for name in modules if preload.top_level(name) not in _unsafe_modules]
         stamps = preload.caller_stamps(named)
@@ -627,8 +627,8 @@ def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
     try:
         os.umask(int(request["umask"]))
         os.chdir(request["cwd"])
-        log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
-                         0o600)
+        # A runtime-dir log is held, as start_driver holds it: doctor and cancel see it live.
+        log_fd = open_driver_log(str(request["log"]), request.get("hold") is True)
     except (OSError, KeyError, TypeError, ValueError) as exc:
         _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
