@@ -26,7 +26,8 @@ from .store import JobSnapshot, Store
 from .store.delete_workers import DeleteWorkers
 
 # A cleanup of at least this many jobs of local share dirs deletes their files in
-# helper processes (rxjobs.store.delete_workers), which take about 0.06 s to start.
+# helper processes (rxjobs.store.delete_workers): forked, ready at once, where this
+# process runs one thread; else new interpreters, 0.1 s or more to start.
 HELPER_PROCESSES_FROM_JOBS = 256
 # Deletions the helpers keep in flight together (at least ``threads``).  Each unlink on
 # the benchmark VM waits for a synchronous discard, and its disk serves more than 8 at
