@@ -349,6 +349,10 @@ class ExitSleeper:
         if readable:  # the driver is gone: later sleeps are plain ones
             self.close()
 
+    def fileno(self) -> int | None:
+        """The pidfd (readable once the driver exits); None once it woke."""
+        return self._fd
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
