@@ -21,11 +21,11 @@ pytestmark = [pytest.mark.timeout(60),
 CREATE, MOVED_TO, DELETE_SELF, IGNORED = 0x100, 0x80, 0x400, 0x8000
 
 
-def event(mask: int, name: str = "") -> bytes:
+def event(mask: int, name: str = "", wd: int = 1) -> bytes:
     raw = name.encode()
     if raw:
         raw += b"\0" * (16 - len(raw) % 16)  # names come NUL-padded
-    return struct.pack("iIII", 1, mask, 0, len(raw)) + raw
+    return struct.pack("iIII", wd, mask, 0, len(raw)) + raw
 
 
 NAMES = frozenset({"status.json", "canceled"})
@@ -41,9 +41,11 @@ NAMES = frozenset({"status.json", "canceled"})
     (event(DELETE_SELF), True),  # the job dir went: nothing more will land
     (event(IGNORED), True),
     (event(MOVED_TO, "status.json")[:10], False),  # a cut read names nothing
+    (event(MOVED_TO, "status.json", wd=2), False),  # an earlier watch of a reused descriptor
+    (event(IGNORED, wd=2) + event(MOVED_TO, "status.json"), True),
 ])
 def test_landed_reads_the_events_for_the_watched_names(events, expected):
-    assert landed(events, NAMES) is expected
+    assert landed(events, NAMES, wd=1) is expected
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -100,3 +102,25 @@ def test_watching_sleeper_wakes_on_the_record_before_the_process_exits(tmp_path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_closed_watchs_descriptor_serves_the_next_watch_without_its_events(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    watch = NameWatch.open(str(first), ["status.json"])
+    assert watch is not None
+    fd = watch.fileno()
+    _write_atomic(str(first / "status.json"), b"{}")  # queued, never taken
+    watch.close()
+    again = NameWatch.open(str(second), ["status.json"])
+    assert again is not None
+    try:
+        assert again.fileno() == fd  # kept, not closed (closing waits for the kernel)
+        assert again.take() is False  # the first watch's event is not the second's
+        _write_atomic(str(first / "status.json"), b"{}")
+        assert again.take() is False
+        _write_atomic(str(second / "status.json"), b"{}")
+        assert again.take() is True
+    finally:
+        again.close()

@@ -8,6 +8,10 @@ down first), so :class:`NameWatch` wakes on the record itself: the rename
 that lands ``status.json`` (or the ``canceled`` marker) in the job's
 directory, on a local filesystem.  Elsewhere (no inotify, an object store)
 there is no watch and the engine's sleep serves alone.
+
+Closing an inotify descriptor waits for the kernel's grace period (10–30 ms
+measured here), longer than what the watch saves: a closed watch's
+descriptor is kept for the next one (its watch removed), a few per process.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import select
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -34,17 +39,22 @@ _IN_CLOEXEC = os.O_CLOEXEC
 _LANDED = _IN_CREATE | _IN_MOVED_TO
 _GONE = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_Q_OVERFLOW | _IN_IGNORED
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+_KEPT_MAX = 8  # inotify descriptors kept for reuse per process
+_kept: list[int] = []
+_kept_lock = threading.Lock()
 
 
-def landed(events: bytes, names: frozenset[str]) -> bool:
+def landed(events: bytes, names: frozenset[str], wd: int) -> bool:
     """Whether a read of inotify ``events`` says one of ``names`` landed (created or renamed
-    in), or the directory itself went (then nothing more will come)."""
+    in) in the directory watched as ``wd``, or that directory went (then nothing more will
+    come).  Events of other (earlier) watches are ignored."""
     offset = 0
     while offset + _EVENT.size <= len(events):
-        _wd, mask, _cookie, size = _EVENT.unpack_from(events, offset)
+        event_wd, mask, _cookie, size = _EVENT.unpack_from(events, offset)
         name = events[offset + _EVENT.size:offset + _EVENT.size + size].split(b"\0", 1)[0]
         offset += _EVENT.size + size
-        if mask & _GONE or (mask & _LANDED and name.decode(errors="replace") in names):
+        if event_wd == wd and (mask & _GONE or (mask & _LANDED
+                                                and name.decode(errors="replace") in names)):
             return True
     return False
 
@@ -61,8 +71,10 @@ def _libc() -> ctypes.CDLL | None:
 class NameWatch:
     """An inotify watch on a directory for the landing of some names in it."""
 
-    def __init__(self, fd: int, names: frozenset[str]) -> None:
+    def __init__(self, libc: ctypes.CDLL, fd: int, wd: int, names: frozenset[str]) -> None:
+        self._libc = libc
         self._fd: int | None = fd
+        self._wd = wd
         self._names = names
 
     @classmethod
@@ -72,14 +84,16 @@ class NameWatch:
         libc = _libc()
         if libc is None:
             return None
-        fd = int(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
+        with _kept_lock:
+            fd = _kept.pop() if _kept else int(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
         if fd < 0:
             return None
-        mask = _LANDED | _IN_DELETE_SELF | _IN_MOVE_SELF
-        if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
-            os.close(fd)
+        wd = int(libc.inotify_add_watch(fd, os.fsencode(directory),
+                                        _LANDED | _IN_DELETE_SELF | _IN_MOVE_SELF))
+        if wd < 0:
+            _keep(fd)
             return None
-        return cls(fd, frozenset(names))
+        return cls(libc, fd, wd, frozenset(names))
 
     def fileno(self) -> int | None:
         """The descriptor to wait on (readable when events are queued); None once closed."""
@@ -98,12 +112,23 @@ class NameWatch:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     return seen
                 raise
-            seen = landed(events, self._names) or seen
+            seen = landed(events, self._names, self._wd) or seen
 
     def close(self) -> None:
+        """Remove the watch; the descriptor is kept for the next watch (see the module docstring)."""
         if self._fd is not None:
-            os.close(self._fd)
+            self._libc.inotify_rm_watch(self._fd, self._wd)  # fails harmlessly if the dir went
+            _keep(self._fd)
             self._fd = None
+
+
+def _keep(fd: int) -> None:
+    """Keep an inotify descriptor with no watch for reuse, or close it if enough are kept."""
+    with _kept_lock:
+        if len(_kept) < _KEPT_MAX:
+            _kept.append(fd)
+            return
+    os.close(fd)
 
 
 class FdSleeper(Protocol):
