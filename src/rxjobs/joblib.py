@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import math
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -176,6 +177,7 @@ def make_backend_class() -> type:
             self._pending: list[tuple[Any, Future[Any]]] = []
             self._waves: list[_Wave] = []
             self._flushing = False  # a thread forms waves (it ends when the Parallel call does)
+            self._settling = 0  # jobs whose results were handed over, not yet removed
             self._closing = False
             self.jobs_submitted: list[str] = []  # ids of the jobs of this backend (tests read them)
             self._batch_size = 1
@@ -294,33 +296,63 @@ def make_backend_class() -> type:
                              daemon=True).start()
 
         def _collect(self, wave: _Wave) -> None:
-            """Wait for a wave's job, then complete its futures (which fires joblib's callbacks)."""
+            """Wait for a wave's job, read its results whole and complete its futures (which
+            fires joblib's callbacks), then remove the job (or mark it retrieved, per its
+            ``auto_cleanup``).
+
+            The removal (durable: two directory fsyncs, some milliseconds) comes after the
+            hand-over, while joblib takes the results in; :meth:`stop_call` waits for it, so a
+            ``Parallel`` call still returns with its jobs removed.  A crash in between leaves
+            a finished job not marked retrieved, which cleanup keeps: nothing is lost.
+            """
+            store, job_id = wave.job.store, wave.job.job_id
+            remove = False
             try:
                 status = api.rx_wait_for_job(wave.job, progress=False)
                 if status.value != "finished":
-                    raise RuntimeError(f"rxjobs job {wave.job.job_id} of a joblib call ended {status.value}: "
-                                       f"{jobs.job_status(wave.job.store, wave.job.job_id).reason}")
-                results = jobs.collect_results(wave.job.store, wave.job.job_id)
+                    raise RuntimeError(f"rxjobs job {job_id} of a joblib call ended {status.value}: "
+                                       f"{jobs.job_status(store, job_id).reason}")
+                results = jobs.read_results(store, job_id)
+                remove = jobs.removes_when_collected(store, job_id)
             except BaseException as exc:
                 outcome: list[tuple[bool, Any]] = [(False, exc)] * len(wave.futures)
+                settle = False
             else:
                 failed = set(results.failed)
                 outcome = [(i not in failed, value) for i, value in enumerate(results.values)]
+                settle = True
             finally:
                 with self._lock:
                     if wave in self._waves:
                         self._waves.remove(wave)
                     # joblib asks for the next batch size from the callbacks fired below
                     self._batch_size = min(self._batch_size * WAVE_GROWTH, 1 << 20)
-            for future, (ok, value) in zip(wave.futures, outcome, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value if isinstance(value, BaseException)
-                                         else RuntimeError(f"batch failed: {value!r}"))
+                    self._settling += settle
+            try:
+                for future, (ok, value) in zip(wave.futures, outcome, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value if isinstance(value, BaseException)
+                                             else RuntimeError(f"batch failed: {value!r}"))
+                if settle:
+                    self._settle(store, job_id, remove)
+            finally:
+                with self._lock:
+                    self._settling -= settle
+                    self._lock.notify_all()
             self._flush_now()  # the batches joblib dispatched from those callbacks: the next wave
+
+        @staticmethod
+        def _settle(store: Any, job_id: str, remove: bool) -> None:
+            try:
+                jobs.settle_read_job(store, job_id, remove)
+            except Exception as exc:  # the results were handed over: a failed cleanup must not hide them
+                warnings.warn(f"rxjobs job {job_id} of a joblib call: its results were read but the "
+                              f"job could not be {'removed' if remove else 'marked retrieved'}: "
+                              f"{type(exc).__name__}: {exc}", stacklevel=2)
 
         # -- ends --------------------------------------------------------------------------
 
@@ -345,7 +377,11 @@ def make_backend_class() -> type:
                 self._lock.notify_all()
 
         def stop_call(self) -> None:
+            """The ``Parallel`` call is over: its jobs whose results were handed over are
+            removed (or marked retrieved) before it returns."""
             self.terminate()
+            with self._lock:
+                self._lock.wait_for(lambda: self._settling == 0)
 
     RxJobsBackend.__qualname__ = RxJobsBackend.__name__ = "RxJobsBackend"
     return RxJobsBackend

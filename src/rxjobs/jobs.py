@@ -683,6 +683,12 @@ def collect_results(store: Store, job_id: str, console_output: bool | None = Non
     return results
 
 
+def removes_when_collected(store: Store, job_id: str) -> bool:
+    """Whether the job is removed once its results are read (its ``auto_cleanup``), else
+    marked retrieved (see :func:`settle_read_job`)."""
+    return bool(read_job_record(store, job_id).options.get("auto_cleanup", True))
+
+
 def settle_read_job(store: Store, job_id: str, remove: bool) -> None:
     """A job whose outcome the caller has read whole: remove it, or mark it retrieved.
 
