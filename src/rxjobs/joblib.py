@@ -12,9 +12,11 @@ joblib hands a backend one batch of calls at a time: first as many as its
 completes.  Submitting each batch as a job would make thousands of jobs for a
 search, so the backend groups them: the batches that arrive together (a
 *dispatch wave*) become the runs of one rxjobs job, with at most ``n_jobs``
-tasks.  When the job ends its results are collected (and the job removed,
-by its context's ``auto_cleanup``), and each batch's callback fires; the
-batches joblib dispatches in answer form the next wave.  A search is thus a
+tasks.  When the job ends its results are read and each batch's callback
+fires; the batches joblib dispatches in answer form the next wave.  Then the
+job is removed (or marked retrieved, by its context's ``auto_cleanup``): the
+durable removal overlaps joblib taking the results in, and the ``Parallel``
+call returns only once it is done.  A search is thus a
 few jobs, each listed by ``rxjobs list`` and the web page while it lives, and
 cleaned up by the usual rules.
 

@@ -14,12 +14,15 @@ interpreter would be:
   on the job's driver log, its parent the init process (the server forks an
   intermediate child that forks the driver and exits), so it outlives the
   caller and the server;
-- it is forked ahead of its request: after each request (and at the start)
-  the server forks the next driver, a *spare* (``ps`` title ``rxjobs
-  fork-server spare driver (server <pid>)``), which waits for the request and
-  the caller's connection on a socket pair and exits when the server closes
-  it (at the server's exit, or when a request's preloads made it stale); the
-  two forks of a process holding scikit-learn are then off the request's path;
+- it is forked ahead of its request: at the start, and once the last driver
+  it started exits (or has run ``_SPARE_DELAY_S``: the forks, milliseconds of
+  CPU, stay off a short job's start and run), the server forks the next
+  driver, a *spare* (``ps`` title ``rxjobs fork-server spare driver (server
+  <pid>)``), which waits for the request and the caller's connection on a
+  socket pair and exits when the server closes it (at the server's exit, or
+  when a request's preloads made it stale); the two forks of a process
+  holding scikit-learn are then off the request's path (a request that finds
+  no spare gets one forked at once);
 - its pool is forked ahead too: a request names how many pool workers its
   driver will want (``pool``), and the next spare forks that many for the
   next request of that driver module (its ``prepare_pool``); the driver uses
