@@ -407,3 +407,18 @@ def test_fork_server_forks_the_next_drivers_pool_ahead_and_its_workers_take_on_t
         assert second.job_id in r["title"] and "rxjobs.engines.local" in r["title"]
     wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in pool),
                what="the prepared workers to end with the job")
+
+
+@pytest.mark.parametrize(("prepared", "workers", "tasks", "fits"), [
+    (2, 2, 2, True),
+    (2, 2, 27, True),
+    (2, 2, 1, True),  # one idle worker: still never more at once than asked
+    (2, 4, 2, True),  # two tasks run two at a time either way
+    (2, 4, 8, False),  # the job would run four at once
+    (4, 2, 8, False),  # never more at once than the job asks
+    (1, 1, 5, True),
+])
+def test_a_prepared_pool_is_used_only_when_it_runs_tasks_as_the_job_asks(prepared, workers, tasks, fits):
+    from rxjobs.engines.local import pool_fits
+
+    assert pool_fits(prepared, workers, tasks) is fits

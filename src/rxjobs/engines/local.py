@@ -158,13 +158,18 @@ class PreparedPool:
         self.pool.submit(int)
 
     def fits(self, workers: int, tasks: int) -> bool:
-        """Whether this pool runs ``tasks`` tasks as ``workers`` workers would: as many at
-        once, never more."""
-        return min(workers, tasks) <= self.workers <= workers
+        """Whether this pool runs the job's tasks as its own pool would (:func:`pool_fits`)."""
+        return pool_fits(self.workers, workers, tasks)
 
     def close(self) -> None:
         """Let the workers go (a job that needs none, or another number of them)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def pool_fits(prepared: int, workers: int, tasks: int) -> bool:
+    """Whether a pool of ``prepared`` workers runs ``tasks`` tasks as a job of ``workers``
+    workers asks: as many at once, never more."""
+    return min(workers, tasks) <= prepared <= workers
 
 
 def prepare_pool(workers: int) -> PreparedPool | None:
