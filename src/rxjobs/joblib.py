@@ -12,7 +12,8 @@ joblib hands a backend one batch of calls at a time: first as many as its
 completes.  Submitting each batch as a job would make thousands of jobs for a
 search, so the backend groups them: the batches that arrive together (a
 *dispatch wave*) become the runs of one rxjobs job, with at most ``n_jobs``
-tasks.  When the job ends its results are read and each batch's callback
+tasks, dealt to them round-robin (:func:`dealt_order`) so that each task's
+share of the grid costs alike.  When the job ends its results are read and each batch's callback
 fires; the batches joblib dispatches in answer form the next wave.  Then the
 job is removed (or marked retrieved, by its context's ``auto_cleanup``): the
 durable removal overlaps joblib taking the results in, and the ``Parallel``
@@ -139,6 +140,26 @@ def wave_context(cc: RxComputeContext, n_jobs: int) -> RxComputeContext:
     elif isinstance(cc, RxSlurm):
         changes["max_parallel"] = n_jobs
     return dataclasses.replace(cc, **changes)
+
+
+def dealt_order(n_batches: int, chunk: int) -> list[int]:
+    """Which batch each run of a wave's job is (``order[run]``): the batches dealt round-robin
+    to the job's tasks (each ``chunk`` consecutive runs), as cards to players.
+
+    A search dispatches its batches in grid order, and neighbouring batches cost
+    alike (the same parameters, other folds); in consecutive chunks the task with
+    the dearest part of the grid would end the job late, where joblib's own
+    workers take batches as they free up.  Dealt, each task gets every
+    ``n_tasks``-th batch, so their shares cost alike.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, not {chunk}")
+    # Runs in the order they are dealt: first place of every task, then second places...
+    dealing = sorted(range(n_batches), key=lambda run: (run % chunk, run // chunk))
+    order = [0] * n_batches
+    for batch, run in enumerate(dealing):
+        order[run] = batch
+    return order
 
 
 def _base() -> type:
@@ -276,9 +297,11 @@ def make_backend_class() -> type:
             funcs = [func for func, future in batch if future.running()]
             if not funcs:
                 return
+            chunk = math.ceil(len(funcs) / max(1, self.n_jobs))
+            order = dealt_order(len(funcs), chunk)
+            funcs, futures = [funcs[b] for b in order], [futures[b] for b in order]
             try:
                 cc = wave_context(self.compute_context, self.n_jobs)
-                chunk = math.ceil(len(funcs) / max(1, self.n_jobs))
                 job = api.rx_exec(run_batch, args=[{"batch": f} for f in funcs], task_chunk_size=chunk,
                                   compute_context=cc)
             except BaseException as exc:
