@@ -22,7 +22,7 @@ interpreter would be:
   socket pair and exits when the server closes it (at the server's exit, or
   when a request's preloads made it stale); the two forks of a process
   holding scikit-learn are then off the request's path (a request that finds
-  no spare gets one forked at once);
+  no spare, or a stale one, gets one forked at once, without a pool ahead);
 - its pool is forked ahead too: a request names how many pool workers its
   driver will want (``pool``), and the next spare forks that many for the
   next request of that driver module (its ``prepare_pool``); the driver uses
@@ -562,7 +562,9 @@ def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader,
         if spare is None or spare.modules != len(sys.modules):
             if spare is not None:
                 spare.channel.close()  # forked before this request's imports: it exits
-            spare = _Spare.fork(listener, ahead)
+            # Forked on the request's path: no pool ahead, the driver forks its own after
+            # its reply (a burst of requests is not slowed by forks the caller waits for).
+            spare = _Spare.fork(listener, _Ahead())
         if spare.hand_over(conn, request):
             return None, True, spare
         spare = None
