@@ -284,3 +284,28 @@ def test_cross_val_score_on_spark_equals_loky(tmp_path, iris, loky_results, monk
         scores = cross_val_score(SVC(C=1.0), X, y, cv=5)
     assert list(scores) == list(loky_results[1])
     assert rx_get_jobs(RxSpark(master="local[2]", share_dir=share), verbose=False) == []
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("n_batches", "chunk", "expected"), [
+    (0, 1, []),
+    (1, 1, [0]),
+    (4, 2, [0, 2, 1, 3]),  # task 0 runs batches 0 and 2, task 1 batches 1 and 3
+    (5, 3, [0, 2, 4, 1, 3]),  # the last task's chunk is short
+    (7, 2, [0, 4, 1, 5, 2, 6, 3]),  # four tasks of two, the last of one
+    (27, 14, [*range(0, 27, 2), *range(1, 27, 2)]),  # a 3x3 grid with cv=3 on two workers
+    (3, 5, [0, 1, 2]),  # one task: the order is kept
+])
+def test_a_waves_batches_are_dealt_round_robin_to_its_tasks(n_batches, chunk, expected):
+    from rxjobs.joblib import dealt_order
+
+    order = dealt_order(n_batches, chunk)
+    assert order == expected
+    assert sorted(order) == list(range(n_batches))
+
+
+def test_dealing_needs_a_positive_chunk():
+    from rxjobs.joblib import dealt_order
+
+    with pytest.raises(ValueError, match="chunk"):
+        dealt_order(3, 0)

@@ -350,3 +350,75 @@ def test_exit_sleeper_wakes_when_the_driver_exits_and_refuses_other_processes():
     finally:
         proc.kill()
         proc.wait()
+
+
+def where_it_runs(tag: str) -> dict:
+    """What a pool worker took on from the request: environment, working directory,
+    ``sys.path``, umask, title."""
+    me = psutil.Process()
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return {"pid": me.pid, "ppid": os.getppid(), "mark": os.environ.get("RXJOBS_TEST_MARK"),
+            "cwd": os.getcwd(), "title": " ".join(me.cmdline()), "on_path": tag in sys.path,
+            "umask": umask}
+
+
+def _prepared_pool_of_spare(server_pid: int) -> tuple[psutil.Process, list[psutil.Process]] | None:
+    spares = processes_mentioning(f"rxjobs fork-server spare driver (server {server_pid})")
+    if len(spares) != 1:
+        return None
+    pool = [p for p in spares[0].children() if "rxjobs prepared pool worker" in " ".join(p.cmdline())]
+    return (spares[0], pool) if len(pool) == 2 else None
+
+
+def test_fork_server_forks_the_next_drivers_pool_ahead_and_its_workers_take_on_the_request(
+        share_path, tmp_path, monkeypatch):
+    """After a job of two workers, the fork server's next spare driver has two pool workers
+    forked ahead; the next such job runs its tasks in them, each with what the request
+    brought (environment, working directory, ``sys.path``, umask) and the job's title, and
+    they end with the job."""
+    from rxjobs.engines import forkserver
+
+    cc = RxLocalParallel(num_workers=2, wait=False, share_dir=share_path)
+    first = rx_exec(where_it_runs, tag=["x", "y"], compute_context=cc, task_chunk_size=1)
+    assert rx_wait_for_job(first, progress=False) is S.FINISHED
+    rx_get_job_results(first)
+    server = [s for s in forkserver.list_servers() if s["key"] == forkserver.server_key()]
+    assert len(server) == 1
+    spare, pool = wait_until(lambda: _prepared_pool_of_spare(server[0]["pid"]),
+                             what="the spare driver's two pool workers")
+    extra = tmp_path / "on the path"
+    monkeypatch.setenv("RXJOBS_TEST_MARK", "second job")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(extra))
+    old_umask = os.umask(0o027)
+    try:
+        second = rx_exec(where_it_runs, tag=[str(extra)] * 2, compute_context=cc, task_chunk_size=1)
+    finally:
+        os.umask(old_umask)
+    assert rx_wait_for_job(second, progress=False) is S.FINISHED
+    results = rx_get_job_results(second)
+    assert {r["pid"] for r in results} <= {p.pid for p in pool}
+    for r in results:
+        assert r["ppid"] == spare.pid  # the spare became the job's driver
+        assert r["mark"] == "second job"
+        assert r["cwd"] == str(tmp_path)
+        assert r["on_path"] and r["umask"] == 0o027
+        assert second.job_id in r["title"] and "rxjobs.engines.local" in r["title"]
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in pool),
+               what="the prepared workers to end with the job")
+
+
+@pytest.mark.parametrize(("prepared", "workers", "tasks", "fits"), [
+    (2, 2, 2, True),
+    (2, 2, 27, True),
+    (2, 2, 1, True),  # one idle worker: still never more at once than asked
+    (2, 4, 2, True),  # two tasks run two at a time either way
+    (2, 4, 8, False),  # the job would run four at once
+    (4, 2, 8, False),  # never more at once than the job asks
+    (1, 1, 5, True),
+])
+def test_a_prepared_pool_is_used_only_when_it_runs_tasks_as_the_job_asks(prepared, workers, tasks, fits):
+    from rxjobs.engines.local import pool_fits
+
+    assert pool_fits(prepared, workers, tasks) is fits

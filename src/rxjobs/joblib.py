@@ -12,9 +12,12 @@ joblib hands a backend one batch of calls at a time: first as many as its
 completes.  Submitting each batch as a job would make thousands of jobs for a
 search, so the backend groups them: the batches that arrive together (a
 *dispatch wave*) become the runs of one rxjobs job, with at most ``n_jobs``
-tasks.  When the job ends its results are collected (and the job removed,
-by its context's ``auto_cleanup``), and each batch's callback fires; the
-batches joblib dispatches in answer form the next wave.  A search is thus a
+tasks, dealt to them round-robin (:func:`dealt_order`) so that each task's
+share of the grid costs alike.  When the job ends its results are read and each batch's callback
+fires; the batches joblib dispatches in answer form the next wave.  Then the
+job is removed (or marked retrieved, by its context's ``auto_cleanup``): the
+durable removal overlaps joblib taking the results in, and the ``Parallel``
+call returns only once it is done.  A search is thus a
 few jobs, each listed by ``rxjobs list`` and the web page while it lives, and
 cleaned up by the usual rules.
 
@@ -35,6 +38,7 @@ import contextlib
 import dataclasses
 import math
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -138,6 +142,26 @@ def wave_context(cc: RxComputeContext, n_jobs: int) -> RxComputeContext:
     return dataclasses.replace(cc, **changes)
 
 
+def dealt_order(n_batches: int, chunk: int) -> list[int]:
+    """Which batch each run of a wave's job is (``order[run]``): the batches dealt round-robin
+    to the job's tasks (each ``chunk`` consecutive runs), as cards to players.
+
+    A search dispatches its batches in grid order, and neighbouring batches cost
+    alike (the same parameters, other folds); in consecutive chunks the task with
+    the dearest part of the grid would end the job late, where joblib's own
+    workers take batches as they free up.  Dealt, each task gets every
+    ``n_tasks``-th batch, so their shares cost alike.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, not {chunk}")
+    # Runs in the order they are dealt: first place of every task, then second places...
+    dealing = sorted(range(n_batches), key=lambda run: (run % chunk, run // chunk))
+    order = [0] * n_batches
+    for batch, run in enumerate(dealing):
+        order[run] = batch
+    return order
+
+
 def _base() -> type:
     from joblib.parallel import ParallelBackendBase
     return ParallelBackendBase
@@ -176,6 +200,7 @@ def make_backend_class() -> type:
             self._pending: list[tuple[Any, Future[Any]]] = []
             self._waves: list[_Wave] = []
             self._flushing = False  # a thread forms waves (it ends when the Parallel call does)
+            self._settling = 0  # jobs whose results were handed over, not yet removed
             self._closing = False
             self.jobs_submitted: list[str] = []  # ids of the jobs of this backend (tests read them)
             self._batch_size = 1
@@ -272,9 +297,11 @@ def make_backend_class() -> type:
             funcs = [func for func, future in batch if future.running()]
             if not funcs:
                 return
+            chunk = math.ceil(len(funcs) / max(1, self.n_jobs))
+            order = dealt_order(len(funcs), chunk)
+            funcs, futures = [funcs[b] for b in order], [futures[b] for b in order]
             try:
                 cc = wave_context(self.compute_context, self.n_jobs)
-                chunk = math.ceil(len(funcs) / max(1, self.n_jobs))
                 job = api.rx_exec(run_batch, args=[{"batch": f} for f in funcs], task_chunk_size=chunk,
                                   compute_context=cc)
             except BaseException as exc:
@@ -294,33 +321,63 @@ def make_backend_class() -> type:
                              daemon=True).start()
 
         def _collect(self, wave: _Wave) -> None:
-            """Wait for a wave's job, then complete its futures (which fires joblib's callbacks)."""
+            """Wait for a wave's job, read its results whole and complete its futures (which
+            fires joblib's callbacks), then remove the job (or mark it retrieved, per its
+            ``auto_cleanup``).
+
+            The removal (durable: two directory fsyncs, some milliseconds) comes after the
+            hand-over, while joblib takes the results in; :meth:`stop_call` waits for it, so a
+            ``Parallel`` call still returns with its jobs removed.  A crash in between leaves
+            a finished job not marked retrieved, which cleanup keeps: nothing is lost.
+            """
+            store, job_id = wave.job.store, wave.job.job_id
+            remove = False
             try:
                 status = api.rx_wait_for_job(wave.job, progress=False)
                 if status.value != "finished":
-                    raise RuntimeError(f"rxjobs job {wave.job.job_id} of a joblib call ended {status.value}: "
-                                       f"{jobs.job_status(wave.job.store, wave.job.job_id).reason}")
-                results = jobs.collect_results(wave.job.store, wave.job.job_id)
+                    raise RuntimeError(f"rxjobs job {job_id} of a joblib call ended {status.value}: "
+                                       f"{jobs.job_status(store, job_id).reason}")
+                results = jobs.read_results(store, job_id)
+                remove = jobs.removes_when_collected(store, job_id)
             except BaseException as exc:
                 outcome: list[tuple[bool, Any]] = [(False, exc)] * len(wave.futures)
+                settle = False
             else:
                 failed = set(results.failed)
                 outcome = [(i not in failed, value) for i, value in enumerate(results.values)]
+                settle = True
             finally:
                 with self._lock:
                     if wave in self._waves:
                         self._waves.remove(wave)
                     # joblib asks for the next batch size from the callbacks fired below
                     self._batch_size = min(self._batch_size * WAVE_GROWTH, 1 << 20)
-            for future, (ok, value) in zip(wave.futures, outcome, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value if isinstance(value, BaseException)
-                                         else RuntimeError(f"batch failed: {value!r}"))
+                    self._settling += settle
+            try:
+                for future, (ok, value) in zip(wave.futures, outcome, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value if isinstance(value, BaseException)
+                                             else RuntimeError(f"batch failed: {value!r}"))
+                if settle:
+                    self._settle(store, job_id, remove)
+            finally:
+                with self._lock:
+                    self._settling -= settle
+                    self._lock.notify_all()
             self._flush_now()  # the batches joblib dispatched from those callbacks: the next wave
+
+        @staticmethod
+        def _settle(store: Any, job_id: str, remove: bool) -> None:
+            try:
+                jobs.settle_read_job(store, job_id, remove)
+            except Exception as exc:  # the results were handed over: a failed cleanup must not hide them
+                warnings.warn(f"rxjobs job {job_id} of a joblib call: its results were read but the "
+                              f"job could not be {'removed' if remove else 'marked retrieved'}: "
+                              f"{type(exc).__name__}: {exc}", stacklevel=2)
 
         # -- ends --------------------------------------------------------------------------
 
@@ -345,7 +402,11 @@ def make_backend_class() -> type:
                 self._lock.notify_all()
 
         def stop_call(self) -> None:
+            """The ``Parallel`` call is over: its jobs whose results were handed over are
+            removed (or marked retrieved) before it returns."""
             self.terminate()
+            with self._lock:
+                self._lock.wait_for(lambda: self._settling == 0)
 
     RxJobsBackend.__qualname__ = RxJobsBackend.__name__ = "RxJobsBackend"
     return RxJobsBackend

@@ -21,6 +21,7 @@ import psutil
 
 from .arguments import choose_chunk_size
 from .contexts import RxComputeContext
+from .dirwatch import NameWatch, WatchingSleeper
 from .durations import format_duration, to_timedelta
 from .engines import SubmittedJob, get_engine
 from .errors import (
@@ -693,6 +694,12 @@ def collect_results(store: Store, job_id: str, console_output: bool | None = Non
     return results
 
 
+def removes_when_collected(store: Store, job_id: str) -> bool:
+    """Whether the job is removed once its results are read (its ``auto_cleanup``), else
+    marked retrieved (see :func:`settle_read_job`)."""
+    return bool(read_job_record(store, job_id).options.get("auto_cleanup", True))
+
+
 def settle_read_job(store: Store, job_id: str, remove: bool) -> None:
     """A job whose outcome the caller has read whole: remove it, or mark it retrieved.
 
@@ -891,9 +898,12 @@ def job_sleep(store: Store, job_id: str) -> Iterator[Callable[[float], None] | N
 
     Engines may define ``sleeper(handle)`` (see :mod:`rxjobs.engines.base`):
     the local engine waits on its driver's exit, so a waiting caller sees a
-    short job end at once rather than at its next poll.  Yields None for a
-    plain sleep; a waiter re-checks the status after every sleep either way.
-    What the sleeper holds (a pidfd, a socket) is released on exit.
+    short job end at once rather than at its next poll.  A sleeper that waits
+    on a descriptor (``fileno()``) also wakes when ``status.json`` or the
+    ``canceled`` marker lands in a job directory on a local filesystem
+    (:mod:`rxjobs.dirwatch`): the record is written before the driver's exit.
+    Yields None for a plain sleep; a waiter re-checks the status after every
+    sleep either way.  What the sleeper holds (a pidfd, a socket) is released on exit.
     """
     sleeper = None
     try:
@@ -901,6 +911,8 @@ def job_sleep(store: Store, job_id: str) -> Iterator[Callable[[float], None] | N
             engine = read_engine_record(store, job_id)
             make = getattr(get_engine(engine.engine), "sleeper", None)
             sleeper = make(engine.handle) if make is not None else None
+            if sleeper is not None and callable(getattr(sleeper, "fileno", None)):
+                sleeper = _watching(store, job_id, sleeper)
     except (FileNotFoundError, ValueError, KeyError, TypeError, OSError):
         sleeper = None
     try:
@@ -909,3 +921,12 @@ def job_sleep(store: Store, job_id: str) -> Iterator[Callable[[float], None] | N
         close = getattr(sleeper, "close", None)
         if close is not None:
             close()
+
+
+def _watching(store: Store, job_id: str, sleeper: Any) -> Any:
+    """``sleeper``, also woken by the job's end record landing (if it can be watched)."""
+    paths = store.paths(job_id)
+    directory = store.os_path(paths.dir)
+    names = [os.path.basename(path) for path in (paths.status_json, paths.canceled)]
+    watch = NameWatch.open(directory, names) if directory is not None else None
+    return WatchingSleeper(sleeper, watch) if watch is not None else sleeper

@@ -210,14 +210,29 @@ def take_stdio(log_fd: int, keep_fd: int) -> None:
     the forking process's stream objects (a notebook's, pytest's) may not
     write to fds 1 and 2 at all.
     """
+    close_all_but(keep_fd, log_fd)
+    redirect_stdio(log_fd)
+
+
+def close_all_but(*keep: int) -> None:
+    """Close every descriptor above 2 but those in ``keep``."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, max_fd())
+
+
+def redirect_stdio(log_fd: int) -> None:
+    """stdin from /dev/null, stdout and stderr on ``log_fd`` (closed here), and plain ``sys``
+    streams on them (see :func:`take_stdio`)."""
     null_fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_fd, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(null_fd)
     os.close(log_fd)
-    os.closerange(3, keep_fd)
-    os.closerange(keep_fd + 1, max_fd())
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - lives as long as the process
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -333,6 +348,10 @@ class ExitSleeper:
         readable, _, _ = select.select([self._fd], [], [], seconds)
         if readable:  # the driver is gone: later sleeps are plain ones
             self.close()
+
+    def fileno(self) -> int | None:
+        """The pidfd (readable once the driver exits); None once it woke."""
+        return self._fd
 
     def close(self) -> None:
         if self._fd is not None:

@@ -14,12 +14,20 @@ interpreter would be:
   on the job's driver log, its parent the init process (the server forks an
   intermediate child that forks the driver and exits), so it outlives the
   caller and the server;
-- it is forked ahead of its request: after each request (and at the start)
-  the server forks the next driver, a *spare* (``ps`` title ``rxjobs
-  fork-server spare driver (server <pid>)``), which waits for the request and
-  the caller's connection on a socket pair and exits when the server closes
-  it (at the server's exit, or when a request's preloads made it stale); the
-  two forks of a process holding scikit-learn are then off the request's path;
+- it is forked ahead of its request: at the start, and once the last driver
+  it started exits (or has run ``_SPARE_DELAY_S``: the forks, milliseconds of
+  CPU, stay off a short job's start and run), the server forks the next
+  driver, a *spare* (``ps`` title ``rxjobs fork-server spare driver (server
+  <pid>)``), which waits for the request and the caller's connection on a
+  socket pair and exits when the server closes it (at the server's exit, or
+  when a request's preloads made it stale); the two forks of a process
+  holding scikit-learn are then off the request's path (a request that finds
+  no spare, or a stale one, gets one forked at once, without a pool ahead);
+- its pool is forked ahead too: a request names how many pool workers its
+  driver will want (``pool``), and the next spare forks that many for the
+  next request of that driver module (its ``prepare_pool``); the driver uses
+  them if its own request wants as many (the local engine's
+  :class:`~rxjobs.engines.local.PreparedPool`), else lets them go;
 - its command line is ``python -m rxjobs.engines.local <job_id> --share-dir
   …`` (``setproctitle``), so ``ps`` names the job;
 - its handle is its pid and start time, probed, awaited (pidfd) and stopped
@@ -64,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import importlib
@@ -84,7 +93,8 @@ from typing import Any
 from .. import preload
 from ..runtime import FORK_SERVER_PREFIX, TMP_MARK, runtime_dir
 from .base import Handle
-from .drivers import OPTIONS_ENV, driver_log_path, find_driver, open_driver_log, take_stdio
+from .drivers import (OPTIONS_ENV, close_all_but, driver_log_path, find_driver, open_driver_log,
+                      redirect_stdio)
 
 ENABLE_ENV = "RXJOBS_FORK_SERVER"
 IDLE_ENV = "RXJOBS_FORK_SERVER_IDLE_S"
@@ -98,6 +108,10 @@ _PRELOAD = ("rxjobs.engines.local", "rxjobs.runner", "rxjobs.records", "rxjobs.s
             "rxjobs.store.local", "cloudpickle", "concurrent.futures.process", "multiprocessing",
             "setproctitle", "psutil")
 _PREFIX = FORK_SERVER_PREFIX
+_MAX_POOL = 64  # the most pool workers a request may ask its next spare to fork ahead
+# The next spare is forked once the last driver exits, or this long after its start if it
+# runs on: the forks (a few ms of CPU each) are kept off a short job's start and run.
+_SPARE_DELAY_S = 0.25
 # Preloading stops for this request after this long (what is left is imported at the next).
 _PRELOAD_BUDGET_S = 10.0
 # Packages whose import started a thread in a fork server, named to no server again.
@@ -146,14 +160,16 @@ def record_path(base: str, key: str) -> str:
 
 def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str],
                            options: dict[str, Any] | None = None,
-                           modules: tuple[str, ...] = ()) -> Handle:
+                           modules: tuple[str, ...] = (), pool: int = 0) -> Handle:
     """Have the fork server start ``module``'s driver for ``job_id``; return its handle.
 
     The driver is what :func:`rxjobs.engines.drivers.start_driver` would
     start, forked from the fork server (started first if none is running).
     ``modules`` are the top-level modules the job's payload refers to
     (:func:`rxjobs.preload.referenced_modules`): the server imports those it
-    may first, unless ``$RXJOBS_FORK_SERVER_PRELOAD=0``.
+    may first, unless ``$RXJOBS_FORK_SERVER_PRELOAD=0``.  ``pool`` is how many
+    pool workers the driver wants (at most 64): the server's next spare forks
+    as many ahead of its request.
 
     Raises
     ------
@@ -173,7 +189,7 @@ def fork_driver_via_server(module: str, store: Any, job_id: str, args: list[str]
     umask = os.umask(0o077)
     os.umask(umask)
     message = {"module": module, "argv": argv, "log": log_path, "hold": local_copy, "env": env,
-               "cwd": os.getcwd(), "sys_path": list(sys.path), "umask": umask}
+               "cwd": os.getcwd(), "sys_path": list(sys.path), "umask": umask, "pool": pool}
     if modules and preload.preload_enabled():
         named = [name for name in modules if preload.top_level(name) not in _unsafe_modules]
         stamps = preload.caller_stamps(named)
@@ -452,13 +468,24 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
     last = time.monotonic()
     preloader = _Preloader()
     spare: _Spare | None = None
+    ahead = _Ahead()
+    driver: _LastDriver | None = None  # the spare last handed a request, until it exits
     try:
         while True:
-            if spare is None:
-                spare = _Spare.fork(listener)
-            readable, _, _ = select.select([listener], [], [], min(60.0, idle_timeout))
-            if not readable:
-                if time.monotonic() - last >= idle_timeout or not _still_ours(path, inode):
+            if spare is None and (driver is None or driver.done()):
+                spare = _Spare.fork(listener, ahead)
+                if driver is not None:
+                    driver.close()
+                    driver = None
+            watched: list[socket.socket | int] = [listener]
+            wait = min(60.0, idle_timeout)
+            if driver is not None and driver.fd is not None:
+                watched.append(driver.fd)
+                wait = driver.left()
+            readable, _, _ = select.select(watched, [], [], wait)
+            if listener not in readable:
+                if driver is None and (time.monotonic() - last >= idle_timeout
+                                       or not _still_ours(path, inode)):
                     return 0
                 continue
             last = time.monotonic()
@@ -467,12 +494,18 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
             except OSError:
                 continue
             with conn:
-                spare, serving = _handle(listener, conn, preloader, spare)
+                spare, serving, handed = _handle(listener, conn, preloader, spare, ahead)
+                if handed is not None:
+                    if driver is not None:
+                        driver.close()
+                    driver = _LastDriver.watch(handed.pid)
                 if not serving:
                     return 0  # retired
     except _Stop:
         return 0
     finally:
+        if driver is not None:
+            driver.close()
         if spare is not None:
             spare.channel.close()  # it exits
         with contextlib.suppress(OSError):
@@ -492,10 +525,13 @@ def _still_ours(path: str, inode: int) -> bool:
 
 
 def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader,
-            spare: _Spare | None) -> tuple[_Spare | None, bool]:
+            spare: _Spare | None, ahead: _Ahead) -> tuple[_Spare | None, bool, _Spare | None]:
     """Check and read one request, preload its modules and hand it to the spare driver
-    (forked anew if it was forked before these imports); return the spare still unused
-    (None if it was), and False if the server must retire (see :meth:`_Preloader.load`)."""
+    (forked anew if there is none, or it was forked before these imports); return the spare
+    still unused (None if it was), False if the server must retire (see
+    :meth:`_Preloader.load`), and the spare now driving the request (None if none is).
+    The request's driver module and pool size become what the next spare prepares
+    (``ahead``)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     try:
@@ -510,26 +546,71 @@ def _handle(listener: socket.socket, conn: socket.socket, preloader: _Preloader,
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise ValueError("argv must be a list of strings")
         stamps, modules = _preload_request(request.get("preload") or {})
+        pool = request.get("pool", 0)
+        if not isinstance(pool, int) or not 0 <= pool <= _MAX_POOL:
+            raise ValueError(f"pool must be a number of workers from 0 to {_MAX_POOL}")
     except (OSError, ValueError) as exc:
         with contextlib.suppress(OSError):
             _send(conn, {"error": str(exc)})
-        return spare, True
+        return spare, True, None
     retire = preloader.load(stamps, modules)
     if retire is not None:
         with contextlib.suppress(OSError):
             _send(conn, retire)
-        return spare, False
+        return spare, False, None
+    ahead.module, ahead.pool = module, pool
     for _attempt in range(2):  # a spare that died meanwhile (killed) is replaced once
         if spare is None or spare.modules != len(sys.modules):
             if spare is not None:
                 spare.channel.close()  # forked before this request's imports: it exits
-            spare = _Spare.fork(listener)
+            # Forked on the request's path: no pool ahead, the driver forks its own after
+            # its reply (a burst of requests is not slowed by forks the caller waits for).
+            spare = _Spare.fork(listener, _Ahead())
         if spare.hand_over(conn, request):
-            return None, True
+            return None, True, spare
         spare = None
     with contextlib.suppress(OSError):
         _send(conn, {"error": "no driver process could be forked"})
-    return None, True
+    return None, True, None
+
+
+@dataclasses.dataclass
+class _Ahead:
+    """What the next spare prepares: the pool of ``pool`` workers of the driver module the
+    last request named (nothing before the first request)."""
+
+    module: str = ""
+    pool: int = 0
+
+
+class _LastDriver:
+    """The driver the server last started, watched (a pidfd) until it exits or has run
+    ``_SPARE_DELAY_S``: the next spare is forked then (see :func:`serve`)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.deadline = time.monotonic() + _SPARE_DELAY_S
+
+    @classmethod
+    def watch(cls, pid: int) -> _LastDriver:
+        try:
+            return cls(os.pidfd_open(pid) if pid > 0 and hasattr(os, "pidfd_open") else None)
+        except OSError:  # gone already
+            return cls(None)
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic()) if self.fd is not None else 0.0
+
+    def done(self) -> bool:
+        if self.fd is None or self.left() == 0.0:
+            return True
+        readable, _, _ = select.select([self.fd], [], [], 0)
+        return bool(readable)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class _Spare:
@@ -543,15 +624,17 @@ class _Spare:
     (``SCM_RIGHTS``); it then becomes the driver (:func:`_run_driver`).  It
     exits when the server closes its end: at the server's exit, or when a
     request's preloads made it stale (it lacks the modules imported since it
-    was forked, counted by ``modules``).
+    was forked, counted by ``modules``).  While it waits it also forks the pool
+    workers the last request's driver wanted (``ahead``; see the module docstring).
     """
 
-    def __init__(self, channel: socket.socket, modules: int) -> None:
+    def __init__(self, channel: socket.socket, modules: int, pid: int) -> None:
         self.channel = channel
         self.modules = modules
+        self.pid = pid  # 0 if it died before it said
 
     @classmethod
-    def fork(cls, listener: socket.socket) -> _Spare:
+    def fork(cls, listener: socket.socket, ahead: _Ahead) -> _Spare:
         """Fork a detached spare (through a child that exits at once) of the server as it is."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         server = os.getpid()
@@ -561,7 +644,7 @@ class _Spare:
             try:
                 listener.close()
                 ours.close()
-                code = 0 if os.fork() > 0 else _wait_as_spare(theirs, server)
+                code = 0 if os.fork() > 0 else _wait_as_spare(theirs, server, ahead)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     traceback.print_exc()
@@ -569,7 +652,14 @@ class _Spare:
                 os._exit(code)
         theirs.close()
         os.waitpid(child, 0)
-        return cls(ours, len(sys.modules))  # modules are only ever added
+        try:  # the spare's first word: its pid
+            ours.settimeout(_REPLY_TIMEOUT_S)
+            pid = struct.unpack("!i", _read_exactly(ours, 4))[0]
+        except (OSError, struct.error):
+            pid = 0
+        finally:
+            ours.settimeout(None)
+        return cls(ours, len(sys.modules), pid)  # modules are only ever added
 
     def hand_over(self, conn: socket.socket, request: dict[str, Any]) -> bool:
         """Pass the caller's connection and the request to the spare (closing our end);
@@ -584,22 +674,46 @@ class _Spare:
         return True
 
 
-def _wait_as_spare(channel: socket.socket, server: int) -> int:
-    """In the spare: wait for a request and the caller's connection, then be its driver."""
+def _wait_as_spare(channel: socket.socket, server: int, ahead: _Ahead) -> int:
+    """In the spare: fork the pool the next request likely wants, wait for a request and the
+    caller's connection, then be its driver."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    os.setsid()  # own session and process group (the pool's too): cancel signals the group
+    close_all_but(channel.fileno())  # nothing of the server's stays open, in us or the pool
     from setproctitle import setproctitle
 
     setproctitle(f"rxjobs fork-server spare driver (server {server})")
     try:
+        channel.sendall(struct.pack("!i", os.getpid()))
+    except OSError:
+        return 0
+    prepared = _prepare(ahead)
+    try:
         _data, fds, _flags, _address = socket.recv_fds(channel, 1, 1)
         if not fds:
-            return 0  # the server closed our channel: it exits, or we are stale
+            return 0  # the server closed our channel: it exits, or we are stale (the pool dies with us)
         conn = socket.socket(fileno=fds[0])
         request = _receive(channel)
+        channel.close()
     except (OSError, ValueError):
         return 0
-    return _run_driver(request, conn)
+    if prepared is not None and request.get("module") != ahead.module:
+        prepared.close()
+        prepared = None
+    return _run_driver(request, conn, prepared)
+
+
+def _prepare(ahead: _Ahead) -> Any:
+    """The driver module's ``prepare_pool(workers)``, if it has one and a pool is wanted."""
+    if not ahead.pool or not ahead.module:
+        return None
+    try:
+        prepare = getattr(importlib.import_module(ahead.module), "prepare_pool", None)
+        return prepare(ahead.pool) if prepare is not None else None
+    except Exception:
+        traceback.print_exc()
+        return None  # the driver forks its pool itself
 
 
 def _preload_request(part: Any) -> tuple[dict[str, str], list[str]]:
@@ -615,15 +729,15 @@ def _preload_request(part: Any) -> tuple[dict[str, str], list[str]]:
     return stamps, modules
 
 
-def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
-    """In the driver: become what a fresh interpreter would be, report, then drive the job."""
+def _run_driver(request: dict[str, Any], conn: socket.socket, prepared: Any = None) -> int:
+    """In the driver: become what a fresh interpreter would be, report, then drive the job
+    (with the pool its spare ``prepared``, if any)."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     # As in a fresh interpreter: a write to a closed pipe (a killed pool worker's)
     # raises BrokenPipeError instead of killing the driver silently.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.setsid()  # own session and process group: cancel signals the whole group
     try:
         os.umask(int(request["umask"]))
         os.chdir(request["cwd"])
@@ -632,7 +746,7 @@ def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
     except (OSError, KeyError, TypeError, ValueError) as exc:
         _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
-    take_stdio(log_fd, conn.fileno())  # nothing of the server's stays open but the reply
+    redirect_stdio(log_fd)  # the spare closed what it inherited of the server's descriptors
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})
     sys.path[:] = [str(p) for p in request["sys_path"]]
@@ -645,8 +759,9 @@ def _run_driver(request: dict[str, Any], conn: socket.socket) -> int:
     me = psutil.Process()
     _send(conn, {"pid": me.pid, "create_time": me.create_time()})
     conn.close()
+    extra = {"prepared": prepared} if prepared is not None else {}
     try:
-        code = int(importlib.import_module(module).main(argv, detached=True) or 0)
+        code = int(importlib.import_module(module).main(argv, detached=True, **extra) or 0)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:

@@ -7,6 +7,12 @@ runs the job's tasks in a pool of forked worker processes (their command line
 is the driver's, so ``ps`` shows the job id), writes ``status.json`` and
 exits; workers die with the driver.  The handle is the driver's pid and
 process start time, so a reused pid is never mistaken for the job.
+
+A driver forked by the fork server may find its pool already forked
+(:func:`prepare_pool`, called by the spare driver before its request came):
+each worker then takes on the driver's environment, working directory,
+``sys.path``, umask, log and title (:class:`WorkerSetup`) before its first task,
+what a worker forked from the driver inherits.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -29,6 +38,7 @@ from .drivers import (
     descendants,
     die_with_parent,
     driver_arguments,
+    driver_log_path,
     exit_sleeper,
     fork_driver,
     kill_now,
@@ -43,6 +53,8 @@ from .drivers import (
 from .task_failures import TaskOutcome, job_failure
 
 _CANCEL_GRACE_S = 5.0
+# The most pool workers a spare driver forks ahead of its request (more are forked on demand).
+MAX_PREPARED_WORKERS = 64
 
 
 class LocalEngine:
@@ -72,7 +84,8 @@ class LocalEngine:
             # nothing of the caller's (threads, locks, memory, descriptors).
             try:
                 return forkserver.fork_driver_via_server("rxjobs.engines.local", store, job.job_id,
-                                                         args, job.share_dir_options, job.modules)
+                                                         args, job.share_dir_options, job.modules,
+                                                         pool=workers)
             except forkserver.ForkServerError:
                 pass  # started as a fresh interpreter below
         return start_driver("rxjobs.engines.local", store, job.job_id, args, engine="local",
@@ -127,11 +140,133 @@ def _outcome(task: int, future: Future) -> TaskOutcome:
     return TaskOutcome(task, run_error=summary.first_error, failed_runs=summary.failed)
 
 
-def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None,
-          local_log: str | None = None) -> int:
-    """Run every task of a job in a process pool and record how it ended."""
-    from .. import records
+class PreparedPool:
+    """Pool workers forked ahead of a job, by a fork-server spare driver before its request.
+
+    Forking a process that holds scikit-learn costs milliseconds per worker, on
+    the job's path if the driver forks its pool; a spare forks it while it
+    waits.  The workers are the spare's children, in its session, and die with
+    it (``PR_SET_PDEATHSIG``), whether it becomes a driver or exits unused.
+    They were forked before the request's environment was applied: each takes
+    on the driver's (:class:`WorkerSetup`) before its first task.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool = _new_pool(workers, _prepared_worker)
+        # The first submit forks every worker of a fork-context pool (Python 3.10 onwards).
+        self.pool.submit(int)
+
+    def fits(self, workers: int, tasks: int) -> bool:
+        """Whether this pool runs the job's tasks as its own pool would (:func:`pool_fits`)."""
+        return pool_fits(self.workers, workers, tasks)
+
+    def close(self) -> None:
+        """Let the workers go (a job that needs none, or another number of them)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def pool_fits(prepared: int, workers: int, tasks: int) -> bool:
+    """Whether a pool of ``prepared`` workers runs ``tasks`` tasks as a job of ``workers``
+    workers asks: as many at once, never more."""
+    return min(workers, tasks) <= prepared <= workers
+
+
+def prepare_pool(workers: int) -> PreparedPool | None:
+    """The pool a spare driver forks ahead of a request for ``workers`` workers (None for none);
+    :func:`main` takes it as ``prepared``."""
+    if not 1 <= workers <= MAX_PREPARED_WORKERS:
+        return None
+    return PreparedPool(workers)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker forked from the driver would have inherited from it, for a worker
+    forked before (:class:`PreparedPool`)."""
+
+    env: dict[str, str]
+    cwd: str
+    sys_path: list[str]
+    umask: int
+    log: str
+    title: str
+
+    @classmethod
+    def of_this_process(cls, log: str) -> WorkerSetup:
+        from setproctitle import getproctitle
+
+        umask = os.umask(0o077)
+        os.umask(umask)
+        return cls(dict(os.environ), os.getcwd(), list(sys.path), umask, log, getproctitle())
+
+    def apply(self) -> None:
+        from setproctitle import setproctitle
+
+        from .drivers import redirect_stdio
+
+        os.umask(self.umask)
+        os.chdir(self.cwd)
+        os.environ.clear()
+        os.environ.update(self.env)
+        sys.path[:] = self.sys_path
+        redirect_stdio(os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC))
+        setproctitle(self.title)
+
+
+_applied: list[WorkerSetup] = []  # in a prepared worker: the setup it took on
+
+
+def run_prepared_task(setup: WorkerSetup, share_dir: str, job_id: str, task: int,
+                      options: dict[str, Any] | None) -> Any:
+    """In a prepared pool's worker: take on the driver's setup (once), then run the task."""
     from ..runner import run_task
+
+    if not _applied:
+        setup.apply()
+        _applied.append(setup)
+    return run_task(share_dir, job_id, task, options=options)
+
+
+def _new_pool(workers: int, initializer: Callable[[], None] = _die_with_parent) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=initializer)
+
+
+def _prepared_worker() -> None:
+    """A prepared pool's worker: dies with its spare, and says what it is until a job's
+    task gives it the job's title."""
+    from setproctitle import setproctitle
+
+    _die_with_parent()
+    setproctitle(f"rxjobs prepared pool worker (driver {os.getppid()})")
+
+
+def _start_tasks(store: Any, job_id: str, pending: list[int], workers: int,
+                 options: dict[str, Any] | None,
+                 prepared: PreparedPool | None) -> tuple[ProcessPoolExecutor, dict[Future, int]]:
+    """The pool the job's pending tasks run in (the prepared one if it fits), and their futures."""
+    from ..runner import run_task
+
+    if prepared is not None and prepared.fits(workers, len(pending)):
+        setup = WorkerSetup.of_this_process(driver_log_path(store, job_id)[0])
+        pool = prepared.pool
+        return pool, {pool.submit(run_prepared_task, setup, store.url, job_id, k, options): k
+                      for k in pending}
+    if prepared is not None:
+        prepared.close()
+    pool = _new_pool(min(workers, len(pending)))
+    return pool, {pool.submit(run_task, store.url, job_id, k, options=options): k for k in pending}
+
+
+def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None,
+          local_log: str | None = None, prepared: PreparedPool | None = None) -> int:
+    """Run every task of a job in a process pool and record how it ended.
+
+    ``prepared`` is a pool forked ahead of the job (:func:`prepare_pool`): used if
+    it has the right number of workers, let go otherwise.
+    """
+    from .. import records
 
     store = open_driven_job(share_dir, job_id, options, local_log)
     if store is None:
@@ -144,14 +279,10 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     failure = None
     failed_runs = 0
     if pending:
-        pool = ProcessPoolExecutor(
-            max_workers=min(workers, len(pending)),
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_die_with_parent,
-        )
-        futures: dict[Future, int] = {
-            pool.submit(run_task, store.url, job_id, k, options=options): k for k in pending}
+        pool, futures = _start_tasks(store, job_id, pending, workers, options, prepared)
         not_done = set(futures)
+    elif prepared is not None:
+        prepared.close()
     # Written once the workers are forked (the first submit forks them all), while they
     # start their tasks: the durable write is off the tasks' path (10-30 ms on a loaded machine).
     records.write_status(store, job_id, Record.RUNNING)
@@ -187,12 +318,13 @@ def drive(share_dir: str, job_id: str, workers: int, options: dict | None = None
     return 0
 
 
-def main(argv: list[str] | None = None, detached: bool = False) -> int:
+def main(argv: list[str] | None = None, detached: bool = False,
+         prepared: PreparedPool | None = None) -> int:
     args = driver_arguments("python -m rxjobs.engines.local", "rxjobs local job driver (started by rx_exec)",
                             argv, lambda parser: parser.add_argument("--workers", type=int, default=1))
     become_driver(detached)
     return drive(args.share_dir, args.job_id, max(1, args.workers), share_dir_options_from_env(),
-                 args.local_log)
+                 args.local_log, prepared)
 
 
 if __name__ == "__main__":
