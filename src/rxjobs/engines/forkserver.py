@@ -93,8 +93,7 @@ from typing import Any
 from .. import preload
 from ..runtime import FORK_SERVER_PREFIX, TMP_MARK, runtime_dir
 from .base import Handle
-from .drivers import (OPTIONS_ENV, close_all_but, driver_log_path, find_driver, open_driver_log,
-                      redirect_stdio)
+from .drivers import OPTIONS_ENV, close_all_but, driver_log_path, find_driver, open_driver_log, redirect_stdio
 
 ENABLE_ENV = "RXJOBS_FORK_SERVER"
 IDLE_ENV = "RXJOBS_FORK_SERVER_IDLE_S"
