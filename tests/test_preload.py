@@ -56,6 +56,15 @@ def test_referenced_modules_names_what_unpickling_would_import(obj, protocol, ex
 
 
 @pytest.mark.timeout(30)
+def test_a_search_s_objects_name_their_defining_modules_each_once():
+    from sklearn.svm import SVC
+    data = cloudpickle.dumps([SVC(), numpy.zeros((50, 4)), json.dumps] * 3)
+    found = referenced_modules(data)
+    assert {"sklearn.svm._classes", "numpy", "json"} <= set(found)
+    assert len(found) == len(set(found))
+
+
+@pytest.mark.timeout(30)
 def test_an_array_names_numpy_modules_only():
     found = referenced_modules(cloudpickle.dumps(numpy.arange(3)))
     assert found and {name.partition(".")[0] for name in found} == {"numpy"}
@@ -79,7 +88,16 @@ def test_a_function_pickled_by_value_names_not_its_module():
     (pickle.dumps([json.dumps, os.path.join])[:-12], {}, ["json"]),  # cut short: what was read
     (pickle.dumps([json.dumps, os.path.join, collections.OrderedDict]), {"limit": 2},
      ["json", "posixpath"]),
-    (pickle.dumps([*range(50), collections.OrderedDict]), {"max_ops": 20}, []),
+    (pickle.dumps([bytes(200), collections.OrderedDict]), {"max_bytes": 100}, []),
+    (pickle.dumps([bytes(200), collections.OrderedDict]), {"max_bytes": 400}, ["collections"]),
+    # the bytes of a reference inside a bytes value are named too (the server checks each name)
+    (pickle.dumps([b"\x8c\x04json\x94\x8c\x05dumps\x94\x93"]), {}, ["json"]),
+    # a length byte that does not match, or no STACK_GLOBAL after the names: nothing
+    (b"\x80\x04\x8c\x05json\x94\x8c\x05dumps\x94\x93", {}, []),
+    (b"\x80\x04\x8c\x04json\x94\x8c\x05dumps\x94.", {}, []),
+    # protocol 0/2 text: GLOBAL lines; a protocol-4 pickle is not read for them
+    (b"cposixpath\njoin\n.", {}, ["posixpath"]),
+    (b"\x80\x04cposixpath\njoin\n.", {}, []),
 ])
 def test_referenced_modules_is_bounded_and_survives_bad_input(data, kwargs, expected):
     assert referenced_modules(data, **kwargs) == expected

@@ -33,7 +33,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import pickletools
+import re
 import site
 import sys
 import sysconfig
@@ -42,15 +42,17 @@ from collections.abc import Collection, Iterable, Mapping
 PRELOAD_ENV = "RXJOBS_FORK_SERVER_PRELOAD"
 # At most this many modules are named per payload, and imported per request.
 MAX_MODULES = 64
-# A payload's opcodes are read up to this many (~15 ms): a function's references come first,
-# and a huge list of plain values names no module.
-MAX_OPS = 20_000
+# A payload is scanned up to this many bytes (~2 ms): a function's references come first,
+# and a huge array names no module.
+MAX_SCAN_BYTES = 4 << 20
 # Never preloaded: what the server has already, what is no distribution, what must not be.
 _NEVER = frozenset({"__main__", "__mp_main__", "builtins", "copyreg", "rxjobs", "cloudpickle",
                     "psutil", "setproctitle"})
-_STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
-_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
-_NOT_PUSHES = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME", "PROTO"})
+# Protocol 4+: a module name as SHORT_BINUNICODE (length byte, UTF-8 name), then MEMOIZE.
+_MODULE_STRING = re.compile(rb"\x8c([\x01-\x7f])([A-Za-z_][\w.]{0,126})\x94")
+# Protocols 0-3: GLOBAL or INST, "c<module>\n<name>\n".
+_GLOBAL_LINE = re.compile(rb"[ci]([A-Za-z_][\w.]{0,126})\n[^\n]{1,256}\n")
+_SHORT_STRING, _MEMOIZE, _STACK_GLOBAL, _BINGET, _LONG_BINGET = b"\x8c", b"\x94", b"\x93", b"h", b"j"
 
 
 def preload_enabled() -> bool:
@@ -58,43 +60,55 @@ def preload_enabled() -> bool:
     return os.environ.get(PRELOAD_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
 
 
-def referenced_modules(data: bytes, max_ops: int = MAX_OPS, limit: int = MAX_MODULES) -> list[str]:
+def referenced_modules(data: bytes, max_bytes: int = MAX_SCAN_BYTES, limit: int = MAX_MODULES) -> list[str]:
     """The modules a pickle refers to by reference (dotted names), first seen first.
 
-    Read from the opcodes (:mod:`pickletools`), never unpickled: nothing is
-    imported.  ``STACK_GLOBAL`` takes the module and attribute names pushed
-    just before it (strings, or memo gets of strings); ``GLOBAL`` and ``INST``
-    carry them.  At most ``limit`` names, from the first ``max_ops`` opcodes;
-    a pickle that does not parse names what was read before the fault.
+    Found by patterns over the bytes, never unpickled: nothing is imported.
+    In protocol 4 and 5 (cloudpickle's), a reference is ``STACK_GLOBAL``
+    after two pushed strings, the module and the attribute; a module's first
+    reference pushes its name as a literal, memoized, which is what is
+    matched, with the attribute (a literal or a memo get) and the
+    ``STACK_GLOBAL`` right after it.  Older protocols carry both names in
+    ``GLOBAL``/``INST``.  Walking every opcode with :mod:`pickletools` gave
+    the same names for a scikit-learn search's payload in 3.5 ms; this takes
+    0.25 ms, on the path of every local job's start.
+
+    What it may miss costs only the preload (the job's workers then import
+    the module themselves): a module name first pushed as a plain string and
+    later got from the memo, a reference split by a frame boundary.  What it
+    may wrongly match (the same byte patterns inside a ``bytes`` value) is
+    only a name the fork server checks like any other (installed, stamped).
+    At most ``limit`` names, from the first ``max_bytes`` bytes.
     """
+    view = data[:max_bytes]
+    hits: list[tuple[int, bytes]] = []
+    for match in _MODULE_STRING.finditer(view):
+        if match.group(1)[0] == len(match.group(2)) and _stack_global_follows(view, match.end()):
+            hits.append((match.start(), match.group(2)))
+    if not (view[:1] == b"\x80" and view[1:2] >= b"\x04"):  # no PROTO 4+: GLOBAL lines
+        hits.extend((match.start(), match.group(1)) for match in _GLOBAL_LINE.finditer(view))
     found: dict[str, None] = {}
-    memo: dict[int, str | None] = {}
-    pushed: list[str | None] = []  # the values of the last pushes, when strings
-    try:
-        for count, (op, arg, _pos) in enumerate(pickletools.genops(data)):
-            if count >= max_ops or len(found) >= limit:
+    for _at, raw in sorted(hits):
+        name = raw.decode("ascii", errors="replace")
+        if is_module_name(name):
+            found.setdefault(name, None)
+            if len(found) >= limit:
                 break
-            name = op.name
-            if name in ("GLOBAL", "INST"):
-                found.setdefault(str(arg).split(" ", 1)[0], None)
-            elif name == "STACK_GLOBAL":
-                if len(pushed) >= 2 and isinstance(pushed[-2], str):
-                    found.setdefault(pushed[-2], None)
-                pushed.append(None)
-            elif name == "MEMOIZE":
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg if isinstance(arg, int) else -1] = pushed[-1] if pushed else None
-            elif name in _MEMO_GETS:
-                pushed.append(memo.get(arg) if isinstance(arg, int) else None)
-            elif name in _STRING_OPS:
-                pushed.append(str(arg))
-            elif name not in _NOT_PUSHES:
-                pushed.append(None)
-            del pushed[:-2]
-    except (ValueError, TypeError):
-        pass  # not a pickle, or cut short: what was read is named
-    return [name for name in found if is_module_name(name)]
+    return list(found)
+
+
+def _stack_global_follows(data: bytes, at: int) -> bool:
+    """Whether the attribute name (a short string memoized, or a memo get) and then
+    ``STACK_GLOBAL`` come at ``at``."""
+    op = data[at:at + 1]
+    if op == _SHORT_STRING and at + 1 < len(data):
+        end = at + 2 + data[at + 1]
+        return data[end:end + 2] == _MEMOIZE + _STACK_GLOBAL
+    if op == _BINGET:
+        return data[at + 2:at + 3] == _STACK_GLOBAL
+    if op == _LONG_BINGET:
+        return data[at + 5:at + 6] == _STACK_GLOBAL
+    return False
 
 
 def is_module_name(name: str) -> bool:
