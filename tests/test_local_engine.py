@@ -268,8 +268,9 @@ def test_fork_server_forks_a_threaded_callers_driver_and_can_be_found_and_stoppe
         server = psutil.Process(servers[0]["pid"])
         assert "rxjobs fork-server" in " ".join(server.cmdline())
         driver = psutil.Process(found["pid"])
-        assert driver.ppid() not in (proc.pid, server.pid)  # detached from both
-        assert os.getsid(driver.pid) == driver.pid
+        assert driver.ppid() != proc.pid  # not the caller's child
+        assert driver.ppid() == server.pid  # the server's, reaped by the kernel when it ends
+        assert os.getsid(driver.pid) == driver.pid  # in a session of its own
         assert job_id in " ".join(driver.cmdline())
         out, err = proc.communicate(timeout=120)
     finally:
@@ -277,11 +278,14 @@ def test_fork_server_forks_a_threaded_callers_driver_and_can_be_found_and_stoppe
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
+    # An ended driver is gone, not a zombie that a probe would take for a live driver.
+    wait_until(lambda: not psutil.pid_exists(driver.pid), what="the ended driver to be reaped")
     assert json.loads(out.strip().splitlines()[-1]) == [False, False]  # nothing of the caller's
     # The next request's driver waits, forked ahead (detached too), and goes with the server.
     title = f"rxjobs fork-server spare driver (server {server.pid})"
     spares = wait_until(lambda: processes_mentioning(title), what="the spare driver")
-    assert len(spares) == 1 and spares[0].ppid() != server.pid
+    assert len(spares) == 1 and spares[0].ppid() == server.pid
+    assert os.getsid(spares[0].pid) == spares[0].pid
     assert forkserver.stop_servers() == 1
     assert forkserver.list_servers() == []
     assert not [n for n in os.listdir(runtime_dir()) if n.startswith("forkserver-")]

@@ -11,12 +11,15 @@ A driver forked by the server is the same detached driver a fresh
 interpreter would be:
 
 - it runs in its own session, with stdin on ``/dev/null`` and stdout/stderr
-  on the job's driver log, its parent the init process (the server forks an
-  intermediate child that forks the driver and exits), so it outlives the
-  caller and the server;
+  on the job's driver log, so it outlives the caller and the server; its
+  parent is the server, which ignores ``SIGCHLD`` so that the kernel reaps
+  an ended driver at once (never a zombie that a probe would take for a
+  live driver); the driver restores ``SIGCHLD`` for its own pool;
 - it is forked ahead of its request: at the start, and once the last driver
-  it started exits (or has run ``_SPARE_DELAY_S``: the forks, milliseconds of
-  CPU, stay off a short job's start and run), the server forks the next
+  it started has recorded its job's end (it says so on its channel before it
+  exits, 5–10 ms sooner than its exit) or exits, or has run
+  ``_SPARE_DELAY_S`` (the forks, milliseconds of CPU, stay off a short job's
+  start and run), the server forks the next
   driver, a *spare* (``ps`` title ``rxjobs fork-server spare driver (server
   <pid>)``), which waits for the request and the caller's connection on a
   socket pair and exits when the server closes it (at the server's exit, or
@@ -370,10 +373,13 @@ def _raise_stop(signum: int, frame: Any) -> None:
 
 
 def _server_signals() -> None:
-    """SIGTERM and SIGHUP stop the server; SIGINT (a terminal's Ctrl-C) does not."""
+    """SIGTERM and SIGHUP stop the server; SIGINT (a terminal's Ctrl-C) does not; its
+    children (the spares, then drivers) are reaped by the kernel as they end (``SIGCHLD``
+    ignored): the server never waits for one."""
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGHUP, _raise_stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 
 
 class _Preloader:
@@ -468,18 +474,18 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
     preloader = _Preloader()
     spare: _Spare | None = None
     ahead = _Ahead()
-    driver: _LastDriver | None = None  # the spare last handed a request, until it exits
+    driver: _LastDriver | None = None  # the spare last handed a request, until its job ends
     try:
         while True:
-            if spare is None and (driver is None or driver.done()):
+            if driver is not None and driver.done():
+                driver.close()
+                driver = None
+            if spare is None and driver is None:
                 spare = _Spare.fork(listener, ahead)
-                if driver is not None:
-                    driver.close()
-                    driver = None
             watched: list[socket.socket | int] = [listener]
             wait = min(60.0, idle_timeout)
-            if driver is not None and driver.fd is not None:
-                watched.append(driver.fd)
+            if driver is not None and driver.fds:
+                watched += driver.fds
                 wait = driver.left()
             readable, _, _ = select.select(watched, [], [], wait)
             if listener not in readable:
@@ -497,7 +503,7 @@ def serve(base: str, key: str, idle_timeout: float) -> int:
                 if handed is not None:
                     if driver is not None:
                         driver.close()
-                    driver = _LastDriver.watch(handed.pid)
+                    driver = _LastDriver.watch(handed.pid, handed.channel)
                 if not serving:
                     return 0  # retired
     except _Stop:
@@ -583,42 +589,51 @@ class _Ahead:
 
 
 class _LastDriver:
-    """The driver the server last started, watched (a pidfd) until it exits or has run
+    """The driver the server last started, watched until it says its job's end is
+    recorded (a byte on its spare's channel, sent before it exits: its exit, the teardown
+    of a 128 MB process, came 5–10 ms later), exits (a pidfd) or has run
     ``_SPARE_DELAY_S``: the next spare is forked then (see :func:`serve`)."""
 
-    def __init__(self, fd: int | None) -> None:
-        self.fd = fd
+    def __init__(self, fds: list[int], channel: socket.socket | None = None) -> None:
+        self.fds = fds
+        self.channel = channel
         self.deadline = time.monotonic() + _SPARE_DELAY_S
 
     @classmethod
-    def watch(cls, pid: int) -> _LastDriver:
+    def watch(cls, pid: int, channel: socket.socket) -> _LastDriver:
+        fds = [channel.fileno()]
         try:
-            return cls(os.pidfd_open(pid) if pid > 0 and hasattr(os, "pidfd_open") else None)
-        except OSError:  # gone already
-            return cls(None)
+            if pid > 0 and hasattr(os, "pidfd_open"):
+                fds.append(os.pidfd_open(pid))
+        except OSError:  # gone already: the channel says so too (closed)
+            pass
+        return cls(fds, channel)
 
     def left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic()) if self.fd is not None else 0.0
+        return max(0.0, self.deadline - time.monotonic()) if self.fds else 0.0
 
     def done(self) -> bool:
-        if self.fd is None or self.left() == 0.0:
+        if not self.fds or self.left() == 0.0:
             return True
-        readable, _, _ = select.select([self.fd], [], [], 0)
+        readable, _, _ = select.select(self.fds, [], [], 0)
         return bool(readable)
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self.channel is not None:
+            for fd in self.fds[1:]:
+                os.close(fd)
+            self.channel.close()
+            self.channel = None
+        self.fds = []
 
 
 class _Spare:
     """The next request's driver, forked ahead of it (off the request's path).
 
-    Forking a process that holds scikit-learn costs milliseconds, and a
-    detached driver takes two forks (the server's child forks the driver and
-    exits, so that the driver is nobody's child).  So the server forks the
-    next driver after each request, and the spare waits, in its own process,
+    Forking a process that holds scikit-learn costs milliseconds (3–5 ms here
+    for 128 MB; a detached driver used to take two forks and an exit, 10–20 ms
+    of the server's time).  So the server forks the next driver ahead of each
+    request, once, and the spare waits, in its own process,
     on a socket pair for the request and the caller's connection
     (``SCM_RIGHTS``); it then becomes the driver (:func:`_run_driver`).  It
     exits when the server closes its end: at the server's exit, or when a
@@ -630,63 +645,51 @@ class _Spare:
     def __init__(self, channel: socket.socket, modules: int, pid: int) -> None:
         self.channel = channel
         self.modules = modules
-        self.pid = pid  # 0 if it died before it said
+        self.pid = pid
 
     @classmethod
     def fork(cls, listener: socket.socket, ahead: _Ahead) -> _Spare:
-        """Fork a detached spare (through a child that exits at once) of the server as it is."""
+        """Fork a spare of the server as it is (it detaches itself: its own session)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         server = os.getpid()
         child = os.fork()
-        if child == 0:  # the server's child: fork the spare, then exit at once
+        if child == 0:  # the spare
             code = 1
             try:
                 listener.close()
                 ours.close()
-                code = 0 if os.fork() > 0 else _wait_as_spare(theirs, server, ahead)
+                code = _wait_as_spare(theirs, server, ahead)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     traceback.print_exc()
             finally:
                 os._exit(code)
         theirs.close()
-        os.waitpid(child, 0)
-        try:  # the spare's first word: its pid
-            ours.settimeout(_REPLY_TIMEOUT_S)
-            pid = struct.unpack("!i", _read_exactly(ours, 4))[0]
-        except (OSError, struct.error):
-            pid = 0
-        finally:
-            ours.settimeout(None)
-        return cls(ours, len(sys.modules), pid)  # modules are only ever added
+        return cls(ours, len(sys.modules), child)  # modules are only ever added
 
     def hand_over(self, conn: socket.socket, request: dict[str, Any]) -> bool:
-        """Pass the caller's connection and the request to the spare (closing our end);
-        False if the spare is gone."""
+        """Pass the caller's connection and the request to the spare; False if the spare is
+        gone (our end then closed).  The channel stays open: the driver says on it when its
+        job's end is recorded (:class:`_LastDriver`)."""
         try:
             socket.send_fds(self.channel, [b"r"], [conn.fileno()])
             _send(self.channel, request)
         except OSError:
-            return False
-        finally:
             self.channel.close()
+            return False
         return True
 
 
 def _wait_as_spare(channel: socket.socket, server: int, ahead: _Ahead) -> int:
     """In the spare: fork the pool the next request likely wants, wait for a request and the
     caller's connection, then be its driver."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):  # the pool is waited for
         signal.signal(sig, signal.SIG_DFL)
     os.setsid()  # own session and process group (the pool's too): cancel signals the group
     close_all_but(channel.fileno())  # nothing of the server's stays open, in us or the pool
     from setproctitle import setproctitle
 
     setproctitle(f"rxjobs fork-server spare driver (server {server})")
-    try:
-        channel.sendall(struct.pack("!i", os.getpid()))
-    except OSError:
-        return 0
     prepared = _prepare(ahead)
     try:
         _data, fds, _flags, _address = socket.recv_fds(channel, 1, 1)
@@ -694,13 +697,20 @@ def _wait_as_spare(channel: socket.socket, server: int, ahead: _Ahead) -> int:
             return 0  # the server closed our channel: it exits, or we are stale (the pool dies with us)
         conn = socket.socket(fileno=fds[0])
         request = _receive(channel)
-        channel.close()
     except (OSError, ValueError):
         return 0
     if prepared is not None and request.get("module") != ahead.module:
         prepared.close()
         prepared = None
-    return _run_driver(request, conn, prepared)
+    try:
+        return _run_driver(request, conn, prepared)
+    finally:
+        # The job's end is recorded (or the driver failed): the server may fork the next
+        # spare now rather than after this process's exit.  A pool worker holding the
+        # channel could at most make that happen early.
+        with contextlib.suppress(OSError):
+            channel.send(b"e")
+        channel.close()
 
 
 def _prepare(ahead: _Ahead) -> Any:
