@@ -121,6 +121,22 @@ def test_remove_job_frees_files_and_bytes_and_is_exactly_once(store_url):
         store.remove_job("job1")
 
 
+def test_a_read_job_settled_with_defer_is_gone_at_once_and_deleted_by_the_deferred_half(store_url):
+    store = open_store(store_url)
+    store.ensure_root()
+    _make_job(store, "job1", files=3)
+    later: list = []
+    jobs.settle_read_job(store, "job1", remove=True, defer=later.append)
+    assert jobs.job_status(store, "job1").status is RxRemoteJobStatus.MISSING
+    assert len(later) == 1
+    if "://" not in store_url:  # renamed into the trash, not yet deleted
+        assert store.list_job_ids() == [] and len(store.trash_entries()) == 1
+    assert later[0]().files == 3
+    assert store.list_job_ids() == [] and store.trash_entries() == []
+    jobs.settle_read_job(store, "job1", remove=True, defer=later.append)  # gone: nothing to do
+    assert len(later) == 1
+
+
 def test_each_store_answers_what_callers_may_ask_without_saying_its_kind(store_url):
     store = open_store(store_url)
     store.ensure_root()

@@ -700,16 +700,31 @@ def removes_when_collected(store: Store, job_id: str) -> bool:
     return bool(read_job_record(store, job_id).options.get("auto_cleanup", True))
 
 
-def settle_read_job(store: Store, job_id: str, remove: bool) -> None:
+def settle_read_job(store: Store, job_id: str, remove: bool,
+                    defer: Callable[[Callable[[], object]], object] | None = None) -> None:
     """A job whose outcome the caller has read whole: remove it, or mark it retrieved.
 
     For callers that read the results before deciding they were delivered
     (an :class:`rxjobs.Executor` future hands its value over only when
     ``result()`` is called).  A job already gone is no error.
+
+    With ``defer``, a removal is cut in two: the job is detached under its
+    lock (from then on it reads as missing to every reader), and the rest,
+    making that durable and deleting its files, is handed to ``defer`` (a
+    thread the interpreter waits for at its exit), for a caller that needs
+    the job gone from view but not yet off the disk.  If the process dies
+    before that, the next cleanup finishes it from the trash.
     """
     with store.lock(job_id):
-        if remove or store.job_entries(job_id) is not None:
-            _settle_locked(store, job_id, remove)
+        if not remove or defer is None:
+            if remove or store.job_entries(job_id) is not None:
+                _settle_locked(store, job_id, remove)
+            return
+        try:
+            token = store.detach_job(job_id, durable=False)
+        except JobNotFoundError:
+            return  # another cleanup removed it after our read
+    defer(lambda: store.delete_detached(token, make_durable=True))
 
 
 def _settle_locked(store: Store, job_id: str, remove: bool) -> None:

@@ -515,17 +515,22 @@ class Store(ABC):
         return freed
 
     @abstractmethod
-    def detach_job(self, job_id: str) -> str:
+    def detach_job(self, job_id: str, durable: bool = True) -> str:
         """First half of a removal: from here on the job reads as missing.
 
         Returns a token for :meth:`delete_detached`.  A crash in between
         leaves what :meth:`purge_trash` finishes.  JobNotFoundError if the
-        job is not there (another cleaner got it first).
+        job is not there (another cleaner got it first).  With ``durable``
+        False, the detachment may not have reached the disk yet when this
+        returns (a local share dir's rename, whose two directory fsyncs then
+        wait for the second half): pass ``make_durable=True`` to
+        :meth:`delete_detached`.
         """
 
     @abstractmethod
-    def delete_detached(self, token: str) -> Usage:
-        """Second half of a removal: delete what :meth:`detach_job` set aside."""
+    def delete_detached(self, token: str, make_durable: bool = False) -> Usage:
+        """Second half of a removal: delete what :meth:`detach_job` set aside (first making
+        the detachment durable, with ``make_durable``, for a ``durable=False`` detach)."""
 
     @abstractmethod
     def purge_trash(self) -> list[str]:

@@ -460,9 +460,10 @@ class FsspecStore(Store):
         return {name: int(info.get("size") or 0) for name, info in found.items()
                 if info.get("type", "file") != "directory"}
 
-    def detach_job(self, job_id: str) -> str:
+    def detach_job(self, job_id: str, durable: bool = True) -> str:
         """Write the job's ``deleting`` marker exclusively: from then on the job reads as
-        missing, and this caller is its one remover.  The token is the job id."""
+        missing, and this caller is its one remover.  The token is the job id.  The
+        marker is durable once written (``durable`` changes nothing)."""
         paths = self.paths(job_id)
         LISTINGS.withdraw(self._cache_scope, self.root)
         try:
@@ -477,7 +478,7 @@ class FsspecStore(Store):
             raise JobNotFoundError(self.not_found(job_id))
         return job_id
 
-    def delete_detached(self, token: str) -> Usage:
+    def delete_detached(self, token: str, make_durable: bool = False) -> Usage:
         """Delete every object of a job marked ``deleting`` in batched requests, the marker last."""
         paths = self.paths(token)
         found = self._objects(paths.dir)
