@@ -7,8 +7,8 @@ and Spark runs ``local[2]``.
 
 from __future__ import annotations
 
-import _thread
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -150,6 +150,22 @@ def test_grid_search_and_cross_val_score_equal_loky_in_few_jobs_that_are_cleaned
     assert _jobs_of(share) == []  # collected, then removed by auto_cleanup
 
 
+@pytest.mark.parametrize("return_as", ["list", "generator", "generator_unordered"])
+def test_every_return_as_gives_every_result_and_leaves_no_file(tmp_path, return_as):
+    """In order (joblib's thread waits on each wave's future) and unordered (joblib's
+    callbacks); the jobs are gone from view when the call returns, and their files are
+    deleted just after, by the removal thread."""
+    share = str(tmp_path / "share")
+    with joblib.parallel_config(backend="rxjobs", compute_context=RxLocalParallel(share_dir=share)):
+        backend, _ = joblib.parallel.get_active_backend()
+        out = joblib.Parallel(n_jobs=2, return_as=return_as)(joblib.delayed(abs)(-i) for i in range(40))
+        got = list(out)
+    assert (sorted(got) if return_as == "generator_unordered" else got) == list(range(40))
+    assert backend.jobs_submitted and _jobs_of(share) == []
+    store = open_store(share)
+    wait_until(lambda: not store.trash_entries(), what="the removal thread to empty the trash")
+
+
 def test_jobs_are_listed_retrieved_and_cleaned_up_by_the_usual_rules_when_kept(tmp_path, iris):
     share = str(tmp_path / "share")
     cc = RxLocalParallel(share_dir=share, auto_cleanup=False)
@@ -212,7 +228,9 @@ def test_keyboard_interrupt_cancels_the_searchs_jobs_and_leaves_nothing_running(
     def interrupt_once_running() -> None:
         wait_until(lambda: any(j.status() is S.RUNNING for j in _jobs_of(share)), timeout=120,
                    what="the search's job to run")
-        _thread.interrupt_main()
+        # A real SIGINT, as Ctrl-C or a notebook's interrupt sends: it also interrupts the main
+        # thread's wait on a wave's future (interrupt_main only sets a flag Python code polls).
+        os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_once_running, daemon=True).start()
     try:

@@ -40,7 +40,7 @@ import math
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from rxjobs import api, jobs
@@ -67,6 +67,31 @@ WAVE_GROWTH = 64
 # last calls into batches of one, so a wide wave is what keeps a small search to one or two
 # jobs.  The job of a wave still runs at most n_jobs tasks at once.
 WAVE_WIDTH = 8
+
+
+# The slow half of a read job's removal (its rename's fsyncs, deleting its files) runs here,
+# after the Parallel call returned: one thread, which the interpreter waits for at its exit.
+_removals: ThreadPoolExecutor | None = None
+_removals_lock = threading.Lock()
+
+
+def _defer_removal(work: Callable[[], object]) -> None:
+    """Run ``work`` (:func:`rxjobs.jobs.settle_read_job`'s second half) in the removal thread;
+    a failure is a warning (the job is in the trash, which the next cleanup empties)."""
+    global _removals
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:
+            warnings.warn(f"an rxjobs job of a joblib call was set aside but its files could not be "
+                          f"deleted ({type(exc).__name__}: {exc}); the next rxjobs cleanup deletes "
+                          "them", stacklevel=1)
+
+    with _removals_lock:
+        if _removals is None:
+            _removals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rxjobs-joblib-removal")
+        _removals.submit(run)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -182,7 +207,6 @@ def make_backend_class() -> type:
     class RxJobsBackend(base):  # type: ignore[valid-type, misc]
         """Runs joblib's batches as rxjobs jobs, one job per dispatch wave."""
 
-        supports_retrieve_callback = True
         supports_timeout = True
         supports_return_generator = True
         uses_threads = False
@@ -204,6 +228,15 @@ def make_backend_class() -> type:
             self._closing = False
             self.jobs_submitted: list[str] = []  # ids of the jobs of this backend (tests read them)
             self._batch_size = 1
+
+        @property
+        def supports_retrieve_callback(self) -> bool:
+            """False for a call returning in order (a list, or ``return_as="generator"``):
+            joblib's thread then waits on each wave's future and wakes as it is settled,
+            instead of polling every 10 ms for what callbacks registered; True for
+            ``return_as="generator_unordered"``, which joblib serves through callbacks only."""
+            parallel = getattr(self, "parallel", None)
+            return not getattr(parallel, "return_ordered", True)
 
         # -- sizing --------------------------------------------------------------------------
 
@@ -325,10 +358,14 @@ def make_backend_class() -> type:
             fires joblib's callbacks), then remove the job (or mark it retrieved, per its
             ``auto_cleanup``).
 
-            The removal (durable: two directory fsyncs, some milliseconds) comes after the
-            hand-over, while joblib takes the results in; :meth:`stop_call` waits for it, so a
-            ``Parallel`` call still returns with its jobs removed.  A crash in between leaves
-            a finished job not marked retrieved, which cleanup keeps: nothing is lost.
+            The removal comes after the hand-over, while joblib takes the results in, in two
+            halves: the job is renamed into the trash (from then on it reads as missing), which
+            :meth:`stop_call` waits for, so a ``Parallel`` call still returns with its jobs
+            gone from every listing; the rename's two directory fsyncs and the deletion of its
+            files (3–7 ms) follow in the removal thread (:func:`_defer_removal`), which the
+            interpreter waits for at its exit.  A crash before the rename leaves a finished job
+            not marked retrieved, which cleanup keeps; after it, a trash entry, which the next
+            cleanup deletes: nothing is lost either way.
             """
             store, job_id = wave.job.store, wave.job.job_id
             remove = False
@@ -373,7 +410,7 @@ def make_backend_class() -> type:
         @staticmethod
         def _settle(store: Any, job_id: str, remove: bool) -> None:
             try:
-                jobs.settle_read_job(store, job_id, remove)
+                jobs.settle_read_job(store, job_id, remove, defer=_defer_removal)
             except Exception as exc:  # the results were handed over: a failed cleanup must not hide them
                 warnings.warn(f"rxjobs job {job_id} of a joblib call: its results were read but the "
                               f"job could not be {'removed' if remove else 'marked retrieved'}: "
@@ -403,7 +440,8 @@ def make_backend_class() -> type:
 
         def stop_call(self) -> None:
             """The ``Parallel`` call is over: its jobs whose results were handed over are
-            removed (or marked retrieved) before it returns."""
+            gone from view (set aside in the trash, their files deleted just after) or marked
+            retrieved before it returns."""
             self.terminate()
             with self._lock:
                 self._lock.wait_for(lambda: self._settling == 0)
