@@ -594,37 +594,42 @@ class _LastDriver:
     of a 128 MB process, came 5–10 ms later), exits (a pidfd) or has run
     ``_SPARE_DELAY_S``: the next spare is forked then (see :func:`serve`)."""
 
-    def __init__(self, fds: list[int], channel: socket.socket | None = None) -> None:
-        self.fds = fds
-        self.channel = channel
+    def __init__(self, channel: socket.socket, pidfd: int | None) -> None:
+        self.channel: socket.socket | None = channel
+        self.pidfd = pidfd
         self.deadline = time.monotonic() + _SPARE_DELAY_S
 
     @classmethod
     def watch(cls, pid: int, channel: socket.socket) -> _LastDriver:
-        fds = [channel.fileno()]
         try:
-            if pid > 0 and hasattr(os, "pidfd_open"):
-                fds.append(os.pidfd_open(pid))
+            pidfd = os.pidfd_open(pid) if pid > 0 and hasattr(os, "pidfd_open") else None
         except OSError:  # gone already: the channel says so too (closed)
-            pass
-        return cls(fds, channel)
+            pidfd = None
+        return cls(channel, pidfd)
+
+    @property
+    def fds(self) -> list[int]:
+        """What says the driver's job ended: its channel, and its pidfd if there is one."""
+        if self.channel is None:
+            return []
+        return [self.channel.fileno()] + ([self.pidfd] if self.pidfd is not None else [])
 
     def left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic()) if self.fds else 0.0
+        return max(0.0, self.deadline - time.monotonic()) if self.channel is not None else 0.0
 
     def done(self) -> bool:
-        if not self.fds or self.left() == 0.0:
+        if self.channel is None or self.left() == 0.0:
             return True
         readable, _, _ = select.select(self.fds, [], [], 0)
         return bool(readable)
 
     def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
         if self.channel is not None:
-            for fd in self.fds[1:]:
-                os.close(fd)
             self.channel.close()
             self.channel = None
-        self.fds = []
 
 
 class _Spare:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO
 
 from . import Store, Usage, open_store
+from .forking import fork_is_safe, run_child
 
 
 class _HelperGone(Exception):
@@ -56,10 +57,8 @@ class _HelperGone(Exception):
 
 
 def may_fork() -> bool:
-    """Whether helpers may be forked here: ``os.fork`` exists and this process runs one
-    thread (a fork copies the calling thread alone, and a lock another thread held
-    would stay held in the child)."""
-    return hasattr(os, "fork") and threading.active_count() == 1
+    """Whether helpers may be forked here (:func:`.forking.fork_is_safe`)."""
+    return fork_is_safe()
 
 
 class _Helper:
@@ -196,8 +195,7 @@ def _fork(threads: int, siblings: list[_Helper]) -> tuple[int, IO[str], IO[str]]
             os.close(fd)
         raise
     if pid == 0:  # the helper: serve, and never come back
-        code = 1
-        try:
+        def helper() -> None:
             os.close(to_child)
             os.close(from_child)
             for sibling in siblings:
@@ -205,11 +203,8 @@ def _fork(threads: int, siblings: list[_Helper]) -> tuple[int, IO[str], IO[str]]
             with open(from_parent, encoding="utf-8") as entries, \
                     open(to_parent, "w", encoding="utf-8") as answers:
                 serve(entries, answers, threads)
-            code = 0
-        except BaseException:  # noqa: BLE001 - a child must not unwind into its parent's code
-            pass
-        finally:
-            os._exit(code)
+
+        run_child(helper)
     os.close(from_parent)
     os.close(to_parent)
     return (pid, open(to_child, "w", encoding="utf-8"),  # noqa: SIM115 - closed by _Helper.close

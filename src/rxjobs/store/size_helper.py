@@ -27,11 +27,11 @@ import contextlib
 import os
 import signal
 import struct
-import threading
 from array import array
 from collections.abc import Sequence
 
 from .fdtree import usage_at
+from .forking import fork_is_safe, run_child
 
 #: Fewer jobs than this are counted in the parent (a fork costs about as much
 #: as counting a few dozen jobs).
@@ -44,7 +44,7 @@ _TRIPLE = struct.Struct("=qqq")  # job index, files, bytes
 
 def may_fork() -> bool:
     """Whether a helper may be forked here: one thread, two CPUs or more, ``os.fork``."""
-    if not hasattr(os, "fork") or threading.active_count() != 1:
+    if not fork_is_safe():
         return False
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -89,15 +89,11 @@ class SizeHelper:
             os.close(write_fd)
             return self  # no helper: the parent counts everything itself
         if pid == 0:  # the child: count, write, and never come back
-            code = 1
-            try:
+            def count() -> None:
                 os.close(read_fd)
                 _count_down(self._dir_fd, self._names, write_fd)
-                code = 0
-            except BaseException:  # noqa: BLE001 - a child must not unwind into its parent's code
-                pass
-            finally:
-                os._exit(code)
+
+            run_child(count)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._read_fd, self._pid = read_fd, pid
