@@ -81,13 +81,12 @@ def referenced_modules(data: bytes, max_bytes: int = MAX_SCAN_BYTES, limit: int 
     only a name the fork server checks like any other (installed, stamped).
     At most ``limit`` names, from the first ``max_bytes`` bytes.
     """
-    view = data[:max_bytes]
-    hits: list[tuple[int, bytes]] = []
-    for match in _MODULE_STRING.finditer(view):
-        if match.group(1)[0] == len(match.group(2)) and _stack_global_follows(view, match.end()):
+    hits: list[tuple[int, bytes]] = []  # matched within the first max_bytes, without a copy
+    for match in _MODULE_STRING.finditer(data, 0, max_bytes):
+        if match.group(1)[0] == len(match.group(2)) and _stack_global_follows(data, match.end()):
             hits.append((match.start(), match.group(2)))
-    if not (view[:1] == b"\x80" and view[1:2] >= b"\x04"):  # no PROTO 4+: GLOBAL lines
-        hits.extend((match.start(), match.group(1)) for match in _GLOBAL_LINE.finditer(view))
+    if not (data[:1] == b"\x80" and data[1:2] >= b"\x04"):  # no PROTO 4+: GLOBAL lines
+        hits.extend((match.start(), match.group(1)) for match in _GLOBAL_LINE.finditer(data, 0, max_bytes))
     found: dict[str, None] = {}
     for _at, raw in sorted(hits):
         name = raw.decode("ascii", errors="replace")

@@ -84,11 +84,11 @@ def root_creation_refusal(euid: int, owner: int, url: str) -> str | None:
             f"--share-dir {url} ...), or sweep it with `rxjobs cleanup --all-users`")
 
 
-
 def _sync_trash(root: int, trash: int) -> None:
     """Make renames from the share dir ``root`` into its ``trash`` durable (group-committed
     with the other threads of this process renaming into it)."""
     trash_syncs(root, trash).wait_durable(lambda: fsync_pair(trash, root))
+
 
 class LocalStore(Store):
     """A share dir that is a directory on this machine (or a mount of a shared filesystem)."""
