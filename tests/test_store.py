@@ -146,7 +146,6 @@ def test_each_store_answers_what_callers_may_ask_without_saying_its_kind(store_u
     # A store on this machine's filesystems hands out paths a process may append to.
     assert store.os_path(paths.driver_log) == (paths.driver_log if on_disk else None)
     assert store.caller_uid() == (os.geteuid() if on_disk else None)
-    assert store.helpers_may_delete() is on_disk
     assert store.removal_where("job1") == (f"{store.trash}/job1" if on_disk else f"{store.url}/job1")
     assert not store.being_removed("job1") and not store.removal_may_tear("job1")
     store.write_exclusive(paths.canceled)
@@ -208,23 +207,72 @@ def test_cleanup_deletes_files_after_letting_go_of_the_jobs_lock(tmp_path, monke
     made = make_job(store, "failed")
     stripe = zlib.crc32(made.job_id.encode()) % 64
     seen = []
-    delete = type(store).delete_detached
+    delete = type(store).delete_detached_jobs
 
-    def delete_checking_the_lock(self, path):
+    def delete_checking_the_lock(self, tokens, helpers=True):
         fd = os.open(f"{store.root}/.locks/{stripe}.lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if cleanup still held it
-            seen.append(path)
+            seen.extend(tokens)
         finally:
             os.close(fd)
-        return delete(self, path)
+        return delete(self, tokens, helpers)
 
-    monkeypatch.setattr(type(store), "delete_detached", delete_checking_the_lock)
+    monkeypatch.setattr(type(store), "delete_detached_jobs", delete_checking_the_lock)
     report = cleanup_jobs([(store, made.job_id)], force=True, verbose=False)
     assert [e.outcome for e in report] == ["removed"] and len(seen) == 1
     assert (report.files_freed, report.bytes_freed) != (0, 0)
     assert report.files_freed == made.files
     assert store.list_job_ids() == [] and store.listdir(store.trash) == []
+
+
+def test_a_batch_is_detached_with_one_pair_of_fsyncs_and_each_job_gets_its_own_answer(tmp_path,
+                                                                                     monkeypatch):
+    store = open_store(str(tmp_path / "s"))
+    made = [make_job(store, "failed") for _ in range(5)]
+    ids = [m.job_id for m in made]
+    before = [store.usage(i) for i in ids]
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                 real(fd))[1])
+    tokens = store.detach_jobs([*ids, "rxJob_20260101000000000000_dead", ids[0]])
+    assert sorted(synced) == sorted([store.trash, store.root])  # the whole batch's renames at once
+    assert all(isinstance(t, str) and t.startswith(f"{store.trash}/{i}.")
+               for t, i in zip(tokens[:5], ids, strict=True))
+    assert isinstance(tokens[5], JobNotFoundError) and isinstance(tokens[6], JobNotFoundError)
+    assert store.list_job_ids() == []  # every detached job reads as missing at once
+    freed = store.delete_detached_jobs([*tokens[:5], f"{store.root}/elsewhere"])
+    assert freed[:5] == before
+    assert isinstance(freed[5], ValueError) and store.listdir(store.trash) == []
+
+
+def test_a_batch_holds_each_lock_stripe_once_and_lets_go_of_all(tmp_path):
+    store = open_store(str(tmp_path / "s"))
+    store.ensure_root()
+    ids = [f"job{i}" for i in range(200)]  # several of them on each of the 64 stripes
+    stripes = {zlib.crc32(i.encode()) % 64 for i in ids}
+
+    def free_stripes() -> set[int]:
+        free = set()
+        for stripe in stripes:
+            fd = os.open(f"{store.root}/.locks/{stripe}.lock", os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free.add(stripe)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+        return free
+
+    with store.lock_jobs(ids):
+        assert free_stripes() == set()
+        with store.lock_jobs([], create=False):  # nothing to hold
+            pass
+    assert free_stripes() == stripes
+    with store.lock_jobs(["never-locked"], create=False):
+        pass  # a dry run waits on no stripe and makes none
 
 
 def test_interrupted_local_removal_is_finished_by_the_next_cleanup(tmp_path):

@@ -1,9 +1,9 @@
 """Cleanup: the rules of docs/design.md#cleanup-rules as a pure decision, and the removal.
 
 :func:`decide_cleanup` says what to do to one job from its state alone; it is
-tested against the whole table.  :func:`cleanup_jobs` gathers the facts,
-applies the decisions job by job (one job's problem never stops the others)
-and removes job directories crash-safely through the store.
+tested against the whole table.  :func:`cleanup_jobs` gathers the facts a
+batch of jobs at a time, applies the decisions (one job's problem never stops
+the others) and removes job directories crash-safely through the store.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import enum
 import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -22,19 +23,7 @@ from . import jobs
 from .errors import JobNotFoundError
 from .ids import validate_job_id
 from .status import RxRemoteJobStatus
-from .store import JobSnapshot, Store
-from .store.delete_workers import DeleteWorkers
-
-# A cleanup of at least this many jobs of local share dirs deletes their files in
-# helper processes (rxjobs.store.delete_workers): forked, ready at once, where this
-# process runs one thread; else new interpreters, 0.1 s or more to start.
-HELPER_PROCESSES_FROM_JOBS = 256
-# Deletions the helpers keep in flight together (at least ``threads``).  Each unlink on
-# the benchmark VM waits for a synchronous discard, and its disk serves more than 8 at
-# once: in paired deletion-only runs of 2,000 jobs, 2 helpers x 8 threads took 0.82x and
-# 0.86x the time of 2 x 4 (and 24 parallel `rm -rf` beat 8 in both); 2 x 12 was no
-# faster than 2 x 8, and 4 x 6 slower on 2 CPUs (docs/benchmarks.md).
-DELETIONS_AT_ONCE = 16
+from .store import JobSnapshot, Store, Usage
 
 
 class RxCleanupWarning(UserWarning):
@@ -249,60 +238,34 @@ class CleanupReport:
                 f"{self.files_freed} files and {self.bytes_freed} bytes freed")
 
 
-def _clean_one(store: Store, job_id: str, force: bool, dry_run: bool, now: datetime | None,
-               helpers: DeleteWorkers | None = None,
-               ) -> tuple[CleanupEntry, Decision, Future | None]:
-    """Clean one job; with ``helpers``, its files may still be being deleted.
-
-    Returns the entry, the decision and, when helpers delete the files, the
-    future of the files and bytes freed (the entry's counts are filled in
-    from it later, see :func:`_finish_entry`).
-    """
-    # The lock covers the decision and the rename into .trash/ only: once renamed
-    # the job reads as missing to every reader, so its files are deleted after
-    # the lock is released, and other threads waiting on the same lock stripe
-    # do not wait for a whole deletion.
-    with store.lock(job_id, create=not dry_run):  # a dry run creates nothing
-        entry, decision, detached = _clean_one_locked(store, job_id, force, dry_run, now)
-    if detached is None:
-        return entry, decision, None
-    entry.outcome = CleanupOutcome.REMOVED
-    if helpers is not None and store.helpers_may_delete():
-        return entry, decision, helpers.submit(store, detached)
-    usage = store.delete_detached(detached)
-    entry.files, entry.bytes = usage.files, usage.bytes
-    return entry, decision, None
-
-
-def _finish_entry(entry: CleanupEntry, deleted: Future | None,
-                  helpers: DeleteWorkers | None) -> CleanupEntry:
-    """Wait for a job's files to be deleted by the helpers and count them in its entry."""
-    if deleted is None or helpers is None:
-        return entry
-    try:
-        usage = helpers.result(deleted)
-    except Exception as exc:  # the job is in the trash; the next cleanup finishes it
-        return CleanupEntry(entry.job_id, entry.share_dir, "undetermined", CleanupOutcome.ERROR,
-                            f"{type(exc).__name__}: {exc}")
-    entry.files, entry.bytes = usage.files, usage.bytes
-    return entry
-
-
 REMOVALS = (Action.REMOVE, Action.CANCEL_AND_REMOVE)
+# Batches deleted at once: the next one's deletion begins while the last files of one go.
+DELETING_AT_ONCE = 2
+
+# A job's entry in the report, and the decision behind it (None after an error).
+Cleaned = tuple[CleanupEntry, Decision | None]
 
 
 def _decide(store: Store, job_id: str, force: bool, now: datetime | None,
-            snapshot: JobSnapshot | None = None) -> tuple[CleanupEntry, Decision]:
-    """Look at a job (through ``snapshot`` when one was taken) and decide what cleanup does.
+            snapshot: JobSnapshot | None, probe: bool = True) -> Cleaned | None:
+    """Decide what cleanup does to a job from ``snapshot`` (None: the job is missing).
 
-    The entry says ``kept`` (or ``missing``) until the job is removed.
+    The entry says ``kept`` (or ``missing``) until the job is removed.  With
+    ``probe`` False, None for a job whose state only its engine can tell
+    (:func:`jobs.settled_look`), to be decided again with ``probe``.
     """
-    owner = snapshot.owner if snapshot is not None else store.owner_uid(job_id)
+    if snapshot is None:
+        decision = decide_cleanup(RxRemoteJobStatus.MISSING, False, force)
+        return CleanupEntry(job_id, store.url, RxRemoteJobStatus.MISSING.value,
+                            CleanupOutcome.MISSING, decision.reason), decision
+    owner = snapshot.owner
     if owner is not None and owner != os.geteuid():
         decision = Decision(Action.KEEP, f"owned by another user (uid {owner}): never removed",
                             warn=True)
         return CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.KEPT, decision.reason), decision
-    look = jobs.look_at_job(store, job_id, snapshot)
+    look = jobs.look_at_job(store, job_id, snapshot) if probe else jobs.settled_look(store, job_id, snapshot)
+    if look is None:
+        return None
     derived = look.derived
     retrieved = derived.status is RxRemoteJobStatus.FINISHED and look.retrieved
     expired = jobs.is_expired(store, look, now)
@@ -315,31 +278,9 @@ def _decide(store: Store, job_id: str, force: bool, now: datetime | None,
     return entry, decision
 
 
-def _clean_one_locked(store: Store, job_id: str, force: bool, dry_run: bool,
-                      now: datetime | None) -> tuple[CleanupEntry, Decision, str | None]:
-    """Decide, and remove the job or (local share dirs) move it into the trash.
-
-    Returns the entry, the decision and the trash path left to delete (None
-    when nothing is left to delete).
-    """
-    # One visit of the job directory (its owner, names and records through one
-    # descriptor) instead of a stat, a listing and two reads that each open it anew.
-    entry, decision = _decide(store, job_id, force, now, store.snapshot(job_id, sizes=False))
-    if decision.action not in REMOVALS:
-        return entry, decision, None
-    if dry_run:
-        usage = store.usage(job_id)
-        entry.outcome, entry.files, entry.bytes = CleanupOutcome.WOULD_REMOVE, usage.files, usage.bytes
-        return entry, decision, None
-    if decision.action is Action.CANCEL_AND_REMOVE:
-        jobs.stop_on_engine(store, job_id)
-    try:
-        detached = store.detach_job(job_id)
-    except JobNotFoundError:
-        entry.outcome, entry.reason = CleanupOutcome.MISSING, "already removed (by another cleanup?)"
-        return entry, decision, None
-    jobs.drop_driver_log(store, job_id, salvage=False)  # what a killed driver left outside
-    return entry, decision, detached
+def _error(store: Store, job_id: str, exc: BaseException) -> Cleaned:
+    return CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
+                        f"{type(exc).__name__}: {exc}"), None
 
 
 def cleanup_jobs(
@@ -355,17 +296,17 @@ def cleanup_jobs(
 ) -> CleanupReport:
     """Apply the cleanup rules to each ``(store, job_id)`` and remove what they allow.
 
-    Jobs are handled in parallel threads (deleting many small files is bound
-    by system calls, and object-store requests by the network, both of which
-    release the GIL); reports, verbose lines and warnings come out in the
-    order of ``targets``.  Leftovers of a crashed earlier cleanup are purged
-    first (``purge=False`` skips that).
-    ``now`` is the moment job expiry is judged at (default: the current time).
-    A big cleanup of local share dirs deletes the files in a few helper
-    processes (see :mod:`rxjobs.store.delete_workers`); decisions and renames into
-    the trash stay in this process, and every deletion is waited for;
-    ``helper_processes=False`` keeps every deletion in this process.
-    :func:`iter_cleanup` gives the same entries one by one, as they are done.
+    Jobs are taken a batch at a time (see :func:`_cleaned`): one look at a
+    batch decides each of its jobs, the removable ones are detached
+    together, and their files are deleted while the next batch is decided;
+    reports, verbose lines and warnings come out in the order of
+    ``targets``.  Leftovers of a crashed earlier cleanup are purged first
+    (``purge=False`` skips that).  ``now`` is the moment job expiry is judged
+    at (default: the current time).  A local share dir deletes big batches
+    in ``find`` processes (:mod:`rxjobs.store.bulk_delete`);
+    ``helper_processes=False`` starts no program, for a caller acting as
+    another user after dropping root.  :func:`iter_cleanup` gives the same
+    entries one by one, as they are done.
     """
     return CleanupReport(list(iter_cleanup(targets, force, verbose, dry_run, echo, threads, purge, now,
                                            helper_processes)))
@@ -386,11 +327,9 @@ def iter_cleanup(
 
     For a caller that reports as it goes (``rxjobs cleanup``'s lines and
     progress bar): one cleanup of every job, rather than a cleanup per batch,
-    keeps the deletions in flight from the first job to the last (a batch
-    waited for its slowest job before the next one began) and starts the
-    helper processes once, when there are enough jobs to pay for them.
-    Every job is handed to the threads at the start: closing the iterator
-    early waits for all of them to be cleaned up, their entries unseen.
+    keeps the deletions going from the first batch to the last.  Closing the
+    iterator early finishes the batches already begun (every job detached is
+    deleted) and leaves the others untouched.
     """
     targets = list(targets)
     if not dry_run and purge:
@@ -405,165 +344,188 @@ def iter_cleanup(
             except OSError as exc:
                 warnings.warn(f"could not empty {store.trash}: {exc}", RxCleanupWarning, stacklevel=4)
 
-    # Stores that remove many jobs faster together (object stores) take their jobs in
-    # batches; the others, job by job below.
-    in_bulk = _clean_in_bulk(targets, force, dry_run, now, threads)
-    targets_left = [t for i, t in enumerate(targets) if i not in in_bulk]
-    helpers = _start_delete_workers(targets_left, threads) if helper_processes and not dry_run else None
-
-    def work(target: tuple[Store, str]) -> tuple[CleanupEntry, Decision | None, Future | None]:
-        store, job_id = target
-        try:
-            return _clean_one(store, job_id, force, dry_run, now, helpers)
-        except Exception as exc:  # one job's problem never stops the others
-            entry = CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
-                                 f"{type(exc).__name__}: {exc}")
-            return entry, None, None
-
-    with contextlib.ExitStack() as stack:
-        if helpers is not None:
-            stack.callback(helpers.close)
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, threads)))
-        one_by_one = pool.map(work, targets_left)
-        for index in range(len(targets)):
-            entry, decision, deleted = in_bulk[index] if index in in_bulk else next(one_by_one)
-            entry = _finish_entry(entry, deleted, helpers)
-            if verbose:
-                echo(_verbose_line(entry))
-            if decision is not None and decision.warn and entry.outcome == CleanupOutcome.KEPT:
-                warnings.warn(RxCleanupWarning(f"job {entry.job_id} kept: {entry.reason}",
-                                               entry.job_id), stacklevel=4)
-            elif entry.outcome == CleanupOutcome.ERROR:
-                warnings.warn(RxCleanupWarning(f"job {entry.job_id} not cleaned up: {entry.reason}",
-                                               entry.job_id), stacklevel=4)
-            yield entry
+    for entry, decision in _cleaned(targets, force, dry_run, now, threads, helper_processes):
+        if verbose:
+            echo(_verbose_line(entry))
+        if decision is not None and decision.warn and entry.outcome == CleanupOutcome.KEPT:
+            warnings.warn(RxCleanupWarning(f"job {entry.job_id} kept: {entry.reason}",
+                                           entry.job_id), stacklevel=4)
+        elif entry.outcome == CleanupOutcome.ERROR:
+            warnings.warn(RxCleanupWarning(f"job {entry.job_id} not cleaned up: {entry.reason}",
+                                           entry.job_id), stacklevel=4)
+        yield entry
 
 
-# Jobs of a store that removes in bulk are decided, marked and deleted this many at once:
-# a listing, the markers and the deletions cover a batch; what is held stays bounded.
-BULK_BATCH = 1000
+def _cleaned(targets: list[tuple[Store, str]], force: bool, dry_run: bool, now: datetime | None,
+             threads: int, helpers: bool) -> Iterator[Cleaned]:
+    """Each target's entry and decision, in the order of ``targets``, as its batch is done.
 
-
-def _clean_in_bulk(targets: list[tuple[Store, str]], force: bool, dry_run: bool,
-                   now: datetime | None, threads: int,
-                   ) -> dict[int, tuple[CleanupEntry, Decision | None, Future | None]]:
-    """Clean the jobs of stores that remove in bulk (:attr:`Store.removes_in_bulk`), a batch
-    at a time; their results by index in ``targets``.
-
-    Per batch: one bulk look (:meth:`Store.snapshots`: on S3 one listing and
-    the records read concurrently) decides every job; the ``deleting``
-    markers of the jobs to remove are written together
-    (:meth:`Store.detach_jobs`), then every key is deleted and the markers
-    last (:meth:`Store.delete_detached_jobs`).
-
-    Deciding from a look taken before the markers are written is sound for
-    the same reason it is one job at a time on an object store (which has no
-    lock): the decisions that remove are stable.  A terminal state (finished,
-    failed, canceled) never changes (status writes refuse to leave one; the
-    ``canceled`` and ``retrieved`` markers are only ever added), so a job
-    decided removable stays removable, and an expired one stays expired.  A
-    job that had not ended is kept without force whatever it becomes
-    meanwhile (nothing is done to it), and with force is canceled and removed
-    whatever it becomes.  A finished job whose results were never retrieved
-    is removed only with force or expired, never because of this window.
-    The exclusive marker still decides between concurrent removers, so each
-    job is removed, and counted, once.
+    The jobs of each store are taken in batches (:func:`_decide_and_detach`),
+    the first a small one (``Store.first_removal_batch``).  A batch's files
+    are deleted in a thread of their own (:func:`_delete`) while this one
+    decides the next batch, and the next batch's deletion begins while the
+    last files of one go (:data:`DELETING_AT_ONCE`), so the deletions, which
+    bound a cleanup, go on without a pause from the first batch to the last.
+    Batches follow the order of their first job in ``targets``.
     """
-    results: dict[int, tuple[CleanupEntry, Decision | None, Future | None]] = {}
     by_store: dict[str, list[int]] = {}
     stores: dict[str, Store] = {}
     for index, (store, _) in enumerate(targets):
-        if store.removes_in_bulk:
-            by_store.setdefault(store.url, []).append(index)
-            stores[store.url] = store  # the instance that purged the share dir (the last one)
+        by_store.setdefault(store.url, []).append(index)
+        stores[store.url] = store  # the instance that purged the share dir (the last one)
+    batches: list[tuple[Store, list[int]]] = []
     for url, indexes in by_store.items():
-        store = stores[url]
-        for start in range(0, len(indexes), BULK_BATCH):
-            batch = indexes[start:start + BULK_BATCH]
-            job_ids = [targets[i][1] for i in batch]
+        store, start = stores[url], 0
+        while start < len(indexes):
+            end = start + (store.first_removal_batch if start == 0 else store.removal_batch)
+            batches.append((store, indexes[start:end]))
+            start = end
+    batches.sort(key=lambda batch: batch[1][0])
+
+    results: dict[int, Cleaned] = {}
+    following = 0  # the next index to yield
+    with ThreadPoolExecutor(max_workers=DELETING_AT_ONCE,
+                            thread_name_prefix="rxjobs-cleanup-delete") as deleter:
+        begun: deque[tuple[list[int], Future[list[Cleaned]]]] = deque()
+        for store, indexes in batches:
+            job_ids = [targets[i][1] for i in indexes]
             try:
-                done = _clean_batch(store, job_ids, force, dry_run, now, threads)
-            except Exception as exc:  # the batch's markers stay: the next cleanup finishes them
-                done = [(CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
-                                      f"{type(exc).__name__}: {exc}"), None) for job_id in job_ids]
-            for index, (entry, decision) in zip(batch, done, strict=True):
-                results[index] = (entry, decision, None)
-    return results
+                batch = _decide_and_detach(store, job_ids, force, dry_run, now, threads)
+                begun.append((indexes, deleter.submit(_delete, store, batch, helpers)))
+            except Exception as exc:  # what it detached stays in the trash: the next cleanup finishes it
+                failed: Future[list[Cleaned]] = Future()
+                failed.set_result([_error(store, job_id, exc) for job_id in job_ids])
+                begun.append((indexes, failed))
+            # Wait for the batch before this one only now: the next is decided meanwhile.
+            while len(begun) >= DELETING_AT_ONCE or (begun and begun[0][1].done()):
+                done_indexes, deleted = begun.popleft()
+                results.update(zip(done_indexes, deleted.result(), strict=True))
+                while following in results:
+                    yield results.pop(following)
+                    following += 1
+        while begun:
+            done_indexes, deleted = begun.popleft()
+            results.update(zip(done_indexes, deleted.result(), strict=True))
+        while following in results:
+            yield results.pop(following)
+            following += 1
 
 
-def _clean_batch(store: Store, job_ids: list[str], force: bool, dry_run: bool, now: datetime | None,
-                 threads: int) -> list[tuple[CleanupEntry, Decision | None]]:
-    """Decide on a batch of jobs of one store from one bulk look, then remove what the
-    rules allow together; each job's entry and decision, in order."""
+@dataclass
+class _Batch:
+    """A batch of one store's jobs, decided, its removable jobs detached."""
+
+    job_ids: list[str]
+    done: dict[str, Cleaned]
+    detached: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+
+
+def _decide_and_detach(store: Store, job_ids: list[str], force: bool, dry_run: bool,
+                       now: datetime | None, threads: int) -> _Batch:
+    """Decide on a batch of jobs of one store from one look, and detach those the rules remove.
+
+    Decisions and detachments are made holding the batch's job locks
+    (:meth:`Store.lock_jobs`), as one job at a time they would be: a reader
+    of results, a cancel or another cleanup of one of these jobs waits for
+    the batch, and finds each job as it was or gone.  Deciding every job
+    from a look taken before the detachments is sound also where there is
+    no lock (object stores): the decisions that remove are stable.  A
+    terminal state (finished, failed, canceled) never changes (status writes
+    refuse to leave one; the ``canceled`` and ``retrieved`` markers are only
+    ever added), so a job decided removable stays removable, and an expired
+    one stays expired.  A job that had not ended is kept without force
+    whatever it becomes meanwhile (nothing is done to it), and with force is
+    canceled and removed whatever it becomes.  A finished job whose results
+    were never retrieved is removed only with force or expired.  The
+    detachment itself (a rename into the trash, an exclusive marker) decides
+    between concurrent removers, so each job is removed, and counted, once.
+    """
+    done: dict[str, Cleaned] = {}
     valid: list[str] = []
-    done: dict[str, tuple[CleanupEntry, Decision | None]] = {}
     for job_id in job_ids:
         try:
             valid.append(validate_job_id(job_id))
         except ValueError as exc:
-            done[job_id] = (CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
-                                         f"ValueError: {exc}"), None)
-    looks = dict(store.snapshots(list(dict.fromkeys(valid)), sizes=True))
+            done[job_id] = _error(store, job_id, exc)
+    valid = list(dict.fromkeys(valid))
+    batch = _Batch(job_ids, done)
+    with store.lock_jobs(valid, create=not dry_run):  # a dry run creates nothing
+        # Sizes only for a dry run: a removal counts what it deletes.
+        looks = dict(store.snapshots(valid, sizes=dry_run))
+        unsettled = []
+        for job_id in valid:
+            try:
+                decided = _decide(store, job_id, force, now, looks[job_id], probe=False)
+            except Exception as exc:  # one job's problem never stops the others
+                decided = _error(store, job_id, exc)
+            if decided is None:
+                unsettled.append(job_id)
+            else:
+                done[job_id] = decided
+        if unsettled:  # only the engine can tell: probes wait on it, so in threads
 
-    def decide(job_id: str) -> tuple[CleanupEntry, Decision | None]:
-        try:
-            snapshot = looks[job_id]
-            if snapshot is None:
-                decision = decide_cleanup(RxRemoteJobStatus.MISSING, False, force)
-                return CleanupEntry(job_id, store.url, RxRemoteJobStatus.MISSING.value,
-                                    CleanupOutcome.MISSING, decision.reason), decision
-            return _decide(store, job_id, force, now, snapshot)
-        except Exception as exc:  # one job's problem never stops the others
-            return CleanupEntry(job_id, store.url, "undetermined", CleanupOutcome.ERROR,
-                                f"{type(exc).__name__}: {exc}"), None
+            def decide(job_id: str) -> Cleaned:
+                try:
+                    decided = _decide(store, job_id, force, now, looks[job_id])
+                    assert decided is not None
+                    return decided
+                except Exception as exc:
+                    return _error(store, job_id, exc)
 
-    # Deriving a state may probe an engine (jobs that have not ended): in threads.
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        decided = dict(zip(valid, pool.map(decide, valid), strict=True))
-    done.update(decided)
-    removable = list(dict.fromkeys(
-        job_id for job_id, (entry, decision) in decided.items()
-        if decision is not None and decision.action in REMOVALS and entry.outcome is CleanupOutcome.KEPT))
-    if dry_run:
-        for job_id in removable:
-            entry, snapshot = done[job_id][0], looks[job_id]
-            usage = snapshot.usage if snapshot is not None and snapshot.usage is not None \
-                else store.usage(job_id)
-            entry.outcome, entry.files, entry.bytes = CleanupOutcome.WOULD_REMOVE, usage.files, usage.bytes
-        return _once_each(job_ids, done)
-    cancels = [job_id for job_id in removable
-               if getattr(done[job_id][1], "action", None) is Action.CANCEL_AND_REMOVE]
-    if cancels:
-        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(cancels)))) as pool:
-            list(pool.map(lambda job_id: jobs.stop_on_engine(store, job_id), cancels))
-    detached: list[str] = []
-    tokens: list[str] = []
-    for job_id, token in zip(removable, store.detach_jobs(removable), strict=True):
-        entry = done[job_id][0]
-        if isinstance(token, JobNotFoundError):
-            entry.outcome, entry.reason = CleanupOutcome.MISSING, "already removed (by another cleanup?)"
-        elif isinstance(token, Exception):
-            entry.outcome, entry.reason = CleanupOutcome.ERROR, f"{type(token).__name__}: {token}"
-        else:
-            detached.append(job_id)
-            tokens.append(token)
-            with contextlib.suppress(OSError):
-                jobs.drop_driver_log(store, job_id, salvage=False)  # what a killed driver left outside
-    for job_id, freed in zip(detached, store.delete_detached_jobs(tokens), strict=True):
-        entry = done[job_id][0]
-        if isinstance(freed, Exception):  # detached: reads as missing; the next cleanup finishes it
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(unsettled)))) as pool:
+                done.update(zip(unsettled, pool.map(decide, unsettled), strict=True))
+        removable = [job_id for job_id in valid
+                     if (decision := done[job_id][1]) is not None and decision.action in REMOVALS
+                     and done[job_id][0].outcome is CleanupOutcome.KEPT]
+        if dry_run:
+            for job_id in removable:
+                entry, snapshot = done[job_id][0], looks[job_id]
+                usage = snapshot.usage if snapshot is not None and snapshot.usage is not None \
+                    else store.usage(job_id)
+                entry.outcome = CleanupOutcome.WOULD_REMOVE
+                entry.files, entry.bytes = usage.files, usage.bytes
+            return batch
+        cancels = [job_id for job_id in removable
+                   if getattr(done[job_id][1], "action", None) is Action.CANCEL_AND_REMOVE]
+        if cancels:
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(cancels)))) as pool:
+                list(pool.map(lambda job_id: jobs.stop_on_engine(store, job_id), cancels))
+        for job_id, token in zip(removable, store.detach_jobs(removable), strict=True):
+            entry = done[job_id][0]
+            if isinstance(token, JobNotFoundError):
+                entry.outcome, entry.reason = CleanupOutcome.MISSING, "already removed (by another cleanup?)"
+            elif isinstance(token, Exception):
+                entry.outcome, entry.reason = CleanupOutcome.ERROR, f"{type(token).__name__}: {token}"
+            else:
+                batch.detached.append(job_id)
+                batch.tokens.append(token)
+    for job_id in batch.detached:
+        with contextlib.suppress(OSError):
+            jobs.drop_driver_log(store, job_id, salvage=False)  # what a killed driver left outside
+    return batch
+
+
+def _delete(store: Store, batch: _Batch, helpers: bool) -> list[Cleaned]:
+    """Delete the files of a batch's detached jobs; each job's entry and decision, in order."""
+    try:
+        deleted: list[Usage | Exception] = store.delete_detached_jobs(batch.tokens, helpers)
+    except Exception as exc:  # detached: they read as missing; the next cleanup finishes them
+        deleted = [exc] * len(batch.tokens)
+    for job_id, freed in zip(batch.detached, deleted, strict=True):
+        entry = batch.done[job_id][0]
+        if isinstance(freed, Exception):
             entry.outcome, entry.status, entry.reason = (
                 CleanupOutcome.ERROR, "undetermined", f"{type(freed).__name__}: {freed}")
         else:
             entry.outcome, entry.files, entry.bytes = CleanupOutcome.REMOVED, freed.files, freed.bytes
-    return _once_each(job_ids, done)
+    return _once_each(batch.job_ids, batch.done)
 
 
-def _once_each(job_ids: list[str], done: dict[str, tuple[CleanupEntry, Decision | None]],
-               ) -> list[tuple[CleanupEntry, Decision | None]]:
+def _once_each(job_ids: list[str], done: dict[str, Cleaned]) -> list[Cleaned]:
     """The results in the order of ``job_ids``; a job named again after it was removed is
     reported missing there, as one by one it would be."""
-    results: list[tuple[CleanupEntry, Decision | None]] = []
+    results: list[Cleaned] = []
     seen: set[str] = set()
     for job_id in job_ids:
         entry, decision = done[job_id]
@@ -575,19 +537,6 @@ def _once_each(job_ids: list[str], done: dict[str, tuple[CleanupEntry, Decision 
         seen.add(job_id)
         results.append((entry, decision))
     return results
-
-
-def _start_delete_workers(targets: list[tuple[Store, str]], threads: int) -> DeleteWorkers | None:
-    """Helper processes for a big local cleanup on a machine of several CPUs, else None."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    n_deletable = sum(1 for store, _ in targets if store.helpers_may_delete())
-    if cpus < 2 or threads < 2 or n_deletable < HELPER_PROCESSES_FROM_JOBS:
-        return None
-    processes = min(cpus, 4, threads)
-    return DeleteWorkers(processes, max(threads, DELETIONS_AT_ONCE) // processes)
 
 
 def _verbose_line(entry: CleanupEntry) -> str:

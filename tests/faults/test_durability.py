@@ -215,8 +215,9 @@ import os, sys
 from rxjobs import cleanup
 from rxjobs.store import open_store
 
-cleanup.HELPER_PROCESSES_FROM_JOBS = 1  # delete in helper processes, as a big cleanup does
-os.sched_getaffinity = lambda pid: {0, 1}
+from rxjobs.store import bulk_delete
+
+bulk_delete.FIND_FROM_ENTRIES = 1  # delete in find processes, as a big cleanup does
 store = open_store(sys.argv[1])
 ids = store.list_job_ids()
 report = cleanup.cleanup_jobs([(store, job_id) for job_id in ids], verbose=False, threads=8)
@@ -228,10 +229,10 @@ TIMED = re.compile(r"^(?P<at>\d+\.\d+) (?P<call>.*) <(?P<took>\d+\.\d+)>$")
 
 
 def test_a_jobs_files_are_deleted_only_after_its_rename_into_the_trash_is_durable(tmp_path):
-    """Many jobs cleaned up by 8 threads, deleted by helper processes: the renames share
-    their fsyncs (a group commit), so the check is by time across every thread and
-    process: for each job, an fsync of ``.trash/`` and one of the share dir that began
-    after its rename ended, and ended before the first deletion of one of its files."""
+    """Many jobs cleaned up in one batch and deleted by find processes: the batch's renames
+    share their fsyncs, so the check is by time across every process: for each job, an
+    fsync of ``.trash/`` and one of the share dir that began after its rename ended, and
+    ended before the first deletion of one of its files."""
     share = tmp_path / "share"
     store = open_store(str(share))
     jobs = [make_job(store, "failed").job_id for _ in range(40)]
@@ -247,6 +248,7 @@ def test_a_jobs_files_are_deleted_only_after_its_rename_into_the_trash_is_durabl
     syncs: dict[str, list[tuple[float, float]]] = defaultdict(list)  # dir -> (began, ended)
     deletions: dict[str, float] = {}  # trash entry -> first deletion in it began
     pids = set()
+    deleters = set()
     trash = f"{share}/.trash"
     for trace in tmp_path.glob("trace.*"):
         for line in trace.read_text(errors="replace").splitlines():
@@ -266,8 +268,9 @@ def test_a_jobs_files_are_deleted_only_after_its_rename_into_the_trash_is_durabl
                 if where.startswith(f"{trash}/"):
                     entry = where[len(trash) + 1:].split("/")[0]
                     deletions[entry] = min(began, deletions.get(entry, began))
+                    deleters.add(trace.suffix)
     assert sorted(renamed) == sorted(jobs)
-    assert len(pids) > 1, "the renames were not made by several threads"
+    assert deleters - pids, "no file was deleted by a process of its own"
     problems = []
     for job_id, (entry, rename_ended) in renamed.items():
         first_delete = deletions.get(entry)
@@ -276,5 +279,5 @@ def test_a_jobs_files_are_deleted_only_after_its_rename_into_the_trash_is_durabl
             if not any(rename_ended <= began and ended <= first_delete for began, ended in syncs[where]):
                 problems.append(f"{job_id}: no fsync of {where} between its rename and its first deletion")
     assert not problems, problems
-    print(f"\n{len(jobs)} jobs renamed by {len(pids)} threads, {len(syncs[trash])} fsyncs of .trash/ "
-          f"and {len(syncs[str(share)])} of the share dir")
+    print(f"\n{len(jobs)} jobs deleted by {len(deleters - pids)} processes, "
+          f"{len(syncs[trash])} fsyncs of .trash/ and {len(syncs[str(share)])} of the share dir")

@@ -305,10 +305,15 @@ class Store(ABC):
     #: Many jobs are read faster together than one by one (:meth:`snapshots`): an
     #: object store lists the whole share dir once and reads records in parallel.
     reads_in_bulk: bool = False
-    #: Many jobs are removed faster together (:meth:`detach_jobs`,
-    #: :meth:`delete_detached_jobs`): an object store writes the ``deleting``
-    #: markers concurrently and deletes every key in 1000-key requests.
-    removes_in_bulk: bool = False
+    #: Cleanup takes this many jobs at a time (:meth:`lock_jobs`, :meth:`snapshots`,
+    #: :meth:`detach_jobs`, :meth:`delete_detached_jobs`): one look, the detachments
+    #: and the deletions cover a batch, and what is held stays bounded.  An object
+    #: store lists the share dir for a look, so its batches are as big as a request of
+    #: deletes (1000 keys).
+    removal_batch: int = 1000
+    #: The size of a cleanup's first batch, which is decided before anything is
+    #: deleted; the same as the others unless a store deletes best when it begins soon.
+    first_removal_batch: int = 1000
 
     def __init__(self, share_dir: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = normalize_share_dir(share_dir)
@@ -362,11 +367,6 @@ class Store(ABC):
         """Where a removal that :meth:`purge_trash` finished (one of the names it
         returned) had been left, as a message names it."""
         return f"{self.url}/{name}"
-
-    def helpers_may_delete(self) -> bool:
-        """Whether a detached job (a token of :meth:`detach_job`) may be deleted by
-        helper processes of this machine (:mod:`rxjobs.store.delete_workers`)."""
-        return False
 
     # -- the basic operations -------------------------------------------------------------
 
@@ -489,10 +489,9 @@ class Store(ABC):
         """:meth:`detach_job` of each job, in the order given: its token, or the exception
         it raised (JobNotFoundError: another cleaner got it first).
 
-        A store whose removals are cheaper together (:attr:`removes_in_bulk`)
-        overrides it; crash safety is the same as one by one: once this
-        returns, each detached job reads as missing and :meth:`purge_trash`
-        finishes it if the caller dies.
+        A store whose removals are cheaper together overrides it; crash
+        safety is the same as one by one: once this returns, each detached job
+        reads as missing and :meth:`purge_trash` finishes it if the caller dies.
         """
         found: list[str | Exception] = []
         for job_id in job_ids:
@@ -502,10 +501,15 @@ class Store(ABC):
                 found.append(exc)
         return found
 
-    def delete_detached_jobs(self, tokens: Sequence[str]) -> list[Usage | Exception]:
+    def delete_detached_jobs(self, tokens: Sequence[str], helpers: bool = True) -> list[Usage | Exception]:
         """:meth:`delete_detached` of each token of :meth:`detach_jobs`, in the order
         given: what it freed, or the exception it raised (the job stays detached,
-        for :meth:`purge_trash`)."""
+        for :meth:`purge_trash`).
+
+        ``helpers`` False: start no other program for it (a local share dir
+        deletes big batches in ``find`` processes); a caller acting as another
+        user after dropping root runs only what it was forked with.
+        """
         freed: list[Usage | Exception] = []
         for token in tokens:
             try:
@@ -548,6 +552,18 @@ class Store(ABC):
         With ``create`` False (a read-only command) the store creates nothing to
         take it; a lock nobody ever made is not waited for.
         """
+
+    @contextlib.contextmanager
+    def lock_jobs(self, job_ids: Iterable[str], create: bool = True) -> Iterator[None]:
+        """Hold the locks of many jobs at once (a batch of a cleanup), taken in one order.
+
+        ``job_ids`` are already validated.  A store whose locks are shared
+        between jobs (stripes) overrides it, so as never to wait on a lock it holds.
+        """
+        with contextlib.ExitStack() as held:
+            for job_id in sorted(set(job_ids)):
+                held.enter_context(self.lock(job_id, create))
+            yield
 
     # -- what rxjobs doctor looks at -------------------------------------------------------
 

@@ -1,9 +1,8 @@
 """Forked helper processes of the store: when a fork is safe here, and a child's one way out.
 
-The delete helpers (:mod:`.delete_workers`) and the size helper
-(:mod:`.size_helper`) are forked from the calling process, which has every
-module imported already: ready at once, where a new interpreter took
-hundreds of milliseconds on a busy machine.
+The size helper (:mod:`.size_helper`) is forked from the calling process,
+which has every module imported already: ready at once, where a new
+interpreter took hundreds of milliseconds on a busy machine.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from .base import (
     loads_record,
     plain_name,
 )
+from .bulk_delete import PROCESSES, delete_trees
 from .durability import durable, fsync_dir, fsync_pair, fsync_path, trash_syncs
 from .fdtree import (
     is_dir_at,
@@ -84,6 +85,10 @@ def root_creation_refusal(euid: int, owner: int, url: str) -> str | None:
             f"--share-dir {url} ...), or sweep it with `rxjobs cleanup --all-users`")
 
 
+def _usage_or_error(freed: tuple[int, int] | Exception) -> Usage | Exception:
+    return freed if isinstance(freed, Exception) else Usage(*freed)
+
+
 def _sync_trash(root: int, trash: int) -> None:
     """Make renames from the share dir ``root`` into its ``trash`` durable (group-committed
     with the other threads of this process renaming into it)."""
@@ -94,6 +99,12 @@ class LocalStore(Store):
     """A share dir that is a directory on this machine (or a mount of a shared filesystem)."""
 
     atomic_rename = True
+    #: A cleanup's batch is renamed into the trash with one pair of fsyncs, and deleted
+    #: by ``find`` processes (:meth:`detach_jobs`, :meth:`delete_detached_jobs`),
+    #: smaller than an object store's; the first is smaller still, so that the
+    #: deletions, which bound a cleanup, begin within a few milliseconds.
+    removal_batch = 500
+    first_removal_batch = 64
     #: Let :meth:`snapshots` fork a helper that counts sizes (tests compare both ways).
     fork_size_helper = True
 
@@ -143,9 +154,6 @@ class LocalStore(Store):
 
     def removal_where(self, name: str) -> str:
         return f"{self.trash}/{name}"
-
-    def helpers_may_delete(self) -> bool:
-        return True
 
     # -- the share dir itself ---------------------------------------------------------
 
@@ -661,26 +669,54 @@ class LocalStore(Store):
         """
         validate_job_id(job_id)
         root = self._root_or_missing()
-        self._check_searchable(root, job_id)
-        target = f"{job_id}.{process_mark()}-{_token()}"
         with self._reserved_dir(TRASH, create=True) as trash:
             assert trash is not None
-            try:
-                # Names relative to the two descriptors: an entry swapped for a symlink
-                # is moved as the symlink, never followed.
-                os.rename(job_id, target, src_dir_fd=root, dst_dir_fd=trash)
-            except FileNotFoundError:
-                raise JobNotFoundError(self.not_found(job_id)) from None
+            token = self._detach_at(root, trash, job_id)
             # Durable before a file of the job is deleted: a power loss then leaves the
             # job whole in its place, or in the trash, never half-deleted in its place.
             # Threads detaching jobs of this share dir at once share the two fsyncs.
             if durable:
                 _sync_trash(root, trash)
-            owner = os.stat(target, dir_fd=trash, follow_symlinks=False).st_uid
-            if owner != os.geteuid():  # swapped in after the caller's checks: put it back
-                os.rename(target, job_id, src_dir_fd=trash, dst_dir_fd=root)
-                raise UnsafeShareDirError(f"{self.root}/{job_id} is owned by uid {owner}, not by you: "
-                                          "it was swapped in during the removal and is left alone")
+        return token
+
+    def detach_jobs(self, job_ids: Sequence[str]) -> list[str | Exception]:
+        """:meth:`detach_job` of each job, made durable together by one pair of fsyncs.
+
+        The share dir and ``.trash/`` are opened once for the whole batch.  If
+        the fsyncs fail, every job of the batch gets their error: each is in
+        the trash, and the next cleanup finishes it (:meth:`purge_trash`).
+        """
+        root = self._root_or_missing()
+        found: list[str | Exception] = []
+        with self._reserved_dir(TRASH, create=True) as trash:
+            assert trash is not None
+            for job_id in job_ids:
+                try:
+                    found.append(self._detach_at(root, trash, validate_job_id(job_id)))
+                except Exception as exc:  # one job's problem never stops the others
+                    found.append(exc)
+            if any(isinstance(token, str) for token in found):
+                try:
+                    _sync_trash(root, trash)
+                except OSError as exc:
+                    return [token if isinstance(token, Exception) else exc for token in found]
+        return found
+
+    def _detach_at(self, root: int, trash: int, job_id: str) -> str:
+        """Rename ``job_id`` from ``root`` into ``trash`` (not yet durable); its trash path."""
+        self._check_searchable(root, job_id)
+        target = f"{job_id}.{process_mark()}-{_token()}"
+        try:
+            # Names relative to the two descriptors: an entry swapped for a symlink
+            # is moved as the symlink, never followed.
+            os.rename(job_id, target, src_dir_fd=root, dst_dir_fd=trash)
+        except FileNotFoundError:
+            raise JobNotFoundError(self.not_found(job_id)) from None
+        owner = os.stat(target, dir_fd=trash, follow_symlinks=False).st_uid
+        if owner != os.geteuid():  # swapped in after the caller's checks: put it back
+            os.rename(target, job_id, src_dir_fd=trash, dst_dir_fd=root)
+            raise UnsafeShareDirError(f"{self.root}/{job_id} is owned by uid {owner}, not by you: "
+                                      "it was swapped in during the removal and is left alone")
         return f"{self.trash}/{target}"
 
     def _check_searchable(self, root: int, job_id: str) -> None:
@@ -705,15 +741,36 @@ class LocalStore(Store):
 
     def delete_detached(self, token: str, make_durable: bool = False) -> Usage:
         """Delete a trash entry made by :meth:`detach_job`; the files and bytes it held."""
-        parent, name = os.path.split(token)
-        if parent != self.trash or not name or name in (".", ".."):
-            raise ValueError(f"{token} is not an entry of {self.trash}")
+        name = self._trash_name(token)
         with self._reserved_dir(TRASH, create=False) as trash:
             if trash is None:
                 return Usage()
             if make_durable:  # the rename of a detach_job(durable=False)
                 _sync_trash(self._root_or_missing(), trash)
             return Usage(*remove_tree_at(trash, name))
+
+    def delete_detached_jobs(self, tokens: Sequence[str], helpers: bool = True) -> list[Usage | Exception]:
+        """Delete the trash entries :meth:`detach_jobs` made, many at once in ``find``
+        processes (:mod:`.bulk_delete`; with ``helpers`` False, in this process)."""
+        names: list[str | Exception] = []
+        for token in tokens:
+            try:
+                names.append(self._trash_name(token))
+            except ValueError as exc:
+                names.append(exc)
+        wanted = [name for name in names if isinstance(name, str)]
+        with self._reserved_dir(TRASH, create=False) as trash:
+            deleted = ([(0, 0)] * len(wanted) if trash is None
+                       else delete_trees(trash, wanted, PROCESSES if helpers else 0))
+        freed = dict(zip(wanted, deleted, strict=True))
+        return [name if isinstance(name, Exception) else _usage_or_error(freed[name]) for name in names]
+
+    def _trash_name(self, token: str) -> str:
+        """The entry of ``.trash/`` a token of :meth:`detach_job` names; ValueError if it names none."""
+        parent, name = os.path.split(token)
+        if parent != self.trash or name in _NOT_NAMES:
+            raise ValueError(f"{token} is not an entry of {self.trash}")
+        return name
 
     def purge_trash(self) -> list[str]:
         if self._root() is None:
@@ -758,39 +815,47 @@ class LocalStore(Store):
         ever locked, so there is nothing to wait for and the read goes on unlocked
         (removals are renames: a reader sees a job whole or not at all).
         """
-        stripe = zlib.crc32(validate_job_id(job_id).encode()) % LOCK_STRIPES
-        if self._root() is None:  # no share dir, so no job to protect
+        with self.lock_jobs([validate_job_id(job_id)], create):
+            yield
+
+    @contextlib.contextmanager
+    def lock_jobs(self, job_ids: Iterable[str], create: bool = True) -> Iterator[None]:
+        """Hold the locks of many jobs at once: each stripe they fall on, once, in
+        increasing order (so two batches never wait on each other crosswise)."""
+        stripes = sorted({zlib.crc32(job_id.encode()) % LOCK_STRIPES for job_id in job_ids})
+        if not stripes or self._root() is None:  # no share dir, so no job to protect
             yield
             return
-        with self._reserved_dir(LOCKS, create=create) as locks:
-            if locks is None:
-                fd = None
-            else:
-                # Read-only is enough for flock, so in a team share dir every member can
-                # lock a stripe file another member made.
-                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-                try:
-                    fd = os.open(f"{stripe}.lock", flags, dir_fd=locks)
-                except FileNotFoundError:
-                    if not create:
-                        fd = None
-                    else:
-                        self._check_may_create()
-                        fd = os.open(f"{stripe}.lock", flags | os.O_CREAT, self._file_mode(), dir_fd=locks)
-        if fd is None:
+        with contextlib.ExitStack() as held:
+            fds = []
+            with self._reserved_dir(LOCKS, create=create) as locks:
+                for stripe in stripes:
+                    fd = self._open_stripe(locks, stripe, create) if locks is not None else None
+                    if fd is not None:
+                        held.callback(os.close, fd)
+                        fds.append((stripe, fd))
+            for stripe, fd in fds:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise UnsafeShareDirError(f"{self.url}/{LOCKS}/{stripe}.lock is not a "
+                                              "regular file; refusing to use it")
+                # A blocking flock waits in the kernel and wakes as soon as the holder
+                # lets go; every holder does bounded work, and the kernel drops the
+                # lock if it dies.
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
-            return
+
+    def _open_stripe(self, locks: int, stripe: int, create: bool) -> int | None:
+        """A descriptor of stripe file ``stripe``, made if ``create`` (else None if absent)."""
+        # Read-only is enough for flock, so in a team share dir every member can
+        # lock a stripe file another member made.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnsafeShareDirError(f"{self.url}/{LOCKS}/{stripe}.lock is not a "
-                                          "regular file; refusing to use it")
-            # A blocking flock waits in the kernel and wakes as soon as the holder
-            # lets go; every holder does bounded work, and the kernel drops the
-            # lock if it dies.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+            return os.open(f"{stripe}.lock", flags, dir_fd=locks)
+        except FileNotFoundError:
+            if not create:
+                return None
+            self._check_may_create()
+            return os.open(f"{stripe}.lock", flags | os.O_CREAT, self._file_mode(), dir_fd=locks)
 
     # -- what rxjobs doctor looks at -----------------------------------------------------
 

@@ -63,14 +63,13 @@ class FsspecStore(Store):
     """A share dir on an fsspec filesystem other than the local disk.
 
     Many jobs are looked at and removed together (:attr:`reads_in_bulk`,
-    :attr:`removes_in_bulk`): one listing of the share dir gives every job's
+    :meth:`detach_jobs`, :meth:`delete_detached_jobs`): one listing of the share dir gives every job's
     names and sizes, and reads, ``deleting`` markers and deletions of many
     jobs go out concurrently (s3fs is asynchronous; other filesystems get a
     few threads).
     """
 
     reads_in_bulk = True
-    removes_in_bulk = True
 
     def __init__(self, share_dir: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(share_dir, options)
@@ -535,12 +534,12 @@ class FsspecStore(Store):
                        for t in outcome]
         return outcome
 
-    def delete_detached_jobs(self, tokens: Sequence[str]) -> list[Usage | Exception]:
+    def delete_detached_jobs(self, tokens: Sequence[str], helpers: bool = True) -> list[Usage | Exception]:
         """Delete every key of jobs marked ``deleting`` (1000 keys a request, a few
         requests at once), list them again and delete what a late writer put,
         then delete their markers, together, last."""
         if not self.is_object_store:
-            return super().delete_detached_jobs(tokens)
+            return super().delete_detached_jobs(tokens, helpers)
         with self._detached_lock:
             known = {t: self._detached.pop(t) for t in tokens if t in self._detached}
         unknown = [t for t in tokens if t not in known]
