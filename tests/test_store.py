@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from rxjobs import jobs
-from rxjobs.cleanup import cleanup_jobs
+from rxjobs.cleanup import CleanupOutcome, cleanup_jobs
 from rxjobs.errors import JobNotFoundError
 from rxjobs.ids import job_id_time, new_job_id, validate_job_id
 from rxjobs.sharedir import normalize_share_dir
@@ -224,6 +224,14 @@ def test_cleanup_deletes_files_after_letting_go_of_the_jobs_lock(tmp_path, monke
     assert (report.files_freed, report.bytes_freed) != (0, 0)
     assert report.files_freed == made.files
     assert store.list_job_ids() == [] and store.listdir(store.trash) == []
+
+
+def test_a_cleanup_in_a_share_dir_that_does_not_exist_finds_nothing_and_makes_nothing(tmp_path):
+    store = open_store(str(tmp_path / "never-made"))
+    assert store.detach_jobs([]) == []
+    report = cleanup_jobs([(store, "rxJob_20000101000000000000_abcd")], force=True, verbose=False)
+    assert [e.outcome for e in report] == [CleanupOutcome.MISSING]
+    assert not (tmp_path / "never-made").exists()
 
 
 def test_a_batch_is_detached_with_one_pair_of_fsyncs_and_each_job_gets_its_own_answer(tmp_path,

@@ -686,6 +686,8 @@ class LocalStore(Store):
         the fsyncs fail, every job of the batch gets their error: each is in
         the trash, and the next cleanup finishes it (:meth:`purge_trash`).
         """
+        if not job_ids:  # nothing to detach, whether or not there is a share dir
+            return []
         root = self._root_or_missing()
         found: list[str | Exception] = []
         with self._reserved_dir(TRASH, create=True) as trash:
