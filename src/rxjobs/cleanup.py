@@ -384,9 +384,19 @@ def _cleaned(targets: list[tuple[Store, str]], force: bool, dry_run: bool, now: 
 
     results: dict[int, Cleaned] = {}
     following = 0  # the next index to yield
+    begun: deque[tuple[list[int], Future[list[Cleaned]]]] = deque()
+
+    def finish_oldest() -> Iterator[Cleaned]:
+        """Wait for the oldest batch begun; yield every result now due, in order."""
+        nonlocal following
+        done_indexes, deleted = begun.popleft()
+        results.update(zip(done_indexes, deleted.result(), strict=True))
+        while following in results:
+            yield results.pop(following)
+            following += 1
+
     with ThreadPoolExecutor(max_workers=DELETING_AT_ONCE,
                             thread_name_prefix="rxjobs-cleanup-delete") as deleter:
-        begun: deque[tuple[list[int], Future[list[Cleaned]]]] = deque()
         for store, indexes in batches:
             job_ids = [targets[i][1] for i in indexes]
             try:
@@ -398,17 +408,9 @@ def _cleaned(targets: list[tuple[Store, str]], force: bool, dry_run: bool, now: 
                 begun.append((indexes, failed))
             # Wait for the batch before this one only now: the next is decided meanwhile.
             while len(begun) >= DELETING_AT_ONCE or (begun and begun[0][1].done()):
-                done_indexes, deleted = begun.popleft()
-                results.update(zip(done_indexes, deleted.result(), strict=True))
-                while following in results:
-                    yield results.pop(following)
-                    following += 1
+                yield from finish_oldest()
         while begun:
-            done_indexes, deleted = begun.popleft()
-            results.update(zip(done_indexes, deleted.result(), strict=True))
-        while following in results:
-            yield results.pop(following)
-            following += 1
+            yield from finish_oldest()
 
 
 @dataclass
@@ -453,28 +455,25 @@ def _decide_and_detach(store: Store, job_ids: list[str], force: bool, dry_run: b
     with store.lock_jobs(valid, create=not dry_run):  # a dry run creates nothing
         # Sizes only for a dry run: a removal counts what it deletes.
         looks = dict(store.snapshots(valid, sizes=dry_run))
+
+        def decide(job_id: str, probe: bool = True) -> Cleaned | None:
+            try:
+                return _decide(store, job_id, force, now, looks[job_id], probe)
+            except Exception as exc:  # one job's problem never stops the others
+                return _error(store, job_id, exc)
+
         unsettled = []
         for job_id in valid:
-            try:
-                decided = _decide(store, job_id, force, now, looks[job_id], probe=False)
-            except Exception as exc:  # one job's problem never stops the others
-                decided = _error(store, job_id, exc)
+            decided = decide(job_id, probe=False)
             if decided is None:
                 unsettled.append(job_id)
             else:
                 done[job_id] = decided
         if unsettled:  # only the engine can tell: probes wait on it, so in threads
-
-            def decide(job_id: str) -> Cleaned:
-                try:
-                    decided = _decide(store, job_id, force, now, looks[job_id])
-                    assert decided is not None
-                    return decided
-                except Exception as exc:
-                    return _error(store, job_id, exc)
-
             with ThreadPoolExecutor(max_workers=max(1, min(threads, len(unsettled)))) as pool:
-                done.update(zip(unsettled, pool.map(decide, unsettled), strict=True))
+                for job_id, decided in zip(unsettled, pool.map(decide, unsettled), strict=True):
+                    assert decided is not None  # a probe always decides
+                    done[job_id] = decided
         removable = [job_id for job_id in valid
                      if (decision := done[job_id][1]) is not None and decision.action in REMOVALS
                      and done[job_id][0].outcome is CleanupOutcome.KEPT]

@@ -754,6 +754,8 @@ class LocalStore(Store):
     def delete_detached_jobs(self, tokens: Sequence[str], helpers: bool = True) -> list[Usage | Exception]:
         """Delete the trash entries :meth:`detach_jobs` made, many at once in ``find``
         processes (:mod:`.bulk_delete`; with ``helpers`` False, in this process)."""
+        if not tokens:  # nothing to delete, whether or not there is a share dir
+            return []
         names: list[str | Exception] = []
         for token in tokens:
             try:
